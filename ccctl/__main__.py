@@ -1,0 +1,5 @@
+"""Allow ``python -m ccctl``."""
+
+from ccctl.cli import main
+
+main()

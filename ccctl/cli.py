@@ -1,0 +1,150 @@
+"""The ``ccctl`` root command: global options, the one async bridge, errors to exit codes.
+
+Exit codes of every command: 0 success; 1 failure; 2 bad usage or configuration;
+4 not found; 5 registry error; 6 import rejected; 7 units not loaded; 8 busy (another run
+holds the lock); 130 interrupted. Monitoring commands (``rollcall run``) use the Nagios
+convention instead: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from ccctl import __version__
+from ccctl.errors import CcctlError, ImportRejected
+
+if TYPE_CHECKING:
+    from ccctl.config import Config
+    from ccctl.registry.db import Database
+
+T = TypeVar("T")
+
+
+class AppContext:
+    """Lazily resolved configuration and registry, shared by every subcommand.
+
+    Tests inject their own by passing ``obj=AppContext(...)`` to CliRunner.invoke.
+    """
+
+    def __init__(self, config_file: str | None = None, db_url: str | None = None, debug: bool = False) -> None:
+        self.config_file = config_file
+        self.db_url = db_url
+        self.debug = debug
+        self._config: Config | None = None
+        self._db: Database | None = None
+
+    @property
+    def config(self) -> Config:
+        """The resolved configuration (read on first use)."""
+        if self._config is None:
+            from ccctl.config import load_config
+
+            self._config = load_config(self.config_file, self.db_url)
+        return self._config
+
+    @property
+    def db(self) -> Database:
+        """The registry, opened and migrated on first use, closed when the command ends."""
+        if self._db is None:
+            from ccctl.registry import open_registry
+
+            self._db = open_registry(self.config.db_url, self.config.registry.busy_timeout_ms)
+            click.get_current_context().call_on_close(self.close)
+        return self._db
+
+    def close(self) -> None:
+        """Close the registry if it was opened."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """The single bridge from the synchronous CLI into the async core."""
+    return asyncio.run(coro)
+
+
+def say(message: str) -> None:
+    """A diagnostic for the operator: stderr, never stdout."""
+    click.echo(message, err=True)
+
+
+def confirm(ctx: click.Context, question: str, yes: bool) -> None:
+    """Ask before a destructive action, except with --yes or when stdin is no terminal."""
+    if yes or not sys.stdin.isatty():
+        return
+    if not click.confirm(question, default=False, err=True):
+        raise CcctlError("cancelled")
+
+
+COMMANDS = {
+    "units": "ccctl.commands.units:units",
+    "sites": "ccctl.commands.sites:sites",
+    "config": "ccctl.commands.config:config_group",
+    "demo": "ccctl.commands.demo:demo",
+}
+
+
+class LazyGroup(click.Group):
+    """Imports a subcommand's module only when that subcommand runs (fast ``--help``)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        import importlib
+
+        module, attr = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the subcommand; a CcctlError becomes one ``Error:`` line and its exit code."""
+        try:
+            return super().invoke(ctx)
+        except ImportRejected as exc:
+            if _debug(ctx):
+                raise
+            for line, reason in exc.problems:
+                click.echo(f"line {line}: {reason}", err=True)
+            click.echo(f"Error: {exc}", err=True)
+            raise click.exceptions.Exit(exc.exit_code) from None
+        except CcctlError as exc:
+            if _debug(ctx):
+                raise
+            click.echo(f"Error: {exc}", err=True)
+            raise click.exceptions.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            click.echo("Error: interrupted", err=True)
+            raise click.exceptions.Exit(130) from None
+
+
+def _debug(ctx: click.Context) -> bool:
+    return isinstance(ctx.obj, AppContext) and ctx.obj.debug
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=__doc__.split("\n\n", 1)[1])
+@click.option("--db", "db_url", metavar="URL", help="Registry URL (sqlite:///PATH or postgresql://...); env CCCTL_DB.")
+@click.option("--config", "config_file", metavar="FILE", type=click.Path(dir_okay=False), help="Extra config file.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(__version__, prog_name="ccctl")
+@click.pass_context
+def cli(ctx: click.Context, db_url: str | None, config_file: str | None, debug: bool) -> None:
+    """Operator's toolkit for the national command-center video network."""
+    if not isinstance(ctx.obj, AppContext):
+        ctx.obj = AppContext(config_file, db_url, debug)
+    else:
+        ctx.obj.debug = ctx.obj.debug or debug
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``ccctl`` console script and ``python -m ccctl``."""
+    cli.main(args=argv, prog_name="ccctl")

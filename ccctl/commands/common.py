@@ -1,0 +1,62 @@
+"""Options shared by commands: output format and the site filters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ccctl.cli import AppContext
+from ccctl.registry.sites import SiteFilter
+
+F = Callable[..., Any]
+
+
+def format_options(func: F) -> F:
+    """``--format table|csv|json`` with ``--json`` and ``--csv`` shorthands, as ``fmt``."""
+
+    func = click.option("--csv", "as_csv", is_flag=True, help="Shorthand for --format csv.")(func)
+    func = click.option("--json", "as_json", is_flag=True, help="Shorthand for --format json.")(func)
+    func = click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default=None,
+                        help="Output format (default: table, or output.format in the config).")(func)
+    return func
+
+
+def resolve_format(obj: AppContext, fmt: str | None, as_json: bool, as_csv: bool) -> str:
+    """The format chosen by flags, else the configured default."""
+    if as_json:
+        return "json"
+    if as_csv:
+        return "csv"
+    return fmt or obj.config.output.format
+
+
+def site_filter_options(func: F) -> F:
+    """The site filters every command acting on sites takes."""
+    options = [
+        click.option("--search", "f_search", metavar="Q", help="Free text, diacritics folded (ho chi minh)."),
+        click.option("--tier", "f_tier", type=click.Choice(["high", "low", "audio"]), help="Bandwidth tier."),
+        click.option("--tag", "f_tag", metavar="T", help="Sites carrying this tag."),
+        click.option("--unit", "f_unit", metavar="CODE", help="Administrative unit code (GSO)."),
+        click.option("--district", "f_district", metavar="D", help="District code or name."),
+        click.option("--province", "f_province", metavar="P", help="Province code or name."),
+        click.option("--site", "f_sites", metavar="ID", multiple=True, help="Site id (repeatable)."),
+    ]
+    for option in options:
+        func = option(func)
+    return func
+
+
+def site_filter(kwargs: dict[str, Any], enabled_only: bool = False) -> SiteFilter:
+    """Pop the site-filter options out of a command's kwargs into a SiteFilter."""
+    return SiteFilter(
+        ids=tuple(kwargs.pop("f_sites", ()) or ()),
+        province=kwargs.pop("f_province", None),
+        district=kwargs.pop("f_district", None),
+        unit=kwargs.pop("f_unit", None),
+        tag=kwargs.pop("f_tag", None),
+        tier=kwargs.pop("f_tier", None),
+        search=kwargs.pop("f_search", None),
+        enabled_only=enabled_only,
+    )

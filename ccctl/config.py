@@ -1,0 +1,198 @@
+"""Configuration: shipped defaults, then user files, then CCCTL_* environment variables.
+
+The layers, later winning: the dataclass defaults below (kept equal to
+``configs/ccctl.toml``, a test checks it), ``configs/ccctl.toml`` when the package runs
+from a checkout, ``$CCCTL_HOME/ccctl.toml``, the ``--config`` file, ``CCCTL_<SECTION>_<KEY>``
+variables, then ``CCCTL_DB``/``--db`` for the registry URL. The result is frozen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ccctl.errors import ConfigError
+
+SHIPPED = Path(__file__).resolve().parent.parent / "configs" / "ccctl.toml"
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """Where the registry lives and how long a writer waits for another."""
+
+    db: str = ""
+    busy_timeout_ms: int = 15000
+
+
+@dataclass(frozen=True)
+class SshConfig:
+    """How ccctl logs in to the sites' boxes."""
+
+    user: str = "ccctl"
+    port: int = 22
+    verify_host_keys: bool = True
+    client_key: str = ""
+    keepalive_s: int = 30
+
+
+@dataclass(frozen=True)
+class RollcallConfig:
+    """Defaults of ``ccctl rollcall run``."""
+
+    stages: str = "tcp,ssh"
+    concurrency: int = 500
+    timeout_s: float = 5.0
+    retries: int = 1
+    warn_pct: float = 5.0
+    crit_pct: float = 20.0
+    rtt_warn_ms: float = 300.0
+    persistent: bool = True
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """The simulated fleet."""
+
+    port: int = 2222
+    processes: int = 2
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Default listing format."""
+
+    format: str = "table"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration, plus the state directory it was resolved for."""
+
+    home: Path = field(default_factory=lambda: default_home())
+    registry: RegistryConfig = RegistryConfig()
+    ssh: SshConfig = SshConfig()
+    rollcall: RollcallConfig = RollcallConfig()
+    sim: SimConfig = SimConfig()
+    output: OutputConfig = OutputConfig()
+
+    @property
+    def db_url(self) -> str:
+        """The registry URL, SQLite in the home directory unless configured."""
+        return self.registry.db or f"sqlite:///{self.home / 'registry.db'}"
+
+    @property
+    def client_key_path(self) -> Path:
+        """The private key ccctl logs in with."""
+        return Path(self.ssh.client_key) if self.ssh.client_key else self.home / "keys" / "id_ed25519"
+
+
+SECTIONS = ("registry", "ssh", "rollcall", "sim", "output")
+
+
+def default_home() -> Path:
+    """``$CCCTL_HOME`` or ``~/.local/share/ccctl``."""
+    env = os.environ.get("CCCTL_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".local" / "share" / "ccctl"
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """Convert a TOML or environment value to the type of the field's default."""
+    kind = type(default)
+    if isinstance(value, str) and kind is not str:
+        text = value.strip().lower()
+        if kind is bool:
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError(f"{name}: expected true or false, got {value!r}")
+        try:
+            return kind(value)
+        except ValueError:
+            raise ConfigError(f"{name}: expected {kind.__name__}, got {value!r}") from None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind):
+        raise ConfigError(f"{name}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _apply(config: Config, data: dict[str, Any], origin: str) -> Config:
+    """Overlay one parsed TOML document on ``config``."""
+    changes: dict[str, Any] = {}
+    for section, values in data.items():
+        if section not in SECTIONS or not isinstance(values, dict):
+            raise ConfigError(f"{origin}: unknown section [{section}]")
+        current = getattr(config, section)
+        known = {f.name: getattr(current, f.name) for f in fields(current)}
+        updates = {}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(f"{origin}: unknown key {section}.{key}")
+            updates[key] = _coerce(f"{origin}: {section}.{key}", value, known[key])
+        changes[section] = replace(current, **updates)
+    return replace(config, **changes)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+
+
+def load_config(
+    config_file: str | Path | None = None,
+    db: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Config:
+    """Resolve the configuration from every layer; raise ConfigError on bad input."""
+    env = dict(os.environ) if env is None else env
+    home = Path(env["CCCTL_HOME"]).expanduser() if env.get("CCCTL_HOME") else default_home()
+    config = Config(home=home)
+    layers: list[Path] = []
+    if SHIPPED.is_file():
+        layers.append(SHIPPED)
+    user_file = home / "ccctl.toml"
+    if user_file.is_file():
+        layers.append(user_file)
+    if config_file:
+        layers.append(Path(config_file))
+    for path in layers:
+        config = _apply(config, _read_toml(path), str(path))
+    env_data: dict[str, dict[str, Any]] = {}
+    for section in SECTIONS:
+        for f in fields(getattr(config, section)):
+            key = f"CCCTL_{section.upper()}_{f.name.upper()}"
+            if key in env:
+                env_data.setdefault(section, {})[f.name] = env[key]
+    if env_data:
+        config = _apply(config, env_data, "environment")
+    url = db or env.get("CCCTL_DB")
+    if url:
+        config = replace(config, registry=replace(config.registry, db=url))
+    if config.output.format not in ("table", "csv", "json"):
+        raise ConfigError(f"output.format: expected table, csv or json, got {config.output.format!r}")
+    return config
+
+
+def as_dict(config: Config) -> dict[str, Any]:
+    """The configuration as plain data (for ``ccctl config show``)."""
+    data = dataclasses.asdict(config)
+    data["home"] = str(config.home)
+    data["db_url"] = redact_url(config.db_url)
+    data["registry"]["db"] = redact_url(config.registry.db)
+    return data
+
+
+def redact_url(url: str) -> str:
+    """A database URL with any password replaced by ``***``, fit to print."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)

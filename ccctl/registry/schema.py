@@ -1,0 +1,98 @@
+"""The registry's schema as numbered migrations, applied in order on open.
+
+A plain versioned scheme: ``meta.schema_version`` holds the last applied step; each step
+is a list of statements valid on SQLite and PostgreSQL (``{serial}`` and ``{real}`` are
+filled per dialect). A registry made by an older ccctl opens in a newer one; one made by a
+newer ccctl is refused rather than damaged.
+"""
+
+from __future__ import annotations
+
+from ccctl.errors import RegistryError
+from ccctl.registry.db import Database
+
+MIGRATIONS: list[list[str]] = [
+    # 1: administrative units, their 2021 -> 2025 mapping, and sites.
+    [
+        """CREATE TABLE units (
+            scheme TEXT NOT NULL, level TEXT NOT NULL, code TEXT NOT NULL,
+            name TEXT NOT NULL, full_name TEXT NOT NULL, unit_type TEXT NOT NULL,
+            parent_code TEXT, province_code TEXT NOT NULL, district_code TEXT,
+            fold TEXT NOT NULL,
+            PRIMARY KEY (scheme, level, code))""",
+        "CREATE INDEX units_by_code ON units (scheme, code)",
+        """CREATE TABLE unit_map (
+            old_code TEXT NOT NULL, new_code TEXT NOT NULL, is_default INTEGER NOT NULL,
+            PRIMARY KEY (old_code, new_code))""",
+        "CREATE INDEX unit_map_new ON unit_map (new_code)",
+        """CREATE TABLE sites (
+            id TEXT PRIMARY KEY, name TEXT NOT NULL, scheme TEXT NOT NULL, unit_code TEXT NOT NULL,
+            province_code TEXT NOT NULL, district_code TEXT,
+            host TEXT, ssh_port INTEGER NOT NULL, ssh_user TEXT NOT NULL,
+            host_key TEXT, key_path TEXT, tier TEXT NOT NULL, link_kbps INTEGER,
+            contact_name TEXT, contact_phone TEXT, tags TEXT NOT NULL,
+            enabled INTEGER NOT NULL, simulated INTEGER NOT NULL,
+            fold TEXT NOT NULL, created_at {real} NOT NULL, updated_at {real} NOT NULL)""",
+        "CREATE INDEX sites_by_province ON sites (scheme, province_code)",
+        "CREATE INDEX sites_by_district ON sites (scheme, district_code)",
+        "CREATE INDEX sites_by_unit ON sites (unit_code)",
+    ],
+    # 2: roll-call history, streamed in as results arrive.
+    [
+        """CREATE TABLE rollcall_runs (
+            id {serial}, started_at {real} NOT NULL, finished_at {real},
+            status TEXT NOT NULL, params TEXT NOT NULL, summary TEXT)""",
+        """CREATE TABLE rollcall_results (
+            run_id INTEGER NOT NULL REFERENCES rollcall_runs (id) ON DELETE CASCADE,
+            site_id TEXT NOT NULL, state TEXT NOT NULL, hard INTEGER NOT NULL,
+            flapping INTEGER NOT NULL, stage TEXT NOT NULL, reason TEXT NOT NULL,
+            rtt_ms {real}, attempts INTEGER NOT NULL, facts TEXT NOT NULL,
+            started_at {real} NOT NULL, duration_ms {real} NOT NULL,
+            PRIMARY KEY (run_id, site_id))""",
+        "CREATE INDEX rollcall_results_site ON rollcall_results (site_id, run_id)",
+    ],
+]
+
+LATEST = len(MIGRATIONS)
+
+
+def _fill(sql: str, dialect: str) -> str:
+    if dialect == "postgresql":
+        return sql.replace("{serial}", "BIGSERIAL PRIMARY KEY").replace("{real}", "DOUBLE PRECISION")
+    return sql.replace("{serial}", "INTEGER PRIMARY KEY AUTOINCREMENT").replace("{real}", "REAL")
+
+
+def current_version(db: Database) -> int:
+    """The schema version of an open registry (0 when empty)."""
+    if db.dialect == "sqlite":
+        exists = db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'")
+    else:
+        exists = db.query("SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'meta'")
+    if not exists:
+        return 0
+    rows = db.query("SELECT value FROM meta WHERE key = 'schema_version'")
+    return int(rows[0][0]) if rows else 0
+
+
+def migrate(db: Database, target: int = LATEST) -> int:
+    """Apply every missing step up to ``target``; return the version now in force."""
+    if current_version(db) == target:
+        return target
+    with db.transaction():
+        db.lock("ccctl-migrate")
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        version = current_version(db)
+        if version > LATEST:
+            raise RegistryError(
+                f"registry schema version {version} is newer than this ccctl knows ({LATEST}); upgrade ccctl"
+            )
+        for step in range(version, target):
+            for statement in MIGRATIONS[step]:
+                db.execute(_fill(statement, db.dialect))
+        if target > version:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(target),),
+            )
+        return max(version, target)
