@@ -47,9 +47,11 @@ def list_cmd(obj: AppContext, scheme: str | None, level: str | None, province: s
 
 @units.command("map")
 @click.argument("code")
+@click.option("--from", "from_scheme", type=click.Choice(["2021", "2025"]),
+              help="The scheme CODE belongs to (the schemes reuse codes); default: 2021, then 2025.")
 @format_options
 @click.pass_obj
-def map_cmd(obj: AppContext, code: str, fmt: str | None, as_json: bool, as_csv: bool) -> None:
+def map_cmd(obj: AppContext, code: str, from_scheme: str | None, fmt: str | None, as_json: bool, as_csv: bool) -> None:
     """A 2021 commune's 2025 successor(s), or a 2025 commune's 2021 predecessors."""
-    emit(map_unit(obj.db, code.strip()), resolve_format(obj, fmt, as_json, as_csv),
+    emit(map_unit(obj.db, code.strip(), from_scheme), resolve_format(obj, fmt, as_json, as_csv),
          ["direction", "old_code", "old_name", "old_province", "new_code", "new_name", "new_province", "is_default"])

@@ -233,11 +233,15 @@ def get_unit(db: Database, scheme: str, code: str) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
-def map_unit(db: Database, code: str) -> list[dict[str, Any]]:
-    """A 2021 commune's 2025 successors, or a 2025 commune's 2021 predecessors."""
+def map_unit(db: Database, code: str, from_scheme: str | None = None) -> list[dict[str, Any]]:
+    """A 2021 commune's 2025 successors, or a 2025 commune's 2021 predecessors.
+
+    The two schemes reuse codes for different communes, so ``from_scheme`` says which one
+    ``code`` belongs to; without it a code is read as 2021 first, then as 2025.
+    """
     if not db.query("SELECT 1 FROM unit_map LIMIT 1"):
         raise UnitsMissing("the 2021 -> 2025 mapping is not loaded; run: ccctl units load --scheme 2025")
-    rows = db.query_dicts(
+    sql = (
         "SELECT m.old_code, o.full_name AS old_name, op.full_name AS old_province, "
         "m.new_code, n.full_name AS new_name, np.full_name AS new_province, m.is_default "
         "FROM unit_map m "
@@ -245,12 +249,18 @@ def map_unit(db: Database, code: str) -> list[dict[str, Any]]:
         "LEFT JOIN units op ON op.scheme = '2021' AND op.level = 'province' AND op.code = o.province_code "
         "LEFT JOIN units n ON n.scheme = '2025' AND n.level = 'commune' AND n.code = m.new_code "
         "LEFT JOIN units np ON np.scheme = '2025' AND np.level = 'province' AND np.code = n.province_code "
-        "WHERE m.old_code = ? OR m.new_code = ? ORDER BY m.old_code, m.new_code",
-        (code, code),
     )
+    rows: list[dict[str, Any]] = []
+    if from_scheme in (None, "2021"):
+        rows = db.query_dicts(sql + "WHERE m.old_code = ? ORDER BY m.new_code", (code,))
+        for r in rows:
+            r["direction"] = "2021->2025"
+    if not rows and from_scheme in (None, "2025"):
+        rows = db.query_dicts(sql + "WHERE m.new_code = ? ORDER BY m.old_code", (code,))
+        for r in rows:
+            r["direction"] = "2025<-2021"
     if not rows:
-        raise NotFound(f"no 2021 or 2025 commune {code!r} in the mapping")
+        raise NotFound(f"no {from_scheme or '2021 or 2025'} commune {code!r} in the mapping")
     for r in rows:
-        r["direction"] = "2021->2025" if r["old_code"] == code else "2025<-2021"
         r["is_default"] = bool(r["is_default"])
     return rows

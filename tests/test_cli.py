@@ -1,0 +1,140 @@
+"""The CLI contract through CliRunner: data-only stdout, formats, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from tests.conftest import Ccctl
+
+
+def test_units_list_json_and_folding(ccctl: Ccctl) -> None:
+    rows = ccctl.json("units", "list", "--scheme", "2021", "--level", "province", "--search", "ho chi minh")
+    assert [(r["code"], r["full_name"]) for r in rows] == [("79", "Thành phố Hồ Chí Minh")]
+    assert set(rows[0]) >= {"scheme", "level", "code", "name", "full_name", "unit_type", "province_code"}
+    communes = ccctl.json("units", "list", "--scheme", "2021", "--level", "commune", "--province", "dong thap")
+    assert len(communes) == 143 and {r["province_code"] for r in communes} == {"87"}
+    assert len(ccctl.json("units", "list", "--scheme", "2025", "--level", "commune")) == 3321
+
+
+def test_units_load_twice_prints_counts(ccctl: Ccctl) -> None:
+    for _ in range(2):
+        rows = ccctl.json("units", "load", "--scheme", "2021", "--scheme", "2025")
+        assert rows == [{"scheme": "2021", "province": 63, "district": 705, "commune": 10599},
+                        {"scheme": "2025", "province": 34, "district": 0, "commune": 3321}]
+
+
+def test_units_map(ccctl: Ccctl) -> None:
+    rows = ccctl.json("units", "map", "26740")
+    assert rows[0]["direction"] == "2021->2025" and rows[0]["old_name"] == "Phường Bến Nghé"
+    result = ccctl("units", "map", "nope")
+    assert result.exit_code == 4 and result.stdout == ""
+    assert result.stderr.strip() == "Error: no 2021 or 2025 commune 'nope' in the mapping"
+
+
+def test_sites_add_list_formats(ccctl: Ccctl) -> None:
+    result = ccctl("sites", "add", "bn-1", "--name", "Điểm cầu Bến Nghé", "--unit", "26740", "--host", "127.0.0.9",
+                   "--tags", "pilot", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["unit_name"] == "Phường Bến Nghé"
+    assert "added site bn-1" in result.stderr
+    rows = ccctl.json("sites", "list", "--province", "ho chi minh")
+    assert [r["id"] for r in rows] == ["bn-1"] and rows[0]["tags"] == ["pilot"]
+    as_csv = ccctl("sites", "list", "--csv")
+    parsed = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert parsed[0]["name"] == "Điểm cầu Bến Nghé" and parsed[0]["province_name"] == "Hồ Chí Minh"
+    table = ccctl("sites", "list", "--search", "ben nghe")
+    assert "Điểm cầu Bến Nghé" in table.stdout and table.stderr == ""
+    assert ccctl.json("sites", "list", "--search", "phuc xa") == []
+
+
+def test_errors_are_one_line_with_exit_codes(ccctl: Ccctl) -> None:
+    bad_port = ccctl("sites", "add", "x", "--name", "X", "--unit", "26740", "--ssh-port", "99999")
+    assert bad_port.exit_code == 2 and bad_port.stdout == ""
+    assert bad_port.stderr == "Error: bad port 99999 (1-65535)\n"
+    missing = ccctl("sites", "show", "ghost")
+    assert missing.exit_code == 4 and missing.stderr == "Error: no site 'ghost'\n"
+    bad_province = ccctl("sites", "list", "--province", "atlantis")
+    assert bad_province.exit_code == 2 and "Traceback" not in bad_province.stderr
+
+
+def test_remove_without_prompt_when_stdin_not_a_tty(ccctl: Ccctl) -> None:
+    ccctl("sites", "generate", "--province", "ca mau")
+    assert ccctl("sites", "remove").exit_code == 2  # no filter: refused
+    result = ccctl("sites", "remove", "--district", "nam can")
+    assert result.exit_code == 0, result.stderr
+    remaining = ccctl.json("sites", "list", "--province", "96")
+    assert len(remaining) == 101 - 8 and all(r["district_name"] != "Năm Căn" for r in remaining)
+
+
+def test_generate_preset_and_summary(ccctl: Ccctl) -> None:
+    assert ccctl("sites", "generate", "--preset", "directive-16").exit_code == 0
+    summary = ccctl.json("sites", "summary")
+    assert len(summary) == 19 and sum(r["sites"] for r in summary) == 2465
+
+
+def test_import_all_or_nothing(ccctl: Ccctl, tmp_path: Path) -> None:
+    good = tmp_path / "good.csv"
+    good.write_text("id,name,unit_code,host,ssh_port,tags\n"
+                    "a-1,Điểm cầu Phúc Xá,00001,10.0.0.1,22,\"x,y\"\n"
+                    "a-2,Điểm cầu Bến Nghé,26740,box-2.example.vn,2222,\n", encoding="utf-8")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,name,unit_code,host,ssh_port\n"
+                   "b-1,Một,00001,10.0.0.1,22\n"
+                   "b-2,Hai,99999,10.0.0.2,22\n"
+                   "b-1,Ba,00001,10.0.0.3,22\n"
+                   "b-4,Bốn,00001,bad host,22\n"
+                   "b-5,Năm,00001,10.0.0.5,0\n", encoding="utf-8")
+    result = ccctl("sites", "import", str(bad))
+    assert result.exit_code == 6
+    lines = result.stderr.splitlines()
+    assert lines[:4] == ["line 3: unknown unit code '99999' in scheme 2021",
+                         "line 4: duplicate id 'b-1' (first on line 2)",
+                         "line 5: bad host 'bad host'",
+                         "line 6: bad port 0 (1-65535)"]
+    assert lines[-1] == "Error: 4 bad row(s); nothing imported"
+    assert ccctl.json("sites", "list") == []
+    dry = ccctl("sites", "import", str(good), "--dry-run")
+    assert dry.exit_code == 0 and ccctl.json("sites", "list") == []
+    assert ccctl("sites", "import", str(good)).exit_code == 0
+    assert [r["id"] for r in ccctl.json("sites", "list")] == ["a-1", "a-2"]
+    again = ccctl("sites", "import", str(good))
+    assert again.exit_code == 6 and "already registered" in again.stderr
+
+
+def test_import_bad_encoding_and_missing_column(ccctl: Ccctl, tmp_path: Path) -> None:
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("id,name,unit_code\nc-1,Điểm,00001\n".encode("utf-8") + "c-2,Bến Tre,00001\n".encode("cp1258", "replace").replace(b"B", b"B\xe9"))
+    result = ccctl("sites", "import", str(latin))
+    assert result.exit_code == 6 and result.stderr.startswith("line 3: not UTF-8")
+    nocol = tmp_path / "nocol.csv"
+    nocol.write_text("id,name\nc-1,X\n", encoding="utf-8")
+    result = ccctl("sites", "import", str(nocol))
+    assert result.exit_code == 6 and "missing column unit_code" in result.stderr
+    assert ccctl.json("sites", "list") == []
+
+
+def test_export_import_round_trip_csv_and_excel(ccctl: Ccctl, tmp_path: Path) -> None:
+    ccctl("sites", "generate", "--province", "bac lieu")
+    ccctl("sites", "edit", "2021-31825", "--host", "127.3.0.1", "--ssh-port", "2222", "--tags", "đảo,pilot",
+          "--contact-name", "Trần Thị Bé", "--contact-phone", "0912 345 678", "--link-kbps", "512",
+          "--tier", "low", "--disable")
+    before = ccctl.json("sites", "list", "--all-columns")
+    for suffix in ("csv", "xlsx"):
+        path = tmp_path / f"sites.{suffix}"
+        assert ccctl("sites", "export", str(path)).exit_code == 0
+        assert ccctl("sites", "remove", "--all", "--yes").exit_code == 0
+        result = ccctl("sites", "import", str(path))
+        assert result.exit_code == 0, result.stderr
+        assert ccctl.json("sites", "list", "--all-columns") == before
+
+
+def test_config_show_redacts_password(ccctl: Ccctl, tmp_path: Path) -> None:
+    ccctl.db_url = f"sqlite:///{tmp_path / 'x.db'}"
+    rows = {r["key"]: r["value"] for r in ccctl.json("config", "show")}
+    assert rows["rollcall.concurrency"] == 500 and rows["ssh.verify_host_keys"] is True
+    from ccctl.config import redact_url
+
+    assert redact_url("postgresql://ops:s3cret@db/ccctl") == "postgresql://ops:***@db/ccctl"

@@ -1,0 +1,42 @@
+"""Configuration layers: shipped file equals the built-in defaults; files and env override."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from ccctl.config import SHIPPED, Config, load_config
+from ccctl.errors import ConfigError
+
+
+def test_shipped_file_matches_defaults(tmp_path: Path) -> None:
+    shipped = tomllib.loads(SHIPPED.read_text("utf-8"))
+    defaults = asdict(Config(home=tmp_path))
+    for section, values in shipped.items():
+        assert values == defaults[section], section
+
+
+def test_layers_override_in_order(tmp_path: Path) -> None:
+    (tmp_path / "ccctl.toml").write_text("[rollcall]\nconcurrency = 100\nretries = 3\n")
+    extra = tmp_path / "extra.toml"
+    extra.write_text("[rollcall]\nconcurrency = 200\n")
+    env = {"CCCTL_HOME": str(tmp_path), "CCCTL_ROLLCALL_RETRIES": "5", "CCCTL_SSH_VERIFY_HOST_KEYS": "no"}
+    config = load_config(extra, env=env)
+    assert (config.rollcall.concurrency, config.rollcall.retries, config.ssh.verify_host_keys) == (200, 5, False)
+    assert config.db_url == f"sqlite:///{tmp_path / 'registry.db'}"
+    assert load_config(env={**env, "CCCTL_DB": "postgresql://x/y"}).db_url == "postgresql://x/y"
+    assert load_config(db="sqlite:///a.db", env={**env, "CCCTL_DB": "postgresql://x/y"}).db_url == "sqlite:///a.db"
+
+
+@pytest.mark.parametrize("text, message", [("[nope]\nx = 1\n", "unknown section"),
+                                           ("[rollcall]\nconcurency = 1\n", "unknown key"),
+                                           ("[rollcall]\nconcurrency = 'many'\n", "expected int"),
+                                           ("[rollcall\n", "bad.toml")])
+def test_bad_config_is_one_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(bad, env={"CCCTL_HOME": str(tmp_path)})
