@@ -41,8 +41,8 @@ def emit(
         columns = list(rows[0].keys()) if rows else []
     if fmt == "json":
         data = [{c: row.get(c) for c in columns} for row in rows]
-        json.dump(data, out, ensure_ascii=False, default=str)
-        out.write("\n")
+        # One write: json.dump writes each token separately, ten times slower on big lists.
+        out.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
     elif fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
@@ -63,8 +63,7 @@ def emit_object(data: dict[str, Any], fmt: str = "table", stream: TextIO | None 
     """Write one record: a two-column field/value table, a one-row CSV, or a JSON object."""
     out = stream or sys.stdout
     if fmt == "json":
-        json.dump(data, out, ensure_ascii=False, default=str)
-        out.write("\n")
+        out.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
     elif fmt == "csv":
         emit([data], "csv", stream=out)
     else:

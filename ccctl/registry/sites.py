@@ -10,7 +10,7 @@ import ipaddress
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from ccctl.errors import NotFound, UsageError
@@ -215,9 +215,13 @@ def get_site(db: Database, site_id: str) -> Site:
     return _to_site(rows[0])
 
 
+_SITE_FIELDS = tuple(f.name for f in fields(Site))
+
+
 def site_record(site: Site) -> dict[str, Any]:
     """A site as the plain dict listings print and files carry (tags as a list)."""
-    data = asdict(site)
+    data = {name: getattr(site, name) for name in _SITE_FIELDS}
+    data["tags"] = list(site.tags)
     return data
 
 

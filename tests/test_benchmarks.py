@@ -1,0 +1,18 @@
+"""Every benchmark's --quick mode runs in the suite, so none rots (figures are not asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_registry_benchmark_quick() -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "registry.py"), "--quick"],
+                         capture_output=True, text=True, timeout=120, check=True, cwd=ROOT).stdout
+    lines = out.splitlines()
+    assert lines[0].split() == ["operation", "seconds", "target"]
+    assert any(line.startswith("import 101 from CSV") for line in lines)
+    assert any(line.startswith("ccctl --help") for line in lines)
