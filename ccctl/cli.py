@@ -86,6 +86,7 @@ COMMANDS = {
     "units": "ccctl.commands.units:units",
     "sites": "ccctl.commands.sites:sites",
     "config": "ccctl.commands.config:config_group",
+    "sim": "ccctl.commands.sim:sim",
     "demo": "ccctl.commands.demo:demo",
 }
 

@@ -66,7 +66,7 @@ def test_remove_without_prompt_when_stdin_not_a_tty(ccctl: Ccctl) -> None:
     result = ccctl("sites", "remove", "--district", "nam can")
     assert result.exit_code == 0, result.stderr
     remaining = ccctl.json("sites", "list", "--province", "96")
-    assert len(remaining) == 101 - 8 and all(r["district_name"] != "Năm Căn" for r in remaining)
+    assert len(remaining) == 101 - 8 and all(r["district_name"] != "Huyện Năm Căn" for r in remaining)
 
 
 def test_generate_preset_and_summary(ccctl: Ccctl) -> None:

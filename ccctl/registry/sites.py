@@ -150,7 +150,7 @@ _SELECT = (
     "SELECT s.id, s.name, s.scheme, s.unit_code, s.host, s.ssh_port, s.ssh_user, s.host_key, "
     "s.key_path, s.tier, s.link_kbps, s.contact_name, s.contact_phone, s.tags, s.enabled, "
     "s.simulated, s.province_code, s.district_code, p.name AS province_name, "
-    "d.name AS district_name, u.full_name AS unit_name FROM sites s "
+    "d.full_name AS district_name, u.full_name AS unit_name FROM sites s "
     "LEFT JOIN units u ON u.scheme = s.scheme AND u.code = s.unit_code "
     "LEFT JOIN units p ON p.scheme = s.scheme AND p.level = 'province' AND p.code = s.province_code "
     "LEFT JOIN units d ON d.scheme = s.scheme AND d.level = 'district' AND d.code = s.district_code"
