@@ -9,6 +9,7 @@ convention instead: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -65,8 +66,20 @@ class AppContext:
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """The single bridge from the synchronous CLI into the async core."""
-    return asyncio.run(coro)
+    """The single bridge from the synchronous CLI into the async core.
+
+    SIGTERM is turned into KeyboardInterrupt for the duration, so a cron job's kill cancels
+    the work the same way as Ctrl-C: cleanly, keeping every result already taken.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        return asyncio.run(coro)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def say(message: str) -> None:
@@ -87,6 +100,10 @@ COMMANDS = {
     "sites": "ccctl.commands.sites:sites",
     "config": "ccctl.commands.config:config_group",
     "sim": "ccctl.commands.sim:sim",
+    "rollcall": "ccctl.commands.rollcall:rollcall",
+    "report": "ccctl.commands.report:report",
+    "exec": "ccctl.commands.remote:exec_cmd",
+    "ssh": "ccctl.commands.remote:ssh_cmd",
     "demo": "ccctl.commands.demo:demo",
 }
 

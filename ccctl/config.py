@@ -45,7 +45,7 @@ class RollcallConfig:
     """Defaults of ``ccctl rollcall run``."""
 
     stages: str = "tcp,ssh"
-    concurrency: int = 500
+    concurrency: int = 64
     timeout_s: float = 5.0
     retries: int = 1
     warn_pct: float = 5.0

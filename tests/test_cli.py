@@ -134,7 +134,7 @@ def test_export_import_round_trip_csv_and_excel(ccctl: Ccctl, tmp_path: Path) ->
 def test_config_show_redacts_password(ccctl: Ccctl, tmp_path: Path) -> None:
     ccctl.db_url = f"sqlite:///{tmp_path / 'x.db'}"
     rows = {r["key"]: r["value"] for r in ccctl.json("config", "show")}
-    assert rows["rollcall.concurrency"] == 500 and rows["ssh.verify_host_keys"] is True
+    assert rows["rollcall.concurrency"] == 64 and rows["ssh.verify_host_keys"] is True
     from ccctl.config import redact_url
 
     assert redact_url("postgresql://ops:s3cret@db/ccctl") == "postgresql://ops:***@db/ccctl"

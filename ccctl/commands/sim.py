@@ -28,9 +28,8 @@ def sim() -> None:
 @click.pass_obj
 def up(obj: AppContext, fault_spec: str, processes: int | None, detach: bool, **kwargs: Any) -> None:
     """Start one simulated endpoint per selected site and record it in the registry."""
-    from ccctl.keys import ensure_client_key
-    from ccctl.registry.sites import select_sites, update_endpoints
-    from ccctl.sim.control import plan_fleet, start_fleet, stop_fleet
+    from ccctl.registry.sites import select_sites
+    from ccctl.sim.control import launch, stop_fleet
     from ccctl.sim.faults import parse_fault_spec
 
     try:
@@ -41,14 +40,8 @@ def up(obj: AppContext, fault_spec: str, processes: int | None, detach: bool, **
     if not sites:
         raise NotFound("no enabled site matches; register or generate sites first")
     config = obj.config
-    key_path = config.client_key_path
-    public = ensure_client_key(key_path)
-    plan = plan_fleet([s.id for s in sites], faults, config.sim.port)
-    say(f"starting {len(plan)} simulated sites in {processes or config.sim.processes} process(es)...")
-    keys = start_fleet(config.home, plan, public, processes or config.sim.processes, config.ssh.user)
-    update_endpoints(obj.db, {e.site_id: {"host": e.host, "ssh_port": e.port, "ssh_user": config.ssh.user,
-                                          "host_key": keys[e.site_id], "key_path": str(key_path),
-                                          "simulated": True} for e in plan})
+    say(f"starting {len(sites)} simulated sites in {processes or config.sim.processes} process(es)...")
+    plan = launch(obj.db, config, [s.id for s in sites], faults, processes)
     faulty = sum(1 for e in plan if e.fault)
     say(f"simulated fleet up: {len(plan)} sites ({faulty} with a fault) on 127.x.y.z:{config.sim.port}")
     if detach:

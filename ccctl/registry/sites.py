@@ -142,8 +142,8 @@ class SiteFilter:
     enabled_only: bool = False
 
     def is_empty(self) -> bool:
-        """True when no filter narrows the selection."""
-        return not any(getattr(self, f.name) for f in fields(self))
+        """True when no filter narrows the selection (``enabled_only`` is not a choice of sites)."""
+        return not any(getattr(self, f.name) for f in fields(self) if f.name != "enabled_only")
 
 
 _SELECT = (

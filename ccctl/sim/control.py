@@ -46,6 +46,25 @@ def plan_fleet(site_ids: list[str], faults: FaultSpec, port: int) -> list[Planne
             for i, sid in enumerate(ordered)]
 
 
+def launch(db: Any, config: Any, site_ids: list[str], faults: FaultSpec,
+           processes: int | None = None) -> list[PlannedEndpoint]:
+    """Start a fleet for ``site_ids`` and record each site's simulated endpoint in the registry.
+
+    ``config`` is a ``ccctl.config.Config``: its home, client key, sim port and SSH user.
+    """
+    from ccctl.keys import ensure_client_key
+    from ccctl.registry.sites import update_endpoints
+
+    key_path = config.client_key_path
+    public = ensure_client_key(key_path)
+    plan = plan_fleet(site_ids, faults, config.sim.port)
+    keys = start_fleet(config.home, plan, public, processes or config.sim.processes, config.ssh.user)
+    update_endpoints(db, {e.site_id: {"host": e.host, "ssh_port": e.port, "ssh_user": config.ssh.user,
+                                      "host_key": keys[e.site_id], "key_path": str(key_path), "simulated": True}
+                          for e in plan})
+    return plan
+
+
 def sim_dir(home: Path) -> Path:
     """Where the fleet keeps its state."""
     return home / "sim"

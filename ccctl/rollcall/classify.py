@@ -1,0 +1,82 @@
+"""Turn a successful probe into OK or DEGRADED, saying why a site is not fit for a conference.
+
+A site that answers but has no camera, a full disk or a slow link can still join, so it
+is DEGRADED rather than down; the reason tells the operator what to ring about. Pure
+functions on plain data so the thresholds can be tested without a network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ccctl.models import CheckState
+
+if TYPE_CHECKING:
+    from ccctl.rollcall.probes import ProbeOutcome
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Limits beyond which an answering site is DEGRADED.
+
+    ``rtt_warn_ms`` applies to the probe's round trip (for SSH, the exec round trip).
+    ``loss_warn_pct`` and ``min_bandwidth_kbps`` apply to ``loss_pct`` and
+    ``bandwidth_kbps`` facts once the media stage reports them; None disables a check.
+    """
+
+    rtt_warn_ms: float = 300.0
+    disk_min_free_pct: float = 5.0
+    loss_warn_pct: float | None = 2.0
+    min_bandwidth_kbps: float | None = None
+    require_camera: bool = True
+    require_microphone: bool = True
+
+
+DEFAULT_THRESHOLDS = Thresholds()
+
+
+def _number(value: Any) -> float | None:
+    """A fact as a float, or None when absent or not numeric (bools are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def degradations(facts: dict[str, Any], rtt_ms: float | None, thresholds: Thresholds) -> list[str]:
+    """Every reason the facts and round trip fall short, in a stable order; empty when fine.
+
+    Missing facts are not held against a site (a TCP-only roll-call has none); a fact
+    must be explicitly false or out of range to count.
+    """
+    reasons: list[str] = []
+    if rtt_ms is not None and rtt_ms > thresholds.rtt_warn_ms:
+        reasons.append(f"slow link: rtt {rtt_ms:.0f} ms > {thresholds.rtt_warn_ms:g} ms")
+    if thresholds.require_camera and facts.get("camera") is False:
+        reasons.append("no camera")
+    if thresholds.require_microphone and facts.get("microphone") is False:
+        reasons.append("no microphone")
+    disk = _number(facts.get("disk_free_pct"))
+    if disk is not None and disk < thresholds.disk_min_free_pct:
+        reasons.append(f"disk nearly full ({disk:g}% free)")
+    loss = _number(facts.get("loss_pct"))
+    if thresholds.loss_warn_pct is not None and loss is not None and loss > thresholds.loss_warn_pct:
+        reasons.append(f"packet loss {loss:g}% > {thresholds.loss_warn_pct:g}%")
+    bandwidth = _number(facts.get("bandwidth_kbps"))
+    if (
+        thresholds.min_bandwidth_kbps is not None
+        and bandwidth is not None
+        and bandwidth < thresholds.min_bandwidth_kbps
+    ):
+        reasons.append(f"bandwidth {bandwidth:g} kbps < {thresholds.min_bandwidth_kbps:g} kbps")
+    return reasons
+
+
+def classify(outcome: ProbeOutcome, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> tuple[CheckState, str]:
+    """The final state and reason of a probe: failures pass through, OK may become DEGRADED."""
+    if outcome.state is not CheckState.OK:
+        return outcome.state, outcome.reason
+    reasons = degradations(outcome.facts, outcome.rtt_ms, thresholds)
+    if reasons:
+        return CheckState.DEGRADED, "; ".join(reasons)
+    return CheckState.OK, ""

@@ -1,0 +1,236 @@
+"""Run a roll-call or a command over many sites at once and collect one result per site.
+
+A fixed set of workers pulls sites from the target list (the same bound as a
+semaphore, without parking thousands of waiting tasks); each site runs its stages in
+order under an overall timeout, is retried if down, and becomes a ``CheckResult``
+however it fails. Results are handed to ``on_result`` as each site finishes so the
+caller can stream them into the registry and a progress display; a cancelled run
+keeps what was already handed over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from ccctl.models import CheckResult, CheckState, Endpoint
+from ccctl.rollcall.classify import DEFAULT_THRESHOLDS, Thresholds, classify
+from ccctl.rollcall.pool import ClientKey, ConnectionPool, exec_command
+from ccctl.rollcall.probes import ProbeOutcome, describe_error, ssh_probe, tcp_probe
+from ccctl.rollcall.state import StateTracker
+
+T = TypeVar("T")
+
+#: Stages a roll-call knows, in the order they make sense.
+KNOWN_STAGES = ("tcp", "ssh")
+
+NO_ENDPOINT = "no endpoint configured"
+
+
+@dataclass
+class ExecResult:
+    """One site's answer to ``ccctl exec``: exit status and output, or why there is none."""
+
+    site_id: str
+    exit_status: int | None
+    stdout: str
+    stderr: str
+    state: CheckState
+    reason: str = ""
+    duration_ms: float = 0.0
+
+
+async def _fan_out(
+    items: Sequence[T], concurrency: int, work: Callable[[int, T], Awaitable[None]]
+) -> None:
+    """Run ``work(index, item)`` for every item with at most ``concurrency`` at once.
+
+    Workers pull from a shared iterator; if the caller is cancelled, the TaskGroup
+    cancels every worker and the cancellation propagates.
+    """
+    queue = iter(enumerate(items))
+
+    async def worker() -> None:
+        for index, item in queue:
+            await work(index, item)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(max(1, min(concurrency, len(items)))):
+            group.create_task(worker())
+
+
+async def _run_stages(
+    endpoint: Endpoint,
+    stages: Sequence[str],
+    *,
+    timeout: float,
+    client_key: ClientKey,
+    pool: ConnectionPool | None,
+) -> tuple[ProbeOutcome, str]:
+    """Run the stages in order, stopping at the first that fails; (last outcome, its stage).
+
+    Each stage's round trip is added to the facts as ``<stage>_rtt_ms``.
+    """
+    facts: dict[str, object] = {}
+    outcome = ProbeOutcome(CheckState.OK)
+    stage = ""
+    for stage in stages:
+        if stage == "tcp":
+            outcome = await tcp_probe(endpoint, timeout)
+        else:  # "ssh"; validated by the caller
+            outcome = await ssh_probe(endpoint, timeout, client_key, pool)
+        if outcome.rtt_ms is not None:
+            facts[f"{stage}_rtt_ms"] = round(outcome.rtt_ms, 3)
+        if outcome.state is not CheckState.OK:
+            break
+    outcome.facts = {**outcome.facts, **facts}
+    return outcome, stage
+
+
+async def run_rollcall(
+    targets: Sequence[tuple[str, Endpoint | None]],
+    *,
+    stages: Sequence[str] = ("tcp", "ssh"),
+    concurrency: int = 500,
+    timeout: float = 5.0,
+    retries: int = 0,
+    client_key: ClientKey = None,
+    pool: ConnectionPool | None = None,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    on_result: Callable[[CheckResult], None] | None = None,
+    history: Mapping[str, Sequence[str]] | None = None,
+    site_timeout: float | None = None,
+    retry_backoff: float = 0.05,
+    tracker: StateTracker | None = None,
+) -> list[CheckResult]:
+    """Check every target and return one ``CheckResult`` per target, in target order.
+
+    ``timeout`` bounds each stage; ``site_timeout`` (default: ``timeout`` per stage
+    plus 1 s) bounds one attempt of one site. A down site is retried up to
+    ``retries`` times, after ``retry_backoff * attempt`` seconds (50 ms, 100 ms, ...:
+    long enough to let a dropped SYN or a restarting sshd pass, short enough not to
+    slow the run). ``history`` maps site id to its recent states, newest last, for
+    SOFT/HARD and flapping (see ``state.py``); it is not modified. Site failures never
+    raise; an exception from ``on_result`` aborts the run, as it is the caller's bug.
+    """
+    unknown = [s for s in stages if s not in KNOWN_STAGES]
+    if unknown or not stages:
+        raise ValueError(f"unknown roll-call stages {unknown}; known: {', '.join(KNOWN_STAGES)}")
+    per_site = site_timeout if site_timeout is not None else timeout * len(stages) + 1.0
+    tracker = tracker or StateTracker(retries=retries)
+    past = history or {}
+    results: list[CheckResult | None] = [None] * len(targets)
+
+    async def check(index: int, target: tuple[str, Endpoint | None]) -> None:
+        site_id, endpoint = target
+        started_at = time.time()
+        t0 = time.perf_counter()
+        attempts = 0
+        stage = ""
+        while True:
+            attempts += 1
+            if endpoint is None:
+                outcome = ProbeOutcome(CheckState.ERROR, NO_ENDPOINT)
+                break
+            try:
+                async with asyncio.timeout(per_site):
+                    outcome, stage = await _run_stages(
+                        endpoint, stages, timeout=timeout, client_key=client_key, pool=pool
+                    )
+            except TimeoutError:
+                outcome = ProbeOutcome(CheckState.TIMEOUT, f"site check exceeded {per_site:g} s")
+            if not outcome.state.is_down or attempts > retries:
+                break
+            await asyncio.sleep(retry_backoff * attempts)
+        state, reason = classify(outcome, thresholds)
+        decision = tracker.decide(past.get(site_id, ()), state, attempts)
+        result = CheckResult(
+            site_id=site_id,
+            state=state,
+            reason=reason,
+            stage=stage,
+            rtt_ms=round(outcome.rtt_ms, 3) if outcome.rtt_ms is not None else None,
+            attempts=attempts,
+            hard=decision.hard,
+            flapping=decision.flapping,
+            facts=outcome.facts,
+            started_at=started_at,
+            duration_ms=round((time.perf_counter() - t0) * 1000.0, 3),
+        )
+        results[index] = result
+        if on_result is not None:
+            on_result(result)
+
+    await _fan_out(targets, concurrency, check)
+    return [r for r in results if r is not None]
+
+
+async def run_command(
+    targets: Sequence[tuple[str, Endpoint | None]],
+    command: str,
+    *,
+    concurrency: int = 100,
+    timeout: float = 30.0,
+    client_key: ClientKey = None,
+    pool: ConnectionPool | None = None,
+    on_result: Callable[[ExecResult], None] | None = None,
+) -> list[ExecResult]:
+    """Run ``command`` on every target (``ccctl exec``) and return one ``ExecResult`` each.
+
+    ``timeout`` bounds login plus command per site. A non-zero exit is state ERROR
+    with the output kept; a login failure is classified like a roll-call's SSH stage.
+    The whole output is held in memory, so keep commands' output small.
+    """
+    results: list[ExecResult | None] = [None] * len(targets)
+
+    async def one(index: int, target: tuple[str, Endpoint | None]) -> None:
+        site_id, endpoint = target
+        t0 = time.perf_counter()
+        if endpoint is None:
+            result = ExecResult(site_id, None, "", "", CheckState.ERROR, NO_ENDPOINT)
+        else:
+            try:
+                async with asyncio.timeout(timeout):
+                    done, _rtt = await exec_command(
+                        endpoint, command, timeout=timeout, client_key=client_key, pool=pool
+                    )
+            except Exception as exc:  # noqa: BLE001 - a site's failure is a result
+                state, reason = describe_error(exc, timeout)
+                result = ExecResult(site_id, None, "", "", state, reason)
+            else:
+                status = done.exit_status if done.exit_status is not None and done.exit_status >= 0 else None
+                ok = status == 0
+                result = ExecResult(
+                    site_id,
+                    status,
+                    _as_text(done.stdout),
+                    _as_text(done.stderr),
+                    CheckState.OK if ok else CheckState.ERROR,
+                    "" if ok else _exit_reason(done.exit_status, done.exit_signal),
+                )
+        result.duration_ms = round((time.perf_counter() - t0) * 1000.0, 3)
+        results[index] = result
+        if on_result is not None:
+            on_result(result)
+
+    await _fan_out(targets, concurrency, one)
+    return [r for r in results if r is not None]
+
+
+def _exit_reason(status: int | None, signal: tuple[str, bool, str, str] | None) -> str:
+    """``exit status 3`` or ``killed by signal TERM``."""
+    if status is not None and status >= 0:
+        return f"exit status {status}"
+    if signal:
+        return f"killed by signal {signal[0]}"
+    return "no exit status"
+
+
+def _as_text(data: str | bytes | None) -> str:
+    """Command output as text."""
+    if data is None:
+        return ""
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else data

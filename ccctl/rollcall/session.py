@@ -1,0 +1,188 @@
+"""One roll-call as the operator and cron see it: lock, run, stream to history, judge.
+
+Ties the runner to the registry: the sites' endpoints become targets, each result is
+recorded as it arrives, the run ends with a Nagios verdict (share of down sites against
+``warn``/``crit`` percentages), a one-line perfdata summary and, if asked, a Prometheus
+node-exporter textfile. ``repeat`` rounds in one process reuse the SSH connection pool, so
+rounds after the first pay no handshake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from ccctl.errors import Busy
+from ccctl.models import CheckResult, CheckState, Site
+
+NAGIOS = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
+
+
+@dataclass(frozen=True)
+class RollcallOptions:
+    """What one roll-call does; defaults come from the [rollcall] config section."""
+
+    stages: tuple[str, ...] = ("tcp", "ssh")
+    concurrency: int = 64
+    timeout_s: float = 5.0
+    retries: int = 1
+    warn_pct: float = 5.0
+    crit_pct: float = 20.0
+    rtt_warn_ms: float = 300.0
+    verify_host_keys: bool = True
+    keepalive_s: int = 30
+    client_key: str | None = None
+
+
+@dataclass
+class RunOutcome:
+    """A finished (or interrupted) run: its id, counts, verdict."""
+
+    run_id: int
+    sites: int
+    counts: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+    exit_code: int = 0
+    status: str = "finished"
+
+    @property
+    def down(self) -> int:
+        """Sites in a down state."""
+        return sum(n for s, n in self.counts.items() if CheckState(s).is_down)
+
+    def summary(self) -> dict[str, Any]:
+        """What the registry keeps about the run."""
+        return {"sites": self.sites, "counts": dict(self.counts), "seconds": round(self.seconds, 3),
+                "exit_code": self.exit_code}
+
+    def line(self) -> str:
+        """The one-line Nagios plugin output with perfdata."""
+        ok, degraded = self.counts.get("OK", 0), self.counts.get("DEGRADED", 0)
+        perf = " ".join(f"{s.value.lower()}={self.counts.get(s.value, 0)}" for s in CheckState)
+        return (f"ROLLCALL {NAGIOS[self.exit_code]} - {ok}/{self.sites} ok, {degraded} degraded, {self.down} down "
+                f"(run {self.run_id}, {self.seconds:.1f} s) | sites={self.sites} {perf} down={self.down} "
+                f"seconds={self.seconds:.3f}")
+
+
+def nagios_code(down: int, total: int, warn_pct: float, crit_pct: float) -> int:
+    """0 under warn, 1 over warn, 2 over crit (shares of down sites, in percent)."""
+    if total == 0:
+        return 3
+    share = down * 100.0 / total
+    if share > crit_pct:
+        return 2
+    if share > warn_pct:
+        return 1
+    return 0
+
+
+@contextmanager
+def run_lock(home: Path) -> Iterator[None]:
+    """An exclusive lock so two cron roll-calls never overlap; Busy if one runs."""
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(home / "rollcall.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Busy("another roll-call is running (lock held on rollcall.lock)") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def write_prometheus(path: Path, outcome: RunOutcome) -> None:
+    """A node-exporter textfile with the run's counts, written atomically."""
+    lines = ["# HELP ccctl_rollcall_sites Sites by state in the last roll-call.",
+             "# TYPE ccctl_rollcall_sites gauge"]
+    lines += [f'ccctl_rollcall_sites{{state="{s.value}"}} {outcome.counts.get(s.value, 0)}' for s in CheckState]
+    lines += ["# HELP ccctl_rollcall_duration_seconds Wall time of the last roll-call.",
+              "# TYPE ccctl_rollcall_duration_seconds gauge",
+              f"ccctl_rollcall_duration_seconds {outcome.seconds:.3f}",
+              "# HELP ccctl_rollcall_last_run_timestamp_seconds When the last roll-call ended.",
+              "# TYPE ccctl_rollcall_last_run_timestamp_seconds gauge",
+              f"ccctl_rollcall_last_run_timestamp_seconds {time.time():.0f}",
+              "# HELP ccctl_rollcall_exit_code Nagios code of the last roll-call.",
+              "# TYPE ccctl_rollcall_exit_code gauge",
+              f"ccctl_rollcall_exit_code {outcome.exit_code}"]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+
+
+async def rollcall(db: Any, sites: list[Site], options: RollcallOptions, *, repeat: int = 1,
+                   interval_s: float = 0.0, on_result: Callable[[CheckResult], None] | None = None,
+                   on_round: Callable[[RunOutcome], None] | None = None) -> list[RunOutcome]:
+    """Run ``repeat`` rounds over ``sites``, each recorded as one run; return their outcomes.
+
+    A round interrupted (Ctrl-C, SIGTERM, cancellation) is closed as ``interrupted`` with every
+    result taken so far, and the interruption propagates.
+    """
+    from ccctl.rollcall.classify import Thresholds
+    from ccctl.rollcall.history import FLUSH_S, RunRecorder, recent_states
+    from ccctl.rollcall.pool import ConnectionPool
+    from ccctl.rollcall.runner import run_rollcall
+
+    targets = [(s.id, s.endpoint(options.verify_host_keys)) for s in sites]
+    thresholds = Thresholds(rtt_warn_ms=options.rtt_warn_ms)
+    pool = ConnectionPool(keepalive_interval=options.keepalive_s) if "ssh" in options.stages else None
+    outcomes: list[RunOutcome] = []
+    try:
+        for round_no in range(repeat):
+            if round_no and interval_s > 0:
+                await asyncio.sleep(interval_s)  # the cadence between rounds, not a synchronisation
+            history = recent_states(db, [s.id for s in sites])
+            recorder = RunRecorder(db, {"stages": list(options.stages), "sites": len(sites),
+                                        "concurrency": options.concurrency, "timeout_s": options.timeout_s,
+                                        "retries": options.retries, "round": round_no + 1})
+            outcome = RunOutcome(recorder.run_id, len(sites))
+            started = time.perf_counter()
+
+            def record(result: CheckResult) -> None:
+                recorder.add(result)
+                if on_result is not None:
+                    on_result(result)
+
+            async def flush_often() -> None:
+                # Results are written at least every FLUSH_S even while slow sites hold the
+                # run, so a run killed outright keeps all but the last fraction of a second.
+                while True:
+                    await asyncio.sleep(FLUSH_S)
+                    recorder.flush()
+
+            flusher = asyncio.create_task(flush_often())
+            try:
+                await run_rollcall(targets, stages=options.stages, concurrency=options.concurrency,
+                                   timeout=options.timeout_s, retries=options.retries,
+                                   client_key=options.client_key, pool=pool, thresholds=thresholds,
+                                   on_result=record, history=history)
+            except BaseException:
+                outcome.status = "interrupted"
+                outcome.counts = recorder.counts
+                outcome.seconds = time.perf_counter() - started
+                outcome.exit_code = 3
+                recorder.finish("interrupted", outcome.summary())
+                raise
+            finally:
+                flusher.cancel()
+            outcome.counts = recorder.counts
+            outcome.seconds = time.perf_counter() - started
+            outcome.exit_code = nagios_code(outcome.down, outcome.sites, options.warn_pct, options.crit_pct)
+            recorder.finish("finished", outcome.summary())
+            outcomes.append(outcome)
+            if on_round is not None:
+                on_round(outcome)
+    finally:
+        if pool is not None:
+            await pool.close()
+    return outcomes

@@ -1,0 +1,150 @@
+"""Roll-call through the CLI against a real simulated fleet (worker processes, asyncssh
+servers on 127.x addresses): classified states, Nagios codes, history, reports, exec."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ccctl.registry import open_registry
+from tests.conftest import Ccctl
+
+FAULTS = ("2021-31816=authfail,2021-31819=hostkey,2021-31822=down,2021-31825=blackhole,"
+          "2021-31828=nocam,2021-31831=diskfull")
+SIX = ["2021-31813", "2021-31816", "2021-31819", "2021-31822", "2021-31825", "2021-31828"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def fleet(ccctl: Ccctl, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ccctl]:
+    """Bạc Liêu's 64 sites, simulated, six of them with a fault."""
+    monkeypatch.setenv("CCCTL_SIM_PORT", str(_free_port()))
+    assert ccctl("sites", "generate", "--province", "bac lieu").exit_code == 0
+    result = ccctl("sim", "up", "--detach", "--faults", FAULTS, "--processes", "1")
+    assert result.exit_code == 0, result.stderr
+    yield ccctl
+    ccctl("sim", "down")
+
+
+def _sites(*ids: str) -> list[str]:
+    return [arg for i in ids for arg in ("--site", i)]
+
+
+def test_states_are_classified(fleet: Ccctl) -> None:
+    result = fleet("rollcall", "run", "--province", "bac lieu", "--timeout", "0.5", "--retries", "0", "--json")
+    assert result.exit_code == 1, result.stderr  # 4/64 down = 6.25 % > warn 5 %
+    states = {r["site_id"]: (r["state"], r["reason"]) for r in json.loads(result.stdout)}
+    assert len(states) == 64
+    assert states["2021-31813"][0] == "OK"
+    assert states["2021-31816"][0] == "AUTH_FAILED"
+    assert states["2021-31819"][0] == "HOSTKEY_MISMATCH"
+    assert states["2021-31822"][0] == "UNREACHABLE"
+    assert states["2021-31825"][0] == "TIMEOUT"
+    assert states["2021-31828"] == ("DEGRADED", "no camera")
+    assert states["2021-31831"][0] == "DEGRADED" and "disk" in states["2021-31831"][1]
+    assert sum(1 for s, _ in states.values() if s == "OK") == 58
+    assert "ROLLCALL WARNING - 58/64 ok, 2 degraded, 4 down" in result.stderr
+
+
+def test_nagios_codes_and_quiet_line(fleet: Ccctl, tmp_path: Path) -> None:
+    ok = fleet("rollcall", "run", *_sites("2021-31813", "2021-31828"), "--quiet", "--timeout", "1")
+    assert ok.exit_code == 0 and ok.stdout.startswith("ROLLCALL OK - 1/2 ok, 1 degraded, 0 down")
+    assert ok.stdout.count("\n") == 1 and ok.stderr == ""
+    assert "| sites=2 ok=1 degraded=1 " in ok.stdout
+    prom = tmp_path / "rollcall.prom"
+    crit = fleet("rollcall", "run", *_sites(*SIX), "--quiet", "--timeout", "0.5", "--retries", "0",
+                 "--warn", "10", "--crit", "50", "--prometheus", str(prom))
+    assert crit.exit_code == 2 and crit.stdout.startswith("ROLLCALL CRITICAL - 1/6 ok")
+    text = prom.read_text()
+    assert 'ccctl_rollcall_sites{state="AUTH_FAILED"} 1' in text and "ccctl_rollcall_exit_code 2" in text
+    warn = fleet("rollcall", "run", *_sites(*SIX), "--quiet", "--timeout", "0.5", "--retries", "0",
+                 "--warn", "10", "--crit", "90")
+    assert warn.exit_code == 1 and warn.stdout.startswith("ROLLCALL WARNING")
+    nothing = fleet("rollcall", "run", "--site", "ghost", "--quiet")
+    assert nothing.exit_code == 3 and nothing.stdout.startswith("ROLLCALL UNKNOWN - ")
+
+
+def test_insecure_skips_host_key_check(fleet: Ccctl) -> None:
+    rows = fleet.json("rollcall", "run", "--site", "2021-31819", "--insecure", "--timeout", "1")
+    assert rows[0]["state"] == "OK"
+
+
+def test_history_show_diff_and_report(fleet: Ccctl, tmp_path: Path) -> None:
+    fleet("rollcall", "run", *_sites(*SIX), "--quiet", "--timeout", "0.5", "--retries", "0")
+    fleet("rollcall", "run", *_sites(*SIX), "--insecure", "--quiet", "--timeout", "0.5", "--retries", "0")
+    runs = fleet.json("rollcall", "list")
+    assert [r["run"] for r in runs] == [2, 1] and runs[1]["hostkey_mismatch"] == 1 and runs[0]["hostkey_mismatch"] == 0
+    changed = fleet.json("rollcall", "diff", "1", "2")
+    assert changed == [{"site_id": "2021-31819", "before": "HOSTKEY_MISMATCH", "after": "OK"}]
+    assert fleet.json("rollcall", "diff") == changed
+    shown = fleet.json("rollcall", "show", "1", "--state", "timeout")
+    assert [r["site_id"] for r in shown] == ["2021-31825"]
+    report = fleet.json("report", "rollcall", "1")
+    assert report == [{"province_code": "95", "province_name": "Bạc Liêu", "sites": 6, "ok": 1, "degraded": 1,
+                       "down": 4, "unreachable": 1, "timeout": 1, "auth_failed": 1, "hostkey_mismatch": 1,
+                       "error": 0, "ready_pct": 33.3}]
+    by_district = fleet.json("report", "rollcall", "--by", "district")
+    assert sum(r["sites"] for r in by_district) == 6 and by_district[0]["district_name"]
+    xlsx = tmp_path / "report.xlsx"
+    assert fleet("report", "rollcall", "--format", "xlsx", "-o", str(xlsx)).exit_code == 0
+    import pandas as pd
+
+    assert pd.read_excel(xlsx)["sites"].sum() == 6
+    assert fleet("report", "rollcall", "--format", "xlsx").exit_code == 2
+    assert fleet("rollcall", "show", "99").exit_code == 4
+
+
+def test_exec_on_many_sites(fleet: Ccctl) -> None:
+    result = fleet("exec", *_sites("2021-31813", "2021-31834", "2021-31816"), "--json", "--", "echo", "xin chào")
+    assert result.exit_code == 1  # one site refuses the login
+    rows = {r["site_id"]: r for r in json.loads(result.stdout)}
+    assert rows["2021-31813"]["stdout"] == "xin chào" and rows["2021-31813"]["exit_status"] == 0
+    assert rows["2021-31816"]["state"] == "AUTH_FAILED" and rows["2021-31816"]["exit_status"] is None
+    assert "exec: 2/3 sites exited 0" in result.stderr
+    assert fleet("exec", "--", "true").exit_code == 2  # no filter: refused
+
+
+def test_lock_stops_an_overlapping_run(fleet: Ccctl) -> None:
+    from ccctl.rollcall.session import run_lock
+
+    with run_lock(fleet.home):
+        result = fleet("rollcall", "run", "--site", "2021-31813", "--quiet")
+    assert result.exit_code == 3 and "another roll-call is running" in result.stdout
+
+
+def test_killed_run_keeps_results_already_taken(fleet: Ccctl) -> None:
+    """SIGTERM and SIGKILL in the middle of a run: the results already taken stay."""
+    env = {**os.environ, "CCCTL_HOME": str(fleet.home), "CCCTL_DB": fleet.db_url}
+    slow = ["--site", "2021-31825"]  # blackhole: holds the run for the whole timeout
+    quick = _sites("2021-31813", "2021-31834", "2021-31837")
+    for sig, status in ((signal.SIGTERM, "interrupted"), (signal.SIGKILL, "running")):
+        proc = subprocess.Popen([sys.executable, "-m", "ccctl", "rollcall", "run", *quick, *slow, "--timeout", "60",
+                                 "--retries", "0", "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        with open_registry(fleet.db_url) as db:
+            while time.monotonic() < deadline:  # bounded wait for the condition, polled
+                rows = db.query("SELECT COUNT(*) FROM rollcall_results r JOIN rollcall_runs u ON u.id = r.run_id "
+                                "WHERE u.status = 'running'")
+                if rows[0][0] == 3:
+                    break
+                time.sleep(0.05)
+            proc.send_signal(sig)
+            proc.wait(30)
+            run = db.query_dicts("SELECT id, status FROM rollcall_runs ORDER BY id DESC LIMIT 1")[0]
+            kept = db.query("SELECT site_id, state FROM rollcall_results WHERE run_id = ?", (run["id"],))
+        assert run["status"] == status
+        assert sorted(kept) == [("2021-31813", "OK"), ("2021-31834", "OK"), ("2021-31837", "OK")]
