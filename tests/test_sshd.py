@@ -1,0 +1,228 @@
+"""Roll-call against a real OpenSSH sshd on loopback, not only our asyncssh simulator.
+
+Site boxes run OpenSSH; its refusals, host-key offer and exec handling are what the
+classification must get right. Needs root and /usr/sbin/sshd (CI installs openssh-server);
+elsewhere these tests skip with the reason ``sshd_available`` gives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import asyncssh
+import pytest
+from click.testing import CliRunner
+
+from ccctl.cli import AppContext, cli
+from ccctl.models import CheckResult, CheckState, Endpoint
+from ccctl.rollcall.pool import ConnectionPool
+from ccctl.rollcall.runner import run_command, run_rollcall
+from ccctl.sim.sshd import SshdError, SshdServer, sshd_available
+
+F = TypeVar("F", bound=Callable[..., object])
+
+UNAVAILABLE = sshd_available()
+SITE = "2021-26740"
+
+
+def needs_sshd(func: F) -> F:
+    """Mark a test as running a real sshd; skip it, saying why, where sshd cannot run."""
+    skip = pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or "")
+    return pytest.mark.sshd(skip(func))  # type: ignore[no-any-return]
+
+
+def _write_key(path: Path) -> tuple[Path, str]:
+    """A fresh ed25519 login key at ``path`` (0600) and its OpenSSH public line."""
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(key.export_private_key("openssh"))
+    return path, key.export_public_key("openssh").decode().strip()
+
+
+def _alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie awaiting its reaper."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] not in (b"Z", b"X")
+    except OSError:
+        return False
+
+
+class Box:
+    """The running sshd and the key allowed to log in to it."""
+
+    def __init__(self, server: SshdServer, key_path: Path) -> None:
+        self.server = server
+        self.key_path = key_path
+
+    def endpoint(self, *, host_key: str | None = None, key_path: Path | None = None) -> Endpoint:
+        """The site's endpoint, by default with the right host key and the authorized key."""
+        return Endpoint(
+            self.server.host,
+            self.server.port,
+            self.server.user,
+            host_key=host_key or self.server.host_key,
+            key_path=str(key_path or self.key_path),
+        )
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
+    """One real sshd for the module, answering ``ccctl-diag`` as site ``2021-26740``."""
+    if UNAVAILABLE is not None:
+        pytest.skip(UNAVAILABLE)
+    base = tmp_path_factory.mktemp("sshd")
+    key_path, public = _write_key(base / "client_key")
+    with SshdServer(base / "state", [public], site_id=SITE) as server:
+        yield Box(server, key_path)
+
+
+def _rollcall(endpoint: Endpoint, key_path: Path, **kwargs: object) -> CheckResult:
+    """One site's roll-call through the real runner, TCP then SSH."""
+    results = asyncio.run(
+        run_rollcall([(SITE, endpoint)], stages=("tcp", "ssh"), timeout=5, client_key=str(key_path), **kwargs)  # type: ignore[arg-type]
+    )
+    assert len(results) == 1
+    return results[0]
+
+
+@needs_sshd
+def test_ok_with_facts_from_real_sshd(box: Box) -> None:
+    result = _rollcall(box.endpoint(), box.key_path)
+    assert result.state is CheckState.OK, result.reason
+    assert result.stage == "ssh"
+    assert result.facts["site_id"] == SITE
+    assert result.facts["camera"] is True and result.facts["microphone"] is True
+    assert result.facts["agent_version"] == "1.4.2"
+    assert result.rtt_ms is not None
+
+
+@needs_sshd
+def test_unauthorized_key_is_auth_failed(box: Box, tmp_path: Path) -> None:
+    stranger, _public = _write_key(tmp_path / "stranger")
+    result = _rollcall(box.endpoint(key_path=stranger), stranger)
+    assert result.state is CheckState.AUTH_FAILED, result.reason
+    assert result.stage == "ssh" and not result.facts.get("site_id")
+
+
+@needs_sshd
+def test_wrong_host_key_is_hostkey_mismatch(box: Box) -> None:
+    impostor = asyncssh.generate_private_key("ssh-ed25519").export_public_key("openssh").decode().strip()
+    result = _rollcall(box.endpoint(host_key=impostor), box.key_path)
+    assert result.state is CheckState.HOSTKEY_MISMATCH, result.reason
+    assert "host key mismatch" in result.reason
+
+
+@needs_sshd
+def test_pool_reuses_one_tcp_connection_across_rounds(box: Box) -> None:
+    """Seen from sshd's side: both rounds' sessions come from the same client port.
+
+    SSH stage only: the TCP stage opens a fresh probe connection every round by design.
+    Without a pool the same check must see two ports, so the assertion can fail.
+    """
+    targets = [(SITE, box.endpoint())]
+
+    async def rounds(pool: ConnectionPool | None) -> list[CheckResult]:
+        results = []
+        for _ in range(2):
+            results += await run_rollcall(targets, stages=("ssh",), timeout=5, pool=pool)
+        return results
+
+    async def pooled() -> tuple[list[CheckResult], int, int]:
+        async with ConnectionPool() as pool:
+            results = await rounds(pool)
+            return results, pool.opened, pool.reused
+
+    before = len(box.server.sessions())
+    results, opened, reused = asyncio.run(pooled())
+    assert [r.state for r in results] == [CheckState.OK, CheckState.OK]
+    assert (opened, reused) == (1, 1)
+    warm = box.server.sessions()[before:]
+    assert len(warm) == 2 and warm[0] == warm[1]
+
+    before = len(box.server.sessions())
+    assert [r.state for r in asyncio.run(rounds(None))] == [CheckState.OK, CheckState.OK]
+    cold = box.server.sessions()[before:]
+    assert len(cold) == 2 and cold[0] != cold[1]
+
+
+@needs_sshd
+def test_run_command_passes_other_commands_through(box: Box) -> None:
+    targets = [(SITE, box.endpoint())]
+    (hi,) = asyncio.run(run_command(targets, "echo hi", timeout=5))
+    assert (hi.state, hi.exit_status, hi.stdout) == (CheckState.OK, 0, "hi\n")
+    (bad,) = asyncio.run(run_command(targets, "echo oops >&2; exit 3", timeout=5))
+    assert (bad.state, bad.exit_status, bad.stderr, bad.reason) == (CheckState.ERROR, 3, "oops\n", "exit status 3")
+
+
+@needs_sshd
+def test_rollcall_cli_against_real_sshd(box: Box, tmp_path: Path) -> None:
+    env = {"CCCTL_HOME": str(tmp_path / "home"), "CCCTL_DB": f"sqlite:///{tmp_path / 'r.db'}"}
+
+    def ccctl(*args: str) -> tuple[int, str, str]:
+        result = CliRunner().invoke(cli, list(args), env=env, obj=AppContext())
+        return result.exit_code, result.stdout, result.stderr
+
+    code, _out, err = ccctl("units", "load", "--scheme", "2021")
+    assert code == 0, err
+    server = box.server
+    code, out, err = ccctl(
+        "sites", "add", "s1", "--name", "Điểm cầu thử", "--unit", "26740", "--host", server.host,
+        "--ssh-port", str(server.port), "--ssh-user", server.user, "--host-key", server.host_key,
+        "--key-path", str(box.key_path), "--format", "json",
+    )
+    assert code == 0, err
+    assert json.loads(out)["name"] == "Điểm cầu thử"
+    code, out, err = ccctl("rollcall", "run", "--site", "s1", "--format", "json")
+    assert code == 0, err
+    (row,) = json.loads(out)
+    assert (row["site_id"], row["state"]) == ("s1", "OK"), row
+
+
+def test_refuses_addresses_outside_loopback(tmp_path: Path) -> None:
+    for host in ("0.0.0.0", "10.0.0.1", "::1", "localhost"):
+        with pytest.raises(ValueError, match="127.0.0.0/8|loopback"):
+            SshdServer(tmp_path, [], host=host)
+    assert SshdServer(tmp_path, [], host="127.3.2.1").host == "127.3.2.1"
+
+
+@needs_sshd
+def test_start_failure_reports_sshd_stderr(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        server = SshdServer(tmp_path, [], port=taken.getsockname()[1])
+        with pytest.raises(SshdError, match="Address already in use"):
+            server.start()
+    assert server.pid is None
+
+
+@needs_sshd
+def test_stop_ends_sshd_and_running_sessions(tmp_path: Path) -> None:
+    key_path, public = _write_key(tmp_path / "key")
+    server = SshdServer(tmp_path / "state", [public]).start()
+
+    async def session_then_stop() -> list[int]:
+        known = ([asyncssh.import_public_key(server.host_key)], [], [])
+        async with asyncssh.connect(server.host, server.port, username=server.user, config=None,
+                                    client_keys=[str(key_path)], known_hosts=known) as conn:
+            process = await conn.create_process("echo started; exec sleep 60")
+            assert await asyncio.wait_for(process.stdout.readline(), 5) == "started\n"
+            pids = server.processes()
+            server.stop()
+            await asyncio.wait_for(conn.wait_closed(), 5)  # sshd's side of the session is gone
+            return pids
+
+    try:
+        pids = asyncio.run(session_then_stop())
+    finally:
+        server.stop()
+    assert len(pids) >= 3  # listener, the connection's sshd, the session's shell/sleep
+    assert [pid for pid in pids if _alive(pid)] == []
+    assert server.processes() == []
