@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import struct
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, NamedTuple
 
 import asyncssh
 
@@ -28,7 +30,7 @@ from ccctl.models import Endpoint
 
 #: What the caller may hand over as the login key: a parsed key, a path, or None
 #: (then the endpoint's ``key_path``, then asyncssh's defaults are used).
-ClientKey = Union[asyncssh.SSHKey, str, None]
+ClientKey = asyncssh.SSHKey | str | None
 
 #: The verification input asyncssh accepts: None (no check), a parsed known_hosts
 #: object, or a tuple of (trusted host keys, trusted CA keys, revoked keys).
@@ -44,6 +46,30 @@ PREFERRED_CIPHERS = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
 
 class LocalConfigError(Exception):
     """A local key or known_hosts file could not be read: our mistake, not the site's."""
+
+
+# Linux's struct tcp_info: tcpi_rtt (smoothed RTT in microseconds) is the u32 at byte 68.
+_TCP_INFO = getattr(socket, "TCP_INFO", None)
+_TCPI_RTT = struct.Struct("=I")
+_TCPI_RTT_OFFSET = 68
+
+
+def kernel_rtt_ms(sock: Any) -> float | None:
+    """The kernel's smoothed RTT of a connected TCP socket in ms, or None if unavailable.
+
+    Why: a wall-clock timer in a busy event loop adds the loop's own lag (hundreds of
+    ms when 500 logins finish together), which would mark healthy sites as slow.
+    """
+    if _TCP_INFO is None or sock is None:
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCPI_RTT_OFFSET + 4)
+    except (OSError, AttributeError):
+        return None
+    if len(info) < _TCPI_RTT_OFFSET + 4:
+        return None
+    rtt_us = _TCPI_RTT.unpack_from(info, _TCPI_RTT_OFFSET)[0]
+    return rtt_us / 1000.0 if rtt_us else None
 
 
 def _mtime(path: str) -> int:
@@ -323,6 +349,22 @@ class ConnectionPool:
         await self.close()
 
 
+class ExecOutcome(NamedTuple):
+    """A finished remote command with its timings."""
+
+    result: asyncssh.SSHCompletedProcess
+    exec_ms: float  # channel open + command + exit status, by the wall clock
+    net_rtt_ms: float | None  # the SSH connection's TCP RTT as the kernel measured it
+
+
+async def _timed_run(conn: asyncssh.SSHClientConnection, command: str) -> ExecOutcome:
+    """Run ``command`` on an open connection and time it."""
+    t0 = time.perf_counter()
+    result = await conn.run(command, check=False)
+    exec_ms = (time.perf_counter() - t0) * 1000.0
+    return ExecOutcome(result, exec_ms, kernel_rtt_ms(conn.get_extra_info("socket")))
+
+
 #: Errors on a reused connection that mean "the link died while idle": reconnect once.
 _STALE_ERRORS = (
     asyncssh.ChannelOpenError,
@@ -335,13 +377,11 @@ _STALE_ERRORS = (
 
 async def _exec_once(
     endpoint: Endpoint, command: str, *, timeout: float, client_key: ClientKey
-) -> tuple[asyncssh.SSHCompletedProcess, float]:
+) -> ExecOutcome:
     """Open a connection, run one command, close it: the pool-less path."""
     conn = await connect_ssh(endpoint, timeout=timeout, client_key=client_key)
     try:
-        t0 = time.perf_counter()
-        result = await conn.run(command, check=False)
-        return result, (time.perf_counter() - t0) * 1000.0
+        return await _timed_run(conn, command)
     finally:
         conn.close()
         await conn.wait_closed()
@@ -354,8 +394,8 @@ async def exec_command(
     timeout: float,
     client_key: ClientKey = None,
     pool: ConnectionPool | None = None,
-) -> tuple[asyncssh.SSHCompletedProcess, float]:
-    """Run one command on a site and return its result and the exec round trip in ms.
+) -> ExecOutcome:
+    """Run one command on a site and return its result and timings.
 
     With a pool the connection is reused and, if a reused one turns out dead, dropped
     and replaced once. Without a pool a connection is opened and closed around the
@@ -366,9 +406,7 @@ async def exec_command(
     for attempt in (1, 2):
         conn, reused = await pool.acquire(endpoint, timeout=timeout, client_key=client_key)
         try:
-            t0 = time.perf_counter()
-            result = await conn.run(command, check=False)
-            rtt_ms = (time.perf_counter() - t0) * 1000.0
+            outcome = await _timed_run(conn, command)
         except _STALE_ERRORS:
             pool.discard(endpoint, conn)
             if reused and attempt == 1:
@@ -379,5 +417,5 @@ async def exec_command(
             pool.discard(endpoint, conn)
             raise
         pool.release(endpoint, conn)
-        return result, rtt_ms
+        return outcome
     raise AssertionError("unreachable")  # pragma: no cover

@@ -22,29 +22,33 @@ from typing import Any
 import asyncssh
 
 from ccctl.models import CheckState, Endpoint
-from ccctl.rollcall.pool import ClientKey, ConnectionPool, LocalConfigError, exec_command
+from ccctl.rollcall.pool import ClientKey, ConnectionPool, LocalConfigError, exec_command, kernel_rtt_ms
 
 #: The command every site box answers with one line of JSON facts.
 DIAG_COMMAND = "ccctl-diag"
+
+#: The fact under which ssh_probe records how long ccctl-diag took (exec round trip, ms).
+EXEC_FACT = "ssh_exec_ms"
 
 # Close probe sockets with an RST (SO_LINGER 0): a roll-call of 10,000 sites every few
 # minutes would otherwise leave 10,000 sockets in TIME_WAIT on the command-room host.
 _LINGER_RST = struct.pack("ii", 1, 0)
 
-# Linux's struct tcp_info: tcpi_rtt (smoothed RTT in microseconds) is the u32 at byte 68.
-_TCP_INFO = getattr(socket, "TCP_INFO", None)
-_TCPI_RTT = struct.Struct("=I")
-_TCPI_RTT_OFFSET = 68
-
 
 @dataclass
 class ProbeOutcome:
-    """What one probe found: a state, why, the round trip in ms and any facts gathered."""
+    """What one probe found: a state, why, the round trip in ms and any facts gathered.
+
+    ``rtt_ms`` is the probe's own round trip (TCP handshake; SSH exec round trip);
+    ``net_rtt_ms`` is the network RTT the kernel measured on the probe's TCP
+    connection, free of our event loop's lag and of the box's command time.
+    """
 
     state: CheckState
     reason: str = ""
     rtt_ms: float | None = None
     facts: dict[str, Any] = field(default_factory=dict)
+    net_rtt_ms: float | None = None
 
 
 @functools.lru_cache(maxsize=65536)
@@ -84,9 +88,8 @@ async def tcp_probe(endpoint: Endpoint, timeout: float) -> ProbeOutcome:
             sock.setblocking(False)
             t0 = time.perf_counter()
             await loop.sock_connect(sock, addr)
-            rtt_ms = _kernel_rtt_ms(sock)
-            if rtt_ms is None:
-                rtt_ms = (time.perf_counter() - t0) * 1000.0
+            net_rtt_ms = kernel_rtt_ms(sock)
+            rtt_ms = net_rtt_ms if net_rtt_ms is not None else (time.perf_counter() - t0) * 1000.0
     except ConnectionRefusedError:
         return ProbeOutcome(CheckState.UNREACHABLE, "connection refused")
     except TimeoutError:
@@ -102,21 +105,7 @@ async def tcp_probe(endpoint: Endpoint, timeout: float) -> ProbeOutcome:
             except OSError:
                 pass
             sock.close()
-    return ProbeOutcome(CheckState.OK, "", rtt_ms)
-
-
-def _kernel_rtt_ms(sock: socket.socket) -> float | None:
-    """The kernel's smoothed RTT of a connected TCP socket in ms, or None if unavailable."""
-    if _TCP_INFO is None:
-        return None
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCPI_RTT_OFFSET + 4)
-    except OSError:
-        return None
-    if len(info) < _TCPI_RTT_OFFSET + 4:
-        return None
-    rtt_us = _TCPI_RTT.unpack_from(info, _TCPI_RTT_OFFSET)[0]
-    return rtt_us / 1000.0 if rtt_us else None
+    return ProbeOutcome(CheckState.OK, "", rtt_ms, net_rtt_ms=net_rtt_ms)
 
 
 # Errors of this host, not of the site: reported as ERROR so nobody drives to a commune.
@@ -196,12 +185,13 @@ async def ssh_probe(
     """Log in with host-key verification, run ``ccctl-diag`` and return its facts.
 
     ``rtt_ms`` is the exec round trip (channel open, command, exit status), not the
-    login, so a warm pooled probe and a cold one report comparable numbers. The whole
-    probe, login included, is bounded by ``timeout``.
+    login, so a warm pooled probe and a cold one report comparable numbers;
+    ``net_rtt_ms`` is the SSH connection's TCP RTT. The whole probe, login included,
+    is bounded by ``timeout``.
     """
     try:
         async with asyncio.timeout(timeout):
-            result, rtt_ms = await exec_command(
+            result, rtt_ms, net_rtt_ms = await exec_command(
                 endpoint, DIAG_COMMAND, timeout=timeout, client_key=client_key, pool=pool
             )
     except Exception as exc:  # noqa: BLE001 - a site's failure is a result, not a crash
@@ -213,12 +203,13 @@ async def ssh_probe(
         detail = _short(_text(result.stderr) or _text(result.stdout), 120)
         status = _exit_text(result)
         reason = f"{DIAG_COMMAND} exited {status}" + (f": {detail}" if detail else "")
-        return ProbeOutcome(CheckState.ERROR, reason, rtt_ms)
+        return ProbeOutcome(CheckState.ERROR, reason, rtt_ms, net_rtt_ms=net_rtt_ms)
     try:
         facts = parse_diag(_text(result.stdout))
     except ValueError as exc:
-        return ProbeOutcome(CheckState.ERROR, str(exc), rtt_ms)
-    return ProbeOutcome(CheckState.OK, "", rtt_ms, facts)
+        return ProbeOutcome(CheckState.ERROR, str(exc), rtt_ms, net_rtt_ms=net_rtt_ms)
+    facts[EXEC_FACT] = round(rtt_ms, 3)
+    return ProbeOutcome(CheckState.OK, "", rtt_ms, facts, net_rtt_ms)
 
 
 def _exit_text(result: asyncssh.SSHCompletedProcess) -> str:

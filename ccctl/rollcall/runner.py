@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ccctl.models import CheckResult, CheckState, Endpoint
-from ccctl.rollcall.classify import DEFAULT_THRESHOLDS, Thresholds, classify
+from ccctl.rollcall.classify import DEFAULT_THRESHOLDS, Thresholds, classify, link_rtt_ms
 from ccctl.rollcall.pool import ClientKey, ConnectionPool, exec_command
 from ccctl.rollcall.probes import ProbeOutcome, describe_error, ssh_probe, tcp_probe
 from ccctl.rollcall.state import StateTracker
@@ -72,21 +72,22 @@ async def _run_stages(
 ) -> tuple[ProbeOutcome, str]:
     """Run the stages in order, stopping at the first that fails; (last outcome, its stage).
 
-    Each stage's round trip is added to the facts as ``<stage>_rtt_ms``.
+    The TCP handshake RTT is kept in the facts as ``tcp_rtt_ms`` (the SSH stage adds
+    ``ssh_exec_ms`` itself), so the registry holds every stage's timing.
     """
-    facts: dict[str, object] = {}
     outcome = ProbeOutcome(CheckState.OK)
     stage = ""
+    tcp_rtt: float | None = None
     for stage in stages:
         if stage == "tcp":
             outcome = await tcp_probe(endpoint, timeout)
+            tcp_rtt = outcome.rtt_ms
         else:  # "ssh"; validated by the caller
             outcome = await ssh_probe(endpoint, timeout, client_key, pool)
-        if outcome.rtt_ms is not None:
-            facts[f"{stage}_rtt_ms"] = round(outcome.rtt_ms, 3)
         if outcome.state is not CheckState.OK:
             break
-    outcome.facts = {**outcome.facts, **facts}
+    if tcp_rtt is not None:
+        outcome.facts = {**outcome.facts, "tcp_rtt_ms": round(tcp_rtt, 3)}
     return outcome, stage
 
 
@@ -113,8 +114,10 @@ async def run_rollcall(
     ``retries`` times, after ``retry_backoff * attempt`` seconds (50 ms, 100 ms, ...:
     long enough to let a dropped SYN or a restarting sshd pass, short enough not to
     slow the run). ``history`` maps site id to its recent states, newest last, for
-    SOFT/HARD and flapping (see ``state.py``); it is not modified. Site failures never
-    raise; an exception from ``on_result`` aborts the run, as it is the caller's bug.
+    SOFT/HARD and flapping (see ``state.py``); it is not modified. ``rtt_ms`` of a
+    result is the network RTT the kernel measured on the last stage's connection (see
+    ``classify.link_rtt_ms``); the stages' own timings are in the facts. Site failures
+    never raise; an exception from ``on_result`` aborts the run, as it is the caller's bug.
     """
     unknown = [s for s in stages if s not in KNOWN_STAGES]
     if unknown or not stages:
@@ -146,13 +149,14 @@ async def run_rollcall(
                 break
             await asyncio.sleep(retry_backoff * attempts)
         state, reason = classify(outcome, thresholds)
+        rtt = link_rtt_ms(outcome)
         decision = tracker.decide(past.get(site_id, ()), state, attempts)
         result = CheckResult(
             site_id=site_id,
             state=state,
             reason=reason,
             stage=stage,
-            rtt_ms=round(outcome.rtt_ms, 3) if outcome.rtt_ms is not None else None,
+            rtt_ms=round(rtt, 3) if rtt is not None else None,
             attempts=attempts,
             hard=decision.hard,
             flapping=decision.flapping,
@@ -194,7 +198,7 @@ async def run_command(
         else:
             try:
                 async with asyncio.timeout(timeout):
-                    done, _rtt = await exec_command(
+                    done, _exec_ms, _net_rtt = await exec_command(
                         endpoint, command, timeout=timeout, client_key=client_key, pool=pool
                     )
             except Exception as exc:  # noqa: BLE001 - a site's failure is a result

@@ -40,7 +40,7 @@ def is_down_state(state: str | CheckState) -> bool:
 def transitions(states: Sequence[str | CheckState]) -> int:
     """How many consecutive pairs in ``states`` differ."""
     values = [CheckState(s).value if isinstance(s, CheckState) else str(s) for s in states]
-    return sum(1 for a, b in zip(values, values[1:]) if a != b)
+    return sum(1 for a, b in zip(values, values[1:], strict=False) if a != b)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import asyncssh
 import pytest
 
@@ -32,6 +34,11 @@ def test_describe_error_maps_exceptions() -> None:
     assert describe_error(asyncssh.HostKeyNotVerifiable("x"), 1.0)[0] is CheckState.HOSTKEY_MISMATCH
     assert describe_error(TimeoutError(), 2.0) == (CheckState.TIMEOUT, "no SSH answer within 2 s")
     assert describe_error(ConnectionRefusedError(), 1.0) == (CheckState.UNREACHABLE, "connection refused")
+    reset = ConnectionResetError(errno.ECONNRESET, "reset")
+    assert describe_error(reset, 1.0) == (CheckState.UNREACHABLE, "connection reset by peer")
+    # A full fd table is this host's fault, not the site's.
+    local = OSError(errno.EMFILE, "Too many open files")
+    assert describe_error(local, 1.0) == (CheckState.ERROR, "local: too many open files")
 
 
 def test_classify_ok_and_failures_pass_through() -> None:
@@ -68,6 +75,16 @@ def test_classify_joins_reasons_and_honours_thresholds() -> None:
     ]
     relaxed = Thresholds(rtt_warn_ms=1000, require_camera=False, disk_min_free_pct=0.5)
     assert classify(ProbeOutcome(CheckState.OK, "", 500.0, {**healthy(), "camera": False}), relaxed)[0] is CheckState.OK
+
+
+def test_classify_judges_link_on_kernel_rtt_when_known() -> None:
+    # Exec round trip 450 ms (box or our loop busy), network RTT 20 ms: the link is fine.
+    lagged = ProbeOutcome(CheckState.OK, "", 450.0, healthy(), net_rtt_ms=20.0)
+    assert classify(lagged) == (CheckState.OK, "")
+    slow = ProbeOutcome(CheckState.OK, "", 450.0, healthy(), net_rtt_ms=420.0)
+    assert classify(slow) == (CheckState.DEGRADED, "slow link: rtt 420 ms > 300 ms")
+    busy = ProbeOutcome(CheckState.OK, "", 2500.0, {**healthy(), "ssh_exec_ms": 2500.0}, net_rtt_ms=20.0)
+    assert classify(busy) == (CheckState.DEGRADED, "slow box: diag took 2500 ms > 2000 ms")
 
 
 def test_classify_missing_facts_are_not_held_against_site() -> None:
