@@ -16,3 +16,12 @@ def test_registry_benchmark_quick() -> None:
     assert lines[0].split() == ["operation", "seconds", "target"]
     assert any(line.startswith("import 101 from CSV") for line in lines)
     assert any(line.startswith("ccctl --help") for line in lines)
+
+
+def test_rollcall_benchmark_quick() -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rollcall.py"), "--quick"],
+                         capture_output=True, text=True, timeout=300, check=True, cwd=ROOT).stdout
+    assert "TCP stage, 60 sites ({'OK': 60})" in out
+    assert "TCP+SSH+diag end to end, 60 sites ({'OK': 60})" in out
+    # The real-sshd part runs where sshd can (CI installs it) and says why where it cannot.
+    assert "20 logins to real sshd (20 ok)" in out or "real sshd part" in out

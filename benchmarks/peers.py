@@ -1,0 +1,88 @@
+"""One roll-call tool against the sshd of benchmarks/rollcall.py, in a process of its own.
+
+    python benchmarks/peers.py TOOL PARAMS.json     (prints one JSON line)
+
+Each tool logs in M times and runs ``ccctl-diag``; in-process tools report the CPU time of
+their own work (imports and interpreter start excluded), so the figures compare the
+per-login cost. TOOL: ccctl-cold, ccctl-warm, asyncssh, parallel-ssh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _ccctl(p: dict[str, Any], warm: bool) -> tuple[float, int]:
+    from ccctl.models import Endpoint
+    from ccctl.rollcall.pool import ConnectionPool
+    from ccctl.rollcall.runner import run_rollcall
+
+    targets = [(f"s{i}", Endpoint(p["host"], p["port"], p["user"], p["host_key"], p["key"])) for i in range(p["n"])]
+    pool = ConnectionPool() if warm else None
+    if warm:  # the first round opens the pooled connections; the second is the figure
+        await run_rollcall(targets, stages=("ssh",), concurrency=p["concurrency"], timeout=30, pool=pool)
+    cpu0 = _cpu()
+    results = await run_rollcall(targets, stages=("tcp", "ssh"), concurrency=p["concurrency"], timeout=30, pool=pool)
+    cpu = _cpu() - cpu0
+    if pool is not None:
+        await pool.close()
+    return cpu, sum(1 for r in results if r.state.value in ("OK", "DEGRADED"))
+
+
+async def _asyncssh(p: dict[str, Any]) -> tuple[float, int]:
+    import asyncssh
+
+    key = asyncssh.read_private_key(p["key"])
+    known = ([asyncssh.import_public_key(p["host_key"])], [], [])
+    sem = asyncio.Semaphore(p["concurrency"])
+
+    async def one() -> bool:
+        async with sem:
+            async with asyncssh.connect(p["host"], p["port"], username=p["user"], client_keys=[key],
+                                        known_hosts=known, config=None) as conn:
+                return (await conn.run("ccctl-diag")).exit_status == 0
+
+    cpu0 = _cpu()
+    done = await asyncio.gather(*(one() for _ in range(p["n"])), return_exceptions=True)
+    return _cpu() - cpu0, sum(1 for d in done if d is True)
+
+
+def _parallel_ssh(p: dict[str, Any]) -> tuple[float, int]:
+    from pssh.clients import ParallelSSHClient
+
+    client = ParallelSSHClient([p["host"]] * p["n"], user=p["user"], port=p["port"], pkey=p["key"],
+                               pool_size=p["concurrency"], num_retries=0, timeout=30)
+    cpu0 = _cpu()
+    output = client.run_command("ccctl-diag", stop_on_errors=False)
+    client.join(output)
+    ok = sum(1 for o in output if o.exception is None and o.exit_code == 0 and list(o.stdout))
+    return _cpu() - cpu0, ok
+
+
+def main() -> None:
+    tool, params = sys.argv[1], json.loads(Path(sys.argv[2]).read_text())
+    if tool == "ccctl-cold":
+        cpu, ok = asyncio.run(_ccctl(params, warm=False))
+    elif tool == "ccctl-warm":
+        cpu, ok = asyncio.run(_ccctl(params, warm=True))
+    elif tool == "asyncssh":
+        cpu, ok = asyncio.run(_asyncssh(params))
+    elif tool == "parallel-ssh":
+        cpu, ok = _parallel_ssh(params)
+    else:
+        raise SystemExit(f"unknown tool {tool}")
+    print(json.dumps({"cpu": cpu, "ok": ok}))
+
+
+if __name__ == "__main__":
+    main()
