@@ -148,3 +148,19 @@ def test_killed_run_keeps_results_already_taken(fleet: Ccctl) -> None:
             kept = db.query("SELECT site_id, state FROM rollcall_results WHERE run_id = ?", (run["id"],))
         assert run["status"] == status
         assert sorted(kept) == [("2021-31813", "OK"), ("2021-31834", "OK"), ("2021-31837", "OK")]
+
+
+def test_ssh_opens_a_session_with_registry_keys(fleet: Ccctl) -> None:
+    """`ccctl ssh` runs OpenSSH's client with the registry's host key and login key."""
+    env = {**os.environ, "CCCTL_HOME": str(fleet.home), "CCCTL_DB": fleet.db_url}
+
+    def ssh(site: str, *command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ccctl", "ssh", site, *command], env=env, text=True,
+                              capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+
+    ok = ssh("2021-31813", "hostname")
+    assert ok.returncode == 0 and ok.stdout.strip() == "2021-31813", ok.stderr
+    assert ssh("2021-31813", "false").returncode == 1
+    mismatch = ssh("2021-31819", "hostname")  # the fleet serves another key than the registry's
+    assert mismatch.returncode == 255 and "host key verification failed" in mismatch.stderr.lower()
+    assert ssh("ghost").returncode == 4

@@ -7,6 +7,7 @@ on bad usage. ``ssh`` exits with the remote shell's status.
 from __future__ import annotations
 
 import shlex
+import sys
 from typing import Any
 
 import click
@@ -69,6 +70,8 @@ def ssh_cmd(obj: AppContext, site_id: str, insecure: bool, command: tuple[str, .
         raise UsageError(f"site {site_id} has no endpoint")
     config = obj.config
     args = ["ssh", "-p", str(site.ssh_port), "-l", site.ssh_user]
+    if not sys.stdin.isatty():
+        args += ["-o", "BatchMode=yes"]  # never prompt when no one is at a terminal
     known_file: str | None = None
     key = site.key_path or (str(config.client_key_path) if config.client_key_path.exists() else None)
     if key:
