@@ -77,7 +77,7 @@ def simulated_fleet(n: int, processes: int, rows: list[Row]) -> None:
         rows.append((f"TCP stage, {n} sites ({states})", _fmt(wall), "< 1.5 s" if n >= 10599 else ""))
         wall, cpu, states = asyncio.run(_timed_rollcall(targets, ("tcp", "ssh"), str(key_path), 64))
         rows.append((f"TCP+SSH+diag end to end, {n} sites ({states})", _fmt(wall), "< 60 s" if n >= 10599 else ""))
-        rows.append((f"  client CPU per site, simulated fleet (servers share the 2 cores)", f"{cpu / n * 1000:.2f} ms", ""))
+        rows.append(("  client CPU per site, simulated fleet (servers share the 2 cores)", f"{cpu / n * 1000:.2f} ms", ""))
     finally:
         stop_fleet(home)
         shutil.rmtree(home, ignore_errors=True)

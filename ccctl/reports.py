@@ -47,5 +47,5 @@ def frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Plain Python records (ints, floats, strings) of a frame, for JSON and tables."""
     records: list[dict[str, Any]] = []
     for row in frame.to_dict("records"):
-        records.append({k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()})
+        records.append({str(k): (v.item() if hasattr(v, "item") else v) for k, v in row.items()})
     return records

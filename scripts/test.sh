@@ -7,4 +7,6 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/services.sh
 . scripts/services.sh
 .venv/bin/lint-imports --config setup.cfg
+.venv/bin/ruff check --quiet ccctl tests benchmarks
+.venv/bin/mypy --no-error-summary
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -164,3 +164,10 @@ def test_ssh_opens_a_session_with_registry_keys(fleet: Ccctl) -> None:
     mismatch = ssh("2021-31819", "hostname")  # the fleet serves another key than the registry's
     assert mismatch.returncode == 255 and "host key verification failed" in mismatch.stderr.lower()
     assert ssh("ghost").returncode == 4
+
+
+def test_repeat_rounds_are_separate_runs(fleet: Ccctl) -> None:
+    result = fleet("rollcall", "run", *_sites("2021-31813", "2021-31834"), "--repeat", "3", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.count("ROLLCALL OK - 2/2 ok") == 3
+    assert [r["ok"] for r in fleet.json("rollcall", "list")] == [2, 2, 2]

@@ -11,8 +11,16 @@ import pytest
 from ccctl.errors import RegistryError, UnitsMissing, UsageError
 from ccctl.registry import Database, open_registry
 from ccctl.registry.schema import LATEST, current_version, migrate
-from ccctl.registry.sites import (DIRECTIVE_16, SiteFilter, add_site, edit_site, generate_sites, get_site,
-                                  remove_sites, select_sites)
+from ccctl.registry.sites import (
+    DIRECTIVE_16,
+    SiteFilter,
+    add_site,
+    edit_site,
+    generate_sites,
+    get_site,
+    remove_sites,
+    select_sites,
+)
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl box"
 

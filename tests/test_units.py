@@ -36,7 +36,8 @@ def test_gso_codes_types_and_hierarchy(units_db: Database) -> None:
     assert ben_nghe[0]["district_code"] == "760" and ben_nghe[0]["province_code"] == "79"
     types = {r[0] for r in units_db.query("SELECT DISTINCT unit_type FROM units WHERE scheme = '2021' AND level = 'commune'")}
     assert types == {"Xã", "Phường", "Thị trấn"}
-    types_2025 = {r[0] for r in units_db.query("SELECT DISTINCT unit_type FROM units WHERE scheme = '2025' AND level = 'commune'")}
+    types_2025 = {r[0] for r in units_db.query(
+        "SELECT DISTINCT unit_type FROM units WHERE scheme = '2025' AND level = 'commune'")}
     assert types_2025 == {"Xã", "Phường", "Đặc khu"}
 
 

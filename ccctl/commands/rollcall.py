@@ -79,7 +79,8 @@ def run(obj: AppContext, stages: str | None, concurrency: int | None, timeout_s:
     """Check the selected sites; print per-site results (or, with --quiet, one line)."""
     from ccctl.registry.sites import select_sites
     from ccctl.rollcall.history import run_results
-    from ccctl.rollcall.session import RollcallOptions, rollcall as run_rounds, run_lock, write_prometheus
+    from ccctl.rollcall.session import RollcallOptions, run_lock, write_prometheus
+    from ccctl.rollcall.session import rollcall as run_rounds
 
     try:
         config = obj.config

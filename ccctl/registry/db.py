@@ -99,7 +99,7 @@ class Database:
         try:
             cur = self._conn.execute(self._sql(sql), tuple(params))
             names = [d[0] for d in cur.description]
-            return [dict(zip(names, row)) for row in cur.fetchall()]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
         except self._errors() as exc:
             raise RegistryError(f"registry error: {str(exc).strip().splitlines()[0]}") from None
 

@@ -30,7 +30,8 @@ def _decode(raw: bytes) -> str:
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError as exc:
-                bad.append((number, f"not UTF-8 (byte 0x{line[exc.start]:02x} at column {exc.start + 1}); save the file as UTF-8"))
+                bad.append((number, f"not UTF-8 (byte 0x{line[exc.start]:02x} at column {exc.start + 1}); "
+                                    "save the file as UTF-8"))
         raise ImportRejected(f"{len(bad)} line(s) are not UTF-8; nothing imported", bad) from None
 
 
@@ -62,7 +63,7 @@ def read_table(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
     if unknown:
         raise ImportRejected(f"unknown column(s): {', '.join(unknown)}; nothing imported",
                              [(1, f"unknown column {c}") for c in unknown])
-    rows = frame.to_dict("records")
+    rows = [{str(k): v for k, v in row.items()} for row in frame.to_dict("records")]
     return rows, list(range(2, len(rows) + 2))
 
 
@@ -74,7 +75,7 @@ def validate_rows(db: Database, rows: list[dict[str, Any]], lines: list[int], sc
     seen: dict[str, int] = {}
     problems: list[tuple[int, str]] = []
     good: list[dict[str, Any]] = []
-    for line, row in zip(lines, rows):
+    for line, row in zip(lines, rows, strict=True):
         values = {k: (v.strip() if isinstance(v, str) else v) for k, v in row.items()}
         values.setdefault("scheme", scheme)
         if not values.get("scheme"):

@@ -14,11 +14,11 @@ import fcntl
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ccctl.errors import Busy
 from ccctl.models import CheckResult, CheckState, Site
@@ -128,57 +128,15 @@ async def rollcall(db: Any, sites: list[Site], options: RollcallOptions, *, repe
     A round interrupted (Ctrl-C, SIGTERM, cancellation) is closed as ``interrupted`` with every
     result taken so far, and the interruption propagates.
     """
-    from ccctl.rollcall.classify import Thresholds
-    from ccctl.rollcall.history import FLUSH_S, RunRecorder, recent_states
     from ccctl.rollcall.pool import ConnectionPool
-    from ccctl.rollcall.runner import run_rollcall
 
-    targets = [(s.id, s.endpoint(options.verify_host_keys)) for s in sites]
-    thresholds = Thresholds(rtt_warn_ms=options.rtt_warn_ms)
     pool = ConnectionPool(keepalive_interval=options.keepalive_s) if "ssh" in options.stages else None
     outcomes: list[RunOutcome] = []
     try:
         for round_no in range(repeat):
             if round_no and interval_s > 0:
                 await asyncio.sleep(interval_s)  # the cadence between rounds, not a synchronisation
-            history = recent_states(db, [s.id for s in sites])
-            recorder = RunRecorder(db, {"stages": list(options.stages), "sites": len(sites),
-                                        "concurrency": options.concurrency, "timeout_s": options.timeout_s,
-                                        "retries": options.retries, "round": round_no + 1})
-            outcome = RunOutcome(recorder.run_id, len(sites))
-            started = time.perf_counter()
-
-            def record(result: CheckResult) -> None:
-                recorder.add(result)
-                if on_result is not None:
-                    on_result(result)
-
-            async def flush_often() -> None:
-                # Results are written at least every FLUSH_S even while slow sites hold the
-                # run, so a run killed outright keeps all but the last fraction of a second.
-                while True:
-                    await asyncio.sleep(FLUSH_S)
-                    recorder.flush()
-
-            flusher = asyncio.create_task(flush_often())
-            try:
-                await run_rollcall(targets, stages=options.stages, concurrency=options.concurrency,
-                                   timeout=options.timeout_s, retries=options.retries,
-                                   client_key=options.client_key, pool=pool, thresholds=thresholds,
-                                   on_result=record, history=history)
-            except BaseException:
-                outcome.status = "interrupted"
-                outcome.counts = recorder.counts
-                outcome.seconds = time.perf_counter() - started
-                outcome.exit_code = 3
-                recorder.finish("interrupted", outcome.summary())
-                raise
-            finally:
-                flusher.cancel()
-            outcome.counts = recorder.counts
-            outcome.seconds = time.perf_counter() - started
-            outcome.exit_code = nagios_code(outcome.down, outcome.sites, options.warn_pct, options.crit_pct)
-            recorder.finish("finished", outcome.summary())
+            outcome = await _round(db, sites, options, pool, round_no + 1, on_result)
             outcomes.append(outcome)
             if on_round is not None:
                 on_round(outcome)
@@ -186,3 +144,52 @@ async def rollcall(db: Any, sites: list[Site], options: RollcallOptions, *, repe
         if pool is not None:
             await pool.close()
     return outcomes
+
+
+async def _round(db: Any, sites: list[Site], options: RollcallOptions, pool: Any, round_no: int,
+                 on_result: Callable[[CheckResult], None] | None) -> RunOutcome:
+    """One recorded run over ``sites``."""
+    from ccctl.rollcall.classify import Thresholds
+    from ccctl.rollcall.history import FLUSH_S, RunRecorder, recent_states
+    from ccctl.rollcall.runner import run_rollcall
+
+    history = recent_states(db, [s.id for s in sites])
+    recorder = RunRecorder(db, {"stages": list(options.stages), "sites": len(sites),
+                                "concurrency": options.concurrency, "timeout_s": options.timeout_s,
+                                "retries": options.retries, "round": round_no})
+    outcome = RunOutcome(recorder.run_id, len(sites))
+    started = time.perf_counter()
+
+    def record(result: CheckResult) -> None:
+        recorder.add(result)
+        if on_result is not None:
+            on_result(result)
+
+    async def flush_often() -> None:
+        # Results are written at least every FLUSH_S even while slow sites hold the run,
+        # so a run killed outright keeps all but the last fraction of a second.
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            recorder.flush()
+
+    flusher = asyncio.create_task(flush_often())
+    try:
+        await run_rollcall([(s.id, s.endpoint(options.verify_host_keys)) for s in sites],
+                           stages=options.stages, concurrency=options.concurrency, timeout=options.timeout_s,
+                           retries=options.retries, client_key=options.client_key, pool=pool,
+                           thresholds=Thresholds(rtt_warn_ms=options.rtt_warn_ms), on_result=record,
+                           history=history)
+    except BaseException:
+        outcome.status = "interrupted"
+        outcome.counts = recorder.counts
+        outcome.seconds = time.perf_counter() - started
+        outcome.exit_code = 3
+        recorder.finish("interrupted", outcome.summary())
+        raise
+    finally:
+        flusher.cancel()
+    outcome.counts = recorder.counts
+    outcome.seconds = time.perf_counter() - started
+    outcome.exit_code = nagios_code(outcome.down, outcome.sites, options.warn_pct, options.crit_pct)
+    recorder.finish("finished", outcome.summary())
+    return outcome

@@ -124,7 +124,7 @@ def start_fleet(home: Path, plan: list[PlannedEndpoint], authorized_key: str, pr
             if message != "ready":
                 raise CcctlError(f"simulator worker {proc.pid} failed: {message or 'no answer'}; see {shard_dir / 'worker.log'}")
     except BaseException:
-        for proc, read_fd, _ in workers:
+        for proc, _, _ in workers:
             proc.terminate()
             proc.wait(STOP_TIMEOUT_S)
         raise

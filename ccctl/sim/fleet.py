@@ -22,10 +22,10 @@ import os
 import resource
 import socket
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Sequence
 
 import asyncssh
 
