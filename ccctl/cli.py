@@ -2,7 +2,7 @@
 
 Exit codes of every command: 0 success; 1 failure; 2 bad usage or configuration;
 4 not found; 5 registry error; 6 import rejected; 7 units not loaded; 8 busy (another run
-holds the lock); 130 interrupted. Monitoring commands (``rollcall run``) use the Nagios
+holds the lock); 9 no ccctl server answers; 130 interrupted. Monitoring commands (``rollcall run``) use the Nagios
 convention instead: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 """
 
@@ -104,6 +104,8 @@ COMMANDS = {
     "report": "ccctl.commands.report:report",
     "exec": "ccctl.commands.remote:exec_cmd",
     "ssh": "ccctl.commands.remote:ssh_cmd",
+    "serve": "ccctl.commands.serve:serve",
+    "broadcast": "ccctl.commands.broadcast:broadcast",
     "demo": "ccctl.commands.demo:demo",
 }
 

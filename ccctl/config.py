@@ -63,6 +63,13 @@ class SimConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    """Where ``ccctl serve`` listens (loopback unless told otherwise)."""
+
+    listen: str = "127.0.0.1:8080"
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     """Default listing format."""
 
@@ -78,6 +85,7 @@ class Config:
     ssh: SshConfig = SshConfig()
     rollcall: RollcallConfig = RollcallConfig()
     sim: SimConfig = SimConfig()
+    serve: ServeConfig = ServeConfig()
     output: OutputConfig = OutputConfig()
 
     @property
@@ -91,7 +99,7 @@ class Config:
         return Path(self.ssh.client_key) if self.ssh.client_key else self.home / "keys" / "id_ed25519"
 
 
-SECTIONS = ("registry", "ssh", "rollcall", "sim", "output")
+SECTIONS = ("registry", "ssh", "rollcall", "sim", "serve", "output")
 
 
 def default_home() -> Path:

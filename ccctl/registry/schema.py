@@ -51,6 +51,18 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (run_id, site_id))""",
         "CREATE INDEX rollcall_results_site ON rollcall_results (site_id, run_id)",
     ],
+    # 3: broadcasts, their events (join, leave, tier, floor) and per-site token generations.
+    [
+        """CREATE TABLE broadcasts (
+            id {serial}, title TEXT NOT NULL, source TEXT NOT NULL, status TEXT NOT NULL,
+            started_at {real} NOT NULL, ended_at {real}, floor_site TEXT, params TEXT NOT NULL)""",
+        """CREATE TABLE broadcast_events (
+            id {serial}, broadcast_id INTEGER NOT NULL REFERENCES broadcasts (id) ON DELETE CASCADE,
+            ts {real} NOT NULL, site_id TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL)""",
+        "CREATE INDEX broadcast_events_by_broadcast ON broadcast_events (broadcast_id, site_id, ts)",
+        """CREATE TABLE site_tokens (
+            site_id TEXT PRIMARY KEY, generation INTEGER NOT NULL)""",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

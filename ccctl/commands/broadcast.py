@@ -1,0 +1,120 @@
+"""``ccctl broadcast``: start, watch and stop the program fanned out to the sites."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ccctl.cli import AppContext, say
+from ccctl.commands.common import format_options, resolve_format, site_filter, site_filter_options
+from ccctl.output import emit
+
+
+def _client(obj: AppContext) -> Any:
+    from ccctl.media.client import ControlClient
+
+    return ControlClient(obj.config.home, obj.config.serve.listen)
+
+
+@click.group()
+def broadcast() -> None:
+    """Broadcasts: one program to every site, over WebRTC (WHEP)."""
+
+
+@broadcast.command("start")
+@click.option("--source", default="testsrc", show_default=True, metavar="testsrc|file:PATH")
+@click.option("--title", default="Hội nghị trực tuyến", show_default=True)
+@click.pass_obj
+def start(obj: AppContext, source: str, title: str) -> None:
+    """Start a broadcast (starting the server in the background if none answers)."""
+    from ccctl.media.client import start_detached
+
+    client = _client(obj)
+    if not client.alive():
+        pid = start_detached(obj.config.home, obj.config.serve.listen, obj.config.db_url)
+        say(f"no server was running: started one in the background (pid {pid}, {client.base})")
+    result = client.call("POST", "/api/broadcast", {"source": source, "title": title})
+    say(f"broadcast {result['id']} live: {result['title']} ({result['source']})")
+
+
+@broadcast.command("status")
+@format_options
+@click.pass_obj
+def status(obj: AppContext, fmt: str | None, as_json: bool, as_csv: bool) -> None:
+    """Connected sites with their tier and link figures."""
+    data = _client(obj).call("GET", "/api/broadcast")
+    if not data["live"]:
+        say("no live broadcast")
+    else:
+        say(f"broadcast {data['id']}: {data['title']} ({data['source']}), {len(data['sessions'])} site(s) connected")
+    emit(data["sessions"], resolve_format(obj, fmt, as_json, as_csv),
+         ["site_id", "session_id", "tier", "state", "joined_at", "packets_sent", "bytes_sent", "loss_pct", "rtt_ms",
+          "jitter_ms"])
+
+
+@broadcast.command("stop")
+@click.pass_obj
+def stop(obj: AppContext) -> None:
+    """End the live broadcast."""
+    result = _client(obj).call("DELETE", "/api/broadcast")
+    say(f"broadcast {result['id']} stopped")
+
+
+@broadcast.command("links")
+@site_filter_options
+@format_options
+@click.pass_obj
+def links(obj: AppContext, fmt: str | None, as_json: bool, as_csv: bool, **kwargs: Any) -> None:
+    """Each selected site's join URL with its token (give them to the sites, nobody else)."""
+    from ccctl.media.tokens import generation, load_secret, site_token
+    from ccctl.registry.sites import select_sites
+
+    secret = load_secret(obj.config.home)
+    base = "http://" + obj.config.serve.listen
+    rows = []
+    for site in select_sites(obj.db, site_filter(kwargs, enabled_only=True)):
+        token = site_token(secret, site.id, generation(obj.db, site.id))
+        rows.append({"site_id": site.id, "name": site.name, "tier": site.tier,
+                     "join_url": f"{base}/join/{site.id}?t={token}", "whep_url": f"{base}/whep/{site.id}",
+                     "token": token})
+    emit(rows, resolve_format(obj, fmt, as_json, as_csv))
+
+
+@broadcast.command("revoke")
+@click.argument("site_id")
+@click.pass_obj
+def revoke(obj: AppContext, site_id: str) -> None:
+    """Invalidate a site's token: its old links stop working; `links` prints the new one."""
+    from ccctl.media.tokens import revoke as revoke_token
+    from ccctl.registry.sites import get_site
+
+    get_site(obj.db, site_id)
+    gen = revoke_token(obj.db, site_id)
+    say(f"revoked the tokens of {site_id}; generation is now {gen}")
+
+
+@broadcast.command("attendance")
+@click.argument("ref", metavar="[BROADCAST]", required=False)
+@click.option("--by", type=click.Choice(["site", "province"]), default="site")
+@format_options
+@click.pass_obj
+def attendance(obj: AppContext, ref: str | None, by: str, fmt: str | None, as_json: bool, as_csv: bool) -> None:
+    """Who was connected, when, for how long and at what tier (default: the latest broadcast)."""
+    from ccctl.media.state import attendance as compute, resolve_broadcast
+
+    rows = compute(obj.db, resolve_broadcast(obj.db, ref))
+    if by == "province":
+        names = {r[0]: (r[1], r[2]) for r in obj.db.query(
+            "SELECT s.id, s.province_code, p.name FROM sites s LEFT JOIN units p ON p.scheme = s.scheme "
+            "AND p.level = 'province' AND p.code = s.province_code")}
+        grouped: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            code, name = names.get(r["site_id"], ("", ""))
+            g = grouped.setdefault(code, {"province_code": code, "province_name": name, "sites": 0,
+                                          "connected_now": 0, "seconds": 0.0})
+            g["sites"] += 1
+            g["connected_now"] += int(r["connected"])
+            g["seconds"] = round(g["seconds"] + r["seconds"], 1)
+        rows = sorted(grouped.values(), key=lambda g: g["province_code"])
+    emit(rows, resolve_format(obj, fmt, as_json, as_csv))

@@ -1,0 +1,109 @@
+"""Broadcasts and their events in the registry, so a restarted server finds its state again.
+
+A broadcast is ``live`` from start to stop; every join, leave, tier change and floor change is
+an event, from which ``attendance`` computes who was connected, when, for how long and at
+what tier.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from ccctl.errors import NotFound
+from ccctl.registry.db import Database
+
+
+def _insert_id(db: Database, sql: str, params: tuple[Any, ...]) -> int:
+    if db.dialect == "postgresql":
+        return int(db.query(sql + " RETURNING id", params)[0][0])
+    db.execute(sql, params)
+    return int(db.query("SELECT last_insert_rowid()")[0][0])
+
+
+def live_broadcast(db: Database) -> dict[str, Any] | None:
+    """The broadcast now live, if any."""
+    rows = db.query_dicts("SELECT id, title, source, status, started_at, ended_at, floor_site, params "
+                          "FROM broadcasts WHERE status = 'live' ORDER BY id DESC LIMIT 1")
+    if not rows:
+        return None
+    row = rows[0]
+    row["params"] = json.loads(row["params"])
+    return row
+
+
+def start_broadcast(db: Database, title: str, source: str, params: dict[str, Any]) -> int:
+    """Record a new live broadcast; the caller checked none is live."""
+    with db.transaction():
+        db.lock("ccctl-broadcast")
+        return _insert_id(db, "INSERT INTO broadcasts (title, source, status, started_at, params) VALUES (?, ?, 'live', ?, ?)",
+                          (title, source, time.time(), json.dumps(params)))
+
+
+def end_broadcast(db: Database, broadcast_id: int) -> None:
+    """Mark a broadcast ended, closing the attendance of sites still connected."""
+    now = time.time()
+    with db.transaction():
+        still = [r["site_id"] for r in attendance(db, broadcast_id) if r["connected"]]
+        db.executemany("INSERT INTO broadcast_events (broadcast_id, ts, site_id, kind, detail) VALUES (?, ?, ?, 'leave', ?)",
+                       [(broadcast_id, now, site, json.dumps({"why": "broadcast ended"})) for site in still])
+        db.execute("UPDATE broadcasts SET status = 'ended', ended_at = ? WHERE id = ?", (now, broadcast_id))
+
+
+def record_event(db: Database, broadcast_id: int, site_id: str, kind: str, detail: dict[str, Any]) -> None:
+    """One join/leave/tier/floor event."""
+    with db.transaction():
+        db.execute("INSERT INTO broadcast_events (broadcast_id, ts, site_id, kind, detail) VALUES (?, ?, ?, ?, ?)",
+                   (broadcast_id, time.time(), site_id, kind, json.dumps(detail, ensure_ascii=False)))
+
+
+def resolve_broadcast(db: Database, ref: str | int | None) -> int:
+    """A broadcast id from a number or ``latest``/None."""
+    if ref in (None, "latest"):
+        rows = db.query("SELECT id FROM broadcasts ORDER BY id DESC LIMIT 1")
+        if not rows:
+            raise NotFound("no broadcast has been started yet")
+        return int(rows[0][0])
+    try:
+        bid = int(ref)  # type: ignore[arg-type]
+    except ValueError:
+        raise NotFound(f"no broadcast {ref!r}") from None
+    if not db.query("SELECT 1 FROM broadcasts WHERE id = ?", (bid,)):
+        raise NotFound(f"no broadcast {bid}")
+    return bid
+
+
+def attendance(db: Database, broadcast_id: int) -> list[dict[str, Any]]:
+    """Per site: first join, last leave, seconds connected, joins, last tier, connected now."""
+    end = db.query("SELECT COALESCE(ended_at, ?) FROM broadcasts WHERE id = ?", (time.time(), broadcast_id))
+    until = float(end[0][0]) if end else time.time()
+    per_site: dict[str, dict[str, Any]] = {}
+    for site_id, ts, kind, detail in db.query(
+            "SELECT site_id, ts, kind, detail FROM broadcast_events WHERE broadcast_id = ? ORDER BY ts, id",
+            (broadcast_id,)):
+        info = json.loads(detail) if detail else {}
+        row = per_site.setdefault(site_id, {"site_id": site_id, "first_join": None, "last_leave": None, "joins": 0,
+                                            "seconds": 0.0, "tier": None, "connected": False, "_since": None})
+        if kind == "join":
+            row["joins"] += 1
+            row["first_join"] = row["first_join"] or ts
+            row["tier"] = info.get("tier", row["tier"])
+            if not row["connected"]:
+                row["connected"], row["_since"] = True, ts
+        elif kind == "leave" and row["connected"]:
+            row["seconds"] += ts - row["_since"]
+            row["connected"], row["_since"], row["last_leave"] = False, None, ts
+        elif kind == "tier":
+            row["tier"] = info.get("tier", row["tier"])
+    out = []
+    for row in per_site.values():
+        if row["connected"]:
+            row["seconds"] += until - row["_since"]
+        del row["_since"]
+        row["seconds"] = round(row["seconds"], 1)
+        for key in ("first_join", "last_leave"):
+            if row[key] is not None:
+                row[key] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row[key]))
+        out.append(row)
+    return sorted(out, key=lambda r: r["site_id"])
