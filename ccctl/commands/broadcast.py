@@ -101,7 +101,8 @@ def revoke(obj: AppContext, site_id: str) -> None:
 @click.pass_obj
 def attendance(obj: AppContext, ref: str | None, by: str, fmt: str | None, as_json: bool, as_csv: bool) -> None:
     """Who was connected, when, for how long and at what tier (default: the latest broadcast)."""
-    from ccctl.media.state import attendance as compute, resolve_broadcast
+    from ccctl.media.state import attendance as compute
+    from ccctl.media.state import resolve_broadcast
 
     rows = compute(obj.db, resolve_broadcast(obj.db, ref))
     if by == "province":

@@ -55,7 +55,8 @@ class ControlClient:
             reason = exc.read().decode(errors="replace").strip().splitlines()
             raise CcctlError(f"server said {exc.code}: {reason[0] if reason else exc.reason}") from None
         except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-            raise ServerDown(f"no ccctl server at {self.base} ({getattr(exc, 'reason', exc)}); start it: ccctl serve --detach") from None
+            why = getattr(exc, "reason", exc)
+            raise ServerDown(f"no ccctl server at {self.base} ({why}); start it: ccctl serve --detach") from None
 
     def alive(self) -> bool:
         """True when the server answers /healthz."""
