@@ -25,7 +25,9 @@ def test_core_module_imports_no_shell_or_heavy_library(module: str) -> None:
     assert not loaded & set(HEAVY), loaded & set(HEAVY)
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["sites", "list", "--help"], ["sites", "list", "--format", "json"]])
+@pytest.mark.parametrize("argv", [["--help"], ["sites", "list", "--help"], ["sites", "list", "--format", "json"],
+                                  ["rollcall", "list", "--format", "json"], ["sim", "status", "--json"],
+                                  ["broadcast", "links", "--json"]])
 def test_light_commands_load_no_ui_or_media(argv: list[str], tmp_path: object) -> None:
     code = ("import os, sys\nos.environ['CCCTL_HOME'] = sys.argv[1] if len(sys.argv) > 1 else os.environ.get('CCCTL_HOME', '')\n"
             "from ccctl.cli import cli\n"

@@ -1,22 +1,7 @@
 """The simulated fleet of bridge points used by the demo, tests and benchmarks.
 
-Real asyncssh servers on loopback addresses, one per simulated site, with faults chosen
-from a seeded spec, so the roll-call code runs unchanged against thousands of fake boxes.
+Real asyncssh servers on loopback addresses, one per simulated site (``fleet``,
+``endpoint``), with faults chosen from a seeded spec (``faults``), run in worker processes
+(``control``, ``worker``); ``sshd`` runs a real OpenSSH server for the same checks. Import
+the submodules: this package imports nothing, so ``ccctl sim status`` stays light.
 """
-
-from __future__ import annotations
-
-from ccctl.sim.endpoint import SimEndpointSpec, diagnostics, loopback_address
-from ccctl.sim.faults import Fault, FaultSpec, parse_fault_spec
-from ccctl.sim.fleet import Fleet, FleetStats
-
-__all__ = [
-    "Fault",
-    "FaultSpec",
-    "Fleet",
-    "FleetStats",
-    "SimEndpointSpec",
-    "diagnostics",
-    "loopback_address",
-    "parse_fault_spec",
-]

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from ccctl.errors import Busy, CcctlError
-from ccctl.sim.endpoint import loopback_address
 from ccctl.sim.faults import FaultSpec
 
 READY_TIMEOUT_S = 120.0
@@ -40,6 +39,8 @@ class PlannedEndpoint:
 
 def plan_fleet(site_ids: list[str], faults: FaultSpec, port: int) -> list[PlannedEndpoint]:
     """Addresses in sorted-id order (stable across runs) and faults from the seeded spec."""
+    from ccctl.sim.endpoint import loopback_address  # loads asyncssh: only when planning
+
     ordered = sorted(site_ids)
     assigned = faults.assign(ordered)
     return [PlannedEndpoint(sid, loopback_address(i), port, str(assigned[sid]) if sid in assigned else None)
