@@ -74,3 +74,14 @@ def test_attendance_from_events(units_db: Database) -> None:
     assert rows["a"]["joins"] == 2 and rows["a"]["tier"] == "low" and not rows["a"]["connected"]
     assert rows["b"]["tier"] == "audio" and rows["b"]["last_leave"] is not None
     assert state.live_broadcast(db) is None
+
+
+def test_remote_candidates_outside_the_media_network_are_dropped() -> None:
+    from ccctl.media.net import keep_candidates
+
+    offer = ("v=0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n"
+             "a=candidate:2 1 udp 2130706431 192.168.1.5 5001 typ host\r\n"
+             "a=candidate:3 1 udp 2130706431 0f1e2d3c.local 5002 typ host\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n")
+    kept = keep_candidates(offer, "127.0.0.0/8")
+    assert "127.0.0.1 5000" in kept and "192.168.1.5" not in kept and ".local" not in kept
+    assert kept.endswith("m=video 9 UDP/TLS/RTP/SAVPF 96\r\n")

@@ -14,6 +14,7 @@ on their own (the join page retries).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from ccctl.media import state, tokens
+from ccctl.media.net import keep_candidates, pin_ice
 from ccctl.registry import open_registry
 from ccctl.registry.db import Database
 
@@ -34,8 +36,9 @@ CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POS
 class Server:
     """The server's state: registry, secret, media core, the live broadcast."""
 
-    def __init__(self, db_url: str, home: Path, core_factory: Any = None) -> None:
+    def __init__(self, db_url: str, home: Path, core_factory: Any = None, media_network: str | None = None) -> None:
         self.db: Database = open_registry(db_url)
+        self.media_network = media_network
         self.secret = tokens.load_secret(home)
         self.core: Any = None
         self.broadcast: dict[str, Any] | None = None
@@ -144,7 +147,10 @@ class Server:
         tier = self._site_tier(site_id)
         if self.core is None:
             raise web.HTTPServiceUnavailable(text="no live broadcast\n", headers={"Retry-After": "5", **CORS})
-        session_id, answer = await self.core.subscribe(site_id, await request.text(), tier)
+        offer = await request.text()
+        if self.media_network:
+            offer = keep_candidates(offer, self.media_network)
+        session_id, answer = await self.core.subscribe(site_id, offer, tier)
         location = f"/whep/{site_id}/{session_id}"
         return web.Response(status=201, text=answer, content_type="application/sdp",
                             headers={"Location": location, "ETag": f'"{session_id}"', **CORS})
@@ -186,9 +192,10 @@ class Server:
 SERVER_KEY: web.AppKey[Server] = web.AppKey("server", Server)
 
 
-def create_app(db_url: str, home: Path, core_factory: Any = None) -> web.Application:
-    """The aiohttp application; ``core_factory`` lets tests choose the media core."""
-    server = Server(db_url, home, core_factory)
+def create_app(db_url: str, home: Path, core_factory: Any = None, media_network: str | None = None) -> web.Application:
+    """The aiohttp application; ``core_factory`` lets tests choose the media core, and
+    ``media_network`` (e.g. ``127.0.0.0/8``) limits the remote candidates media may use."""
+    server = Server(db_url, home, core_factory, media_network)
     app = web.Application(client_max_size=256 * 1024)
     app[SERVER_KEY] = server
     app.router.add_get("/healthz", server.healthz)
@@ -214,8 +221,20 @@ def create_app(db_url: str, home: Path, core_factory: Any = None) -> web.Applica
 
 
 async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None) -> None:
-    """Run the server until cancelled (SIGINT/SIGTERM through the CLI's bridge)."""
-    app = create_app(db_url, home)
+    """Run the server until cancelled (SIGINT/SIGTERM through the CLI's bridge).
+
+    Bound to a loopback address, media stays on loopback too: ICE offers only that address
+    and remote candidates outside 127.0.0.0/8 are ignored.
+    """
+    network = None
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if loopback:
+        pin_ice("127.0.0.1" if host == "localhost" else host)
+        network = "127.0.0.0/8"
+    app = create_app(db_url, home, media_network=network)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
