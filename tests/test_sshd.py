@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from click.testing import CliRunner
 from ccctl.cli import AppContext, cli
 from ccctl.models import CheckResult, CheckState, Endpoint
 from ccctl.rollcall.pool import ConnectionPool
+from ccctl.rollcall.probes import DIAG_COMMAND, SERVE_COMMAND
 from ccctl.rollcall.runner import run_command, run_rollcall
 from ccctl.sim.sshd import SshdError, SshdServer, sshd_available
 
@@ -122,10 +124,11 @@ def test_wrong_host_key_is_hostkey_mismatch(box: Box) -> None:
 
 @needs_sshd
 def test_pool_reuses_one_tcp_connection_across_rounds(box: Box) -> None:
-    """Seen from sshd's side: both rounds' sessions come from the same client port.
+    """Seen from sshd's side: both rounds rode one TCP connection and one serve session.
 
     SSH stage only: the TCP stage opens a fresh probe connection every round by design.
-    Without a pool the same check must see two ports, so the assertion can fail.
+    Without a pool the same check must see two exec sessions from two ports, so the
+    assertion can fail.
     """
     targets = [(SITE, box.endpoint())]
 
@@ -144,13 +147,62 @@ def test_pool_reuses_one_tcp_connection_across_rounds(box: Box) -> None:
     results, opened, reused = asyncio.run(pooled())
     assert [r.state for r in results] == [CheckState.OK, CheckState.OK]
     assert (opened, reused) == (1, 1)
-    warm = box.server.sessions()[before:]
-    assert len(warm) == 2 and warm[0] == warm[1]
+    warm = box.server.session_log()[before:]
+    assert [record.command for record in warm] == [SERVE_COMMAND]
+    assert [r.facts["site_id"] for r in results] == [SITE, SITE]
 
     before = len(box.server.sessions())
     assert [r.state for r in asyncio.run(rounds(None))] == [CheckState.OK, CheckState.OK]
-    cold = box.server.sessions()[before:]
-    assert len(cold) == 2 and cold[0] != cold[1]
+    cold = box.server.session_log()[before:]
+    assert [record.command for record in cold] == [DIAG_COMMAND, DIAG_COMMAND]
+    assert cold[0].port != cold[1].port
+
+
+def _pooled_rounds(endpoint: Endpoint, count: int, between: Callable[[], object] | None = None) -> list[CheckResult]:
+    """``count`` TCP+SSH rounds of one site over one pool, calling ``between`` after the first."""
+
+    async def run() -> list[CheckResult]:
+        results: list[CheckResult] = []
+        async with ConnectionPool() as pool:
+            for index in range(count):
+                results += await run_rollcall([(SITE, endpoint)], timeout=5, pool=pool)
+                if index == 0 and between is not None:
+                    between()
+        return results
+
+    return asyncio.run(run())
+
+
+@needs_sshd
+def test_killed_serve_session_is_replaced_on_the_same_connection(box: Box) -> None:
+    before = len(box.server.session_log())
+
+    def kill_serve() -> None:
+        (serve,) = [r for r in box.server.session_log()[before:] if r.command == SERVE_COMMAND]
+        os.kill(serve.pid, signal.SIGKILL)
+
+    results = _pooled_rounds(box.endpoint(), 3, kill_serve)
+    assert [r.state for r in results] == [CheckState.OK] * 3, [r.reason for r in results]
+    log = box.server.session_log()[before:]
+    assert [r.command for r in log] == [SERVE_COMMAND, SERVE_COMMAND]
+    assert log[0].port == log[1].port and log[0].pid != log[1].pid
+
+
+@needs_sshd
+def test_old_agent_without_serve_falls_back_to_exec(tmp_path: Path) -> None:
+    key_path, public = _write_key(tmp_path / "key")
+    with SshdServer(tmp_path / "state", [public], site_id=SITE, serve=False) as server:
+        endpoint = Endpoint(server.host, server.port, server.user, server.host_key, str(key_path))
+        results = _pooled_rounds(endpoint, 3)
+        log = server.session_log()
+    assert [r.state for r in results] == [CheckState.OK] * 3, [r.reason for r in results]
+    assert all(r.facts["site_id"] == SITE for r in results)
+    # The old agent ignored --serve, printed once and exited 0: tried once, then exec per
+    # round. Its one line may or may not have answered the first round (it races the
+    # request), so the first round is served either way but not always by exec.
+    commands = [r.command for r in log]
+    assert commands[0] == SERVE_COMMAND and commands[1:] in ([DIAG_COMMAND] * 2, [DIAG_COMMAND] * 3)
+    assert len({r.port for r in log}) == 1
 
 
 @needs_sshd

@@ -10,7 +10,12 @@ thousands of sites that is most of a roll-call's CPU. Two things cut it:
   objects (no file reads, no key parsing) and that ``config=None`` stops it from
   looking for ``~/.ssh/config`` on every connection.
 * ``ConnectionPool`` keeps one authenticated connection per (host, port, user) with
-  SSH keepalives, so a warm roll-call only opens a channel and runs the command.
+  SSH keepalives, so a warm roll-call pays no login.
+* ``ConnectionPool.serve_query`` goes further: it keeps one long-lived session per pooled connection
+  running the agent's serve command (``ccctl-diag --serve``), so a warm probe is one line
+  written and one line read, two SSH packets, instead of a channel open, an exec request
+  and the exit-status, EOF and close exchange of a command per probe. Boxes without it
+  fall back to one command per probe.
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ import os
 import socket
 import struct
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import asyncssh
 
@@ -210,12 +215,127 @@ def _verify_spec(endpoint: Endpoint) -> tuple[str, str | None]:
     return (endpoint.host_key or "", endpoint.key_path)
 
 
+class _SessionEnded(Exception):
+    """A serve session's channel closed while the connection stayed up."""
+
+
+class _ServeSession(asyncssh.SSHClientSession[bytes]):
+    """The client end of one long-lived serve channel: a line out, a line back.
+
+    Requests may be pipelined (several sites behind one pooled connection): the agent
+    answers each line once and in order, so answers go to waiters first in, first out; a
+    cancelled waiter keeps its place so the answers after it still line up. Requests made
+    in the same event-loop pass leave as one SSH packet. Lines are
+    split here from the raw bytes, without asyncssh's stream layer and codec, because this
+    is the per-probe path of a warm roll-call. Output before the first JSON line (shell
+    noise) is skipped; stderr is ignored; a line longer than ``_MAX_LINE`` ends the session.
+    """
+
+    def __init__(self) -> None:
+        self._chan: asyncssh.SSHClientChannel[bytes] | None = None
+        self._buf = b""
+        self._waiters: deque[asyncio.Future[bytes]] = deque()
+        self._unsent = 0
+        self.answers = 0
+        self.ended = False
+        self.exit_status: int | None = None
+        self.exit_signal: str | None = None
+
+    @property
+    def unsupported(self) -> bool:
+        """True once ended in a way that says the box has no serve command.
+
+        A serve agent never exits by itself while its input is open, so a channel that
+        ended before its first answer (command not found, unknown option) or with exit
+        status 0 (an old agent that ignored the flag, printed once and exited) means
+        "not here"; a signal or error after answers means the session died.
+        """
+        return self.ended and (self.answers == 0 or self.exit_status == 0)
+
+    def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:
+        self._chan = chan
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if datatype is not None:
+            return
+        buf = self._buf + data if self._buf else data
+        start = 0
+        while (end := buf.find(b"\n", start)) >= 0:
+            line = buf[start:end]
+            start = end + 1
+            if not self.answers and not line.startswith(b"{"):
+                continue
+            self.answers += 1
+            if self._waiters:
+                waiter = self._waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(line)
+        self._buf = buf[start:]
+        if len(self._buf) > _MAX_LINE and self._chan is not None:
+            self._chan.close()
+
+    def exit_status_received(self, status: int) -> None:
+        self.exit_status = status
+
+    def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:
+        self.exit_signal = signal
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Fail every waiter: with the connection's error if it died, else ``_SessionEnded``."""
+        self.ended = True
+        error = exc if exc is not None else _SessionEnded()
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+
+    def ask(self) -> asyncio.Future[bytes]:
+        """Send one request line; the future gets the answer line (without its newline)."""
+        if self.ended or self._chan is None:
+            raise _SessionEnded()
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        self._waiters.append(waiter)
+        self._unsent += 1
+        if self._unsent == 1:
+            loop.call_soon(self._flush)
+        return waiter
+
+    def _flush(self) -> None:
+        """Send the request lines asked for since the last flush, in one packet."""
+        count, self._unsent = self._unsent, 0
+        if not self.ended and self._chan is not None:
+            try:
+                self._chan.write(b"\n" * count)
+            except OSError:
+                pass  # the channel is closing: connection_lost fails the waiters
+
+
+class ServeAnswer(NamedTuple):
+    """One answer line of a serve session with its timings."""
+
+    line: bytes  # the answer, without its newline
+    exec_ms: float  # request written to answer read, by the wall clock
+    net_rtt_ms: float | None  # the SSH connection's TCP RTT as the kernel measured it
+
+
+#: A connection whose serve sessions died (or could not open) this often gets one
+#: command per probe instead.
+_MAX_SERVE_DEATHS = 3
+
+#: An answer line longer than this is no diagnostics line: the session is closed.
+_MAX_LINE = 1 << 16
+
+
 @dataclass
 class _Entry:
     conn: asyncssh.SSHClientConnection
     verify: tuple[str, str | None]
     users: int = 0
-    last_used: float = 0.0
+    sock: Any = None  # the connection's socket, for the kernel RTT
+    serve: _ServeSession | None = None
+    serve_off: bool = False  # this box has no serve command: one command per probe
+    serve_deaths: int = 0
 
 
 class ConnectionPool:
@@ -259,10 +379,29 @@ class ConnectionPool:
 
         Call ``release`` when done with it (it stays open in the pool).
         """
+        entry, reused = await self._checkout(endpoint, timeout=timeout, client_key=client_key)
+        return entry.conn, reused
+
+    async def _checkout(
+        self, endpoint: Endpoint, *, timeout: float, client_key: ClientKey
+    ) -> tuple[_Entry, bool]:
+        """The live entry for the endpoint (logging in if needed), counted as in use.
+
+        A live, matching entry is handed out without the lock: the lock only keeps two
+        probes of one site from logging in twice.
+        """
         if self._closed:
             raise RuntimeError("connection pool is closed")
         key = self.key(endpoint)
-        lock = self._locks.setdefault(key, asyncio.Lock())
+        entry = self._entries.get(key)
+        if entry is not None and not entry.conn.is_closed() and entry.verify == _verify_spec(endpoint):
+            self.reused += 1
+            self._entries.move_to_end(key)
+            entry.users += 1
+            return entry, True
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
         async with lock:
             entry = self._entries.get(key)
             if entry is not None and (
@@ -286,13 +425,108 @@ class ConnectionPool:
                 if self._closed:  # closed while we were logging in
                     self._close_later(conn)
                     raise RuntimeError("connection pool is closed")
-                entry = _Entry(conn, _verify_spec(endpoint))
+                entry = _Entry(conn, _verify_spec(endpoint), sock=conn.get_extra_info("socket"))
                 self._entries[key] = entry
                 self._evict()
                 reused = False
             entry.users += 1
-            entry.last_used = time.monotonic()
-            return entry.conn, reused
+            return entry, reused
+
+    async def _open_serve(self, endpoint: Endpoint, entry: _Entry, command: str) -> _ServeSession | None:
+        """The entry's serve session, opened now if needed; None if the box has none.
+
+        Opened under the site's lock so concurrent probes share one session. A session
+        refused on a live connection counts as a death (this probe runs the one-shot
+        command; after ``_MAX_SERVE_DEATHS`` the connection stops trying); a dead
+        connection raises, for the caller's reconnect.
+        """
+        key = self.key(endpoint)
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        async with lock:
+            session = entry.serve
+            if session is not None and not session.ended:
+                return session
+            if entry.serve_off:
+                return None
+            try:
+                _chan, opened = await entry.conn.create_session(_ServeSession, command, encoding=None)
+            except asyncssh.ChannelOpenError:
+                if entry.conn.is_closed():
+                    raise
+                entry.serve_deaths += 1
+                entry.serve_off = entry.serve_deaths >= _MAX_SERVE_DEATHS
+                return None
+            entry.serve = cast(_ServeSession, opened)
+            return entry.serve
+
+    def _session_ended(self, entry: _Entry, session: _ServeSession) -> None:
+        """Note, once, how a serve session ended: unsupported, or died (to be replaced)."""
+        if entry.serve is not session:
+            return
+        entry.serve = None
+        if session.unsupported:
+            entry.serve_off = True
+        else:
+            entry.serve_deaths += 1
+            if entry.serve_deaths >= _MAX_SERVE_DEATHS:
+                entry.serve_off = True
+
+    async def serve_query(
+        self, endpoint: Endpoint, command: str, *, timeout: float, client_key: ClientKey = None
+    ) -> ServeAnswer | None:
+        """Ask the box's long-lived ``command`` session on the pooled connection for one line.
+
+        The session is opened on first use and kept with the connection, so a warm
+        request is one line out and one line back. Returns None when the box has no such
+        session (the command ended before answering, or exited 0 as an old agent ignoring
+        the flag): the caller then runs its one-shot command, and the pool remembers that
+        for this connection. A dead connection or session is replaced once, as in
+        ``exec_command``; a timeout or cancellation drops the connection, since its
+        session may be wedged. Raises the underlying exception on failure; callers
+        classify it.
+        """
+        known = self._entries.get(self.key(endpoint))
+        if known is not None and known.serve_off and not known.conn.is_closed():
+            return None
+        for attempt in (1, 2):
+            entry, reused = await self._checkout(endpoint, timeout=timeout, client_key=client_key)
+            session = entry.serve
+            try:
+                if session is not None and session.ended:
+                    self._session_ended(entry, session)
+                    session = None
+                if session is None:
+                    session = await self._open_serve(endpoint, entry, command)
+                    if session is None:
+                        return None
+                t0 = time.perf_counter()
+                line = await session.ask()
+                exec_ms = (time.perf_counter() - t0) * 1000.0
+            except _SessionEnded:
+                if entry.conn.is_closed():
+                    self.discard(endpoint, entry.conn)
+                    if reused and attempt == 1:
+                        continue
+                    raise asyncssh.ConnectionLost("SSH connection closed") from None
+                assert session is not None
+                self._session_ended(entry, session)
+                if entry.serve_off or attempt == 2:
+                    return None
+                continue
+            except _STALE_ERRORS:
+                self.discard(endpoint, entry.conn)
+                if reused and attempt == 1:
+                    continue
+                raise
+            except BaseException:
+                self.discard(endpoint, entry.conn)
+                raise
+            finally:
+                entry.users -= 1
+            return ServeAnswer(line, exec_ms, kernel_rtt_ms(entry.sock))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def release(self, endpoint: Endpoint, conn: asyncssh.SSHClientConnection) -> None:
         """Hand a connection back after use."""
@@ -419,3 +653,4 @@ async def exec_command(
         pool.release(endpoint, conn)
         return outcome
     raise AssertionError("unreachable")  # pragma: no cover
+

@@ -22,10 +22,21 @@ from typing import Any
 import asyncssh
 
 from ccctl.models import CheckState, Endpoint
-from ccctl.rollcall.pool import ClientKey, ConnectionPool, LocalConfigError, exec_command, kernel_rtt_ms
+from ccctl.rollcall.pool import (
+    ClientKey,
+    ConnectionPool,
+    LocalConfigError,
+    ServeAnswer,
+    exec_command,
+    kernel_rtt_ms,
+)
 
 #: The command every site box answers with one line of JSON facts.
 DIAG_COMMAND = "ccctl-diag"
+
+#: The agent's long-lived form, kept open per pooled connection: it answers every line it
+#: reads with the same JSON line, until EOF. Boxes without it get DIAG_COMMAND per probe.
+SERVE_COMMAND = f"{DIAG_COMMAND} --serve"
 
 #: The fact under which ssh_probe records how long ccctl-diag took (exec round trip, ms).
 EXEC_FACT = "ssh_exec_ms"
@@ -70,26 +81,76 @@ async def _resolve(host: str, port: int) -> tuple[int, tuple[Any, ...]]:
     return fam, addr
 
 
+# Created non-blocking in one call where the OS allows (Linux), saving setblocking's fcntl.
+_NONBLOCK_STREAM = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
+
+# connect() results that mean "the handshake goes on; wait until the socket is writable".
+_CONNECTING = frozenset({errno.EINPROGRESS, errno.EINTR})
+
+
+async def _connect(loop: asyncio.AbstractEventLoop, sock: socket.socket, addr: tuple[Any, ...],
+                   deadline: float) -> None:
+    """Connect a non-blocking socket, waiting for writability until ``deadline`` (loop time).
+
+    What ``loop.sock_connect`` does, minus its per-call partials, done-callbacks and
+    transport checks, with the deadline as one timer instead of an ``asyncio.timeout``
+    scope: this is the per-site path of every roll-call, warm ones included.
+    Raises TimeoutError at the deadline and OSError (ConnectionRefusedError, ...) on failure.
+    """
+    err = sock.connect_ex(addr)
+    if err in _CONNECTING:
+        fd = sock.fileno()
+        waiter: asyncio.Future[None] = loop.create_future()
+
+        def ready() -> None:
+            loop.remove_writer(fd)
+            if not waiter.done():
+                waiter.set_result(None)
+
+        def expire() -> None:
+            if not waiter.done():
+                waiter.set_exception(TimeoutError())
+
+        loop.add_writer(fd, ready)
+        timer = loop.call_at(deadline, expire)
+        try:
+            await waiter
+        except BaseException:
+            loop.remove_writer(fd)
+            raise
+        finally:
+            timer.cancel()
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        raise OSError(err, os.strerror(err))  # OSError picks the subclass for the errno
+
+
 async def tcp_probe(endpoint: Endpoint, timeout: float) -> ProbeOutcome:
     """Open a TCP connection to the site's SSH port, time the handshake, and close it.
 
-    Uses a bare non-blocking socket and ``loop.sock_connect``: no transport, protocol
-    or stream objects, which makes it about twice as cheap as ``open_connection``.
-    The RTT is the kernel's handshake measurement where Linux offers it (TCP_INFO),
-    because a wall-clock timer would add the event loop's lag when thousands of
-    probes finish at once; elsewhere the timer is used.
+    Uses a bare non-blocking socket and our own writability wait (``_connect``): no
+    transport, protocol or stream objects (``open_connection`` costs about twice as
+    much) and about 10 µs less per probe than ``loop.sock_connect``. The RTT is the kernel's handshake measurement where Linux
+    offers it (TCP_INFO), because a wall-clock timer would add the event loop's lag when
+    thousands of probes finish at once; elsewhere the timer is used.
     """
     loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     sock: socket.socket | None = None
     try:
-        async with asyncio.timeout(timeout):
-            family, addr = await _resolve(endpoint.host, endpoint.port)
-            sock = socket.socket(family, socket.SOCK_STREAM)
+        family = _ip_family(endpoint.host)
+        if family is not None:
+            addr: tuple[Any, ...] = (endpoint.host, endpoint.port)
+        else:
+            async with asyncio.timeout_at(deadline):
+                family, addr = await _resolve(endpoint.host, endpoint.port)
+        sock = socket.socket(family, _NONBLOCK_STREAM)
+        if not _NONBLOCK_STREAM & ~socket.SOCK_STREAM:
             sock.setblocking(False)
-            t0 = time.perf_counter()
-            await loop.sock_connect(sock, addr)
-            net_rtt_ms = kernel_rtt_ms(sock)
-            rtt_ms = net_rtt_ms if net_rtt_ms is not None else (time.perf_counter() - t0) * 1000.0
+        t0 = time.perf_counter()
+        await _connect(loop, sock, addr, deadline)
+        net_rtt_ms = kernel_rtt_ms(sock)
+        rtt_ms = net_rtt_ms if net_rtt_ms is not None else (time.perf_counter() - t0) * 1000.0
     except ConnectionRefusedError:
         return ProbeOutcome(CheckState.UNREACHABLE, "connection refused")
     except TimeoutError:
@@ -176,6 +237,18 @@ def parse_diag(stdout: str) -> dict[str, Any]:
     return facts
 
 
+def _parse_answer(line: bytes) -> dict[str, Any]:
+    """The facts from one serve answer line (already the JSON line, no banner to skip)."""
+    try:
+        facts = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+        raise ValueError(f"diag output is not JSON ({msg})") from None
+    if not isinstance(facts, dict):
+        raise ValueError("diag output is not a JSON object")
+    return facts
+
+
 async def ssh_probe(
     endpoint: Endpoint,
     timeout: float,
@@ -184,21 +257,34 @@ async def ssh_probe(
 ) -> ProbeOutcome:
     """Log in with host-key verification, run ``ccctl-diag`` and return its facts.
 
-    ``rtt_ms`` is the exec round trip (channel open, command, exit status), not the
-    login, so a warm pooled probe and a cold one report comparable numbers;
-    ``net_rtt_ms`` is the SSH connection's TCP RTT. The whole probe, login included,
-    is bounded by ``timeout``.
+    With a pool the diagnostics come from the connection's long-lived serve session
+    (one line out, one JSON line back) where the box has one, else from one command per
+    probe. ``rtt_ms`` (and the ``ssh_exec_ms`` fact) is the diagnostics round trip (the
+    serve request, or channel open, command and exit status), never the login;
+    ``net_rtt_ms`` is the SSH connection's TCP RTT as the kernel measured it. The whole
+    probe, login included, is bounded by ``timeout``.
     """
+    answer: ServeAnswer | None = None
     try:
         async with asyncio.timeout(timeout):
-            result, rtt_ms, net_rtt_ms = await exec_command(
-                endpoint, DIAG_COMMAND, timeout=timeout, client_key=client_key, pool=pool
-            )
+            if pool is not None:
+                answer = await pool.serve_query(endpoint, SERVE_COMMAND, timeout=timeout, client_key=client_key)
+            if answer is None:
+                result, rtt_ms, net_rtt_ms = await exec_command(
+                    endpoint, DIAG_COMMAND, timeout=timeout, client_key=client_key, pool=pool
+                )
     except Exception as exc:  # noqa: BLE001 - a site's failure is a result, not a crash
         state, reason = describe_error(exc, timeout)
         if state is CheckState.HOSTKEY_MISMATCH and not endpoint.host_key:
             reason = "host key not verifiable: none recorded for this site and none in ~/.ssh/known_hosts"
         return ProbeOutcome(state, reason)
+    if answer is not None:
+        try:
+            facts = _parse_answer(answer.line)
+        except ValueError as exc:
+            return ProbeOutcome(CheckState.ERROR, str(exc), answer.exec_ms, net_rtt_ms=answer.net_rtt_ms)
+        facts[EXEC_FACT] = round(answer.exec_ms, 3)
+        return ProbeOutcome(CheckState.OK, "", answer.exec_ms, facts, answer.net_rtt_ms)
     if result.exit_status != 0:
         detail = _short(_text(result.stderr) or _text(result.stdout), 120)
         status = _exit_text(result)

@@ -1,6 +1,7 @@
 """One simulated bridge-point box: its address, its SSH behaviour and its diagnostics.
 
-A real site runs an SSH server that answers ``ccctl-diag`` with one line of JSON; the
+A real site runs an SSH server that answers ``ccctl-diag`` with one line of JSON (and
+``ccctl-diag --serve`` with one such line per line read, for pooled roll-calls); the
 simulator reproduces that on loopback so roll-calls, the demo and benchmarks exercise the real
 client code. Thousands of these live in one process, so the per-endpoint state is a few small
 slotted objects and all endpoints share one ``SSHServer`` subclass and one process handler.
@@ -17,10 +18,12 @@ from typing import Any
 
 import asyncssh
 
-from ccctl.sim.faults import AUTHFAIL, DISKFULL, FLAP, NOCAM, NOMIC, SLOW, Fault
+from ccctl.sim.faults import AUTHFAIL, DISKFULL, FLAP, NOCAM, NOMIC, Fault
 
 AGENT_VERSION = "1.4.2"
 DIAG_COMMAND = "ccctl-diag"
+#: The agent's long-lived form: one JSON line of facts per line read from stdin, until EOF.
+SERVE_FLAG = "--serve"
 MAX_SLEEP_S = 30.0
 DEFAULT_PORT = 2222
 
@@ -85,15 +88,29 @@ class ServerSettings:
 
 
 class SimEndpoint:
-    """The live state of one endpoint: its spec, counters and flap toggle."""
+    """The live state of one endpoint: its spec, counters, flap toggle and serve sessions.
 
-    __slots__ = ("spec", "settings", "stats", "accepted")
+    ``serving`` holds the running ``ccctl-diag --serve`` sessions and ``answers`` counts the
+    lines they answered, so a test can see a pooled roll-call reuse one session
+    (``stats.commands`` counts sessions, not answers) and can kill a session.
+    """
+
+    __slots__ = ("spec", "settings", "stats", "accepted", "serving", "answers")
 
     def __init__(self, spec: SimEndpointSpec, settings: ServerSettings) -> None:
         self.spec = spec
         self.settings = settings
         self.stats = EndpointStats()
         self.accepted = 0
+        self.serving: set[asyncssh.SSHServerProcess[str]] = set()
+        self.answers = 0
+
+    def kill_serve_sessions(self) -> int:
+        """End every serve session as if its agent was killed (exit signal KILL); how many."""
+        killed = list(self.serving)
+        for process in killed:
+            process.exit_with_signal("KILL")
+        return len(killed)
 
     @property
     def fault_kind(self) -> str | None:
@@ -217,6 +234,8 @@ async def _exec(process: asyncssh.SSHServerProcess[str], endpoint: SimEndpoint,
     name, args = argv[0], argv[1:]
     site_id = endpoint.spec.site_id
     if name == DIAG_COMMAND:
+        if args == [SERVE_FLAG]:
+            return await _serve(process, endpoint)
         if endpoint.slow_s and not await _pause(process, endpoint.slow_s):
             return 0
         process.stdout.write(json.dumps(diagnostics(site_id, endpoint.spec.fault)) + "\n")
@@ -243,6 +262,26 @@ async def _exec(process: asyncssh.SSHServerProcess[str], endpoint: SimEndpoint,
     return 127
 
 
+async def _serve(process: asyncssh.SSHServerProcess[str], endpoint: SimEndpoint) -> int:
+    """``ccctl-diag --serve``: answer each line read with the facts, until EOF.
+
+    The facts and the ``slow`` delay are taken afresh for every answer, so faults show per
+    answer exactly as they do for one ``ccctl-diag`` per exec.
+    """
+    endpoint.serving.add(process)
+    try:
+        while True:
+            line = await process.stdin.readline()
+            if not line:
+                return 0
+            if endpoint.slow_s and not await _pause(process, endpoint.slow_s):
+                return 0
+            process.stdout.write(json.dumps(diagnostics(endpoint.spec.site_id, endpoint.spec.fault)) + "\n")
+            endpoint.answers += 1
+    finally:
+        endpoint.serving.discard(process)
+
+
 async def _shell(process: asyncssh.SSHServerProcess[str], endpoint: SimEndpoint) -> int:
     """A toy interactive shell: a banner with the site id, then echo each line until EOF."""
     process.stdout.write(f"ccctl sim bridge point {endpoint.spec.site_id}\n")
@@ -262,6 +301,6 @@ async def _pause(process: asyncssh.SSHServerProcess[str], seconds: float) -> boo
     """Wait ``seconds`` unless the channel closes first; True if the full time passed."""
     try:
         await asyncio.wait_for(process.channel.wait_closed(), seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return True
     return False

@@ -4,7 +4,9 @@ The asyncssh simulator proves the roll-call against our own idea of SSH; real si
 run OpenSSH, whose key exchange, auth refusals, session limits and exec handling differ in
 detail. ``SshdServer`` runs ``/usr/sbin/sshd -D -e -f <config>`` on 127.0.0.0/8 with its own
 host key, authorized keys and a ``ForceCommand`` wrapper in a state directory, so tests and
-benchmarks can run the unchanged client against the real thing. sshd needs root (privilege
+benchmarks can run the unchanged client against the real thing. The wrapper's agent also
+answers ``ccctl-diag --serve`` (a shell ``while read`` loop, one JSON line per line read),
+the long-lived session a pooled roll-call keeps per connection. sshd needs root (privilege
 separation), which is why ``sshd_available`` says whether this host can run it at all.
 """
 
@@ -22,11 +24,11 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncssh
 
-from ccctl.sim.endpoint import DIAG_COMMAND, diagnostics
+from ccctl.sim.endpoint import DIAG_COMMAND, SERVE_FLAG, diagnostics
 
 SSHD = "/usr/sbin/sshd"
 #: sshd 9.x refuses to start without its privilege separation directory.
@@ -132,14 +134,26 @@ def _signal(pids: Sequence[int], sig: int) -> None:
             pass
 
 
+class SessionRecord(NamedTuple):
+    """One session sshd ran: the client's address and port, the command's pid and the command."""
+
+    address: str
+    port: int
+    pid: int
+    command: str
+
+
 class SshdServer:
     """One OpenSSH sshd on a loopback address whose ``ccctl-diag`` prints a site's JSON facts.
 
     ``authorized_keys`` are OpenSSH public key lines allowed to log in as the current
     user (root where sshd can run). ``port`` 0 picks a free port. ``facts`` override the
-    simulator's stable diagnostics for ``site_id``. Any other command runs through
-    ``sh -c``. Every command's ``SSH_CONNECTION`` is appended to a log so a test can tell
-    how many TCP connections carried its sessions (``sessions()``).
+    simulator's stable diagnostics for ``site_id``. ``serve`` False makes the agent an old
+    one that knows no ``--serve`` (it ignores its arguments, prints the facts once and
+    exits), so a test can check the client's fallback. Any other command runs through
+    ``sh -c``. Every session is logged with its ``SSH_CONNECTION``, pid and command so a
+    test can tell how many TCP connections and sessions carried its commands
+    (``sessions()``, ``session_log()``).
     Use as a context manager, or ``start()`` / ``stop()``.
     """
 
@@ -152,6 +166,7 @@ class SshdServer:
         host: str = "127.0.0.1",
         port: int = 0,
         facts: Mapping[str, Any] | None = None,
+        serve: bool = True,
         start_timeout: float = 10.0,
     ) -> None:
         _check_loopback(host)
@@ -162,6 +177,7 @@ class SshdServer:
         self._requested_port = port
         self._port = port
         self._facts = {**diagnostics(site_id), **(facts or {})}
+        self._serve = serve
         self._start_timeout = start_timeout
         self._user = pwd.getpwuid(os.geteuid()).pw_name
         self._host_key: str | None = None
@@ -211,14 +227,23 @@ class SshdServer:
         Two sessions with the same client port rode one TCP connection: this is how a
         test sees, from the server's side, that a pooled connection was reused.
         """
+        return [(record.address, record.port) for record in self.session_log()]
+
+    def session_log(self) -> list[SessionRecord]:
+        """Every session sshd ran so far, oldest first, with its pid and command.
+
+        The pid is that of the command itself (the wrapper ``exec``s it), so a test can
+        kill one session, e.g. a ``ccctl-diag --serve`` loop, and leave the connection up.
+        """
         path = self.state_dir / "sessions.log"
         if not path.exists():
             return []
-        seen: list[tuple[str, int]] = []
+        seen: list[SessionRecord] = []
         for line in path.read_text().splitlines():
-            parts = line.split()
-            if len(parts) >= 2:
-                seen.append((parts[0], int(parts[1])))
+            parts = line.split(" ", 5)
+            if len(parts) >= 5:
+                command = parts[5] if len(parts) > 5 else ""
+                seen.append(SessionRecord(parts[0], int(parts[1]), int(parts[4]), command))
         return seen
 
     def _prepare(self) -> None:
@@ -231,16 +256,30 @@ class SshdServer:
             self._host_key = key.export_public_key("openssh").decode().strip()
         (self.state_dir / "authorized_keys").write_text("".join(f"{k}\n" for k in self._authorized_keys))
         diag = self.state_dir / DIAG_COMMAND
-        diag.write_text(f"#!/bin/sh\nprintf '%s\\n' {shlex.quote(json.dumps(self._facts))}\n")
+        facts = shlex.quote(json.dumps(self._facts))
+        # The agent: facts as one JSON line; with --serve one such line per line read, until
+        # EOF (printf and read are dash builtins: no fork per answer). The old agent ignores
+        # its arguments like a pre-serve ccctl-diag would.
+        serve = (
+            f"if [ \"$1\" = {SERVE_FLAG} ]; then\n"
+            f"  while read -r _; do printf '%s\\n' {facts}; done\n"
+            "  exit 0\n"
+            "fi\n"
+        ) if self._serve else ""
+        diag.write_text(f"#!/bin/sh\n{serve}printf '%s\\n' {facts}\n")
         diag.chmod(0o755)
         dispatch = self.state_dir / "force-command.sh"
-        # ForceCommand runs for every session; it logs the connection, answers the
-        # diagnostics itself and passes anything else to sh, like a box's own shell would.
+        # ForceCommand runs for every session; it logs the connection, its pid and the
+        # command, answers the diagnostics itself and passes anything else to sh, like a
+        # box's own shell would. exec keeps the logged pid that of the command.
         dispatch.write_text(
             "#!/bin/sh\n"
-            f"echo \"$SSH_CONNECTION\" >> {shlex.quote(str(self.state_dir / 'sessions.log'))}\n"
-            f"if [ \"$SSH_ORIGINAL_COMMAND\" = {DIAG_COMMAND} ]; then exec {shlex.quote(str(diag))}; fi\n"
-            "if [ -z \"$SSH_ORIGINAL_COMMAND\" ]; then exec /bin/sh; fi\n"
+            f"echo \"$SSH_CONNECTION $$ $SSH_ORIGINAL_COMMAND\" >> {shlex.quote(str(self.state_dir / 'sessions.log'))}\n"
+            "case \"$SSH_ORIGINAL_COMMAND\" in\n"
+            f"  {DIAG_COMMAND}) exec {shlex.quote(str(diag))} ;;\n"
+            f"  '{DIAG_COMMAND} {SERVE_FLAG}') exec {shlex.quote(str(diag))} {SERVE_FLAG} ;;\n"
+            "  '') exec /bin/sh ;;\n"
+            "esac\n"
             "exec /bin/sh -c \"$SSH_ORIGINAL_COMMAND\"\n"
         )
         dispatch.chmod(0o755)

@@ -1,9 +1,11 @@
 """A real asyncssh site box on 127.0.0.1 for roll-call tests (after asyncssh tests/server.py).
 
 The box has a host key made in tmp_path, accepts one client key, answers ``ccctl-diag``
-with one line of JSON and a few shell-like commands for ``run_command``. Attributes on
-``SiteBox`` switch it into failure modes (refuse logins, no camera, slow or silent
-diagnostics) and count the SSH connections it accepted.
+with one line of JSON, ``ccctl-diag --serve`` with one such line per line read (unless
+``serve`` is off: then it is an old agent that rejects the flag) and a few shell-like
+commands for ``run_command``. Attributes on ``SiteBox`` switch it into failure modes
+(refuse logins, no camera, slow or silent diagnostics) and count the SSH connections,
+commands and serve answers it saw.
 """
 
 from __future__ import annotations
@@ -52,10 +54,13 @@ class SiteBox:
     diag_output: str | None = None  # raw stdout instead of the facts
     diag_exit: int = 0
     fail_first: int = 0  # answer this many ccctl-diag calls with exit 1 first
+    serve: bool = True  # knows ccctl-diag --serve
     connections: int = 0
     logins: int = 0
     commands: list[str] = field(default_factory=list)
+    answers: int = 0  # lines answered by serve sessions
     open_conns: list[asyncssh.SSHServerConnection] = field(default_factory=list)
+    serving: list[asyncssh.SSHServerProcess[str]] = field(default_factory=list)
 
     def endpoint(self, **changes: Any) -> Endpoint:
         """The Endpoint a registry would hold for this box."""
@@ -74,6 +79,13 @@ class SiteBox:
         for conn in self.open_conns:
             conn.abort()
         self.open_conns.clear()
+
+    def kill_serve(self) -> int:
+        """End every serve session as a killed agent would (exit signal), connections kept up."""
+        killed = list(self.serving)
+        for process in killed:
+            process.exit_with_signal("KILL")
+        return len(killed)
 
 
 class _BoxServer(asyncssh.SSHServer):
@@ -107,7 +119,9 @@ async def _handle(box: SiteBox, process: asyncssh.SSHServerProcess[str]) -> None
     """The box's shell: ccctl-diag, echo, exit N, stderr MSG."""
     command = process.command or ""
     box.commands.append(command)
-    if command == "ccctl-diag":
+    if command == "ccctl-diag --serve":
+        await _serve(box, process)
+    elif command == "ccctl-diag":
         if box.diag_delay == float("inf"):
             await process.channel.wait_closed()  # silent until the client gives up
             return
@@ -132,6 +146,29 @@ async def _handle(box: SiteBox, process: asyncssh.SSHServerProcess[str]) -> None
     else:
         process.stderr.write(f"{command}: command not found\n")
         process.exit(127)
+
+
+async def _serve(box: SiteBox, process: asyncssh.SSHServerProcess[str]) -> None:
+    """``ccctl-diag --serve``: the facts (or ``diag_output``) for every line read, until EOF."""
+    if not box.serve:
+        process.stderr.write("ccctl-diag: unknown option --serve\n")
+        process.exit(2)
+        return
+    box.serving.append(process)
+    try:
+        while await process.stdin.readline():
+            if box.diag_delay == float("inf"):
+                await process.channel.wait_closed()  # silent until the client gives up
+                return
+            if box.diag_delay:
+                await asyncio.sleep(box.diag_delay)  # simulated slow box, not synchronisation
+            process.stdout.write(box.diag_output if box.diag_output is not None else json.dumps(box.facts) + "\n")
+            box.answers += 1
+        process.exit(0)
+    except (BrokenPipeError, ConnectionError, asyncssh.Error):
+        pass  # killed or cut off
+    finally:
+        box.serving.remove(process)
 
 
 BoxFactory = Callable[..., Awaitable[SiteBox]]
