@@ -150,7 +150,12 @@ class Server:
         offer = await request.text()
         if self.media_network:
             offer = keep_candidates(offer, self.media_network)
-        session_id, answer = await self.core.subscribe(site_id, offer, tier)
+        from ccctl.media.tiers import MediaError
+
+        try:
+            session_id, answer = await self.core.subscribe(site_id, offer, tier)
+        except MediaError as exc:
+            raise web.HTTPBadRequest(text=f"{exc}\n", headers=CORS) from None
         location = f"/whep/{site_id}/{session_id}"
         return web.Response(status=201, text=answer, content_type="application/sdp",
                             headers={"Location": location, "ETag": f'"{session_id}"', **CORS})

@@ -1,0 +1,306 @@
+"""The media core: one program, and one WHEP-style peer connection per subscribing site.
+
+``MediaCore`` owns the :class:`~ccctl.media.program.Program` and every subscriber
+``RTCPeerConnection``: it opens them in :meth:`MediaCore.subscribe` and closes them on
+unsubscribe, re-subscribe, ICE failure and :meth:`MediaCore.close`. A site's offer is
+recvonly audio+video (or audio only); the answer sends the tier's tracks, H.264 and Opus
+only, since those are what the program encodes. Tracks are attached when the connection
+is up, so a site whose ICE never completes costs no fan-out.
+
+ICE: host candidates only unless ``ice_servers`` is given (the server has a known address
+and sites reach it; a default public STUN server would stall every answer on a closed
+network).
+
+Floor (later, a design note): the floor is a site's uplink becoming the program. A site
+publishes over WHIP (``RTCPeerConnection`` with recvonly transceivers on our side); the
+Program grows a ``set_source()`` that swaps its :class:`~ccctl.media.program.Source` for one
+reading decoded frames from that remote track (resampled to 48 kHz s16 and scaled to the
+program size by the same code path as ``file:``), forces a keyframe on every tier, and
+falls back to the previous source when the uplink ends. ``set_floor(site_id)`` and
+``release_floor()`` then wrap that and emit ``"floor"`` events; subscribers see no
+renegotiation since only the encoder input changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability
+from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+from aiortc.sdp import SessionDescription
+
+from ccctl.errors import NotFound, UsageError
+from ccctl.media.program import Program
+from ccctl.media.tiers import DEFAULT_TIERS, MediaError, SubscriberTrack, TierSpec
+
+log = logging.getLogger(__name__)
+
+EventSink = Callable[[str, str, dict[str, Any]], None]
+CLOCK_RATES = {"audio": 48_000, "video": 90_000}
+
+
+def _codec_preferences(kind: str, mime: str, first_profile: str | None = None) -> list[RTCRtpCodecCapability]:
+    """Our one codec for ``kind`` (with its RTX), so the answer can only pick what we encode."""
+    caps = RTCRtpSender.getCapabilities(kind).codecs
+    chosen = [c for c in caps if c.mimeType.lower() == mime]
+    if first_profile:  # constrained baseline first: what every browser decodes
+        chosen.sort(key=lambda c: str(c.parameters.get("profile-level-id", "")).lower() != first_profile)
+    return chosen + [c for c in caps if c.mimeType.lower() == f"{kind}/rtx"]
+
+
+@dataclass(eq=False)
+class Session:
+    """One site's subscription: its peer connection and the tracks feeding its senders."""
+
+    session_id: str
+    site_id: str
+    tier: str
+    pc: RTCPeerConnection
+    joined_at: float
+    audio: RTCRtpTransceiver | None = None
+    video: RTCRtpTransceiver | None = None  # None: no video negotiated to send
+    audio_track: SubscriberTrack | None = None
+    video_track: SubscriberTrack | None = None
+    connected_at: float | None = None
+    ended: bool = False
+
+
+class MediaCore:
+    """The broadcast's program and all subscriber peer connections (see the module doc)."""
+
+    def __init__(self, source: str = "testsrc", on_event: EventSink | None = None, *,
+                 tiers: Mapping[str, TierSpec] | None = None, fps: int = 25, ice_servers: Sequence[str] = ()) -> None:
+        self.source = source
+        self.tiers: dict[str, TierSpec] = dict(tiers or DEFAULT_TIERS)
+        self.program = Program(source, self.tiers, fps=fps)
+        self._on_event = on_event
+        self._ice_servers = [RTCIceServer(urls=url) for url in ice_servers]
+        self._sessions: dict[str, Session] = {}
+        self._by_site: dict[str, Session] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._started = False
+        self._audio = _codec_preferences("audio", "audio/opus")
+        self._video = _codec_preferences("video", "video/h264", first_profile="42e01f")
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the program's clocks (nothing is encoded until a site subscribes)."""
+        await self.program.start()
+        self._started = True
+
+    async def close(self) -> None:
+        """Close every peer connection, then the program; afterwards no task of ours runs."""
+        self._started = False
+        await asyncio.gather(*(self._end(s, "closed") for s in list(self._sessions.values())))
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.program.close()
+
+    # -- subscribers --------------------------------------------------------------------------
+    async def subscribe(self, site_id: str, offer_sdp: str, tier: str = "high") -> tuple[str, str]:
+        """Answer a site's WHEP offer with ``tier``'s tracks; returns (session_id, answer_sdp).
+
+        The answer carries all ICE candidates (gathered in setLocalDescription), as WHEP
+        expects. A site that subscribes again has its previous session replaced.
+        """
+        if not self._started:
+            raise MediaError("the media core is not running")
+        spec = self._spec(tier)
+        try:
+            kinds = {m.kind for m in SessionDescription.parse(offer_sdp).media}
+        except Exception as exc:  # aiortc's parser raises assorted errors on bad input
+            raise MediaError(f"unreadable offer from {site_id}: {exc}") from None
+        if not kinds & {"audio", "video"}:
+            raise MediaError(f"offer from {site_id} has no audio or video")
+        if spec.has_video and "video" not in kinds:
+            spec = next((s for s in self.tiers.values() if not s.has_video), spec)  # it asked for sound only
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
+        session = Session(uuid.uuid4().hex, site_id, spec.name, pc, time.time())
+        try:
+            if "audio" in kinds:
+                session.audio = pc.addTransceiver("audio", direction="sendonly")
+                session.audio.setCodecPreferences(self._audio)
+            if "video" in kinds:
+                transceiver = pc.addTransceiver("video", direction="sendonly" if spec.has_video else "inactive")
+                if spec.has_video:
+                    transceiver.setCodecPreferences(self._video)
+                    session.video = transceiver
+            pc.on("connectionstatechange", functools.partial(self._on_state, session))
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:
+            await pc.close()
+            raise MediaError(f"cannot answer {site_id}'s offer: {exc}") from None
+        if not self._started:  # close() ran while we were negotiating
+            await pc.close()
+            raise MediaError("the media core is shutting down")
+        old = self._by_site.get(site_id)
+        self._sessions[session.session_id] = session
+        self._by_site[site_id] = session
+        if old is not None:
+            await self._end(old, "replaced")
+        self._emit("join", site_id, {"session_id": session.session_id, "tier": session.tier})
+        if pc.connectionState == "connected":
+            self._attach(session)
+        return session.session_id, pc.localDescription.sdp
+
+    async def unsubscribe(self, session_id: str) -> bool:
+        """End a session (the site left); False when there is no such session."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            return False
+        await self._end(session, "unsubscribed")
+        return True
+
+    def set_tier(self, site_id: str, tier: str) -> None:
+        """Move a live site to another tier by swapping its video sender's track.
+
+        No renegotiation: the RTP clock is shared by the tiers and the new track starts at
+        a keyframe, so the site's decoder just sees a new resolution. ``audio`` parks the
+        video sender; a site that negotiated no video at all must re-subscribe for video.
+        """
+        session = self._by_site.get(site_id)
+        if session is None:
+            raise NotFound(f"site {site_id} is not subscribed")
+        spec = self._spec(tier)
+        if tier == session.tier:
+            return
+        if spec.has_video and session.video is None:
+            raise MediaError(f"site {site_id} negotiated no video; it must re-subscribe for tier {tier}")
+        previous, session.tier = session.tier, tier
+        if session.video is not None and session.video_track is not None:
+            new = self.program.open_track(tier, "video") if spec.has_video else SubscriberTrack.idle("video")
+            session.video.sender.replaceTrack(new)
+            session.video_track.retire(new)
+            session.video_track = new
+        self._emit("tier", site_id, {"session_id": session.session_id, "from": previous, "to": tier})
+
+    def tier_counts(self) -> dict[str, int]:
+        """Subscribed sites per tier (every tier listed, zeros included)."""
+        counts = dict.fromkeys(self.tiers, 0)
+        for session in self._sessions.values():
+            counts[session.tier] = counts.get(session.tier, 0) + 1
+        return counts
+
+    def sessions(self) -> list[Session]:
+        """The live sessions (read-only use: tests, the dashboard)."""
+        return list(self._sessions.values())
+
+    def program_stats(self) -> dict[str, dict[str, int]]:
+        """Encoder and fan-out counters per tier (see :meth:`Program.stats`)."""
+        return self.program.stats()
+
+    async def stats(self) -> list[dict[str, Any]]:
+        """Per session: who, tier, connection state, counters and RTCP receiver reports.
+
+        ``packets_sent``/``bytes_sent`` are RTP packets and payload bytes from the senders;
+        ``frames_delivered``/``frames_dropped`` count encoded units through our queues;
+        loss, jitter and RTT come from the site's RTCP receiver reports (None until one).
+        """
+        sessions = list(self._sessions.values())
+        reports = await asyncio.gather(*(s.pc.getStats() for s in sessions), return_exceptions=True)
+        rows = []
+        for session, report in zip(sessions, reports, strict=True):
+            row: dict[str, Any] = {
+                "site_id": session.site_id, "session_id": session.session_id, "tier": session.tier,
+                "state": session.pc.connectionState, "joined_at": session.joined_at,
+                "connected_at": session.connected_at, "packets_sent": 0, "bytes_sent": 0,
+                "frames_delivered": 0, "frames_dropped": 0, "backlog": 0,
+                "packets_lost": None, "fraction_lost": None, "jitter_ms": None, "rtt_ms": None}
+            for track in (session.audio_track, session.video_track):
+                if track is not None:
+                    row["frames_delivered"] += track.delivered
+                    row["frames_dropped"] += track.dropped
+                    row["backlog"] += track.backlog
+            if not isinstance(report, BaseException):
+                _add_rtc_stats(row, report.values())
+            rows.append(row)
+        return rows
+
+    # -- internals ----------------------------------------------------------------------------
+    def _spec(self, tier: str) -> TierSpec:
+        if tier not in self.tiers:
+            raise UsageError(f"unknown tier {tier!r}: use one of {', '.join(self.tiers)}")
+        return self.tiers[tier]
+
+    def _on_state(self, session: Session) -> None:
+        """Attach the tracks once connected; end the session when ICE/DTLS fails or closes."""
+        if session.ended:
+            return
+        state = session.pc.connectionState
+        if state == "connected":
+            self._attach(session)
+        elif state in ("failed", "closed"):
+            self._spawn(self._end(session, state))
+
+    def _attach(self, session: Session) -> None:
+        """Put the session's tier tracks on its senders (PLI from the site reaches the tier)."""
+        if session.connected_at is not None:
+            return
+        session.connected_at = time.time()
+        if session.audio is not None:
+            session.audio_track = self.program.open_track(session.tier, "audio")
+            session.audio.sender.replaceTrack(session.audio_track)
+        if session.video is not None:
+            spec = self.tiers[session.tier]
+            track = self.program.open_track(session.tier, "video") if spec.has_video else SubscriberTrack.idle("video")
+            session.video_track = track
+            sender = session.video.sender
+            sender.replaceTrack(track)
+            # Stock aiortc only flags a PLI/FIR for its own encoder, which pass-through
+            # never uses; route it to the tier's (coalescing) keyframe policy instead.
+            sender._send_keyframe = functools.partial(self._keyframe_for, session)  # type: ignore[method-assign]
+
+    def _keyframe_for(self, session: Session) -> None:
+        self.program.request_keyframe(session.tier)
+
+    async def _end(self, session: Session, reason: str) -> None:
+        """Close one session's peer connection and forget it (idempotent)."""
+        if session.ended:
+            return
+        session.ended = True
+        self._sessions.pop(session.session_id, None)
+        if self._by_site.get(session.site_id) is session:
+            del self._by_site[session.site_id]
+        for track in (session.audio_track, session.video_track):
+            if track is not None:
+                track.stop()
+        await session.pc.close()
+        self._emit("leave", session.site_id, {"session_id": session.session_id, "reason": reason})
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _emit(self, kind: str, site_id: str, detail: dict[str, Any]) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(kind, site_id, detail)
+        except Exception:  # a failing listener (e.g. the registry) must not break media
+            log.exception("on_event(%s, %s) failed", kind, site_id)
+
+
+def _add_rtc_stats(row: dict[str, Any], stats: Any) -> None:
+    """Fold aiortc's outbound and remote-inbound RTP stats of one session into ``row``."""
+    for st in stats:
+        if st.type == "outbound-rtp":
+            row["packets_sent"] += st.packetsSent
+            row["bytes_sent"] += st.bytesSent
+        elif st.type == "remote-inbound-rtp":
+            row["packets_lost"] = (row["packets_lost"] or 0) + max(0, st.packetsLost)
+            fraction = st.fractionLost / 256
+            row["fraction_lost"] = max(row["fraction_lost"] or 0.0, fraction)
+            jitter = st.jitter / CLOCK_RATES.get(st.kind, 90_000) * 1000
+            row["jitter_ms"] = max(row["jitter_ms"] or 0.0, round(jitter, 2))
+            if st.roundTripTime is not None:
+                row["rtt_ms"] = max(row["rtt_ms"] or 0.0, round(st.roundTripTime * 1000, 2))

@@ -1,0 +1,1 @@
+"""Tests of the embedded media core (real aiortc peers on loopback)."""
