@@ -1,0 +1,152 @@
+"""A broadcast end to end: `ccctl serve --detach`, `broadcast start`, a real aiortc site
+joining by WHEP with its token, status, attendance, a server restart that resumes the live
+broadcast, and a real headless Chromium playing the join page."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import aioice.ice
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from tests.conftest import Ccctl
+
+TIMEOUT = 30.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(ccctl: Ccctl, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ccctl]:
+    """A detached server on a free loopback port, with two sites to invite."""
+    monkeypatch.setenv("CCCTL_SERVE_LISTEN", f"127.0.0.1:{_free_port()}")
+    # This process plays the sites: its ICE stays on loopback like the server's.
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+    assert ccctl("sites", "add", "bn-1", "--name", "Điểm cầu Bến Nghé", "--unit", "26740", "--tier", "low").exit_code == 0
+    assert ccctl("sites", "add", "px-1", "--name", "Điểm cầu Phúc Xá", "--unit", "00001", "--tier", "audio").exit_code == 0
+    started = ccctl("serve", "--detach")
+    assert started.exit_code == 0, started.stderr
+    yield ccctl
+    ccctl("serve", "--stop")
+
+
+async def _join(whep_url: str, token: str,
+                kinds: tuple[str, ...] = ("audio", "video")) -> tuple[RTCPeerConnection, dict[str, int], str]:
+    """A site joining: recvonly offer to the WHEP URL; counts decoded frames per kind."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    for kind in kinds:
+        pc.addTransceiver(kind, direction="recvonly")
+    frames = {"audio": 0, "video": 0}
+    got = {"audio": asyncio.Event(), "video": asyncio.Event()}
+
+    @pc.on("track")
+    def on_track(track: object) -> None:
+        async def pull() -> None:
+            while True:
+                try:
+                    await track.recv()  # type: ignore[attr-defined]
+                except Exception:
+                    return
+                frames[track.kind] += 1  # type: ignore[attr-defined]
+                if frames[track.kind] >= 5:  # type: ignore[attr-defined]
+                    got[track.kind].set()  # type: ignore[attr-defined]
+
+        asyncio.ensure_future(pull())
+
+    await pc.setLocalDescription(await pc.createOffer())
+
+    def post() -> tuple[int, str, str]:
+        request = urllib.request.Request(whep_url, data=pc.localDescription.sdp.encode(), method="POST",
+                                         headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+            return response.status, response.read().decode(), response.headers["Location"]
+
+    status, answer, location = await asyncio.to_thread(post)
+    assert status == 201 and location.startswith("/whep/")
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    await asyncio.wait_for(asyncio.gather(*(got[k].wait() for k in kinds)), TIMEOUT)
+    return pc, frames, location
+
+
+def test_broadcast_to_a_site_end_to_end(server: Ccctl) -> None:
+    assert server("broadcast", "start", "--title", "Họp khẩn").exit_code == 0
+    again = server("broadcast", "start")
+    assert again.exit_code == 1 and "already live" in again.stderr
+    links = {r["site_id"]: r for r in server.json("broadcast", "links")}
+    assert links["bn-1"]["join_url"].endswith(links["bn-1"]["token"])
+
+    async def scenario() -> None:
+        pc, frames, _ = await _join(links["bn-1"]["whep_url"], links["bn-1"]["token"])
+        assert frames["video"] >= 5 and frames["audio"] >= 5
+        status = server.json("broadcast", "status")
+        assert [(s["site_id"], s["tier"]) for s in status] == [("bn-1", "low")]
+        with pytest.raises(urllib.error.HTTPError) as refused:  # px-1's token cannot join as bn-1
+            await _join(links["bn-1"]["whep_url"], links["px-1"]["token"])
+        assert refused.value.code == 401
+        await pc.close()
+
+    asyncio.run(scenario())
+    assert server("broadcast", "stop").exit_code == 0
+    seen = {r["site_id"]: r for r in server.json("broadcast", "attendance")}
+    assert seen["bn-1"]["tier"] == "low" and seen["bn-1"]["joins"] == 1 and not seen["bn-1"]["connected"]
+
+
+def test_restarted_server_resumes_the_live_broadcast(server: Ccctl) -> None:
+    assert server("broadcast", "start").exit_code == 0
+    base = "http://" + os.environ["CCCTL_SERVE_LISTEN"]
+    first = json.loads(urllib.request.urlopen(base + "/healthz", timeout=10).read())
+    assert server("serve", "--stop").exit_code == 0
+    assert server("serve", "--detach").exit_code == 0
+    second = json.loads(urllib.request.urlopen(base + "/healthz", timeout=10).read())
+    assert second["broadcast"] == first["broadcast"] is not None
+    links = {r["site_id"]: r for r in server.json("broadcast", "links")}
+
+    async def rejoin() -> None:
+        pc, frames, _ = await _join(links["px-1"]["whep_url"], links["px-1"]["token"], ("audio",))
+        assert frames["audio"] >= 5
+        await pc.close()
+
+    asyncio.run(rejoin())
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/services.sh installs it as root)")
+def test_join_page_plays_in_headless_chromium(server: Ccctl, tmp_path: Path) -> None:
+    playwright = pytest.importorskip("playwright.async_api", reason="the test extra installs playwright")
+    assert server("broadcast", "start").exit_code == 0
+    link = {r["site_id"]: r for r in server.json("broadcast", "links")}["bn-1"]["join_url"]
+
+    async def browse() -> dict[str, int]:
+        async with playwright.async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
+                "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns"])
+            try:
+                page = await browser.new_page()
+                await page.goto(link)
+                await page.wait_for_function("window.ccctl.videoFrames > 10 && window.ccctl.audioPackets > 20",
+                                             timeout=TIMEOUT * 1000)
+                result: dict[str, int] = await page.evaluate("window.ccctl")
+                await page.screenshot(path=str(tmp_path / "join.png"))
+                return result
+            finally:
+                await browser.close()
+
+    seen = asyncio.run(browse())
+    assert seen["connected"] and seen["videoFrames"] > 10 and seen["audioPackets"] > 20
