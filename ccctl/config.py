@@ -52,6 +52,7 @@ class RollcallConfig:
     crit_pct: float = 20.0
     rtt_warn_ms: float = 300.0
     persistent: bool = True
+    engine: str = "auto"
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,11 @@ _pg_bin() {
   return 1
 }
 
+# - Chromium: Debian's build, for the join page's browser test (Playwright drives it).
+if ! command -v chromium >/dev/null 2>&1; then
+  _apt_install chromium || echo "services: chromium not available; the browser test will say so" >&2
+fi
+
 if ! command -v sshd >/dev/null 2>&1 && [ ! -x /usr/sbin/sshd ]; then
   _apt_install openssh-server || echo "services: sshd not available; the OpenSSH tests will say so" >&2
 fi

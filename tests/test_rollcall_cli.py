@@ -44,8 +44,10 @@ def _sites(*ids: str) -> list[str]:
     return [arg for i in ids for arg in ("--site", i)]
 
 
-def test_states_are_classified(fleet: Ccctl) -> None:
-    result = fleet("rollcall", "run", "--province", "bac lieu", "--timeout", "0.5", "--retries", "0", "--json")
+@pytest.mark.parametrize("engine", ["libssh2", "asyncssh"])
+def test_states_are_classified(fleet: Ccctl, engine: str) -> None:
+    result = fleet("rollcall", "run", "--province", "bac lieu", "--timeout", "0.5", "--retries", "0", "--json",
+                   "--engine", engine)
     assert result.exit_code == 1, result.stderr  # 4/64 down = 6.25 % > warn 5 %
     states = {r["site_id"]: (r["state"], r["reason"]) for r in json.loads(result.stdout)}
     assert len(states) == 64

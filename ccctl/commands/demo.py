@@ -47,7 +47,7 @@ def demo(obj: AppContext, faults: str, timeout_s: float) -> None:
         options = RollcallOptions(concurrency=config.rollcall.concurrency, timeout_s=timeout_s,
                                   retries=config.rollcall.retries, warn_pct=config.rollcall.warn_pct,
                                   crit_pct=config.rollcall.crit_pct, rtt_warn_ms=config.rollcall.rtt_warn_ms,
-                                  client_key=str(config.client_key_path))
+                                  client_key=str(config.client_key_path), engine=config.rollcall.engine)
         with run_lock(config.home):
             outcome = run_async(rollcall(db, sites, options))[-1]
         say(outcome.line())

@@ -66,6 +66,8 @@ def rollcall() -> None:
 @click.option("--warn", "warn_pct", type=click.FloatRange(0, 100), help="WARNING above this % of sites down.")
 @click.option("--crit", "crit_pct", type=click.FloatRange(0, 100), help="CRITICAL above this % of sites down.")
 @click.option("--insecure", is_flag=True, help="Do not verify SSH host keys (the operator's explicit choice).")
+@click.option("--engine", type=click.Choice(["auto", "asyncssh", "libssh2"]),
+              help="SSH engine of cold rounds (default: rollcall.engine, auto = libssh2 when installed).")
 @click.option("--repeat", type=click.IntRange(1, 1000), default=1, help="Rounds in this process (pooled SSH).")
 @click.option("--interval", "interval_s", type=click.FloatRange(0, 86400), default=0.0, help="Seconds between rounds.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the one-line verdict with perfdata (for cron).")
@@ -73,7 +75,8 @@ def rollcall() -> None:
 @format_options
 @click.pass_obj
 def run(obj: AppContext, stages: str | None, concurrency: int | None, timeout_s: float | None,
-        retries: int | None, warn_pct: float | None, crit_pct: float | None, insecure: bool, repeat: int,
+        retries: int | None, warn_pct: float | None, crit_pct: float | None, insecure: bool, engine: str | None,
+        repeat: int,
         interval_s: float, quiet: bool, prometheus: Path | None, fmt: str | None, as_json: bool,
         as_csv: bool, **kwargs: Any) -> None:
     """Check the selected sites; print per-site results (or, with --quiet, one line)."""
@@ -94,7 +97,8 @@ def run(obj: AppContext, stages: str | None, concurrency: int | None, timeout_s:
             warn_pct=rc.warn_pct if warn_pct is None else warn_pct,
             crit_pct=rc.crit_pct if crit_pct is None else crit_pct, rtt_warn_ms=rc.rtt_warn_ms,
             verify_host_keys=config.ssh.verify_host_keys and not insecure, keepalive_s=config.ssh.keepalive_s,
-            client_key=str(config.client_key_path) if config.client_key_path.exists() else None)
+            client_key=str(config.client_key_path) if config.client_key_path.exists() else None,
+            engine=engine or rc.engine, persistent=rc.persistent)
         sites = select_sites(obj.db, site_filter(kwargs, enabled_only=True))
         if not sites:
             raise UsageError("no enabled site matches")

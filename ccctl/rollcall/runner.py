@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ccctl.models import CheckResult, CheckState, Endpoint
+from ccctl.rollcall import fastssh
 from ccctl.rollcall.classify import DEFAULT_THRESHOLDS, Thresholds, classify, link_rtt_ms
 from ccctl.rollcall.pool import ClientKey, ConnectionPool, exec_command
 from ccctl.rollcall.probes import ProbeOutcome, describe_error, ssh_probe, tcp_probe
@@ -41,6 +42,9 @@ class ExecResult:
     state: CheckState
     reason: str = ""
     duration_ms: float = 0.0
+
+
+ENGINES = ("asyncssh", "libssh2")
 
 
 async def _fan_out(
@@ -69,12 +73,18 @@ async def _run_stages(
     timeout: float,
     client_key: ClientKey,
     pool: ConnectionPool | None,
+    engine: str = "asyncssh",
 ) -> tuple[ProbeOutcome, str]:
     """Run the stages in order, stopping at the first that fails; (last outcome, its stage).
 
     The TCP handshake RTT is kept in the facts as ``tcp_rtt_ms`` (the SSH stage adds
-    ``ssh_exec_ms`` itself), so the registry holds every stage's timing.
+    ``ssh_exec_ms`` itself), so the registry holds every stage's timing. With the
+    ``libssh2`` engine and no pool, a cold check runs in C (``fastssh``); tcp+ssh then share
+    one connection.
     """
+    if engine == "libssh2" and pool is None:
+        if tuple(stages) == ("tcp", "ssh"):
+            return await fastssh.fast_tcp_ssh_probe(endpoint, timeout, client_key)
     outcome = ProbeOutcome(CheckState.OK)
     stage = ""
     tcp_rtt: float | None = None
@@ -82,6 +92,8 @@ async def _run_stages(
         if stage == "tcp":
             outcome = await tcp_probe(endpoint, timeout)
             tcp_rtt = outcome.rtt_ms
+        elif engine == "libssh2" and pool is None:
+            outcome = await fastssh.fast_ssh_probe(endpoint, timeout, client_key)
         else:  # "ssh"; validated by the caller
             outcome = await ssh_probe(endpoint, timeout, client_key, pool)
         if outcome.state is not CheckState.OK:
@@ -106,6 +118,7 @@ async def run_rollcall(
     site_timeout: float | None = None,
     retry_backoff: float = 0.05,
     tracker: StateTracker | None = None,
+    engine: str = "asyncssh",
 ) -> list[CheckResult]:
     """Check every target and return one ``CheckResult`` per target, in target order.
 
@@ -119,6 +132,10 @@ async def run_rollcall(
     ``classify.link_rtt_ms``); the stages' own timings are in the facts. Site failures
     never raise; an exception from ``on_result`` aborts the run, as it is the caller's bug.
     """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown SSH engine {engine!r}; known: {', '.join(ENGINES)}")
+    if engine == "libssh2" and (why := fastssh.available()) is not None:
+        raise ValueError(f"the libssh2 engine is not available: {why}")
     unknown = [s for s in stages if s not in KNOWN_STAGES]
     if unknown or not stages:
         raise ValueError(f"unknown roll-call stages {unknown}; known: {', '.join(KNOWN_STAGES)}")
@@ -141,7 +158,7 @@ async def run_rollcall(
             try:
                 async with asyncio.timeout(per_site):
                     outcome, stage = await _run_stages(
-                        endpoint, stages, timeout=timeout, client_key=client_key, pool=pool
+                        endpoint, stages, timeout=timeout, client_key=client_key, pool=pool, engine=engine
                     )
             except TimeoutError:
                 outcome = ProbeOutcome(CheckState.TIMEOUT, f"site check exceeded {per_site:g} s")

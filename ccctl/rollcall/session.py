@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ccctl.errors import Busy
+from ccctl.errors import Busy, UsageError
 from ccctl.models import CheckResult, CheckState, Site
 
 NAGIOS = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
@@ -40,6 +40,8 @@ class RollcallOptions:
     verify_host_keys: bool = True
     keepalive_s: int = 30
     client_key: str | None = None
+    engine: str = "auto"
+    persistent: bool = True
 
 
 @dataclass
@@ -130,13 +132,17 @@ async def rollcall(db: Any, sites: list[Site], options: RollcallOptions, *, repe
     """
     from ccctl.rollcall.pool import ConnectionPool
 
-    pool = ConnectionPool(keepalive_interval=options.keepalive_s) if "ssh" in options.stages else None
+    # Repeated rounds keep their SSH logins (asyncssh pool, one diagnostics session per box);
+    # a single round (cron) logs in cold, through libssh2 where the engine allows it.
+    pooled = options.persistent and "ssh" in options.stages and repeat > 1
+    pool = ConnectionPool(keepalive_interval=options.keepalive_s) if pooled else None
+    engine = resolve_engine(options.engine, pooled=pool is not None)
     outcomes: list[RunOutcome] = []
     try:
         for round_no in range(repeat):
             if round_no and interval_s > 0:
                 await asyncio.sleep(interval_s)  # the cadence between rounds, not a synchronisation
-            outcome = await _round(db, sites, options, pool, round_no + 1, on_result)
+            outcome = await _round(db, sites, options, pool, engine, round_no + 1, on_result)
             outcomes.append(outcome)
             if on_round is not None:
                 on_round(outcome)
@@ -146,7 +152,24 @@ async def rollcall(db: Any, sites: list[Site], options: RollcallOptions, *, repe
     return outcomes
 
 
-async def _round(db: Any, sites: list[Site], options: RollcallOptions, pool: Any, round_no: int,
+def resolve_engine(choice: str, pooled: bool) -> str:
+    """The SSH engine a run uses: ``auto`` is libssh2 for cold rounds when it is installed.
+
+    Pooled rounds always use asyncssh, whose connections the pool keeps open.
+    """
+    from ccctl.rollcall import fastssh
+
+    if choice not in ("auto", "asyncssh", "libssh2"):
+        raise UsageError(f"unknown SSH engine {choice!r}: use auto, asyncssh or libssh2")
+    if pooled or choice == "asyncssh":
+        return "asyncssh"
+    why = fastssh.available()
+    if choice == "libssh2" and why is not None:
+        raise UsageError(f"the libssh2 engine is not available: {why}")
+    return "libssh2" if why is None else "asyncssh"
+
+
+async def _round(db: Any, sites: list[Site], options: RollcallOptions, pool: Any, engine: str, round_no: int,
                  on_result: Callable[[CheckResult], None] | None) -> RunOutcome:
     """One recorded run over ``sites``."""
     from ccctl.rollcall.classify import Thresholds
@@ -156,7 +179,7 @@ async def _round(db: Any, sites: list[Site], options: RollcallOptions, pool: Any
     history = recent_states(db, [s.id for s in sites])
     recorder = RunRecorder(db, {"stages": list(options.stages), "sites": len(sites),
                                 "concurrency": options.concurrency, "timeout_s": options.timeout_s,
-                                "retries": options.retries, "round": round_no})
+                                "retries": options.retries, "round": round_no, "engine": engine})
     outcome = RunOutcome(recorder.run_id, len(sites))
     started = time.perf_counter()
 
@@ -178,7 +201,7 @@ async def _round(db: Any, sites: list[Site], options: RollcallOptions, pool: Any
                            stages=options.stages, concurrency=options.concurrency, timeout=options.timeout_s,
                            retries=options.retries, client_key=options.client_key, pool=pool,
                            thresholds=Thresholds(rtt_warn_ms=options.rtt_warn_ms), on_result=record,
-                           history=history)
+                           history=history, engine=engine)
     except BaseException:
         outcome.status = "interrupted"
         outcome.counts = recorder.counts
