@@ -4,7 +4,11 @@
 
 Each tool logs in M times and runs ``ccctl-diag``; in-process tools report the CPU time of
 their own work (imports and interpreter start excluded), so the figures compare the
-per-login cost. TOOL: ccctl-cold, ccctl-warm, asyncssh, parallel-ssh.
+per-login cost; ccctl's figures include classification and persisting every result.
+
+TOOL: ccctl-cold (the product's cold engine, libssh2), ccctl-cold-asyncssh, ccctl-warm,
+asyncssh, parallel-ssh. All logins go to one sshd, so ccctl-warm's pooled sites share one
+connection; benchmarks/rollcall.py also measures warm rounds with one connection per site.
 """
 
 from __future__ import annotations
@@ -22,8 +26,12 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _ccctl(p: dict[str, Any], warm: bool) -> tuple[float, int]:
+async def _ccctl(p: dict[str, Any], warm: bool, engine: str = "asyncssh") -> tuple[float, int]:
+    import tempfile
+
     from ccctl.models import Endpoint
+    from ccctl.registry import open_registry
+    from ccctl.rollcall.history import RunRecorder
     from ccctl.rollcall.pool import ConnectionPool
     from ccctl.rollcall.runner import run_rollcall
 
@@ -31,9 +39,15 @@ async def _ccctl(p: dict[str, Any], warm: bool) -> tuple[float, int]:
     pool = ConnectionPool() if warm else None
     if warm:  # the first round opens the pooled connections; the second is the figure
         await run_rollcall(targets, stages=("ssh",), concurrency=p["concurrency"], timeout=30, pool=pool)
+    # Persisted as a real run is: results streamed into a SQLite registry's history.
+    db = open_registry(f"sqlite:///{tempfile.mkdtemp(prefix='ccctl-peer-')}/registry.db")
     cpu0 = _cpu()
-    results = await run_rollcall(targets, stages=("tcp", "ssh"), concurrency=p["concurrency"], timeout=30, pool=pool)
+    recorder = RunRecorder(db, {"benchmark": True})
+    results = await run_rollcall(targets, stages=("tcp", "ssh"), concurrency=p["concurrency"], timeout=30, pool=pool,
+                                 engine=engine, on_result=recorder.add)
+    recorder.finish("finished", {})
     cpu = _cpu() - cpu0
+    db.close()
     if pool is not None:
         await pool.close()
     return cpu, sum(1 for r in results if r.state.value in ("OK", "DEGRADED"))
@@ -72,6 +86,8 @@ def _parallel_ssh(p: dict[str, Any]) -> tuple[float, int]:
 def main() -> None:
     tool, params = sys.argv[1], json.loads(Path(sys.argv[2]).read_text())
     if tool == "ccctl-cold":
+        cpu, ok = asyncio.run(_ccctl(params, warm=False, engine="libssh2"))
+    elif tool == "ccctl-cold-asyncssh":
         cpu, ok = asyncio.run(_ccctl(params, warm=False))
     elif tool == "ccctl-warm":
         cpu, ok = asyncio.run(_ccctl(params, warm=True))
