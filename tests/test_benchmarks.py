@@ -25,3 +25,11 @@ def test_rollcall_benchmark_quick() -> None:
     assert "TCP+SSH+diag end to end, 60 sites ({'OK': 60})" in out
     # The real-sshd part runs where sshd can (CI installs it) and says why where it cannot.
     assert "20 logins to real sshd (20 ok)" in out or "real sshd part" in out
+
+
+def test_fanout_benchmark_quick() -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fanout.py"), "--quick"],
+                         capture_output=True, text=True, timeout=300, check=True, cwd=ROOT).stdout
+    lines = out.splitlines()
+    assert lines[0].startswith("N=   0 ") and "ms CPU per program frame" in lines[0]
+    assert lines[1].startswith("N=   3 ") and "us/pkt/sub" in lines[1]
