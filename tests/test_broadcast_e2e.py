@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,21 +17,16 @@ import aioice.ice
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from tests.conftest import Ccctl
+from tests.conftest import Ccctl, free_port
 
 TIMEOUT = 30.0
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 def server(ccctl: Ccctl, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ccctl]:
     """A detached server on a free loopback port, with two sites to invite."""
-    monkeypatch.setenv("CCCTL_SERVE_LISTEN", f"127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("CCCTL_SERVE_LISTEN", f"127.0.0.1:{free_port()}")
     # This process plays the sites: its ICE stays on loopback like the server's.
     monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
     assert ccctl("sites", "add", "bn-1", "--name", "Điểm cầu Bến Nghé", "--unit", "26740", "--tier", "low").exit_code == 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,23 +15,18 @@ from pathlib import Path
 import pytest
 
 from ccctl.registry import open_registry
-from tests.conftest import Ccctl
+from tests.conftest import Ccctl, free_port
 
 FAULTS = ("2021-31816=authfail,2021-31819=hostkey,2021-31822=down,2021-31825=blackhole,"
           "2021-31828=nocam,2021-31831=diskfull")
 SIX = ["2021-31813", "2021-31816", "2021-31819", "2021-31822", "2021-31825", "2021-31828"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture
 def fleet(ccctl: Ccctl, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ccctl]:
     """Bạc Liêu's 64 sites, simulated, six of them with a fault."""
-    monkeypatch.setenv("CCCTL_SIM_PORT", str(_free_port()))
+    monkeypatch.setenv("CCCTL_SIM_PORT", str(free_port()))
     assert ccctl("sites", "generate", "--province", "bac lieu").exit_code == 0
     result = ccctl("sim", "up", "--detach", "--faults", FAULTS, "--processes", "1")
     assert result.exit_code == 0, result.stderr

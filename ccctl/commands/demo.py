@@ -25,7 +25,7 @@ def demo(obj: AppContext, faults: str, timeout_s: float) -> None:
     from ccctl.registry.units import load_units
     from ccctl.reports import frame_records, rollcall_frame
     from ccctl.rollcall.history import run_results
-    from ccctl.rollcall.session import RollcallOptions, rollcall, run_lock
+    from ccctl.rollcall.session import options_from_config, rollcall, run_lock
     from ccctl.sim.control import launch, read_state, stop_fleet
     from ccctl.sim.faults import parse_fault_spec
 
@@ -44,10 +44,7 @@ def demo(obj: AppContext, faults: str, timeout_s: float) -> None:
         say("simulated fleet already running; using it")
     try:
         sites = core.select_sites(db, core.SiteFilter(enabled_only=True))
-        options = RollcallOptions(concurrency=config.rollcall.concurrency, timeout_s=timeout_s,
-                                  retries=config.rollcall.retries, warn_pct=config.rollcall.warn_pct,
-                                  crit_pct=config.rollcall.crit_pct, rtt_warn_ms=config.rollcall.rtt_warn_ms,
-                                  client_key=str(config.client_key_path), engine=config.rollcall.engine)
+        options = options_from_config(config, timeout_s=timeout_s)
         with run_lock(config.home):
             outcome = run_async(rollcall(db, sites, options))[-1]
         say(outcome.line())

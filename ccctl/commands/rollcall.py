@@ -82,7 +82,7 @@ def run(obj: AppContext, stages: str | None, concurrency: int | None, timeout_s:
     """Check the selected sites; print per-site results (or, with --quiet, one line)."""
     from ccctl.registry.sites import select_sites
     from ccctl.rollcall.history import run_results
-    from ccctl.rollcall.session import RollcallOptions, run_lock, write_prometheus
+    from ccctl.rollcall.session import options_from_config, run_lock, write_prometheus
     from ccctl.rollcall.session import rollcall as run_rounds
 
     try:
@@ -91,14 +91,9 @@ def run(obj: AppContext, stages: str | None, concurrency: int | None, timeout_s:
         stage_list = tuple(s.strip() for s in (stages or rc.stages).split(",") if s.strip())
         if not stage_list or any(s not in ("tcp", "ssh") for s in stage_list):
             raise UsageError(f"--stages: use tcp and/or ssh (got {stages or rc.stages!r}); media needs the media core")
-        options = RollcallOptions(
-            stages=stage_list, concurrency=concurrency or rc.concurrency, timeout_s=timeout_s or rc.timeout_s,
-            retries=rc.retries if retries is None else retries,
-            warn_pct=rc.warn_pct if warn_pct is None else warn_pct,
-            crit_pct=rc.crit_pct if crit_pct is None else crit_pct, rtt_warn_ms=rc.rtt_warn_ms,
-            verify_host_keys=config.ssh.verify_host_keys and not insecure, keepalive_s=config.ssh.keepalive_s,
-            client_key=str(config.client_key_path) if config.client_key_path.exists() else None,
-            engine=engine or rc.engine, persistent=rc.persistent)
+        options = options_from_config(
+            config, stages=stage_list, concurrency=concurrency, timeout_s=timeout_s, retries=retries,
+            warn_pct=warn_pct, crit_pct=crit_pct, engine=engine, verify_host_keys=False if insecure else None)
         sites = select_sites(obj.db, site_filter(kwargs, enabled_only=True))
         if not sites:
             raise UsageError("no enabled site matches")

@@ -74,6 +74,21 @@ class RunOutcome:
                 f"seconds={self.seconds:.3f}")
 
 
+def options_from_config(config: Any, **overrides: Any) -> RollcallOptions:
+    """RollcallOptions from a ``ccctl.config.Config``, with the given fields overridden
+    (``None`` overrides are ignored, so CLI options left unset keep the configured value)."""
+    rc = config.rollcall
+    values: dict[str, Any] = {
+        "stages": tuple(s.strip() for s in rc.stages.split(",") if s.strip()),
+        "concurrency": rc.concurrency, "timeout_s": rc.timeout_s, "retries": rc.retries, "warn_pct": rc.warn_pct,
+        "crit_pct": rc.crit_pct, "rtt_warn_ms": rc.rtt_warn_ms, "verify_host_keys": config.ssh.verify_host_keys,
+        "keepalive_s": config.ssh.keepalive_s, "engine": rc.engine, "persistent": rc.persistent,
+        "client_key": str(config.client_key_path) if config.client_key_path.exists() else None,
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return RollcallOptions(**values)
+
+
 def nagios_code(down: int, total: int, warn_pct: float, crit_pct: float) -> int:
     """0 under warn, 1 over warn, 2 over crit (shares of down sites, in percent)."""
     if total == 0:

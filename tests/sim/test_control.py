@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 
 import asyncssh
 import pytest
 
-from tests.conftest import Ccctl
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.conftest import Ccctl, free_port
 
 
 @pytest.fixture
 def sim_ccctl(ccctl: Ccctl, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ccctl]:
-    monkeypatch.setenv("CCCTL_SIM_PORT", str(_free_port()))
+    monkeypatch.setenv("CCCTL_SIM_PORT", str(free_port()))
     yield ccctl
     ccctl("sim", "down")
 
