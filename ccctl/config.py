@@ -51,6 +51,7 @@ class RollcallConfig:
     warn_pct: float = 5.0
     crit_pct: float = 20.0
     rtt_warn_ms: float = 300.0
+    exec_warn_ms: float = 1000.0
     persistent: bool = True
     engine: str = "auto"
 

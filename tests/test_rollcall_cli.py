@@ -18,7 +18,7 @@ from ccctl.registry import open_registry
 from tests.conftest import Ccctl, free_port
 
 FAULTS = ("2021-31816=authfail,2021-31819=hostkey,2021-31822=down,2021-31825=blackhole,"
-          "2021-31828=nocam,2021-31831=diskfull")
+          "2021-31828=nocam,2021-31831=diskfull,2021-31840=slow:1200")
 SIX = ["2021-31813", "2021-31816", "2021-31819", "2021-31822", "2021-31825", "2021-31828"]
 
 
@@ -42,7 +42,7 @@ def _sites(*ids: str) -> list[str]:
 def test_states_are_classified(fleet: Ccctl, engine: str) -> None:
     result = fleet("rollcall", "run", "--province", "bac lieu", "--timeout", "0.5", "--retries", "0", "--json",
                    "--engine", engine)
-    assert result.exit_code == 1, result.stderr  # 4/64 down = 6.25 % > warn 5 %
+    assert result.exit_code == 1, result.stderr  # 5/64 down = 7.8 % > warn 5 %
     states = {r["site_id"]: (r["state"], r["reason"]) for r in json.loads(result.stdout)}
     assert len(states) == 64
     assert states["2021-31813"][0] == "OK"
@@ -52,8 +52,14 @@ def test_states_are_classified(fleet: Ccctl, engine: str) -> None:
     assert states["2021-31825"][0] == "TIMEOUT"
     assert states["2021-31828"] == ("DEGRADED", "no camera")
     assert states["2021-31831"][0] == "DEGRADED" and "disk" in states["2021-31831"][1]
-    assert sum(1 for s, _ in states.values() if s == "OK") == 58
-    assert "ROLLCALL WARNING - 58/64 ok, 2 degraded, 4 down" in result.stderr
+    assert states["2021-31840"][0] == "TIMEOUT"  # 1.2 s answers against 0.5 s stages
+    assert sum(1 for s, _ in states.values() if s == "OK") == 57
+    assert "ROLLCALL WARNING - 57/64 ok, 2 degraded, 5 down" in result.stderr
+
+
+def test_slow_box_is_degraded(fleet: Ccctl) -> None:
+    rows = fleet.json("rollcall", "run", "--site", "2021-31840", "--timeout", "4")
+    assert rows[0]["state"] == "DEGRADED" and rows[0]["reason"].startswith("slow box: diag took")
 
 
 def test_nagios_codes_and_quiet_line(fleet: Ccctl, tmp_path: Path) -> None:

@@ -12,12 +12,12 @@ import click
 from ccctl.cli import AppContext, run_async, say
 from ccctl.output import emit
 
-DEMO_FAULTS = "down=1%,blackhole=1%,authfail=0.5%,hostkey=0.5%,nocam=1%,slow=1%:600,seed=2021"
+DEMO_FAULTS = "down=1%,blackhole=1%,authfail=0.5%,hostkey=0.5%,nocam=1%,slow=1%:1200,seed=2021"
 
 
 @click.command()
 @click.option("--faults", default=DEMO_FAULTS, show_default=True, help="Fault spec of the simulated fleet.")
-@click.option("--timeout", "timeout_s", type=float, default=2.0, show_default=True, help="Seconds per stage.")
+@click.option("--timeout", "timeout_s", type=float, default=3.0, show_default=True, help="Seconds per stage.")
 @click.pass_obj
 def demo(obj: AppContext, faults: str, timeout_s: float) -> None:
     """Units, the 19 provinces' sites, a simulated fleet, a roll-call, the report."""

@@ -37,6 +37,7 @@ class RollcallOptions:
     warn_pct: float = 5.0
     crit_pct: float = 20.0
     rtt_warn_ms: float = 300.0
+    exec_warn_ms: float = 1000.0
     verify_host_keys: bool = True
     keepalive_s: int = 30
     client_key: str | None = None
@@ -81,7 +82,8 @@ def options_from_config(config: Any, **overrides: Any) -> RollcallOptions:
     values: dict[str, Any] = {
         "stages": tuple(s.strip() for s in rc.stages.split(",") if s.strip()),
         "concurrency": rc.concurrency, "timeout_s": rc.timeout_s, "retries": rc.retries, "warn_pct": rc.warn_pct,
-        "crit_pct": rc.crit_pct, "rtt_warn_ms": rc.rtt_warn_ms, "verify_host_keys": config.ssh.verify_host_keys,
+        "crit_pct": rc.crit_pct, "rtt_warn_ms": rc.rtt_warn_ms, "exec_warn_ms": rc.exec_warn_ms,
+        "verify_host_keys": config.ssh.verify_host_keys,
         "keepalive_s": config.ssh.keepalive_s, "engine": rc.engine, "persistent": rc.persistent,
         "client_key": str(config.client_key_path) if config.client_key_path.exists() else None,
     }
@@ -215,7 +217,8 @@ async def _round(db: Any, sites: list[Site], options: RollcallOptions, pool: Any
         await run_rollcall([(s.id, s.endpoint(options.verify_host_keys)) for s in sites],
                            stages=options.stages, concurrency=options.concurrency, timeout=options.timeout_s,
                            retries=options.retries, client_key=options.client_key, pool=pool,
-                           thresholds=Thresholds(rtt_warn_ms=options.rtt_warn_ms), on_result=record,
+                           thresholds=Thresholds(rtt_warn_ms=options.rtt_warn_ms, exec_warn_ms=options.exec_warn_ms),
+                           on_result=record,
                            history=history, engine=engine)
     except BaseException:
         outcome.status = "interrupted"
