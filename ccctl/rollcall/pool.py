@@ -15,7 +15,9 @@ thousands of sites that is most of a roll-call's CPU. Two things cut it:
   running the agent's serve command (``ccctl-diag --serve``), so a warm probe is one line
   written and one line read, two SSH packets, instead of a channel open, an exec request
   and the exit-status, EOF and close exchange of a command per probe. Boxes without it
-  fall back to one command per probe.
+  fall back to one command per probe. The session itself and its bookkeeping live in
+  ``ccctl.rollcall.diagsession``; here the pool lends it a connection, that connection's
+  lock, and a fresh login when the connection dies.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ import os
 import socket
 import struct
 import time
-from collections import OrderedDict, deque
-from dataclasses import dataclass
-from typing import Any, NamedTuple, cast
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import asyncssh
 
 from ccctl.models import Endpoint
+from ccctl.rollcall.diagsession import DiagChannel, ServeAnswer, SessionEnded
 
 #: What the caller may hand over as the login key: a parsed key, a path, or None
 #: (then the endpoint's ``key_path``, then asyncssh's defaults are used).
@@ -215,127 +218,13 @@ def _verify_spec(endpoint: Endpoint) -> tuple[str, str | None]:
     return (endpoint.host_key or "", endpoint.key_path)
 
 
-class _SessionEnded(Exception):
-    """A serve session's channel closed while the connection stayed up."""
-
-
-class _ServeSession(asyncssh.SSHClientSession[bytes]):
-    """The client end of one long-lived serve channel: a line out, a line back.
-
-    Requests may be pipelined (several sites behind one pooled connection): the agent
-    answers each line once and in order, so answers go to waiters first in, first out; a
-    cancelled waiter keeps its place so the answers after it still line up. Requests made
-    in the same event-loop pass leave as one SSH packet. Lines are
-    split here from the raw bytes, without asyncssh's stream layer and codec, because this
-    is the per-probe path of a warm roll-call. Output before the first JSON line (shell
-    noise) is skipped; stderr is ignored; a line longer than ``_MAX_LINE`` ends the session.
-    """
-
-    def __init__(self) -> None:
-        self._chan: asyncssh.SSHClientChannel[bytes] | None = None
-        self._buf = b""
-        self._waiters: deque[asyncio.Future[bytes]] = deque()
-        self._unsent = 0
-        self.answers = 0
-        self.ended = False
-        self.exit_status: int | None = None
-        self.exit_signal: str | None = None
-
-    @property
-    def unsupported(self) -> bool:
-        """True once ended in a way that says the box has no serve command.
-
-        A serve agent never exits by itself while its input is open, so a channel that
-        ended before its first answer (command not found, unknown option) or with exit
-        status 0 (an old agent that ignored the flag, printed once and exited) means
-        "not here"; a signal or error after answers means the session died.
-        """
-        return self.ended and (self.answers == 0 or self.exit_status == 0)
-
-    def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:
-        self._chan = chan
-
-    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        if datatype is not None:
-            return
-        buf = self._buf + data if self._buf else data
-        start = 0
-        while (end := buf.find(b"\n", start)) >= 0:
-            line = buf[start:end]
-            start = end + 1
-            if not self.answers and not line.startswith(b"{"):
-                continue
-            self.answers += 1
-            if self._waiters:
-                waiter = self._waiters.popleft()
-                if not waiter.done():
-                    waiter.set_result(line)
-        self._buf = buf[start:]
-        if len(self._buf) > _MAX_LINE and self._chan is not None:
-            self._chan.close()
-
-    def exit_status_received(self, status: int) -> None:
-        self.exit_status = status
-
-    def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:
-        self.exit_signal = signal
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """Fail every waiter: with the connection's error if it died, else ``_SessionEnded``."""
-        self.ended = True
-        error = exc if exc is not None else _SessionEnded()
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(error)
-
-    def ask(self) -> asyncio.Future[bytes]:
-        """Send one request line; the future gets the answer line (without its newline)."""
-        if self.ended or self._chan is None:
-            raise _SessionEnded()
-        loop = asyncio.get_running_loop()
-        waiter = loop.create_future()
-        self._waiters.append(waiter)
-        self._unsent += 1
-        if self._unsent == 1:
-            loop.call_soon(self._flush)
-        return waiter
-
-    def _flush(self) -> None:
-        """Send the request lines asked for since the last flush, in one packet."""
-        count, self._unsent = self._unsent, 0
-        if not self.ended and self._chan is not None:
-            try:
-                self._chan.write(b"\n" * count)
-            except OSError:
-                pass  # the channel is closing: connection_lost fails the waiters
-
-
-class ServeAnswer(NamedTuple):
-    """One answer line of a serve session with its timings."""
-
-    line: bytes  # the answer, without its newline
-    exec_ms: float  # request written to answer read, by the wall clock
-    net_rtt_ms: float | None  # the SSH connection's TCP RTT as the kernel measured it
-
-
-#: A connection whose serve sessions died (or could not open) this often gets one
-#: command per probe instead.
-_MAX_SERVE_DEATHS = 3
-
-#: An answer line longer than this is no diagnostics line: the session is closed.
-_MAX_LINE = 1 << 16
-
-
 @dataclass
 class _Entry:
     conn: asyncssh.SSHClientConnection
     verify: tuple[str, str | None]
     users: int = 0
     sock: Any = None  # the connection's socket, for the kernel RTT
-    serve: _ServeSession | None = None
-    serve_off: bool = False  # this box has no serve command: one command per probe
-    serve_deaths: int = 0
+    diag: DiagChannel = field(default_factory=DiagChannel)
 
 
 class ConnectionPool:
@@ -399,10 +288,7 @@ class ConnectionPool:
             self._entries.move_to_end(key)
             entry.users += 1
             return entry, True
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        async with lock:
+        async with self._lock(key):
             entry = self._entries.get(key)
             if entry is not None and (
                 entry.conn.is_closed() or entry.verify != _verify_spec(endpoint)
@@ -432,46 +318,12 @@ class ConnectionPool:
             entry.users += 1
             return entry, reused
 
-    async def _open_serve(self, endpoint: Endpoint, entry: _Entry, command: str) -> _ServeSession | None:
-        """The entry's serve session, opened now if needed; None if the box has none.
-
-        Opened under the site's lock so concurrent probes share one session. A session
-        refused on a live connection counts as a death (this probe runs the one-shot
-        command; after ``_MAX_SERVE_DEATHS`` the connection stops trying); a dead
-        connection raises, for the caller's reconnect.
-        """
-        key = self.key(endpoint)
+    def _lock(self, key: tuple[str, int, str]) -> asyncio.Lock:
+        """The site's lock: one login, and one serve session opening, at a time per key."""
         lock = self._locks.get(key)
         if lock is None:
             lock = self._locks[key] = asyncio.Lock()
-        async with lock:
-            session = entry.serve
-            if session is not None and not session.ended:
-                return session
-            if entry.serve_off:
-                return None
-            try:
-                _chan, opened = await entry.conn.create_session(_ServeSession, command, encoding=None)
-            except asyncssh.ChannelOpenError:
-                if entry.conn.is_closed():
-                    raise
-                entry.serve_deaths += 1
-                entry.serve_off = entry.serve_deaths >= _MAX_SERVE_DEATHS
-                return None
-            entry.serve = cast(_ServeSession, opened)
-            return entry.serve
-
-    def _session_ended(self, entry: _Entry, session: _ServeSession) -> None:
-        """Note, once, how a serve session ended: unsupported, or died (to be replaced)."""
-        if entry.serve is not session:
-            return
-        entry.serve = None
-        if session.unsupported:
-            entry.serve_off = True
-        else:
-            entry.serve_deaths += 1
-            if entry.serve_deaths >= _MAX_SERVE_DEATHS:
-                entry.serve_off = True
+        return lock
 
     async def serve_query(
         self, endpoint: Endpoint, command: str, *, timeout: float, client_key: ClientKey = None
@@ -487,32 +339,21 @@ class ConnectionPool:
         session may be wedged. Raises the underlying exception on failure; callers
         classify it.
         """
-        known = self._entries.get(self.key(endpoint))
-        if known is not None and known.serve_off and not known.conn.is_closed():
+        key = self.key(endpoint)
+        known = self._entries.get(key)
+        if known is not None and known.diag.off and not known.conn.is_closed():
             return None
         for attempt in (1, 2):
             entry, reused = await self._checkout(endpoint, timeout=timeout, client_key=client_key)
-            session = entry.serve
             try:
-                if session is not None and session.ended:
-                    self._session_ended(entry, session)
-                    session = None
-                if session is None:
-                    session = await self._open_serve(endpoint, entry, command)
-                    if session is None:
-                        return None
-                t0 = time.perf_counter()
-                line = await session.ask()
-                exec_ms = (time.perf_counter() - t0) * 1000.0
-            except _SessionEnded:
+                asked = await entry.diag.ask(entry.conn, command, self._lock(key))
+            except SessionEnded:
                 if entry.conn.is_closed():
                     self.discard(endpoint, entry.conn)
                     if reused and attempt == 1:
                         continue
                     raise asyncssh.ConnectionLost("SSH connection closed") from None
-                assert session is not None
-                self._session_ended(entry, session)
-                if entry.serve_off or attempt == 2:
+                if entry.diag.off or attempt == 2:
                     return None
                 continue
             except _STALE_ERRORS:
@@ -525,6 +366,9 @@ class ConnectionPool:
                 raise
             finally:
                 entry.users -= 1
+            if asked is None:
+                return None
+            line, exec_ms = asked
             return ServeAnswer(line, exec_ms, kernel_rtt_ms(entry.sock))
         raise AssertionError("unreachable")  # pragma: no cover
 
