@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from ccctl import __version__
-from ccctl.errors import CcctlError, ImportRejected
+from ccctl.errors import CcctlError, ImportRejected, UsageError
 
 if TYPE_CHECKING:
     from ccctl.config import Config
@@ -88,9 +88,11 @@ def say(message: str) -> None:
 
 
 def confirm(ctx: click.Context, question: str, yes: bool) -> None:
-    """Ask before a destructive action, except with --yes or when stdin is no terminal."""
-    if yes or not sys.stdin.isatty():
+    """Ask before a destructive action; without a terminal, refuse unless --yes was given."""
+    if yes:
         return
+    if not sys.stdin.isatty():
+        raise UsageError(f"{question.rstrip('?')}: no terminal to confirm on; pass --yes")
     if not click.confirm(question, default=False, err=True):
         raise CcctlError("cancelled")
 
@@ -145,6 +147,19 @@ class LazyGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("Error: interrupted", err=True)
             raise click.exceptions.Exit(130) from None
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except OSError as exc:
+            if _debug(ctx):
+                raise
+            where = f": {exc.filename}" if exc.filename else ""
+            click.echo(f"Error: {exc.strerror or exc}{where}", err=True)
+            raise click.exceptions.Exit(1) from None
+        except Exception as exc:  # a bug: still one line, the traceback behind --debug
+            if _debug(ctx):
+                raise
+            click.echo(f"Error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
+            raise click.exceptions.Exit(1) from None
 
 
 def _debug(ctx: click.Context) -> bool:

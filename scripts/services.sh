@@ -43,9 +43,14 @@ if [ -z "${CCCTL_TEST_PG:-}" ]; then
     pgdir=$(mktemp -d /tmp/ccctl-pg.XXXXXX)
     [ "$(id -u)" = 0 ] && chown postgres "$pgdir"
     pgport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    if _as_pg "'$pgbin/initdb' -D '$pgdir/data' -A trust -U postgres -E UTF8 >'$pgdir/initdb.log' 2>&1 && \
+    # A throw-away password: other local users cannot log in to the test server.
+    pgpass=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+    printf '%s\n' "$pgpass" > "$pgdir/pwfile"
+    [ "$(id -u)" = 0 ] && chown postgres "$pgdir/pwfile"
+    if _as_pg "'$pgbin/initdb' -D '$pgdir/data' -A scram-sha-256 --pwfile='$pgdir/pwfile' -U postgres -E UTF8 >'$pgdir/initdb.log' 2>&1 && \
         '$pgbin/pg_ctl' -D '$pgdir/data' -l '$pgdir/server.log' -w -o \"-c listen_addresses=127.0.0.1 -p $pgport -k '$pgdir' -c fsync=off\" start >/dev/null"; then
-      export CCCTL_TEST_PG="postgresql://postgres@127.0.0.1:$pgport/postgres"
+      rm -f "$pgdir/pwfile"
+      export CCCTL_TEST_PG="postgresql://postgres:$pgpass@127.0.0.1:$pgport/postgres"
       _ccctl_pg_stop() { _as_pg "'$pgbin/pg_ctl' -D '$pgdir/data' -m immediate stop >/dev/null 2>&1"; rm -rf "$pgdir"; }
       trap _ccctl_pg_stop EXIT
       echo "services: PostgreSQL on 127.0.0.1:$pgport" >&2

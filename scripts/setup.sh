@@ -14,5 +14,9 @@ done
 extras=${1:-}
 spec="."
 [ -n "$extras" ] && spec=".[$extras]"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e "$spec" 2>&1 | grep -v '^WARNING: Location' >&2 || true
+set +o pipefail
+.venv/bin/python -m pip install -q --disable-pip-version-check -e "$spec" 2>&1 | grep -v '^WARNING: Location' >&2
+status=${PIPESTATUS[0]}
+set -o pipefail
+[ "$status" = 0 ] || { echo "setup: pip install failed (exit $status)" >&2; exit 1; }
 .venv/bin/python -c 'import ccctl.cli' || { echo "setup: ccctl did not install" >&2; exit 1; }

@@ -21,6 +21,7 @@ from ccctl.registry.sites import add_site
 async def api(units_db_url: str, tmp_path: Path) -> AsyncIterator[tuple[TestClient, bytes, str]]:
     with open_registry(units_db_url) as db:
         add_site(db, {"id": "bn-1", "name": "Điểm cầu Bến Nghé", "unit_code": "26740", "tier": "low"})
+        add_site(db, {"id": "evil", "name": "</script><script>alert(1)</script>", "unit_code": "26740"})
     client = TestClient(TestServer(create_app(units_db_url, tmp_path)))
     await client.start_server()
     yield client, tokens.load_secret(tmp_path), units_db_url
@@ -46,6 +47,13 @@ async def test_tokens_are_required_and_site_bound(api: tuple[TestClient, bytes, 
     page = await client.get(f"/join/bn-1?t={good}")
     assert page.status == 200 and "Điểm cầu Bến Nghé" in await page.text()
     assert (await client.get("/join/bn-1?t=bad")).status == 401
+    assert (await client.get("/join/bn-1?t=é")).status == 401
+    with open_registry(url) as db:
+        evil = tokens.site_token(secret, "evil", tokens.generation(db, "evil"))
+    text = await (await client.get(f"/join/evil?t={evil}")).text()
+    assert "</script><script>alert" not in text and "\\u003c/script\\u003e" in text
+    bad_json = await client.post("/api/broadcast", data="{not json", headers=ctl)
+    assert bad_json.status == 400
     with open_registry(url) as db:
         tokens.revoke(db, "bn-1")
     assert (await client.get(f"/join/bn-1?t={good}")).status == 401
@@ -58,6 +66,21 @@ async def test_cors_preflight(api: tuple[TestClient, bytes, str]) -> None:
     client, _, _ = api
     response = await client.options("/whep/bn-1")
     assert response.status == 204 and "POST" in response.headers["Access-Control-Allow-Methods"]
+
+
+def test_secret_must_be_private_and_whole(tmp_path: Path) -> None:
+    from ccctl.errors import CcctlError
+
+    secret = tokens.load_secret(tmp_path)
+    assert len(secret) == 32 and tokens.load_secret(tmp_path) == secret
+    path = tmp_path / tokens.SECRET_FILE
+    os.chmod(path, 0o644)
+    with pytest.raises(CcctlError, match="readable by others"):
+        tokens.load_secret(tmp_path)
+    os.chmod(path, 0o600)
+    path.write_text("")
+    with pytest.raises(CcctlError, match="32-byte"):
+        tokens.load_secret(tmp_path)
 
 
 def test_attendance_from_events(units_db: Database) -> None:

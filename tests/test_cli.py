@@ -60,10 +60,13 @@ def test_errors_are_one_line_with_exit_codes(ccctl: Ccctl) -> None:
     assert bad_province.exit_code == 2 and "Traceback" not in bad_province.stderr
 
 
-def test_remove_without_prompt_when_stdin_not_a_tty(ccctl: Ccctl) -> None:
+def test_remove_needs_yes_without_a_terminal(ccctl: Ccctl) -> None:
     ccctl("sites", "generate", "--province", "ca mau")
     assert ccctl("sites", "remove").exit_code == 2  # no filter: refused
-    result = ccctl("sites", "remove", "--district", "nam can")
+    refused = ccctl("sites", "remove", "--district", "nam can")  # no terminal, no --yes: refused
+    assert refused.exit_code == 2 and "pass --yes" in refused.stderr
+    assert len(ccctl.json("sites", "list", "--province", "96")) == 101
+    result = ccctl("sites", "remove", "--district", "nam can", "--yes")
     assert result.exit_code == 0, result.stderr
     remaining = ccctl.json("sites", "list", "--province", "96")
     assert len(remaining) == 101 - 8 and all(r["district_name"] != "Huyện Năm Căn" for r in remaining)
@@ -138,3 +141,12 @@ def test_config_show_redacts_password(ccctl: Ccctl, tmp_path: Path) -> None:
     from ccctl.config import redact_url
 
     assert redact_url("postgresql://ops:s3cret@db/ccctl") == "postgresql://ops:***@db/ccctl"
+    assert redact_url("postgresql://ops:p@ss@db/ccctl") == "postgresql://ops:***@db/ccctl"
+    assert redact_url("postgresql://db/ccctl?user=ops&password=hunter2") == "postgresql://db/ccctl?user=ops&password=***"
+
+
+def test_unexpected_os_error_is_one_line(ccctl: Ccctl, tmp_path: Path) -> None:
+    ccctl("sites", "generate", "--province", "bac lieu")
+    result = ccctl("sites", "export", str(tmp_path / "no" / "such" / "dir" / "x.csv"))
+    assert result.exit_code == 1 and result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr

@@ -80,6 +80,26 @@ def test_nagios_codes_and_quiet_line(fleet: Ccctl, tmp_path: Path) -> None:
     assert nothing.exit_code == 3 and nothing.stdout.startswith("ROLLCALL UNKNOWN - ")
 
 
+def test_history_is_per_site(fleet: Ccctl) -> None:
+    """Runs over other sites do not push a site's own results out of its history."""
+    from ccctl.rollcall.history import recent_states
+
+    fleet("rollcall", "run", "--site", "2021-31822", "--quiet", "--timeout", "0.5", "--retries", "0")
+    for _ in range(11):
+        fleet("rollcall", "run", "--site", "2021-31813", "--quiet", "--timeout", "1")
+    with open_registry(fleet.db_url) as db:
+        history = recent_states(db, ["2021-31822", "2021-31813"])
+    assert history["2021-31822"] == ["UNREACHABLE"] and len(history["2021-31813"]) == 10
+
+
+def test_sim_up_keeps_real_endpoints(fleet: Ccctl) -> None:
+    fleet("sim", "down")
+    fleet("sites", "add", "real-1", "--name", "Thật", "--unit", "31813", "--host", "10.9.8.7")
+    refused = fleet("sim", "up", "--detach", "--site", "real-1")
+    assert refused.exit_code == 2 and "real endpoint" in refused.stderr
+    assert fleet.json("sites", "show", "real-1")["host"] == "10.9.8.7"
+
+
 def test_insecure_skips_host_key_check(fleet: Ccctl) -> None:
     rows = fleet.json("rollcall", "run", "--site", "2021-31819", "--insecure", "--timeout", "1")
     assert rows[0]["state"] == "OK"

@@ -25,8 +25,9 @@ def sim() -> None:
                    "or 'SITE=KIND[:ARG]'.")
 @click.option("--processes", type=int, help="Worker processes (default: sim.processes).")
 @click.option("--detach", is_flag=True, help="Return once the fleet listens; stop it with: ccctl sim down.")
+@click.option("--force", is_flag=True, help="Also take over sites that have a real endpoint (their host and key are replaced).")
 @click.pass_obj
-def up(obj: AppContext, fault_spec: str, processes: int | None, detach: bool, **kwargs: Any) -> None:
+def up(obj: AppContext, fault_spec: str, processes: int | None, detach: bool, force: bool, **kwargs: Any) -> None:
     """Start one simulated endpoint per selected site and record it in the registry."""
     from ccctl.registry.sites import select_sites
     from ccctl.sim.control import launch, stop_fleet
@@ -39,6 +40,10 @@ def up(obj: AppContext, fault_spec: str, processes: int | None, detach: bool, **
     sites = select_sites(obj.db, site_filter(kwargs, enabled_only=True))
     if not sites:
         raise NotFound("no enabled site matches; register or generate sites first")
+    real = [s.id for s in sites if s.host and not s.simulated]
+    if real and not force:
+        raise UsageError(f"{len(real)} selected site(s) have a real endpoint (e.g. {real[0]}); narrow the filters "
+                         "or pass --force to replace their host and host key with simulated ones")
     config = obj.config
     say(f"starting {len(sites)} simulated sites in {processes or config.sim.processes} process(es)...")
     plan = launch(obj.db, config, [s.id for s in sites], faults, processes)
@@ -47,6 +52,8 @@ def up(obj: AppContext, fault_spec: str, processes: int | None, detach: bool, **
     if detach:
         return
     say("press Ctrl-C to stop")
+    # Block the signals first, so that sigwait receives them instead of their default action.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
     finally:

@@ -18,6 +18,8 @@ from ccctl.errors import CcctlError
 from ccctl.media.tokens import control_token, load_secret
 
 READY_TIMEOUT_S = 30.0
+# The control token must reach our server and nothing else: never through an HTTP proxy.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class ServerDown(CcctlError):
@@ -49,7 +51,7 @@ class ControlClient:
         request = urllib.request.Request(self.base + path, data=data, method=method, headers={
             "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with _OPENER.open(request, timeout=timeout) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
             reason = exc.read().decode(errors="replace").strip().splitlines()
@@ -61,7 +63,7 @@ class ControlClient:
     def alive(self) -> bool:
         """True when the server answers /healthz."""
         try:
-            with urllib.request.urlopen(self.base + "/healthz", timeout=2) as response:
+            with _OPENER.open(self.base + "/healthz", timeout=2) as response:
                 return bool(response.status == 200)
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
@@ -101,6 +103,13 @@ def stop_detached(home: Path, timeout: float = 30.0) -> int | None:
     if not path.exists():
         return None
     pid = int(path.read_text().strip())
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        cmdline = b""
+    if b"ccctl" not in cmdline or b"serve" not in cmdline:  # gone, or the pid was reused
+        path.unlink()
+        return None
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:

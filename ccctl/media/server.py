@@ -101,7 +101,12 @@ class Server:
 
     async def start(self, request: web.Request) -> web.Response:
         self._require_control(request)
-        body = await request.json() if request.can_read_body else {}
+        try:
+            body = await request.json() if request.can_read_body else {}
+        except ValueError:
+            raise web.HTTPBadRequest(text="body must be a JSON object\n") from None
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(text="body must be a JSON object\n")
         async with self._lock:
             if self.broadcast is not None:
                 raise web.HTTPConflict(text=f"broadcast {self.broadcast['id']} is already live\n")
@@ -163,7 +168,9 @@ class Server:
     async def whep_delete(self, request: web.Request) -> web.Response:
         site_id, session_id = request.match_info["site"], request.match_info["session"]
         self._require_site(request, site_id)
-        if self.core is None or not await self.core.unsubscribe(session_id):
+        owned = self.core is not None and any(
+            s.session_id == session_id and s.site_id == site_id for s in self.core.sessions())
+        if not owned or not await self.core.unsubscribe(session_id):
             raise web.HTTPNotFound(text="no such session\n", headers=CORS)
         return web.Response(status=200, headers=CORS)
 
@@ -174,8 +181,8 @@ class Server:
         site_id = request.match_info["site"]
         self._require_site(request, site_id)
         name = self.db.query("SELECT name FROM sites WHERE id = ?", (site_id,))
-        page = JOIN_PAGE.read_text("utf-8").replace("{{SITE}}", json.dumps(site_id)).replace(
-            "{{NAME}}", json.dumps(name[0][0] if name else site_id, ensure_ascii=False))
+        page = JOIN_PAGE.read_text("utf-8").replace("{{SITE}}", _script_literal(site_id)).replace(
+            "{{NAME}}", _script_literal(name[0][0] if name else site_id))
         return web.Response(text=page, content_type="text/html", charset="utf-8",
                             headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 
@@ -192,6 +199,11 @@ class Server:
         lines += ["# HELP ccctl_site_bytes_sent Bytes sent to a site.", "# TYPE ccctl_site_bytes_sent counter"]
         lines += [f'ccctl_site_bytes_sent{{site="{s["site_id"]}"}} {s.get("bytes_sent", 0)}' for s in sessions]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+def _script_literal(value: str) -> str:
+    """A JSON string safe inside <script>: no ``</script>`` or HTML can break out of it."""
+    return json.dumps(value, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 SERVER_KEY: web.AppKey[Server] = web.AppKey("server", Server)
@@ -237,8 +249,9 @@ async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None
     except ValueError:
         loopback = host == "localhost"
     if loopback:
-        pin_ice("127.0.0.1" if host == "localhost" else host)
-        network = "127.0.0.0/8"
+        address = "127.0.0.1" if host == "localhost" else host
+        pin_ice(address)
+        network = "::1/128" if ":" in address else "127.0.0.0/8"
     app = create_app(db_url, home, media_network=network)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()

@@ -14,24 +14,40 @@ import os
 import secrets
 from pathlib import Path
 
+from ccctl.errors import CcctlError
 from ccctl.registry.db import Database
 
 SECRET_FILE = "secret"
 
 
 def load_secret(home: Path) -> bytes:
-    """The installation's secret, created (0600) on first use."""
+    """The installation's secret, created (0600) on first use; a weak or exposed one is refused.
+
+    It is written to a temporary file and linked into place, so another process never reads
+    a half-written secret.
+    """
     path = home / SECRET_FILE
     if not path.exists():
         home.mkdir(parents=True, exist_ok=True)
+        tmp = home / f".{SECRET_FILE}.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.link(tmp, path)
         except FileExistsError:
             pass  # another process made it first: use theirs
-        else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_hex(32))
-    return bytes.fromhex(path.read_text().strip())
+        finally:
+            tmp.unlink()
+    if path.stat().st_mode & 0o077:
+        raise CcctlError(f"{path} is readable by others; chmod 600 it (or delete it to rotate every token)")
+    try:
+        secret = bytes.fromhex(path.read_text().strip())
+    except ValueError:
+        secret = b""
+    if len(secret) < 32:
+        raise CcctlError(f"{path} does not hold a 32-byte hex secret; delete it to make a new one (rotates every token)")
+    return secret
 
 
 def _mac(secret: bytes, message: str, length: int = 32) -> str:
@@ -45,7 +61,7 @@ def control_token(secret: bytes) -> str:
 
 def check_control(secret: bytes, presented: str | None) -> bool:
     """True when ``presented`` is the control token."""
-    return bool(presented) and hmac.compare_digest(control_token(secret), presented or "")
+    return bool(presented) and hmac.compare_digest(control_token(secret).encode(), (presented or "").encode())
 
 
 def generation(db: Database, site_id: str) -> int:
@@ -63,7 +79,7 @@ def check_site(secret: bytes, db: Database, site_id: str, presented: str | None)
     """True when ``presented`` is the current token of ``site_id``."""
     if not presented:
         return False
-    return hmac.compare_digest(site_token(secret, site_id, generation(db, site_id)), presented)
+    return hmac.compare_digest(site_token(secret, site_id, generation(db, site_id)).encode(), presented.encode())
 
 
 def revoke(db: Database, site_id: str) -> int:

@@ -70,14 +70,18 @@ class RunRecorder:
 
 
 def recent_states(db: Database, site_ids: list[str], depth: int = HISTORY_DEPTH) -> dict[str, list[str]]:
-    """Each site's last ``depth`` states, oldest first, for SOFT/HARD and flapping."""
-    runs = [r[0] for r in db.query("SELECT id FROM rollcall_runs ORDER BY id DESC LIMIT ?", (depth,))]
-    if not runs:
+    """Each site's own last ``depth`` states, oldest first, for SOFT/HARD and flapping.
+
+    Per site, not per run: runs over other provinces must not push a site's history out.
+    """
+    if not site_ids:
         return {}
     wanted = set(site_ids)
     history: dict[str, list[str]] = {}
-    rows = db.query(f"SELECT site_id, state FROM rollcall_results WHERE run_id IN ({', '.join('?' for _ in runs)}) "
-                    "ORDER BY run_id", runs)
+    rows = db.query(
+        "SELECT site_id, state FROM (SELECT site_id, state, run_id, ROW_NUMBER() OVER "
+        "(PARTITION BY site_id ORDER BY run_id DESC) AS n FROM rollcall_results) AS recent "
+        "WHERE n <= ? ORDER BY run_id", (depth,))
     for site_id, state in rows:
         if site_id in wanted:
             history.setdefault(site_id, []).append(state)

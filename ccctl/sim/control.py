@@ -72,13 +72,13 @@ def sim_dir(home: Path) -> Path:
 
 
 def _alive(pid: int) -> bool:
+    """True while ``pid`` is one of our simulator workers (a reused pid is not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return b"ccctl.sim.worker" in cmdline and status.split(") ", 1)[-1][:1] != "Z"
 
 
 def read_state(home: Path) -> dict[str, Any] | None:
@@ -173,7 +173,10 @@ def stop_fleet(home: Path) -> int:
         return 0
     alive = state["alive"]
     for pid in alive:
-        os.kill(pid, signal.SIGTERM)
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
     deadline = time.monotonic() + STOP_TIMEOUT_S
     for pid in alive:
         while _alive(pid) and time.monotonic() < deadline:
@@ -183,6 +186,9 @@ def stop_fleet(home: Path) -> int:
                 pass
             time.sleep(0.05)  # polling another session's process: no handle to wait on
         if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     (sim_dir(home) / "state.json").unlink()
     return len(alive)
