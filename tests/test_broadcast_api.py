@@ -108,3 +108,21 @@ def test_remote_candidates_outside_the_media_network_are_dropped() -> None:
     kept = keep_candidates(offer, "127.0.0.0/8")
     assert "127.0.0.1 5000" in kept and "192.168.1.5" not in kept and ".local" not in kept
     assert kept.endswith("m=video 9 UDP/TLS/RTP/SAVPF 96\r\n")
+
+
+def test_numbered_references(units_db: Database) -> None:
+    from ccctl.errors import NotFound
+    from ccctl.rollcall.history import resolve_run
+
+    with pytest.raises(NotFound, match="there is no roll-call yet"):
+        resolve_run(units_db, None)
+    with pytest.raises(NotFound, match="there is no broadcast yet"):
+        state.resolve_broadcast(units_db, "latest")
+    first = state.start_broadcast(units_db, "A", "testsrc", {})
+    state.end_broadcast(units_db, first)
+    second = state.start_broadcast(units_db, "B", "testsrc", {})
+    assert state.resolve_broadcast(units_db, None) == second
+    assert state.resolve_broadcast(units_db, "previous") == first
+    assert state.resolve_broadcast(units_db, str(first)) == first
+    with pytest.raises(NotFound, match="no broadcast 'x'"):
+        state.resolve_broadcast(units_db, "x")

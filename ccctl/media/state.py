@@ -11,8 +11,8 @@ import json
 import time
 from typing import Any
 
-from ccctl.errors import NotFound
 from ccctl.registry.db import Database
+from ccctl.registry.refs import resolve_ref
 
 
 def _insert_id(db: Database, sql: str, params: tuple[Any, ...]) -> int:
@@ -59,19 +59,8 @@ def record_event(db: Database, broadcast_id: int, site_id: str, kind: str, detai
 
 
 def resolve_broadcast(db: Database, ref: str | int | None) -> int:
-    """A broadcast id from a number or ``latest``/None."""
-    if ref in (None, "latest"):
-        rows = db.query("SELECT id FROM broadcasts ORDER BY id DESC LIMIT 1")
-        if not rows:
-            raise NotFound("no broadcast has been started yet")
-        return int(rows[0][0])
-    try:
-        bid = int(ref)  # type: ignore[arg-type]
-    except ValueError:
-        raise NotFound(f"no broadcast {ref!r}") from None
-    if not db.query("SELECT 1 FROM broadcasts WHERE id = ?", (bid,)):
-        raise NotFound(f"no broadcast {bid}")
-    return bid
+    """A broadcast id from a number, ``latest``/None or ``previous``."""
+    return resolve_ref(db, "broadcasts", ref, "broadcast")
 
 
 def attendance(db: Database, broadcast_id: int) -> list[dict[str, Any]]:

@@ -12,9 +12,9 @@ import time
 from collections import Counter
 from typing import Any
 
-from ccctl.errors import NotFound
 from ccctl.models import CheckResult, CheckState
 from ccctl.registry.db import Database
+from ccctl.registry.refs import resolve_ref
 
 FLUSH_S = 0.25
 FLUSH_ROWS = 500
@@ -105,19 +105,7 @@ def list_runs(db: Database, limit: int = 20) -> list[dict[str, Any]]:
 
 def resolve_run(db: Database, run: str | int | None) -> int:
     """A run id from ``RUN`` (a number, ``latest``/None, or ``previous``)."""
-    if run in (None, "latest", "previous"):
-        offset = 1 if run == "previous" else 0
-        rows = db.query("SELECT id FROM rollcall_runs ORDER BY id DESC LIMIT 1 OFFSET ?", (offset,))
-        if not rows:
-            raise NotFound("no roll-call has run yet" if not offset else "there is no previous roll-call")
-        return int(rows[0][0])
-    try:
-        run_id = int(run)  # type: ignore[arg-type]
-    except ValueError:
-        raise NotFound(f"no roll-call run {run!r} (give a number, latest or previous)") from None
-    if not db.query("SELECT 1 FROM rollcall_runs WHERE id = ?", (run_id,)):
-        raise NotFound(f"no roll-call run {run_id}")
-    return run_id
+    return resolve_ref(db, "rollcall_runs", run, "roll-call")
 
 
 def run_results(db: Database, run_id: int) -> list[dict[str, Any]]:
