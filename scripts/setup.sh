@@ -14,9 +14,12 @@ done
 extras=${1:-}
 spec="."
 [ -n "$extras" ] && spec=".[$extras]"
-set +o pipefail
-.venv/bin/python -m pip install -q --disable-pip-version-check -e "$spec" 2>&1 | grep -v '^WARNING: Location' >&2
-status=${PIPESTATUS[0]}
-set -o pipefail
-[ "$status" = 0 ] || { echo "setup: pip install failed (exit $status)" >&2; exit 1; }
+log=$(mktemp)
+if ! .venv/bin/python -m pip install -q --disable-pip-version-check -e "$spec" >"$log" 2>&1; then
+  grep -v '^WARNING: Location' "$log" >&2 || true
+  rm -f "$log"
+  echo "setup: pip install failed" >&2
+  exit 1
+fi
+rm -f "$log"
 .venv/bin/python -c 'import ccctl.cli' || { echo "setup: ccctl did not install" >&2; exit 1; }
