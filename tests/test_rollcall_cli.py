@@ -193,3 +193,12 @@ def test_repeat_rounds_are_separate_runs(fleet: Ccctl) -> None:
     assert result.exit_code == 0, result.stderr
     assert result.stdout.count("ROLLCALL OK - 2/2 ok") == 3
     assert [r["ok"] for r in fleet.json("rollcall", "list")] == [2, 2, 2]
+
+
+def test_media_stage_through_the_cli(fleet: Ccctl) -> None:
+    rows = fleet.json("rollcall", "run", "--site", "2021-31813", "--stages", "tcp,ssh,media", "--timeout", "5")
+    assert rows[0]["state"] == "OK" and rows[0]["stage"] == "media"
+    shown = fleet.json("rollcall", "show", "latest")[0]["facts"]
+    assert shown["media_loss_pct"] == 0 and shown["media_rtt_ms"] > 0 and shown["media_kbps"] > 0
+    bad = fleet("rollcall", "run", "--site", "2021-31813", "--stages", "media,tcp")
+    assert bad.exit_code == 3 and "Error: " in bad.stderr

@@ -59,7 +59,7 @@ def rollcall() -> None:
 
 @rollcall.command("run", epilog=__doc__.split("\n\n", 1)[1])
 @site_filter_options
-@click.option("--stages", metavar="LIST", help="Comma-separated, in order: tcp,ssh (media comes with the media core).")
+@click.option("--stages", metavar="LIST", help="Comma-separated, in order: tcp,ssh[,media] (media needs ssh before it).")
 @click.option("--concurrency", type=click.IntRange(1, 20000), help="Sites checked at once.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(0.05, 300), help="Seconds per stage.")
 @click.option("--retries", type=click.IntRange(0, 10), help="Retries before a failure counts as HARD.")
@@ -82,6 +82,7 @@ def run(obj: AppContext, stages: str | None, concurrency: int | None, timeout_s:
     """Check the selected sites; print per-site results (or, with --quiet, one line)."""
     from ccctl.registry.sites import select_sites
     from ccctl.rollcall.history import run_results
+    from ccctl.rollcall.runner import check_stages
     from ccctl.rollcall.session import options_from_config, run_lock, write_prometheus
     from ccctl.rollcall.session import rollcall as run_rounds
 
@@ -89,8 +90,10 @@ def run(obj: AppContext, stages: str | None, concurrency: int | None, timeout_s:
         config = obj.config
         rc = config.rollcall
         stage_list = tuple(s.strip() for s in (stages or rc.stages).split(",") if s.strip())
-        if not stage_list or any(s not in ("tcp", "ssh") for s in stage_list):
-            raise UsageError(f"--stages: use tcp and/or ssh (got {stages or rc.stages!r}); media needs the media core")
+        try:
+            check_stages(stage_list)
+        except ValueError as exc:
+            raise UsageError(f"--stages: {exc} (got {stages or rc.stages!r})") from None
         options = options_from_config(
             config, stages=stage_list, concurrency=concurrency, timeout_s=timeout_s, retries=retries,
             warn_pct=warn_pct, crit_pct=crit_pct, engine=engine, verify_host_keys=False if insecure else None)

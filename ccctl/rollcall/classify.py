@@ -23,15 +23,17 @@ class Thresholds:
     ``rtt_warn_ms`` applies to the network RTT (see ``link_rtt_ms``); ``exec_warn_ms``
     to how long ``ccctl-diag`` took (the ``ssh_exec_ms`` fact), which is loose by
     default because it also holds our own event loop's lag under load.
-    ``loss_warn_pct`` and ``min_bandwidth_kbps`` apply to ``loss_pct`` and
-    ``bandwidth_kbps`` facts once the media stage reports them; None disables a check.
+    ``loss_warn_pct`` and ``min_bandwidth_kbps`` apply to the media stage's
+    ``media_loss_pct`` and ``media_kbps`` facts (or plain ``loss_pct`` and
+    ``bandwidth_kbps``); 300 kbps is about the least one low-tier stream needs. None
+    disables a check.
     """
 
     rtt_warn_ms: float = 300.0
     exec_warn_ms: float | None = 2000.0
     disk_min_free_pct: float = 5.0
     loss_warn_pct: float | None = 2.0
-    min_bandwidth_kbps: float | None = None
+    min_bandwidth_kbps: float | None = 300.0
     require_camera: bool = True
     require_microphone: bool = True
 
@@ -65,10 +67,10 @@ def degradations(facts: dict[str, Any], rtt_ms: float | None, thresholds: Thresh
     disk = _number(facts.get("disk_free_pct"))
     if disk is not None and disk < thresholds.disk_min_free_pct:
         reasons.append(f"disk nearly full ({disk:g}% free)")
-    loss = _number(facts.get("loss_pct"))
+    loss = _number(facts.get("media_loss_pct", facts.get("loss_pct")))
     if thresholds.loss_warn_pct is not None and loss is not None and loss > thresholds.loss_warn_pct:
         reasons.append(f"packet loss {loss:g}% > {thresholds.loss_warn_pct:g}%")
-    bandwidth = _number(facts.get("bandwidth_kbps"))
+    bandwidth = _number(facts.get("media_kbps", facts.get("bandwidth_kbps")))
     if (
         thresholds.min_bandwidth_kbps is not None
         and bandwidth is not None

@@ -19,6 +19,7 @@ from typing import TypeVar
 from ccctl.models import CheckResult, CheckState, Endpoint
 from ccctl.rollcall import fastssh
 from ccctl.rollcall.classify import DEFAULT_THRESHOLDS, Thresholds, classify, link_rtt_ms
+from ccctl.rollcall.mediaprobe import media_probe
 from ccctl.rollcall.pool import ClientKey, ConnectionPool, exec_command
 from ccctl.rollcall.probes import ProbeOutcome, describe_error, ssh_probe, tcp_probe
 from ccctl.rollcall.state import StateTracker
@@ -26,7 +27,7 @@ from ccctl.rollcall.state import StateTracker
 T = TypeVar("T")
 
 #: Stages a roll-call knows, in the order they make sense.
-KNOWN_STAGES = ("tcp", "ssh")
+KNOWN_STAGES = ("tcp", "ssh", "media")
 
 NO_ENDPOINT = "no endpoint configured"
 
@@ -80,18 +81,21 @@ async def _run_stages(
     The TCP handshake RTT is kept in the facts as ``tcp_rtt_ms`` (the SSH stage adds
     ``ssh_exec_ms`` itself), so the registry holds every stage's timing. With the
     ``libssh2`` engine and no pool, a cold check runs in C (``fastssh``); tcp+ssh then share
-    one connection.
+    one connection, and a media stage after them runs on asyncssh. The media stage keeps
+    the SSH stage's facts and adds its own (``media_*``).
     """
-    if engine == "libssh2" and pool is None:
-        if tuple(stages) == ("tcp", "ssh"):
-            return await fastssh.fast_tcp_ssh_probe(endpoint, timeout, client_key)
-    outcome = ProbeOutcome(CheckState.OK)
-    stage = ""
+    if engine == "libssh2" and pool is None and tuple(stages[:2]) == ("tcp", "ssh"):
+        outcome, stage = await fastssh.fast_tcp_ssh_probe(endpoint, timeout, client_key)
+        rest = stages[2:]
+    else:
+        outcome, stage, rest = ProbeOutcome(CheckState.OK), "", stages
     tcp_rtt: float | None = None
-    for stage in stages:
+    for stage in rest if outcome.state is CheckState.OK else ():
         if stage == "tcp":
             outcome = await tcp_probe(endpoint, timeout)
             tcp_rtt = outcome.rtt_ms
+        elif stage == "media":  # always on asyncssh: the libssh2 engine has no channel API here
+            outcome = _after(outcome, await media_probe(endpoint, timeout, client_key, pool))
         elif engine == "libssh2" and pool is None:
             outcome = await fastssh.fast_ssh_probe(endpoint, timeout, client_key)
         else:  # "ssh"; validated by the caller
@@ -101,6 +105,23 @@ async def _run_stages(
     if tcp_rtt is not None:
         outcome.facts = {**outcome.facts, "tcp_rtt_ms": round(tcp_rtt, 3)}
     return outcome, stage
+
+
+def _after(before: ProbeOutcome, media: ProbeOutcome) -> ProbeOutcome:
+    """The media outcome carrying the SSH stage's facts, and its kernel RTT if media has none."""
+    media.facts = {**before.facts, **media.facts}
+    if media.net_rtt_ms is None:
+        media.net_rtt_ms = before.net_rtt_ms
+    return media
+
+
+def check_stages(stages: Sequence[str]) -> None:
+    """Raise ValueError unless ``stages`` are known and media, if asked, follows ssh."""
+    unknown = [s for s in stages if s not in KNOWN_STAGES]
+    if unknown or not stages:
+        raise ValueError(f"unknown roll-call stages {unknown}; known: {', '.join(KNOWN_STAGES)}")
+    if "media" in stages and ("ssh" not in stages or stages.index("ssh") > stages.index("media")):
+        raise ValueError("the media stage needs the ssh stage before it (signalling runs over SSH)")
 
 
 async def run_rollcall(
@@ -136,9 +157,7 @@ async def run_rollcall(
         raise ValueError(f"unknown SSH engine {engine!r}; known: {', '.join(ENGINES)}")
     if engine == "libssh2" and (why := fastssh.available()) is not None:
         raise ValueError(f"the libssh2 engine is not available: {why}")
-    unknown = [s for s in stages if s not in KNOWN_STAGES]
-    if unknown or not stages:
-        raise ValueError(f"unknown roll-call stages {unknown}; known: {', '.join(KNOWN_STAGES)}")
+    check_stages(stages)
     per_site = site_timeout if site_timeout is not None else timeout * len(stages) + 1.0
     tracker = tracker or StateTracker(retries=retries)
     past = history or {}

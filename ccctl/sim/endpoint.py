@@ -19,9 +19,12 @@ from typing import Any
 import asyncssh
 
 from ccctl.sim.faults import AUTHFAIL, DISKFULL, FLAP, NOCAM, NOMIC, Fault
+from ccctl.sim.mediaprobe import answer_media_probe
 
 AGENT_VERSION = "1.4.2"
 DIAG_COMMAND = "ccctl-diag"
+#: The agent's WebRTC side of the roll-call's media stage (see ``ccctl.sim.mediaprobe``).
+MEDIA_COMMAND = "ccctl-media-probe"
 #: The agent's long-lived form: one JSON line of facts per line read from stdin, until EOF.
 SERVE_FLAG = "--serve"
 MAX_SLEEP_S = 30.0
@@ -240,6 +243,8 @@ async def _exec(process: asyncssh.SSHServerProcess[str], endpoint: SimEndpoint,
             return 0
         process.stdout.write(json.dumps(diagnostics(site_id, endpoint.spec.fault)) + "\n")
         return 0
+    if name == MEDIA_COMMAND:
+        return await answer_media_probe(process, site_id, endpoint.spec.host, endpoint.spec.fault)
     if name == "echo":
         process.stdout.write(" ".join(args) + "\n")
         return 0
