@@ -35,7 +35,11 @@ async def _ccctl(p: dict[str, Any], warm: bool, engine: str = "asyncssh") -> tup
     from ccctl.rollcall.pool import ConnectionPool
     from ccctl.rollcall.runner import run_rollcall
 
-    targets = [(f"s{i}", Endpoint(p["host"], p["port"], p["user"], p["host_key"], p["key"])) for i in range(p["n"])]
+    if "boxes" in p:  # one sshd per site: every site gets its own pooled connection
+        targets = [(f"s{i}", Endpoint(b["host"], b["port"], p["user"], b["host_key"], p["key"]))
+                   for i, b in enumerate(p["boxes"])]
+    else:
+        targets = [(f"s{i}", Endpoint(p["host"], p["port"], p["user"], p["host_key"], p["key"])) for i in range(p["n"])]
     pool = ConnectionPool() if warm else None
     if warm:  # the first round opens the pooled connections; the second is the figure
         await run_rollcall(targets, stages=("ssh",), concurrency=p["concurrency"], timeout=30, pool=pool)
@@ -89,7 +93,7 @@ def main() -> None:
         cpu, ok = asyncio.run(_ccctl(params, warm=False, engine="libssh2"))
     elif tool == "ccctl-cold-asyncssh":
         cpu, ok = asyncio.run(_ccctl(params, warm=False))
-    elif tool == "ccctl-warm":
+    elif tool in ("ccctl-warm", "ccctl-warm-boxes"):
         cpu, ok = asyncio.run(_ccctl(params, warm=True))
     elif tool == "asyncssh":
         cpu, ok = asyncio.run(_asyncssh(params))

@@ -150,6 +150,24 @@ def _ansible_raw(params: dict[str, Any], tmp: Path) -> tuple[float, int] | str:
     return cpu, proc.stdout.count("agent_version")
 
 
+def _warm_one_sshd_per_site(boxes: int, tmp: Path, public: str,
+                            params: dict[str, Any]) -> tuple[float, int, int] | None:
+    """Warm rounds where every site is its own sshd (own pooled connection and serve session)."""
+    from contextlib import ExitStack
+
+    from ccctl.sim.sshd import SshdServer
+
+    with ExitStack() as stack:
+        servers = [stack.enter_context(SshdServer(tmp / f"box{i}", [public], site_id=f"box{i}")) for i in range(boxes)]
+        multi = {**params, "boxes": [{"host": s.host, "port": s.port, "host_key": s.host_key} for s in servers]}
+        multi_file = tmp / "params-boxes.json"
+        multi_file.write_text(json.dumps(multi))
+        outcome = _peer("ccctl-warm-boxes", multi_file)
+    if isinstance(outcome, str):
+        return None
+    return outcome[0], outcome[1], boxes
+
+
 def against_sshd(n: int, peers: bool, rows: list[Row]) -> None:
     """Part 3: client CPU per login against one real sshd, ccctl beside the peer tools."""
     from ccctl.sim.sshd import SshdServer, sshd_available
@@ -178,6 +196,13 @@ def against_sshd(n: int, peers: bool, rows: list[Row]) -> None:
                           ("ansible -m raw", lambda: _ansible_raw(params, tmp))]
             figures: dict[str, float] = {}
             for name, run in tools:
+                if name == "ccctl warm (pooled, one shared connection)":
+                    per_box = _warm_one_sshd_per_site(min(n, 100), tmp, public, params)
+                    if per_box is not None:
+                        cpu, ok, boxes = per_box
+                        figures["ccctl warm, one sshd per site"] = cpu / boxes * 1000
+                        rows.append((f"ccctl warm, one sshd per site, {boxes} sites ({ok} ok)",
+                                     f"{cpu / boxes * 1000:.2f} ms", "client CPU/site"))
                 outcome = run()
                 if isinstance(outcome, str):
                     rows.append((f"{name}, {n} logins to real sshd", "n/a", outcome))
@@ -190,6 +215,7 @@ def against_sshd(n: int, peers: bool, rows: list[Row]) -> None:
                 for name, target in (("ccctl cold (tcp+ssh+diag+classify)", "<= 0.5x"),
                                      ("ccctl cold, asyncssh engine", ""),
                                      ("ccctl warm (pooled, one shared connection)", "<= 0.1x"),
+                                     ("ccctl warm, one sshd per site", "<= 0.1x"),
                                      ("bare asyncssh loop", ""), ("OpenSSH ssh via xargs -P", ""),
                                      ("ansible -m raw", "")):
                     if name in figures:
