@@ -163,7 +163,7 @@ def test_killed_run_keeps_results_already_taken(fleet: Ccctl) -> None:
                                 "WHERE u.status = 'running'")
                 if rows[0][0] == 3:
                     break
-                time.sleep(0.05)
+                time.sleep(0.05)  # another process writes the rows: nothing to wait on but the table
             proc.send_signal(sig)
             proc.wait(30)
             run = db.query_dicts("SELECT id, status FROM rollcall_runs ORDER BY id DESC LIMIT 1")[0]

@@ -76,7 +76,7 @@ async def test_stop_wakes_a_waiting_recv_and_leaves_the_feed() -> None:
     feed = Feed("low", "video")
     track = feed.open()
     pending = asyncio.ensure_future(track.recv())
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one yield so recv() is waiting before stop(), not a timing guess
     track.stop()
     with pytest.raises(MediaStreamError):
         await asyncio.wait_for(pending, 5)
