@@ -90,6 +90,12 @@ def test_broadcast_to_a_site_end_to_end(server: Ccctl) -> None:
         with pytest.raises(urllib.error.HTTPError) as refused:  # px-1's token cannot join as bn-1
             await _join(links["bn-1"]["whep_url"], links["px-1"]["token"])
         assert refused.value.code == 401
+        revoked = await asyncio.to_thread(server, "broadcast", "revoke", "bn-1")
+        assert revoked.exit_code == 0 and "ended bn-1's live session" in revoked.stderr
+        assert server.json("broadcast", "status") == []
+        with pytest.raises(urllib.error.HTTPError) as stale:  # the old token no longer joins
+            await _join(links["bn-1"]["whep_url"], links["bn-1"]["token"])
+        assert stale.value.code == 401
         await pc.close()
 
     asyncio.run(scenario())

@@ -85,13 +85,21 @@ def links(obj: AppContext, fmt: str | None, as_json: bool, as_csv: bool, **kwarg
 @click.argument("site_id")
 @click.pass_obj
 def revoke(obj: AppContext, site_id: str) -> None:
-    """Invalidate a site's token: its old links stop working; `links` prints the new one."""
+    """Invalidate a site's token: its old links stop working and its live session is cut;
+    `links` prints the new one."""
+    from urllib.parse import quote
+
     from ccctl.media.tokens import revoke as revoke_token
     from ccctl.registry.sites import get_site
 
     get_site(obj.db, site_id)
     gen = revoke_token(obj.db, site_id)
     say(f"revoked the tokens of {site_id}; generation is now {gen}")
+    client = _client(obj)
+    if client.alive():
+        ended = client.call("DELETE", f"/api/sites/{quote(site_id, safe='')}/session")["sessions_ended"]
+        if ended:
+            say(f"ended {site_id}'s live session")
 
 
 @broadcast.command("attendance")

@@ -4,6 +4,7 @@ Routes (all media and control routes need a token; only ``/healthz`` is open):
 - ``GET /healthz``: liveness and the live broadcast's id.
 - ``GET /metrics`` (control token): Prometheus text.
 - ``POST|GET|DELETE /api/broadcast`` (control token): start, status, stop.
+- ``DELETE /api/sites/{site}/session`` (control token): end that site's live session.
 - ``POST /whep/{site}`` (that site's token): WHEP offer -> 201 answer with Location and ETag;
   ``DELETE /whep/{site}/{session}`` leaves; ``OPTIONS`` answers CORS preflight.
 - ``GET /join/{site}?t=TOKEN``: the join page a site opens in a browser.
@@ -174,6 +175,16 @@ class Server:
             raise web.HTTPNotFound(text="no such session\n", headers=CORS)
         return web.Response(status=200, headers=CORS)
 
+    async def disconnect_site(self, request: web.Request) -> web.Response:
+        """End a site's live session (after its token was revoked, say); control token."""
+        self._require_control(request)
+        site_id = request.match_info["site"]
+        ended = 0
+        if self.core is not None:
+            for session in [s for s in self.core.sessions() if s.site_id == site_id]:
+                ended += int(await self.core.unsubscribe(session.session_id))
+        return web.json_response({"site_id": site_id, "sessions_ended": ended})
+
     async def preflight(self, request: web.Request) -> web.Response:
         return web.Response(status=204, headers={**CORS, "Accept-Post": "application/sdp"})
 
@@ -223,6 +234,7 @@ def create_app(db_url: str, home: Path, core_factory: Any = None, media_network:
     app.router.add_post("/whep/{site}", server.whep_offer)
     app.router.add_route("OPTIONS", "/whep/{site}", server.preflight)
     app.router.add_delete("/whep/{site}/{session}", server.whep_delete)
+    app.router.add_delete("/api/sites/{site}/session", server.disconnect_site)
     app.router.add_route("OPTIONS", "/whep/{site}/{session}", server.preflight)
     app.router.add_get("/join/{site}", server.join_page)
 
