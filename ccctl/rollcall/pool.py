@@ -261,6 +261,18 @@ class ConnectionPool:
         """The pool key of an endpoint."""
         return (endpoint.host, endpoint.port, endpoint.user)
 
+    def live_rtt_ms(self, endpoint: Endpoint) -> float | None:
+        """The kernel RTT of a live, verified pooled connection to ``endpoint``, else None.
+
+        A warm round uses it instead of a fresh TCP connect: the open connection, kept
+        under SSH keepalives, already proves the endpoint reachable.
+        """
+        entry = self._entries.get(self.key(endpoint))
+        if entry is None or entry.conn.is_closed() or entry.verify != _verify_spec(endpoint):
+            return None
+        rtt = kernel_rtt_ms(entry.sock)
+        return rtt if rtt is not None else 0.0
+
     async def acquire(
         self, endpoint: Endpoint, *, timeout: float, client_key: ClientKey = None
     ) -> tuple[asyncssh.SSHClientConnection, bool]:

@@ -92,6 +92,10 @@ async def _run_stages(
     tcp_rtt: float | None = None
     for stage in rest if outcome.state is CheckState.OK else ():
         if stage == "tcp":
+            pooled_rtt = pool.live_rtt_ms(endpoint) if pool is not None else None
+            if pooled_rtt is not None:  # warm: the open SSH connection proves reachability
+                outcome, tcp_rtt = ProbeOutcome(CheckState.OK, rtt_ms=pooled_rtt), pooled_rtt
+                continue
             outcome = await tcp_probe(endpoint, timeout)
             tcp_rtt = outcome.rtt_ms
         elif stage == "media":  # always on asyncssh: the libssh2 engine has no channel API here
