@@ -20,8 +20,3 @@ def fold(text: str) -> str:
     stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return _SPACES.sub(" ", stripped.lower()).strip()
 
-
-def matches(query: str, *texts: str | None) -> bool:
-    """True when every word of the folded query occurs in the folded texts."""
-    haystack = " ".join(fold(t) for t in texts if t)
-    return all(word in haystack for word in fold(query).split())

@@ -21,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from ccctl.cli import AppContext, cli
+from ccctl.keys import ensure_client_key
 from ccctl.models import CheckResult, CheckState, Endpoint
 from ccctl.rollcall.pool import ConnectionPool
 from ccctl.rollcall.probes import DIAG_COMMAND, SERVE_COMMAND
@@ -38,14 +39,6 @@ def needs_sshd(func: F) -> F:
     skip = pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or "")
     return pytest.mark.sshd(skip(func))  # type: ignore[no-any-return]
 
-
-def _write_key(path: Path) -> tuple[Path, str]:
-    """A fresh ed25519 login key at ``path`` (0600) and its OpenSSH public line."""
-    key = asyncssh.generate_private_key("ssh-ed25519")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(key.export_private_key("openssh"))
-    return path, key.export_public_key("openssh").decode().strip()
 
 
 def _alive(pid: int) -> bool:
@@ -81,7 +74,8 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
     if UNAVAILABLE is not None:
         pytest.skip(UNAVAILABLE)
     base = tmp_path_factory.mktemp("sshd")
-    key_path, public = _write_key(base / "client_key")
+    key_path = base / "client_key"
+    public = ensure_client_key(base / "client_key")
     with SshdServer(base / "state", [public], site_id=SITE) as server:
         yield Box(server, key_path)
 
@@ -108,7 +102,8 @@ def test_ok_with_facts_from_real_sshd(box: Box) -> None:
 
 @needs_sshd
 def test_unauthorized_key_is_auth_failed(box: Box, tmp_path: Path) -> None:
-    stranger, _public = _write_key(tmp_path / "stranger")
+    stranger = tmp_path / "stranger"
+    _public = ensure_client_key(tmp_path / "stranger")
     result = _rollcall(box.endpoint(key_path=stranger), stranger)
     assert result.state is CheckState.AUTH_FAILED, result.reason
     assert result.stage == "ssh" and not result.facts.get("site_id")
@@ -190,7 +185,8 @@ def test_killed_serve_session_is_replaced_on_the_same_connection(box: Box) -> No
 
 @needs_sshd
 def test_old_agent_without_serve_falls_back_to_exec(tmp_path: Path) -> None:
-    key_path, public = _write_key(tmp_path / "key")
+    key_path = tmp_path / "key"
+    public = ensure_client_key(tmp_path / "key")
     with SshdServer(tmp_path / "state", [public], site_id=SITE, serve=False) as server:
         endpoint = Endpoint(server.host, server.port, server.user, server.host_key, str(key_path))
         results = _pooled_rounds(endpoint, 3)
@@ -257,7 +253,8 @@ def test_start_failure_reports_sshd_stderr(tmp_path: Path) -> None:
 
 @needs_sshd
 def test_stop_ends_sshd_and_running_sessions(tmp_path: Path) -> None:
-    key_path, public = _write_key(tmp_path / "key")
+    key_path = tmp_path / "key"
+    public = ensure_client_key(tmp_path / "key")
     server = SshdServer(tmp_path / "state", [public]).start()
 
     async def session_then_stop() -> list[int]:

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from ccctl.cli import AppContext
+from ccctl.output import FORMATS
 from ccctl.registry.sites import SiteFilter
 
 F = Callable[..., Any]
@@ -18,7 +19,7 @@ def format_options(func: F) -> F:
 
     func = click.option("--csv", "as_csv", is_flag=True, help="Shorthand for --format csv.")(func)
     func = click.option("--json", "as_json", is_flag=True, help="Shorthand for --format json.")(func)
-    func = click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default=None,
+    func = click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
                         help="Output format (default: table, or output.format in the config).")(func)
     return func
 

@@ -369,11 +369,6 @@ def generate_sites(db: Database, scheme: str, provinces: Iterable[str]) -> tuple
     return len(new), len(communes) - len(new)
 
 
-def count_sites(db: Database) -> int:
-    """How many sites the registry holds."""
-    return int(db.query("SELECT COUNT(*) FROM sites")[0][0])
-
-
 def site_summary(db: Database, by: str = "province") -> list[dict[str, Any]]:
     """Sites per province (or district): counts, enabled and with an endpoint."""
     if by not in ("province", "district"):

@@ -227,12 +227,6 @@ def list_units(db: Database, scheme: str | None = None, level: str | None = None
     return db.query_dicts(f"SELECT {_COLUMNS} FROM units WHERE {' AND '.join(where)} ORDER BY {order}", params)
 
 
-def get_unit(db: Database, scheme: str, code: str) -> dict[str, Any] | None:
-    """One unit by scheme and code (codes are unique per scheme across levels)."""
-    rows = db.query_dicts(f"SELECT {_COLUMNS} FROM units WHERE scheme = ? AND code = ?", (scheme, code))
-    return rows[0] if rows else None
-
-
 def map_unit(db: Database, code: str, from_scheme: str | None = None) -> list[dict[str, Any]]:
     """A 2021 commune's 2025 successors, or a 2025 commune's 2021 predecessors.
 

@@ -19,6 +19,7 @@ import asyncssh
 import pytest
 import pytest_asyncio
 
+from ccctl.keys import ensure_client_key
 from ccctl.models import CheckState, Endpoint
 from ccctl.rollcall.fastssh import available, fast_ssh_probe, fast_tcp_ssh_probe
 from ccctl.rollcall.probes import EXEC_FACT
@@ -37,14 +38,6 @@ needs_sshd = pytest.mark.skipif(NO_SSHD is not None, reason=NO_SSHD or "")
 SITE = "2021-26740"
 FLEET_BASE = 210_000  # loopback addresses apart from tests/sim's fleet and any demo fleet
 
-
-def _write_key(path: Path, kind: str = "ssh-ed25519") -> tuple[str, str]:
-    """A fresh login key at ``path`` (0600): (its path, its OpenSSH public line)."""
-    key = asyncssh.generate_private_key(kind)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(key.export_private_key("openssh"))
-    return str(path), key.export_public_key("openssh").decode().strip()
 
 
 def _stranger_host_key() -> str:
@@ -70,8 +63,10 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     if NO_SSHD is not None:
         pytest.skip(NO_SSHD)
     base = tmp_path_factory.mktemp("fastssh-sshd")
-    key_path, public = _write_key(base / "client_key")
-    stranger, _ = _write_key(base / "stranger_key")
+    key_path = str(base / "client_key")
+    public = ensure_client_key(base / "client_key")
+    stranger = str(base / "stranger_key")
+    ensure_client_key(base / "stranger_key")
     with SshdServer(base / "state", [public], site_id=SITE) as server:
         endpoint = Endpoint(server.host, server.port, server.user, server.host_key, key_path)
         yield Sshd(server, endpoint, stranger)
@@ -282,7 +277,8 @@ class SimFleet:
 @pytest_asyncio.fixture
 async def sim(tmp_path: Path) -> AsyncIterator[SimFleet]:
     """A small fleet on its own loopback addresses, closed after the test."""
-    key_path, public = _write_key(tmp_path / "client_key")
+    key_path = str(tmp_path / "client_key")
+    public = ensure_client_key(tmp_path / "client_key")
     specs = [SimEndpointSpec(site, loopback_address(FLEET_BASE + i), 0, fault)
              for i, (site, fault) in enumerate(FLEET_SITES.items())]
     async with Fleet(specs, public, tmp_path / "fleet") as fleet:
