@@ -19,6 +19,7 @@ from ccctl.registry.refs import resolve_ref
 FLUSH_S = 0.25
 FLUSH_ROWS = 500
 HISTORY_DEPTH = 10
+HISTORY_RUNS = 500  # runs looked back over for a site's history
 
 
 class RunRecorder:
@@ -72,16 +73,20 @@ class RunRecorder:
 def recent_states(db: Database, site_ids: list[str], depth: int = HISTORY_DEPTH) -> dict[str, list[str]]:
     """Each site's own last ``depth`` states, oldest first, for SOFT/HARD and flapping.
 
-    Per site, not per run: runs over other provinces must not push a site's history out.
+    Per site, not per run: runs over other provinces must not push a site's history out
+    (within the last ``HISTORY_RUNS`` runs).
     """
     if not site_ids:
         return {}
     wanted = set(site_ids)
     history: dict[str, list[str]] = {}
+    # Only the last HISTORY_RUNS runs are scanned, so the cost stays flat as history grows
+    # (cron every few minutes over 10,000 sites adds millions of rows a day).
     rows = db.query(
         "SELECT site_id, state FROM (SELECT site_id, state, run_id, ROW_NUMBER() OVER "
-        "(PARTITION BY site_id ORDER BY run_id DESC) AS n FROM rollcall_results) AS recent "
-        "WHERE n <= ? ORDER BY run_id", (depth,))
+        "(PARTITION BY site_id ORDER BY run_id DESC) AS n FROM rollcall_results "
+        "WHERE run_id > (SELECT COALESCE(MAX(id), 0) FROM rollcall_runs) - ?) AS recent "
+        "WHERE n <= ? ORDER BY run_id", (HISTORY_RUNS, depth))
     for site_id, state in rows:
         if site_id in wanted:
             history.setdefault(site_id, []).append(state)
