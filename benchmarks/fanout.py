@@ -1,14 +1,21 @@
-"""Fan-out figures: server CPU per RTP packet per subscriber of the media core.
+"""Fan-out figures: server CPU per RTP packet per subscriber, ccctl's tight path vs stock aiortc.
 
-Server (this process, pinned to CPU 0): MediaCore, testsrc, subscribers on the ``low`` tier
-(640x360 H.264 ~300 kbps + Opus). Clients (a child process pinned to CPU 1): N aiortc peers
-whose receivers only count RTP packets (no jitter buffer, no decode). N=0 first measures the
-program's own cost, which is subtracted to give the fan-out's share.
+Server (this process, pinned to CPU 0): MediaCore playing a generated clip (moving noise and a
+tone, hard enough to compress that the encoder runs at its cap; the test pattern alone compresses
+to ~0.15 Mbps), every subscriber on one tier of 640x360 H.264 capped at 630 kbps + 32 kbps Opus
+(about 0.66 Mbps and ~120 packets/s, the issue's reference rate).
+Receivers (a child process pinned to CPU 1): N real aiortc peers that count RTP at the
+socket (benchmarks/receivers.py: no decryption, no decoding). N=0 first measures the
+program's own cost (source, scale, encode, Opus), which is subtracted to give the fan-out's.
 
-    .venv/bin/python benchmarks/fanout.py [--quick] [N ...]     (default 0 20 100)
+    .venv/bin/python benchmarks/fanout.py [--quick] [--paths tight,stock] [N ...]   (default 0 100 300)
 
-Reference figures (the media issue): stock aiortc pass-through 31-54 us per packet per
-subscriber; target at least 300 subscribers per core at 0.66 Mbps. Loopback only.
+Per path and N it prints: server CPU, packets/s, the fan-out's us per packet per subscriber,
+subscribers per core at the measured rate, and two checks: ``sent`` (packets the core sent /
+packets it should have sent: every packet of the tier to every subscriber) and ``recv``
+(packets the receivers counted / packets sent). Reference (the media issue): stock aiortc
+31-54 us/pkt/sub; target at least 300 subscribers per core at 0.66 Mbps, goal 800 and at or
+above Janus in the same run. Loopback only.
 """
 
 from __future__ import annotations
@@ -18,13 +25,47 @@ import json
 import os
 import resource
 import sys
+import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
-from ccctl.media.net import pin_ice
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ccctl.media.net import pin_ice  # noqa: E402
+from ccctl.media.tiers import TierSpec  # noqa: E402
 
 pin_ice("127.0.0.1")  # both ends gather loopback candidates only
 
+TIERS = {"low": TierSpec("low", 640, 360, 630_000), "audio": TierSpec("audio")}
 WARMUP, WINDOW = 4.0, 10.0
+JOIN_TIMEOUT = 180.0
+SOURCE = "testsrc"  # main() replaces it with the generated clip
+
+
+def make_clip(path: Path, seconds: int = 8, fps: int = 25) -> None:
+    """A clip of moving noise over grey with a 440 Hz tone: the encoder cannot undercut its cap."""
+    import av
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "18"})
+        video.width, video.height, video.pix_fmt = 640, 360, "yuv420p"
+        audio = out.add_stream("aac", rate=48_000)
+        noise = rng.integers(16, 235, (360 * 3 // 2 * 2, 640), dtype=np.uint8)
+        for i in range(seconds * fps):
+            shift = (i * 7) % 360
+            frame = av.VideoFrame.from_ndarray(noise[shift:shift + 540], format="yuv420p")
+            out.mux(video.encode(frame))
+        t = np.arange(seconds * 48_000) / 48_000
+        tone = (np.sin(2 * np.pi * 440 * t) * 3000).astype(np.int16)
+        for k in range(0, len(tone) - 1024, 1024):
+            af = av.AudioFrame.from_ndarray(tone[k:k + 1024].reshape(1, -1), format="s16", layout="mono")
+            af.sample_rate = 48_000
+            out.mux(audio.encode(af))
+        out.mux(video.encode(None))
+        out.mux(audio.encode(None))
 
 
 def cpu() -> float:
@@ -34,15 +75,11 @@ def cpu() -> float:
 
 async def client(n: int) -> None:
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-    from aiortc.rtcrtpreceiver import RTCRtpReceiver
+
+    from benchmarks.receivers import install
 
     pin_ice("127.0.0.1")
-    counted = {"audio": 0, "video": 0}
-
-    async def count_only(self: RTCRtpReceiver, packet: object, arrival_time_ms: int) -> None:
-        counted[self._RTCRtpReceiver__kind] += 1  # type: ignore[attr-defined]
-
-    RTCRtpReceiver._handle_rtp_packet = count_only  # type: ignore[method-assign]
+    counts = install()
     reader = asyncio.StreamReader()
     await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     pcs = []
@@ -58,108 +95,149 @@ async def client(n: int) -> None:
     while True:
         line = (await reader.readline()).strip()
         if line == b"count":
-            print(json.dumps(counted), flush=True)
+            print(json.dumps(counts), flush=True)
         elif line in (b"quit", b""):
             break
     for pc in pcs:
         await pc.close()
 
 
-async def server(n: int) -> dict[str, float]:
+def sent_packets(core: Any) -> int:
+    """RTP packets sent to all subscribers: the forwarders' counters, or aiortc's senders'."""
+    total = 0
+    for session in core.sessions():
+        if session.forwarders is not None:
+            total += sum(f.packets for f in session.forwarders.values())
+            continue
+        for transceiver in (session.audio, session.video):
+            if transceiver is not None:
+                total += transceiver.sender._RTCRtpSender__packet_count
+    return total
+
+
+def made_packets(core: Any) -> int:
+    """RTP packets the tight path made per subscriber (each should reach every subscriber)."""
+    return int(core.program.feed("low").rtp_packets + core.program.audio_feed.rtp_packets)
+
+
+async def server(n: int, fanout: str) -> dict[str, Any]:
     from ccctl.media.core import MediaCore
 
-    core = MediaCore("testsrc")
+    core = MediaCore(SOURCE, tiers=TIERS, fanout=fanout)
     await core.start()
     if n == 0:
         return await baseline(core)
     proc = await asyncio.create_subprocess_exec(sys.executable, __file__, "--client", str(n),
                                                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
     assert proc.stdin and proc.stdout
+    t_join = time.monotonic()
     for _ in range(n):
         offer = json.loads(await proc.stdout.readline())
-        sid, answer = await core.subscribe(f"site-{offer['i']}", offer["sdp"], "low")
+        _, answer = await core.subscribe(f"site-{offer['i']}", offer["sdp"], "low")
         proc.stdin.write((json.dumps({"i": offer["i"], "sdp": answer}) + "\n").encode())
         await proc.stdin.drain()
-    deadline = time.monotonic() + 60
-    while any(r["state"] != "connected" for r in await core.stats()):  # bounded poll
+    deadline = time.monotonic() + JOIN_TIMEOUT
+    while sum(s.connected_at is not None for s in core.sessions()) < n:  # bounded poll
         if time.monotonic() > deadline:
-            raise SystemExit("peers did not connect within 60 s")
+            raise SystemExit(f"peers did not connect within {JOIN_TIMEOUT:.0f} s")
         await asyncio.sleep(0.2)
+    joined_s = time.monotonic() - t_join
     await asyncio.sleep(WARMUP)  # the measurement's warm-up, not a synchronisation
 
-    async def sample() -> tuple[float, int, int, dict[str, int]]:
-        rows = await core.stats()
+    async def sample() -> tuple[float, int, int, int, int]:
         proc.stdin.write(b"count\n")
         await proc.stdin.drain()
         got = json.loads(await proc.stdout.readline())
-        return cpu(), sum(r["packets_sent"] for r in rows), core.program_stats()["low"]["frames_encoded"], got
+        return cpu(), sent_packets(core), made_packets(core), got["packets"], got["bytes"]
 
-    c0, p0, e0, g0 = await sample()
+    c0, s0, m0, r0, b0 = await sample()
     t0 = time.monotonic()
     await asyncio.sleep(WINDOW)  # the measurement window
-    c1, p1, e1, g1 = await sample()
+    c1, s1, m1, r1, b1 = await sample()
     dt = time.monotonic() - t0
+    encoded = core.program_stats()["low"]["frames_encoded"]
     proc.stdin.write(b"quit\n")
     await proc.stdin.drain()
     await proc.wait()
     await core.close()
-    packets = p1 - p0
-    received = sum(g1.values()) - sum(g0.values())
-    return {"n": n, "cpu_s_per_s": (c1 - c0) / dt, "pkts_per_s": packets / dt,
-            "pkts_per_s_per_sub": packets / dt / n, "us_per_pkt": (c1 - c0) / packets * 1e6,
-            "fps_encoded": (e1 - e0) / dt, "delivered_ratio": received / packets if packets else 0.0}
+    sent = s1 - s0
+    return {"n": n, "path": fanout, "joined_s": joined_s, "cpu_s_per_s": (c1 - c0) / dt, "pkts_per_s": sent / dt,
+            "mbps_per_sub": (b1 - b0) * 8 / dt / n / 1e6, "fps_encoded": encoded / (time.monotonic() - t_join),
+            "sent_ratio": sent / ((m1 - m0) * n) if fanout == "tight" and m1 > m0 else None,
+            "recv_ratio": (r1 - r0) / sent if sent else 0.0}
 
 
-async def baseline(core: object) -> dict[str, float]:
-    """No peers: the program's own cost (testsrc 720p, scale, one low encode, Opus) per frame."""
-    program = core.program  # type: ignore[attr-defined]
+async def baseline(core: Any) -> dict[str, Any]:
+    """No peers: the program's own cost (testsrc, one encode, Opus) per second and per frame."""
+    program = core.program
     tracks = [program.open_track("low", "video"), program.open_track("low", "audio")]
 
-    async def drain(track: object) -> None:
+    async def drain(track: Any) -> None:
         while True:
-            await track.recv()  # type: ignore[attr-defined]
+            await track.recv()
 
     tasks = [asyncio.create_task(drain(t)) for t in tracks]
-    await asyncio.sleep(WARMUP)
+    await asyncio.sleep(WARMUP)  # warm-up, then the window: measurement, not synchronisation
     c0, e0, t0 = cpu(), program.stats()["low"]["frames_encoded"], time.monotonic()
     await asyncio.sleep(WINDOW)
     c1, e1, dt = cpu(), program.stats()["low"]["frames_encoded"], time.monotonic() - t0
     for t in tasks:
         t.cancel()
-    await core.close()  # type: ignore[attr-defined]
-    return {"n": 0, "cpu_s_per_s": (c1 - c0) / dt, "fps_encoded": (e1 - e0) / dt,
-            "cpu_per_frame": (c1 - c0) / (e1 - e0)}
+    await core.close()
+    return {"n": 0, "cpu_s_per_s": (c1 - c0) / dt, "fps_encoded": (e1 - e0) / dt, "cpu_per_frame": (c1 - c0) / (e1 - e0)}
+
+
+def report(base: dict[str, Any], r: dict[str, Any]) -> dict[str, float]:
+    """The fan-out's share of the server CPU, per packet per subscriber and per subscriber."""
+    fanout = max(0.0, r["cpu_s_per_s"] - base["cpu_s_per_s"])
+    us = fanout / r["pkts_per_s"] * 1e6 if r["pkts_per_s"] else float("nan")
+    per_sub = fanout / r["n"]
+    subs_per_core = 1 / per_sub if per_sub > 0 else float("inf")
+    sent = f"{r['sent_ratio']:.3f}" if r["sent_ratio"] is not None else "  n/a"
+    print(f"{r['path']:5s} N={r['n']:4d} joined in {r['joined_s']:5.1f} s  cpu={r['cpu_s_per_s']:.3f} core  "
+          f"{r['pkts_per_s']:7.0f} pkt/s ({r['pkts_per_s'] / r['n']:.0f}/sub, {r['mbps_per_sub']:.2f} Mbps/sub)  "
+          f"fan-out {us:5.1f} us/pkt/sub  {subs_per_core:5.0f} subs/core  sent {sent}  recv {r['recv_ratio']:.3f}",
+          flush=True)
+    return {"us": us, "subs_per_core": subs_per_core}
 
 
 def main() -> None:
-    global WARMUP, WINDOW
+    global WARMUP, WINDOW, SOURCE
     two_cpus = len(os.sched_getaffinity(0)) >= 2
     if sys.argv[1:2] == ["--client"]:
         if two_cpus:
             os.sched_setaffinity(0, {1})
         asyncio.run(client(int(sys.argv[2])))
         return
-    args = [a for a in sys.argv[1:] if a != "--quick"]
-    quick = "--quick" in sys.argv[1:]
+    argv = sys.argv[1:]
+    quick = "--quick" in argv
+    paths = ["tight", "stock"]
+    if "--paths" in argv:
+        paths = argv[argv.index("--paths") + 1].split(",")
+        del argv[argv.index("--paths"):argv.index("--paths") + 2]
+    ns = [int(a) for a in argv if a != "--quick"] or ([3] if quick else [100, 300])
+    ns = [n for n in ns if n > 0]
     if quick:
         WARMUP, WINDOW = 1.0, 2.0
-    ns = [int(a) for a in args] or ([0, 3] if quick else [0, 20, 100])
-    if ns[0] != 0:
-        ns.insert(0, 0)  # the program's own cost comes first, to subtract
     if two_cpus:
         os.sched_setaffinity(0, {0})
-    results = [asyncio.run(server(n)) for n in ns]
-    base = results[0]
+    tmp = tempfile.TemporaryDirectory(prefix="ccctl-fanout-")
+    clip = Path(tmp.name) / "clip.mp4"
+    make_clip(clip, seconds=4 if quick else 8)
+    SOURCE = f"file:{clip}"
+    base = asyncio.run(server(0, "tight"))
     print(f"N=   0 cpu={base['cpu_s_per_s']:.3f} core  enc {base['fps_encoded']:.1f} fps  "
-          f"{base['cpu_per_frame'] * 1e3:.2f} ms CPU per program frame (source+scale+encode+opus)")
-    for r in results[1:]:
-        fanout = r["cpu_s_per_s"] - r["fps_encoded"] * base["cpu_per_frame"]
-        us = fanout / r["pkts_per_s"] * 1e6 if r["pkts_per_s"] else float("nan")
-        per_sub = fanout / r["n"]
-        print(f"N={r['n']:4d} cpu={r['cpu_s_per_s']:.3f} core  {r['pkts_per_s']:.0f} pkt/s "
-              f"({r['pkts_per_s_per_sub']:.1f}/sub)  enc {r['fps_encoded']:.1f} fps  delivered {r['delivered_ratio']:.3f}  "
-              f"total {r['us_per_pkt']:.1f} us/pkt; fan-out {us:.1f} us/pkt/sub, "
-              f"{per_sub * 1e3:.2f} ms CPU/s per sub", flush=True)
+          f"{base['cpu_per_frame'] * 1e3:.2f} ms CPU per program frame (decode+scale+encode+opus)", flush=True)
+    figures: dict[tuple[str, int], dict[str, float]] = {}
+    for n in ns:
+        for path in paths:
+            figures[(path, n)] = report(base, asyncio.run(server(n, path)))
+    if "tight" in paths and "stock" in paths:
+        for n in ns:
+            t, s = figures[("tight", n)], figures[("stock", n)]
+            print(f"ratio N={n}: tight/stock CPU per packet per subscriber {t['us'] / s['us']:.2f}x "
+                  f"({t['subs_per_core']:.0f} vs {s['subs_per_core']:.0f} subscribers per core)")
+    tmp.cleanup()
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from aiortc.sdp import SessionDescription
 
 from ccctl.errors import NotFound, UsageError
+from ccctl.media.fastpath import Forwarder, park_rtcp, send_reports
 from ccctl.media.program import Program
 from ccctl.media.tiers import DEFAULT_TIERS, MediaError, SubscriberTrack, TierSpec
 
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 
 EventSink = Callable[[str, str, dict[str, Any]], None]
 CLOCK_RATES = {"audio": 48_000, "video": 90_000}
+REPORT_INTERVAL = 1.0  # seconds between RTCP sender reports to each site (tight path)
+REPORT_SLICE = 256  # sites per slice of a report round, so a round never holds the loop long
 
 
 def _codec_preferences(kind: str, mime: str, first_profile: str | None = None) -> list[RTCRtpCodecCapability]:
@@ -67,18 +70,31 @@ class Session:
     joined_at: float
     audio: RTCRtpTransceiver | None = None
     video: RTCRtpTransceiver | None = None  # None: no video negotiated to send
-    audio_track: SubscriberTrack | None = None
+    audio_track: SubscriberTrack | None = None  # the sender's track (idle on the tight path)
     video_track: SubscriberTrack | None = None
+    forwarders: dict[str, Forwarder] | None = None  # tight path, once connected
     connected_at: float | None = None
     ended: bool = False
+
+    def counters(self) -> tuple[int, int, int]:
+        """Units delivered, units dropped and units waiting, over both kinds."""
+        if self.forwarders is not None:
+            parts = [(f.delivered, f.dropped, 0) for f in self.forwarders.values()]
+        else:
+            parts = [(t.delivered, t.dropped, t.backlog) for t in (self.audio_track, self.video_track) if t is not None]
+        return (sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts))
 
 
 class MediaCore:
     """The broadcast's program and all subscriber peer connections (see the module doc)."""
 
     def __init__(self, source: str = "testsrc", on_event: EventSink | None = None, *,
-                 tiers: Mapping[str, TierSpec] | None = None, fps: int = 25, ice_servers: Sequence[str] = ()) -> None:
+                 tiers: Mapping[str, TierSpec] | None = None, fps: int = 25, ice_servers: Sequence[str] = (),
+                 fanout: str = "tight") -> None:
+        if fanout not in ("tight", "stock"):
+            raise UsageError(f"unknown fan-out path {fanout!r}: use tight or stock")
         self.source = source
+        self.fanout = fanout
         self.tiers: dict[str, TierSpec] = dict(tiers or DEFAULT_TIERS)
         self.program = Program(source, self.tiers, fps=fps)
         self._on_event = on_event
@@ -86,6 +102,7 @@ class MediaCore:
         self._sessions: dict[str, Session] = {}
         self._by_site: dict[str, Session] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._reports: asyncio.Task[None] | None = None
         self._started = False
         self._audio = _codec_preferences("audio", "audio/opus")
         self._video = _codec_preferences("video", "video/h264", first_profile="42e01f")
@@ -95,10 +112,16 @@ class MediaCore:
         """Start the program's clocks (nothing is encoded until a site subscribes)."""
         await self.program.start()
         self._started = True
+        if self.fanout == "tight":
+            self._reports = asyncio.get_running_loop().create_task(self._send_reports(), name="media-sender-reports")
 
     async def close(self) -> None:
         """Close every peer connection, then the program; afterwards no task of ours runs."""
         self._started = False
+        if self._reports is not None:
+            self._reports.cancel()
+            await asyncio.gather(self._reports, return_exceptions=True)
+            self._reports = None
         await asyncio.gather(*(self._end(s, "closed") for s in list(self._sessions.values())))
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
@@ -125,14 +148,23 @@ class MediaCore:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
         session = Session(uuid.uuid4().hex, site_id, spec.name, pc, time.time())
         try:
+            # Senders start parked on idle tracks (a sender with no track polls every 20 ms);
+            # on the tight path we send their packets and sender reports ourselves.
             if "audio" in kinds:
-                session.audio = pc.addTransceiver("audio", direction="sendonly")
+                session.audio_track = SubscriberTrack.idle("audio")
+                session.audio = pc.addTransceiver(session.audio_track, direction="sendonly")
                 session.audio.setCodecPreferences(self._audio)
             if "video" in kinds:
-                transceiver = pc.addTransceiver("video", direction="sendonly" if spec.has_video else "inactive")
                 if spec.has_video:
-                    transceiver.setCodecPreferences(self._video)
-                    session.video = transceiver
+                    session.video_track = SubscriberTrack.idle("video")
+                    session.video = pc.addTransceiver(session.video_track, direction="sendonly")
+                    session.video.setCodecPreferences(self._video)
+                else:
+                    pc.addTransceiver("video", direction="inactive")
+            if self.fanout == "tight":
+                for transceiver in (session.audio, session.video):
+                    if transceiver is not None:
+                        park_rtcp(transceiver.sender)
             pc.on("connectionstatechange", functools.partial(self._on_state, session))
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
@@ -176,7 +208,11 @@ class MediaCore:
         if spec.has_video and session.video is None:
             raise MediaError(f"site {site_id} negotiated no video; it must re-subscribe for tier {tier}")
         previous, session.tier = session.tier, tier
-        if session.video is not None and session.video_track is not None:
+        if session.forwarders is not None:
+            forwarder = session.forwarders.get("video")
+            if forwarder is not None:  # moves at the new tier's next keyframe
+                forwarder.switch(self.program.feed(tier) if spec.has_video else None)
+        elif session.connected_at is not None and session.video is not None and session.video_track is not None:
             new = self.program.open_track(tier, "video") if spec.has_video else SubscriberTrack.idle("video")
             session.video.sender.replaceTrack(new)
             session.video_track.retire(new)
@@ -213,15 +249,13 @@ class MediaCore:
                 "site_id": session.site_id, "session_id": session.session_id, "tier": session.tier,
                 "state": session.pc.connectionState, "joined_at": session.joined_at,
                 "connected_at": session.connected_at, "packets_sent": 0, "bytes_sent": 0,
-                "frames_delivered": 0, "frames_dropped": 0, "backlog": 0,
                 "packets_lost": None, "fraction_lost": None, "jitter_ms": None, "rtt_ms": None}
-            for track in (session.audio_track, session.video_track):
-                if track is not None:
-                    row["frames_delivered"] += track.delivered
-                    row["frames_dropped"] += track.dropped
-                    row["backlog"] += track.backlog
+            row["frames_delivered"], row["frames_dropped"], row["backlog"] = session.counters()
             if not isinstance(report, BaseException):
                 _add_rtc_stats(row, report.values())
+            if session.forwarders is not None:  # exact, where aiortc's copy is per report
+                row["packets_sent"] = sum(f.packets for f in session.forwarders.values())
+                row["bytes_sent"] = sum(f.octets for f in session.forwarders.values())
             rows.append(row)
         return rows
 
@@ -242,22 +276,63 @@ class MediaCore:
             self._spawn(self._end(session, state))
 
     def _attach(self, session: Session) -> None:
-        """Put the session's tier tracks on its senders (PLI from the site reaches the tier)."""
+        """Start sending the session's tier once connected (PLI from the site reaches the tier)."""
         if session.connected_at is not None:
             return
         session.connected_at = time.time()
-        if session.audio is not None:
-            session.audio_track = self.program.open_track(session.tier, "audio")
-            session.audio.sender.replaceTrack(session.audio_track)
         if session.video is not None:
-            spec = self.tiers[session.tier]
-            track = self.program.open_track(session.tier, "video") if spec.has_video else SubscriberTrack.idle("video")
-            session.video_track = track
-            sender = session.video.sender
-            sender.replaceTrack(track)
             # Stock aiortc only flags a PLI/FIR for its own encoder, which pass-through
             # never uses; route it to the tier's (coalescing) keyframe policy instead.
-            sender._send_keyframe = functools.partial(self._keyframe_for, session)  # type: ignore[method-assign]
+            session.video.sender._send_keyframe = functools.partial(self._keyframe_for, session)  # type: ignore[method-assign]
+        if self.fanout == "tight":
+            self._attach_forwarders(session)
+            return
+        for transceiver, kind in ((session.audio, "audio"), (session.video, "video")):
+            if transceiver is None:
+                continue
+            idle = session.audio_track if kind == "audio" else session.video_track
+            track = self.program.open_track(session.tier, kind)
+            transceiver.sender.replaceTrack(track)
+            if idle is not None:
+                idle.retire(track)  # the sender may be waiting in the idle track's recv()
+            if kind == "audio":
+                session.audio_track = track
+            else:
+                session.video_track = track
+
+    def _attach_forwarders(self, session: Session) -> None:
+        forwarders: dict[str, Forwarder] = {}
+        on_dead = functools.partial(self._on_dead, session)
+        try:
+            for transceiver, kind in ((session.audio, "audio"), (session.video, "video")):
+                if transceiver is not None:
+                    forwarders[kind] = Forwarder(kind, transceiver, on_dead)
+        except (ConnectionError, AttributeError, IndexError) as exc:
+            log.warning("site %s: cannot start sending: %s", session.site_id, exc)
+            self._spawn(self._end(session, "failed"))
+            return
+        session.forwarders = forwarders
+        for kind, forwarder in forwarders.items():
+            spec = self.tiers[session.tier]
+            if kind == "audio":
+                forwarder.attach(self.program.audio_feed)
+            elif spec.has_video:
+                forwarder.attach(self.program.feed(session.tier))
+
+    async def _send_reports(self) -> None:
+        """Every second, one RTCP sender report packet to each site, in slices."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + REPORT_INTERVAL
+            sessions = [s.forwarders for s in self._sessions.values() if s.forwarders]
+            for i in range(0, len(sessions), REPORT_SLICE):
+                for forwarders in sessions[i:i + REPORT_SLICE]:
+                    send_reports(list(forwarders.values()))
+                await asyncio.sleep(0)
+            await asyncio.sleep(max(0.0, due - loop.time()))
+
+    def _on_dead(self, session: Session) -> None:
+        self._spawn(self._end(session, "failed"))
 
     def _keyframe_for(self, session: Session) -> None:
         self.program.request_keyframe(session.tier)
@@ -270,6 +345,8 @@ class MediaCore:
         self._sessions.pop(session.session_id, None)
         if self._by_site.get(session.site_id) is session:
             del self._by_site[session.site_id]
+        for forwarder in (session.forwarders or {}).values():
+            forwarder.close()
         for track in (session.audio_track, session.video_track):
             if track is not None:
                 track.stop()

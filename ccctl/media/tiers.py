@@ -4,23 +4,18 @@ A tier is what a site's link can carry (``high`` 720p, ``low`` 360p, ``audio`` O
 Each tier's video is encoded once and each encoded unit is handed, as the very same object,
 to every subscriber of that tier; the Opus audio is encoded once for all tiers.
 
-What is stock aiortc and what is ours, in this first version:
+Two ways out of a feed:
 
-- ours: :class:`Feed` (one encoded stream, its subscriber set and counters) and
-  :class:`SubscriberTrack`, a per-subscriber *bounded* queue with a drop policy: video
-  that falls behind throws its backlog away and resumes at the next keyframe (asking the
-  tier for one), audio keeps only the newest few packets. A slow subscriber therefore never
-  slows the tier or its neighbours and never buffers without bound.
-- stock: :class:`SubscriberTrack` is an aiortc ``MediaStreamTrack`` whose ``recv()``
-  returns ``av.Packet``; each subscriber's ``RTCRtpSender`` then packetizes it itself
-  (``H264Encoder.pack``/``OpusEncoder.pack``: split the Annex B bitstream, FU-A/STAP-A),
-  builds RTP headers, encrypts (SRTP) and sends. That packetizing is repeated per
-  subscriber: it is the cost the tight path removes.
-
-The tight path keeps :class:`Feed` and its API (``open``/``publish``/``request_keyframe``)
-and replaces :class:`SubscriberTrack` by a forwarder that receives payloads packetized
-once per tier and only rewrites the RTP header (SSRC, sequence, timestamp offset) before
-SRTP and send; ``MediaCore`` does not change.
+- the tight path (:mod:`ccctl.media.fastpath`, what ``MediaCore`` uses): the feed packetises
+  each unit once into RTP payloads and hands them to every
+  :class:`~ccctl.media.fastpath.Forwarder`, which only rewrites the header, encrypts and
+  sends. Nothing is queued per subscriber.
+- the stock aiortc path (kept for comparison in ``benchmarks/fanout.py`` and as a fallback):
+  :class:`SubscriberTrack` is an aiortc ``MediaStreamTrack`` whose ``recv()`` returns
+  ``av.Packet`` from a per-subscriber *bounded* queue (video that falls behind throws its
+  backlog away and resumes at the next keyframe; audio keeps the newest few packets); each
+  subscriber's ``RTCRtpSender`` then packetises, serialises, encrypts and sends by itself.
+  :meth:`SubscriberTrack.idle` also parks a sender whose packets the tight path sends.
 """
 
 from __future__ import annotations
@@ -30,11 +25,16 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ccctl.errors import CcctlError
+from ccctl.media.fastpath import packetize
+
+if TYPE_CHECKING:
+    from ccctl.media.fastpath import Forwarder
 
 log = logging.getLogger(__name__)
 
@@ -87,44 +87,86 @@ class EncodedUnit:
 
 
 class Feed:
-    """One encoded stream (a tier's video or the shared audio) and its subscribers."""
+    """One encoded stream (a tier's video or the shared audio) and its subscribers.
+
+    ``subscribers`` holds both kinds (stock tracks and tight-path forwarders, including a
+    forwarder waiting to switch here at the next keyframe): any of them keeps the encoder
+    running. ``forwarders`` are the tight-path ones sending this feed, ``pending`` those
+    that switch to it at its next keyframe.
+    """
 
     def __init__(self, name: str, kind: str, request_keyframe: Callable[[], None] | None = None,
                  on_demand: Callable[[], None] | None = None) -> None:
         self.name = name
         self.kind = kind
-        self.subscribers: set[SubscriberTrack] = set()
+        self.subscribers: set[SubscriberTrack | Forwarder] = set()
+        self.forwarders: set[Forwarder] = set()
+        self.pending: set[Forwarder] = set()
         self.units_out = 0
         self.bytes_out = 0
+        self.rtp_packets = 0  # packets made for forwarders (each sent once per forwarder)
         self._request_keyframe = request_keyframe
         self._on_demand = on_demand
 
     def open(self) -> SubscriberTrack:
-        """A new subscriber track on this feed; video ones start at the next keyframe."""
+        """A new stock subscriber track on this feed; video ones start at the next keyframe."""
         track = SubscriberTrack(self.kind, self)
-        self.subscribers.add(track)
+        self._add(track)
+        return track
+
+    def add_forwarder(self, forwarder: Forwarder, pending: bool = False) -> None:
+        """Add a tight-path forwarder (``pending``: it switches here at the next keyframe);
+        video asks for a keyframe so it can start at once."""
+        (self.pending if pending else self.forwarders).add(forwarder)
+        self._add(forwarder)
+
+    def promote(self, forwarder: Forwarder) -> None:
+        """A pending forwarder switched here: it now gets every unit."""
+        self.pending.discard(forwarder)
+        self.forwarders.add(forwarder)
+
+    def remove_forwarder(self, forwarder: Forwarder) -> None:
+        """Forget a forwarder; the encoder idles once the last subscriber is gone."""
+        self.forwarders.discard(forwarder)
+        self.pending.discard(forwarder)
+        self.detach(forwarder)
+
+    def _add(self, subscriber: SubscriberTrack | Forwarder) -> None:
+        self.subscribers.add(subscriber)
         if self.kind == "video":
             self.request_keyframe()
         if self._on_demand is not None:
             self._on_demand()
-        return track
 
     def publish(self, unit: EncodedUnit) -> None:
-        """Hand one encoded unit to every subscriber; never waits on any of them."""
+        """Hand one encoded unit to every subscriber; never waits on any of them.
+
+        Forwarders get it packetised once for all of them; stock tracks get the unit itself.
+        """
         self.units_out += 1
         self.bytes_out += unit.size
-        for track in list(self.subscribers):
-            track.push(unit)
+        if self.forwarders or self.pending:
+            rtp = packetize(self.kind, unit)
+            self.rtp_packets += len(rtp.payloads)
+            if self.pending and rtp.keyframe:
+                for forwarder in list(self.pending):
+                    forwarder.push_pending(self, rtp)
+            for forwarder in list(self.forwarders):
+                forwarder.push(rtp)
+        if len(self.subscribers) > len(self.forwarders) + len(self.pending):
+            for sub in list(self.subscribers):
+                if isinstance(sub, SubscriberTrack):
+                    sub.push(unit)
 
     def request_keyframe(self) -> None:
         """Ask the encoder behind this feed for a keyframe (it coalesces requests)."""
         if self._request_keyframe is not None:
             self._request_keyframe()
 
-    def detach(self, track: SubscriberTrack) -> None:
+    def detach(self, subscriber: SubscriberTrack | Forwarder) -> None:
         """Forget a subscriber; the encoder idles once the last one is gone."""
-        if track in self.subscribers:
-            self.subscribers.discard(track)
+        if subscriber in self.subscribers:
+            self.subscribers.discard(subscriber)
             if self._on_demand is not None:
                 self._on_demand()
 

@@ -87,11 +87,11 @@ def events() -> list[tuple[str, str, dict[str, Any]]]:
     return []
 
 
-@pytest_asyncio.fixture
-async def core(events: list[tuple[str, str, dict[str, Any]]]) -> AsyncIterator[MediaCore]:
-    """A running core on the small tiers; closed afterwards."""
+@pytest_asyncio.fixture(params=["tight", "stock"])
+async def core(request: pytest.FixtureRequest, events: list[tuple[str, str, dict[str, Any]]]) -> AsyncIterator[MediaCore]:
+    """A running core on the small tiers, on each fan-out path; closed afterwards."""
     media = MediaCore("testsrc", on_event=lambda kind, site, detail: events.append((kind, site, detail)),
-                      tiers=SMALL_TIERS)
+                      tiers=SMALL_TIERS, fanout=request.param)
     await media.start()
     try:
         yield media

@@ -1,0 +1,79 @@
+"""The tight fan-out path on the wire: what a real receiver sees of sequence, SRs and RTT."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from ccctl.media.core import MediaCore
+
+from .conftest import SMALL_TIERS, JoinFn, Site
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest_asyncio.fixture
+async def core() -> AsyncIterator[MediaCore]:
+    """The tight path only (conftest's ``core`` runs both paths)."""
+    media = MediaCore("testsrc", tiers=SMALL_TIERS, fanout="tight")
+    await media.start()
+    try:
+        yield media
+    finally:
+        await media.close()
+
+
+async def until(check: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
+    """Poll ``check`` until it returns something truthy (bounded; a condition, not a sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
+
+
+async def receiver_stats(site: Site, kind: str) -> dict[str, Any]:
+    stats = await site.transceivers[kind].receiver.getStats()
+    return {s.type: s for s in stats.values()}
+
+
+async def test_tier_switches_lose_no_packet_and_keep_one_stream(core: MediaCore, join: JoinFn) -> None:
+    site, _ = await join("s-wire", "high")
+    await site.frame_sized(320)
+    core.set_tier("s-wire", "low")
+    await site.frame_sized(160)
+    core.set_tier("s-wire", "high")
+    await site.frame_sized(320)
+    inbound = (await receiver_stats(site, "video"))["inbound-rtp"]
+    # One SSRC throughout, sequence numbers continuous across both switches: nothing lost.
+    assert inbound.packetsReceived > 20 and inbound.packetsLost == 0
+    (session,) = core.sessions()
+    assert session.forwarders is not None
+    assert session.forwarders["video"].sender._ssrc == inbound.ssrc
+
+
+async def test_sender_reports_reach_the_site_and_give_rtt(core: MediaCore, join: JoinFn) -> None:
+    site, _ = await join("s-rtcp", "low")
+    await site.frames(2)
+
+    async def reported() -> Any:
+        remote = (await receiver_stats(site, "video")).get("remote-outbound-rtp")
+        return remote if remote is not None and remote.packetsSent > 0 else None
+
+    remote = await until(reported)
+    (row,) = await core.stats()
+    assert 0 < remote.packetsSent <= row["packets_sent"]
+
+    async def rtt() -> Any:
+        (row,) = await core.stats()
+        return row["rtt_ms"] is not None and row
+
+    row = await until(rtt)  # the site's receiver reports echo our SR (LSR/DLSR)
+    assert 0 <= row["rtt_ms"] < 1000
