@@ -35,9 +35,11 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+from aiortc.rtp import RtcpRrPacket, RtcpSrPacket
 from aiortc.sdp import SessionDescription
 
 from ccctl.errors import NotFound, UsageError
+from ccctl.media.adapt import AdaptPolicy, TierGovernor
 from ccctl.media.fastpath import Forwarder, park_rtcp, send_reports
 from ccctl.media.program import Program
 from ccctl.media.tiers import DEFAULT_TIERS, MediaError, SubscriberTrack, TierSpec
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 
 EventSink = Callable[[str, str, dict[str, Any]], None]
 CLOCK_RATES = {"audio": 48_000, "video": 90_000}
+DEFAULT_ADAPT = AdaptPolicy()
 REPORT_INTERVAL = 1.0  # seconds between RTCP sender reports to each site (tight path)
 REPORT_SLICE = 256  # sites per slice of a report round, so a round never holds the loop long
 
@@ -73,6 +76,7 @@ class Session:
     audio_track: SubscriberTrack | None = None  # the sender's track (idle on the tight path)
     video_track: SubscriberTrack | None = None
     forwarders: dict[str, Forwarder] | None = None  # tight path, once connected
+    governor: TierGovernor | None = None  # live tier choice from RTCP (None: fixed tier)
     connected_at: float | None = None
     ended: bool = False
 
@@ -90,11 +94,12 @@ class MediaCore:
 
     def __init__(self, source: str = "testsrc", on_event: EventSink | None = None, *,
                  tiers: Mapping[str, TierSpec] | None = None, fps: int = 25, ice_servers: Sequence[str] = (),
-                 fanout: str = "tight") -> None:
+                 fanout: str = "tight", adapt: AdaptPolicy | None = DEFAULT_ADAPT) -> None:
         if fanout not in ("tight", "stock"):
             raise UsageError(f"unknown fan-out path {fanout!r}: use tight or stock")
         self.source = source
         self.fanout = fanout
+        self.adapt = adapt
         self.tiers: dict[str, TierSpec] = dict(tiers or DEFAULT_TIERS)
         self.program = Program(source, self.tiers, fps=fps)
         self._on_event = on_event
@@ -161,10 +166,15 @@ class MediaCore:
                     session.video.setCodecPreferences(self._video)
                 else:
                     pc.addTransceiver("video", direction="inactive")
-            if self.fanout == "tight":
-                for transceiver in (session.audio, session.video):
-                    if transceiver is not None:
+            for transceiver, kind in ((session.audio, "audio"), (session.video, "video")):
+                if transceiver is not None:
+                    if self.fanout == "tight":
                         park_rtcp(transceiver.sender)
+                    if self.adapt is not None:
+                        self._watch_reports(session, transceiver.sender, kind)
+            if self.adapt is not None and session.video is not None:
+                best_first = sorted(self.tiers.values(), key=lambda t: t.width * t.height, reverse=True)
+                session.governor = TierGovernor([t.name for t in best_first], spec.name, self.adapt, time.monotonic())
             pc.on("connectionstatechange", functools.partial(self._on_state, session))
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
@@ -192,7 +202,7 @@ class MediaCore:
         await self._end(session, "unsubscribed")
         return True
 
-    def set_tier(self, site_id: str, tier: str) -> None:
+    def set_tier(self, site_id: str, tier: str, reason: str = "operator") -> None:
         """Move a live site to another tier by swapping its video sender's track.
 
         No renegotiation: the RTP clock is shared by the tiers and the new track starts at
@@ -217,7 +227,7 @@ class MediaCore:
             session.video.sender.replaceTrack(new)
             session.video_track.retire(new)
             session.video_track = new
-        self._emit("tier", site_id, {"session_id": session.session_id, "from": previous, "to": tier})
+        self._emit("tier", site_id, {"session_id": session.session_id, "from": previous, "to": tier, "reason": reason})
 
     def tier_counts(self) -> dict[str, int]:
         """Subscribed sites per tier (every tier listed, zeros included)."""
@@ -330,6 +340,32 @@ class MediaCore:
                     send_reports(list(forwarders.values()))
                 await asyncio.sleep(0)
             await asyncio.sleep(max(0.0, due - loop.time()))
+
+    def _watch_reports(self, session: Session, sender: RTCRtpSender, kind: str) -> None:
+        """Give the tier governor each receiver report aiortc's sender handles (RR or SR blocks)."""
+        handle = sender._handle_rtcp_packet
+
+        async def handle_and_adapt(packet: Any) -> None:
+            await handle(packet)
+            if session.governor is None or session.ended or not isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+                return
+            if self.tiers[session.tier].has_video != (kind == "video"):
+                return  # judge the link by the stream the site is getting now
+            for report in packet.reports:
+                if report.ssrc == sender._ssrc:
+                    rtt = sender._RTCRtpSender__rtt  # type: ignore[attr-defined]  # aiortc's smoothed RTT
+                    self._on_report(session, report.fraction_lost / 256, None if rtt is None else rtt * 1000)
+
+        sender._handle_rtcp_packet = handle_and_adapt  # type: ignore[method-assign]
+
+    def _on_report(self, session: Session, fraction_lost: float, rtt_ms: float | None) -> None:
+        assert session.governor is not None
+        new = session.governor.observe(session.tier, fraction_lost, rtt_ms, time.monotonic())
+        if new is not None and new != session.tier:
+            rtt = "n/a" if rtt_ms is None else f"{rtt_ms:.0f} ms"
+            log.info("site %s: tier %s -> %s (loss %.0f %%, rtt %s)", session.site_id, session.tier, new,
+                     fraction_lost * 100, rtt)
+            self.set_tier(session.site_id, new, reason=f"auto: loss {fraction_lost * 100:.0f} %, rtt {rtt}")
 
     def _on_dead(self, session: Session) -> None:
         self._spawn(self._end(session, "failed"))

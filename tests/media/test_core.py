@@ -100,9 +100,9 @@ async def test_set_tier_switches_resolution_live(core: MediaCore, join: JoinFn, 
     core.set_tier("s-switch", "high")
     assert (await site.frame_sized(320)).height == 180
     assert [e for e in events if e[0] == "tier"] == [
-        ("tier", "s-switch", {"session_id": session_id, "from": "high", "to": "low"}),
-        ("tier", "s-switch", {"session_id": session_id, "from": "low", "to": "audio"}),
-        ("tier", "s-switch", {"session_id": session_id, "from": "audio", "to": "high"})]
+        ("tier", "s-switch", {"session_id": session_id, "from": "high", "to": "low", "reason": "operator"}),
+        ("tier", "s-switch", {"session_id": session_id, "from": "low", "to": "audio", "reason": "operator"}),
+        ("tier", "s-switch", {"session_id": session_id, "from": "audio", "to": "high", "reason": "operator"})]
     with pytest.raises(UsageError):
         core.set_tier("s-switch", "ultra")
     with pytest.raises(NotFound):
