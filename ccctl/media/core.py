@@ -42,6 +42,7 @@ from ccctl.errors import NotFound, UsageError
 from ccctl.media.adapt import AdaptPolicy, TierGovernor
 from ccctl.media.fastpath import Forwarder, park_rtcp, send_reports
 from ccctl.media.program import Program
+from ccctl.media.record import Recorder
 from ccctl.media.tiers import DEFAULT_TIERS, MediaError, SubscriberTrack, TierSpec
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class MediaCore:
         self._by_site: dict[str, Session] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._reports: asyncio.Task[None] | None = None
+        self.recorder: Recorder | None = None
         self._started = False
         self._audio = _codec_preferences("audio", "audio/opus")
         self._video = _codec_preferences("video", "video/h264", first_profile="42e01f")
@@ -120,9 +122,28 @@ class MediaCore:
         if self.fanout == "tight":
             self._reports = asyncio.get_running_loop().create_task(self._send_reports(), name="media-sender-reports")
 
+    async def record(self, path: str) -> None:
+        """Record the program (best video tier and the audio, as sent) to ``path`` until close."""
+        if self.recorder is not None:
+            raise MediaError(f"already recording to {self.recorder.path}")
+        video = max((t for t in self.tiers.values() if t.has_video), key=lambda t: t.width * t.height, default=None)
+        audio = self.program.open_track("", "audio")
+        vtrack = self.program.open_track(video.name, "video") if video is not None else None
+        try:
+            recorder = Recorder(path, vtrack, audio, (video.width, video.height) if video else (0, 0), self.program.fps)
+        except MediaError:
+            for track in (audio, vtrack):
+                if track is not None:
+                    track.stop()
+            raise
+        recorder.start()
+        self.recorder = recorder
+
     async def close(self) -> None:
         """Close every peer connection, then the program; afterwards no task of ours runs."""
         self._started = False
+        if self.recorder is not None:
+            await self.recorder.stop()
         if self._reports is not None:
             self._reports.cancel()
             await asyncio.gather(self._reports, return_exceptions=True)
