@@ -65,9 +65,20 @@ class SimConfig:
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """Where ``ccctl serve`` listens (loopback unless told otherwise)."""
+    """Where ``ccctl serve`` listens (loopback unless told otherwise), and how sites reach it."""
 
     listen: str = "127.0.0.1:8080"
+    public_url: str = ""  # base of the sites' join links when they reach the server another way
+
+    def site_base(self) -> str:
+        """The base URL of join links: ``public_url``, else the listen address itself."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = self.listen.rsplit(":", 1)[0].strip("[]")
+        if host in ("0.0.0.0", "::", ""):
+            raise ConfigError(f"serve.listen is {self.listen}, which is no address a site can open: "
+                              "set serve.public_url (e.g. https://cc.example.gov.vn)")
+        return f"http://{self.listen}"
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ccctl.config import SHIPPED, Config, load_config
+from ccctl.config import SHIPPED, Config, ServeConfig, load_config
 from ccctl.errors import ConfigError
 
 
@@ -40,3 +40,10 @@ def test_bad_config_is_one_clear_error(tmp_path: Path, text: str, message: str) 
     bad.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(bad, env={"CCCTL_HOME": str(tmp_path)})
+
+
+def test_join_links_base_on_public_url_or_a_real_listen_address() -> None:
+    assert ServeConfig().site_base() == "http://127.0.0.1:8080"
+    assert ServeConfig("0.0.0.0:8080", "https://cc.example.gov.vn/").site_base() == "https://cc.example.gov.vn"
+    with pytest.raises(ConfigError, match="serve.public_url"):
+        ServeConfig("0.0.0.0:8080").site_base()
