@@ -103,6 +103,9 @@ class Session:
     forwarders: dict[str, Forwarder] | None = None  # tight path, once connected
     governor: TierGovernor | None = None  # live tier choice from RTCP (None: fixed tier)
     connected_at: float | None = None
+    connected_at_monotonic: float = 0.0
+    rate_mark: tuple[float, int] | None = None  # (monotonic time, bytes sent) of the last stats()
+    kbps: float | None = None
     ended: bool = False
 
     def counters(self) -> tuple[int, int, int]:
@@ -310,25 +313,40 @@ class MediaCore:
     async def stats(self) -> list[dict[str, Any]]:
         """Per session: who, tier, connection state, counters and RTCP receiver reports.
 
-        ``packets_sent``/``bytes_sent`` are RTP packets and payload bytes from the senders;
-        ``frames_delivered``/``frames_dropped`` count encoded units through our queues;
-        loss, jitter and RTT come from the site's RTCP receiver reports (None until one).
+        ``packets_sent``/``bytes_sent`` are RTP packets and payload bytes sent to the site,
+        ``kbps`` the rate since the previous call (or since it connected);
+        ``frames_delivered``/``frames_dropped`` count encoded units (dropped: waiting for a
+        keyframe or behind); loss, jitter and RTT come from the site's RTCP receiver reports
+        (None until one). Read straight from the senders, without aiortc's ``getStats()``
+        and its per-connection coroutines, so that thousands of sites cost milliseconds.
         """
-        sessions = list(self._sessions.values())
-        reports = await asyncio.gather(*(s.pc.getStats() for s in sessions), return_exceptions=True)
+        now = time.monotonic()
         rows = []
-        for session, report in zip(sessions, reports, strict=True):
+        for session in list(self._sessions.values()):
             row: dict[str, Any] = {
                 "site_id": session.site_id, "session_id": session.session_id, "tier": session.tier,
                 "state": session.pc.connectionState, "joined_at": session.joined_at,
-                "connected_at": session.connected_at, "packets_sent": 0, "bytes_sent": 0,
+                "connected_at": session.connected_at, "packets_sent": 0, "bytes_sent": 0, "kbps": None,
                 "packets_lost": None, "fraction_lost": None, "jitter_ms": None, "rtt_ms": None}
             row["frames_delivered"], row["frames_dropped"], row["backlog"] = session.counters()
-            if not isinstance(report, BaseException):
-                _add_rtc_stats(row, report.values())
-            if session.forwarders is not None:  # exact, where aiortc's copy is per report
-                row["packets_sent"] = sum(f.packets for f in session.forwarders.values())
-                row["bytes_sent"] = sum(f.octets for f in session.forwarders.values())
+            for transceiver, kind in ((session.audio, "audio"), (session.video, "video")):
+                if transceiver is None:
+                    continue
+                sender: Any = transceiver.sender  # aiortc keeps these fields private (name-mangled)
+                forwarder = (session.forwarders or {}).get(kind)
+                if forwarder is not None:
+                    row["packets_sent"] += forwarder.packets
+                    row["bytes_sent"] += forwarder.octets
+                else:
+                    row["packets_sent"] += sender._RTCRtpSender__packet_count
+                    row["bytes_sent"] += sender._RTCRtpSender__octet_count
+                _add_receiver_report(row, kind, sender._RTCRtpSender__stats.values())
+            if session.connected_at is not None:
+                since, octets = session.rate_mark or (session.connected_at_monotonic, 0)
+                if now - since > 0.2:
+                    session.kbps = (row["bytes_sent"] - octets) * 8 / (now - since) / 1000
+                    session.rate_mark = (now, row["bytes_sent"])
+                row["kbps"] = None if session.kbps is None else round(session.kbps, 1)
             rows.append(row)
         return rows
 
@@ -353,6 +371,7 @@ class MediaCore:
         if session.connected_at is not None:
             return
         session.connected_at = time.time()
+        session.connected_at_monotonic = time.monotonic()
         if session.video is not None:
             # Stock aiortc only flags a PLI/FIR for its own encoder, which pass-through
             # never uses; route it to the tier's (coalescing) keyframe policy instead.
@@ -466,17 +485,14 @@ class MediaCore:
             log.exception("on_event(%s, %s) failed", kind, site_id)
 
 
-def _add_rtc_stats(row: dict[str, Any], stats: Any) -> None:
-    """Fold aiortc's outbound and remote-inbound RTP stats of one session into ``row``."""
+def _add_receiver_report(row: dict[str, Any], kind: str, stats: Any) -> None:
+    """Fold one sender's latest RTCP receiver report (aiortc's remote-inbound-rtp) into ``row``."""
     for st in stats:
-        if st.type == "outbound-rtp":
-            row["packets_sent"] += st.packetsSent
-            row["bytes_sent"] += st.bytesSent
-        elif st.type == "remote-inbound-rtp":
-            row["packets_lost"] = (row["packets_lost"] or 0) + max(0, st.packetsLost)
-            fraction = st.fractionLost / 256
-            row["fraction_lost"] = max(row["fraction_lost"] or 0.0, fraction)
-            jitter = st.jitter / CLOCK_RATES.get(st.kind, 90_000) * 1000
-            row["jitter_ms"] = max(row["jitter_ms"] or 0.0, round(jitter, 2))
-            if st.roundTripTime is not None:
-                row["rtt_ms"] = max(row["rtt_ms"] or 0.0, round(st.roundTripTime * 1000, 2))
+        if st.type != "remote-inbound-rtp":
+            continue
+        row["packets_lost"] = (row["packets_lost"] or 0) + max(0, st.packetsLost)
+        row["fraction_lost"] = max(row["fraction_lost"] or 0.0, st.fractionLost / 256)
+        jitter = st.jitter / CLOCK_RATES[kind] * 1000
+        row["jitter_ms"] = max(row["jitter_ms"] or 0.0, round(jitter, 2))
+        if st.roundTripTime is not None:
+            row["rtt_ms"] = max(row["rtt_ms"] or 0.0, round(st.roundTripTime * 1000, 2))
