@@ -4,21 +4,27 @@
 ``RTCPeerConnection``: it opens them in :meth:`MediaCore.subscribe` and closes them on
 unsubscribe, re-subscribe, ICE failure and :meth:`MediaCore.close`. A site's offer is
 recvonly audio+video (or audio only); the answer sends the tier's tracks, H.264 and Opus
-only, since those are what the program encodes. Tracks are attached when the connection
-is up, so a site whose ICE never completes costs no fan-out.
+only, since those are what the program encodes.
 
-ICE: host candidates only unless ``ice_servers`` is given (the server has a known address
-and sites reach it; a default public STUN server would stall every answer on a closed
-network).
+Fan-out (``fanout="tight"``, the default): once a site is connected, a
+:class:`~ccctl.media.fastpath.Forwarder` per kind takes the packets its tier's feed made
+once, and only rewrites the RTP header, encrypts and sends; sender reports are ours too.
+``fanout="stock"`` keeps stock aiortc senders fed with encoded packets (packetised per
+subscriber), for comparison in ``benchmarks/fanout.py``.
 
-Floor (later, a design note): the floor is a site's uplink becoming the program. A site
-publishes over WHIP (``RTCPeerConnection`` with recvonly transceivers on our side); the
-Program grows a ``set_source()`` that swaps its :class:`~ccctl.media.program.Source` for one
-reading decoded frames from that remote track (resampled to 48 kHz s16 and scaled to the
-program size by the same code path as ``file:``), forces a keyframe on every tier, and
-falls back to the previous source when the uplink ends. ``set_floor(site_id)`` and
-``release_floor()`` then wrap that and emit ``"floor"`` events; subscribers see no
-renegotiation since only the encoder input changes.
+Tiers: a site starts at its registry tier; with ``adapt`` (default on) its own RTCP receiver
+reports move it down and back up, never above the registry tier (:mod:`ccctl.media.adapt`).
+A tier switch needs no renegotiation: the tiers share one RTP clock and the forwarder moves
+at the new tier's next keyframe.
+
+Joins: every connection shares one DTLS certificate, and their sendonly receivers get no
+bitrate estimator; see :func:`_lean_peers`. ICE: host candidates only unless
+``ice_servers`` is given (the server has a known address and sites reach it; a default public
+STUN server would stall every answer on a closed network).
+
+Two more reach into aiortc internals, noted where they are: PLI/FIR from a site is routed to
+its tier's keyframe policy (``_send_keyframe``), and receiver reports are watched for
+adaptation (``_handle_rtcp_packet``).
 """
 
 from __future__ import annotations
