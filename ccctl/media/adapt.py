@@ -30,6 +30,9 @@ class AdaptPolicy:
     hold_s: float = 20.0
 
 
+DEFAULT_ADAPT = AdaptPolicy()
+
+
 class TierGovernor:
     """One site's tier decisions; ``order`` lists the tiers best first, audio-only last."""
 

@@ -48,7 +48,7 @@ from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from aiortc.rtp import RtcpRrPacket, RtcpSrPacket
 
 from ccctl.errors import NotFound, UsageError
-from ccctl.media.adapt import AdaptPolicy, TierGovernor
+from ccctl.media.adapt import DEFAULT_ADAPT, AdaptPolicy, TierGovernor
 from ccctl.media.fastpath import Forwarder, park_rtcp, send_reports
 from ccctl.media.program import Program
 from ccctl.media.record import Recorder
@@ -58,7 +58,6 @@ log = logging.getLogger(__name__)
 
 EventSink = Callable[[str, str, dict[str, Any]], None]
 CLOCK_RATES = {"audio": 48_000, "video": 90_000}
-DEFAULT_ADAPT = AdaptPolicy()
 REPORT_INTERVAL = 1.0  # seconds between RTCP sender reports to each site (tight path)
 REPORT_SLICE = 256  # sites per slice of a report round, so a round never holds the loop long
 CERTIFICATE_MAX_AGE = 86_400.0  # seconds before the shared DTLS certificate is renewed (aiortc's last 30 days)
@@ -123,19 +122,36 @@ class Session:
         return (sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts))
 
 
+def start_recorder(program: Program, tiers: Mapping[str, TierSpec], path: str) -> Recorder:
+    """A recorder of ``program``'s best video tier and its audio, started (see ccctl.media.record)."""
+    video = max((t for t in tiers.values() if t.has_video), key=lambda t: t.width * t.height, default=None)
+    audio = program.open_track("", "audio")
+    vtrack = program.open_track(video.name, "video") if video is not None else None
+    try:
+        recorder = Recorder(path, vtrack, audio, (video.width, video.height) if video else (0, 0), program.fps)
+    except MediaError:
+        for track in (audio, vtrack):
+            if track is not None:
+                track.stop()
+        raise
+    recorder.start()
+    return recorder
+
+
 class MediaCore:
     """The broadcast's program and all subscriber peer connections (see the module doc)."""
 
     def __init__(self, source: str = "testsrc", on_event: EventSink | None = None, *,
                  tiers: Mapping[str, TierSpec] | None = None, fps: int = 25, ice_servers: Sequence[str] = (),
-                 fanout: str = "tight", adapt: AdaptPolicy | None = DEFAULT_ADAPT) -> None:
+                 fanout: str = "tight", adapt: AdaptPolicy | None = DEFAULT_ADAPT, program: Any = None) -> None:
         if fanout not in ("tight", "stock"):
             raise UsageError(f"unknown fan-out path {fanout!r}: use tight or stock")
         self.source = source
         self.fanout = fanout
         self.adapt = adapt
         self.tiers: dict[str, TierSpec] = dict(tiers or DEFAULT_TIERS)
-        self.program = Program(source, self.tiers, fps=fps)
+        # A fan-out worker (ccctl.media.shard) passes a program fed by the main process.
+        self.program = program if program is not None else Program(source, self.tiers, fps=fps)
         self._on_event = on_event
         self._ice_servers = [RTCIceServer(urls=url) for url in ice_servers]
         self._sessions: dict[str, Session] = {}
@@ -160,18 +176,7 @@ class MediaCore:
         """Record the program (best video tier and the audio, as sent) to ``path`` until close."""
         if self.recorder is not None:
             raise MediaError(f"already recording to {self.recorder.path}")
-        video = max((t for t in self.tiers.values() if t.has_video), key=lambda t: t.width * t.height, default=None)
-        audio = self.program.open_track("", "audio")
-        vtrack = self.program.open_track(video.name, "video") if video is not None else None
-        try:
-            recorder = Recorder(path, vtrack, audio, (video.width, video.height) if video else (0, 0), self.program.fps)
-        except MediaError:
-            for track in (audio, vtrack):
-                if track is not None:
-                    track.stop()
-            raise
-        recorder.start()
-        self.recorder = recorder
+        self.recorder = start_recorder(self.program, self.tiers, path)
 
     async def close(self) -> None:
         """Close every peer connection, then the program; afterwards no task of ours runs."""
@@ -266,12 +271,12 @@ class MediaCore:
             self._certificate = (now, certificate)
         return self._certificate[1]
 
-    async def unsubscribe(self, session_id: str) -> bool:
+    async def unsubscribe(self, session_id: str, reason: str = "unsubscribed") -> bool:
         """End a session (the site left); False when there is no such session."""
         session = self._sessions.get(session_id)
         if session is None:
             return False
-        await self._end(session, "unsubscribed")
+        await self._end(session, reason)
         return True
 
     def set_tier(self, site_id: str, tier: str, reason: str = "operator") -> None:

@@ -45,7 +45,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiortc.clock import current_ntp_time
 from aiortc.codecs.h264 import H264Encoder
@@ -83,6 +83,19 @@ def packetize(kind: str, unit: EncodedUnit) -> RtpUnit:
         payloads = (data,)
     pts = unit.packet.pts or 0
     return RtpUnit(payloads, pts, unit.keyframe, sum(map(len, payloads)), current_ntp_time())
+
+
+class RtpSink(Protocol):
+    """What a feed hands packetised units to: a :class:`Forwarder`, or a fan-out worker's link."""
+
+    def push(self, unit: RtpUnit) -> None:
+        """Take one unit of the feed this sink is on."""
+
+    def push_pending(self, feed: Feed, unit: RtpUnit) -> None:
+        """A keyframe of a feed this sink waits to switch to."""
+
+    def stop(self) -> None:
+        """The feed is closing."""
 
 
 class Forwarder:

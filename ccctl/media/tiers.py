@@ -34,7 +34,7 @@ from ccctl.errors import CcctlError
 from ccctl.media.fastpath import packetize
 
 if TYPE_CHECKING:
-    from ccctl.media.fastpath import Forwarder
+    from ccctl.media.fastpath import RtpSink, RtpUnit
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +99,9 @@ class Feed:
                  on_demand: Callable[[], None] | None = None) -> None:
         self.name = name
         self.kind = kind
-        self.subscribers: set[SubscriberTrack | Forwarder] = set()
-        self.forwarders: set[Forwarder] = set()
-        self.pending: set[Forwarder] = set()
+        self.subscribers: set[SubscriberTrack | RtpSink] = set()
+        self.forwarders: set[RtpSink] = set()
+        self.pending: set[RtpSink] = set()
         self.units_out = 0
         self.bytes_out = 0
         self.rtp_packets = 0  # packets made for forwarders (each sent once per forwarder)
@@ -114,24 +114,24 @@ class Feed:
         self._add(track)
         return track
 
-    def add_forwarder(self, forwarder: Forwarder, pending: bool = False) -> None:
+    def add_forwarder(self, forwarder: RtpSink, pending: bool = False) -> None:
         """Add a tight-path forwarder (``pending``: it switches here at the next keyframe);
         video asks for a keyframe so it can start at once."""
         (self.pending if pending else self.forwarders).add(forwarder)
         self._add(forwarder)
 
-    def promote(self, forwarder: Forwarder) -> None:
+    def promote(self, forwarder: RtpSink) -> None:
         """A pending forwarder switched here: it now gets every unit."""
         self.pending.discard(forwarder)
         self.forwarders.add(forwarder)
 
-    def remove_forwarder(self, forwarder: Forwarder) -> None:
+    def remove_forwarder(self, forwarder: RtpSink) -> None:
         """Forget a forwarder; the encoder idles once the last subscriber is gone."""
         self.forwarders.discard(forwarder)
         self.pending.discard(forwarder)
         self.detach(forwarder)
 
-    def _add(self, subscriber: SubscriberTrack | Forwarder) -> None:
+    def _add(self, subscriber: SubscriberTrack | RtpSink) -> None:
         self.subscribers.add(subscriber)
         if self.kind == "video":
             self.request_keyframe()
@@ -146,24 +146,27 @@ class Feed:
         self.units_out += 1
         self.bytes_out += unit.size
         if self.forwarders or self.pending:
-            rtp = packetize(self.kind, unit)
-            self.rtp_packets += len(rtp.payloads)
-            if self.pending and rtp.keyframe:
-                for forwarder in list(self.pending):
-                    forwarder.push_pending(self, rtp)
-            for forwarder in list(self.forwarders):
-                forwarder.push(rtp)
+            self.publish_rtp(packetize(self.kind, unit))
         if len(self.subscribers) > len(self.forwarders) + len(self.pending):
             for sub in list(self.subscribers):
                 if isinstance(sub, SubscriberTrack):
                     sub.push(unit)
+
+    def publish_rtp(self, rtp: RtpUnit) -> None:
+        """Hand a unit packetised once to every forwarder (a fan-out worker's whole input)."""
+        self.rtp_packets += len(rtp.payloads)
+        if self.pending and rtp.keyframe:
+            for forwarder in list(self.pending):
+                forwarder.push_pending(self, rtp)
+        for forwarder in list(self.forwarders):
+            forwarder.push(rtp)
 
     def request_keyframe(self) -> None:
         """Ask the encoder behind this feed for a keyframe (it coalesces requests)."""
         if self._request_keyframe is not None:
             self._request_keyframe()
 
-    def detach(self, subscriber: SubscriberTrack | Forwarder) -> None:
+    def detach(self, subscriber: SubscriberTrack | RtpSink) -> None:
         """Forget a subscriber; the encoder idles once the last one is gone."""
         if subscriber in self.subscribers:
             self.subscribers.discard(subscriber)

@@ -1,0 +1,503 @@
+"""``ccctl serve --workers N``: fan-out worker processes fed the program locally.
+
+One Python process sends at most one core's worth of packets. With ``--workers N`` the
+main process keeps the program (source, one encode per tier, packetising) and the control
+plane, and N worker processes hold the sites' peer connections (ICE, DTLS, the tight-path
+forwarders). Each worker gets every packetised unit of the feeds it has subscribers on,
+once, over a local stream socket; what it costs per site stays in the worker.
+
+Wire format over each worker's socketpair: frames of ``length (4 bytes) | kind (1 byte) |
+body``. Main -> worker: ``U`` a packetised unit (:func:`encode_unit`), ``R`` a call (JSON:
+id, op, args). Worker -> main: ``A`` an answer (JSON: id, result or error), ``E`` an event
+for the registry (JSON: kind, site, detail), ``K`` a keyframe request (tier name), ``D`` the
+feeds the worker now needs (JSON list), ``S`` started.
+
+:class:`ShardedCore` has the public face of :class:`~ccctl.media.core.MediaCore` that the
+server uses (start, close, subscribe, unsubscribe, set_tier, stats, sessions, tier_counts,
+program_stats, record, program). A worker that dies takes its sites with it ("leave"
+events); it is started again and the sites rejoin on their own, as after a server restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import json
+import logging
+import socket
+import struct
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ccctl.errors import CcctlError, NotFound, UsageError
+from ccctl.media.adapt import DEFAULT_ADAPT, AdaptPolicy
+from ccctl.media.fastpath import RtpUnit
+from ccctl.media.program import Program
+from ccctl.media.tiers import DEFAULT_TIERS, Feed, MediaError, TierSpec
+
+log = logging.getLogger(__name__)
+
+_LEN = struct.Struct(">I")
+_UNIT = struct.Struct(">IQ?H")  # timestamp, ntp, keyframe, payload count
+_PAYLOAD = struct.Struct(">H")
+WORKER_BUFFER_LIMIT = 8 << 20  # bytes queued to one worker before it is treated as behind
+CALL_TIMEOUT = 30.0
+START_TIMEOUT = 60.0
+RESTARTS_PER_MINUTE = 5
+ERRORS: dict[str, type[CcctlError]] = {"MediaError": MediaError, "NotFound": NotFound, "UsageError": UsageError}
+
+
+def encode_unit(feed: str, unit: RtpUnit) -> bytes:
+    """A unit's wire form: feed name, timestamps, keyframe flag and the payloads."""
+    name = feed.encode()
+    parts = [bytes([len(name)]), name, _UNIT.pack(unit.timestamp, unit.ntp, unit.keyframe, len(unit.payloads))]
+    for payload in unit.payloads:
+        parts += [_PAYLOAD.pack(len(payload)), payload]
+    return b"".join(parts)
+
+
+def decode_unit(body: bytes) -> tuple[str, RtpUnit]:
+    """The inverse of :func:`encode_unit`."""
+    n = body[0]
+    feed = body[1:1 + n].decode()
+    at = 1 + n
+    ts, ntp, keyframe, count = _UNIT.unpack_from(body, at)
+    at += _UNIT.size
+    payloads = []
+    for _ in range(count):
+        (size,) = _PAYLOAD.unpack_from(body, at)
+        at += _PAYLOAD.size
+        payloads.append(body[at:at + size])
+        at += size
+    return feed, RtpUnit(tuple(payloads), ts, keyframe, sum(map(len, payloads)), ntp)
+
+
+class Channel:
+    """Framed messages over one stream socket, in both directions."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    def send(self, kind: bytes, body: bytes) -> None:
+        """Queue one frame (never waits; see :meth:`backlog`)."""
+        if not self.writer.is_closing():
+            self.writer.write(_LEN.pack(len(body) + 1) + kind + body)
+
+    def send_json(self, kind: bytes, obj: Any) -> None:
+        """Queue one JSON frame."""
+        self.send(kind, json.dumps(obj).encode())
+
+    def backlog(self) -> int:
+        """Bytes written but not yet taken by the other end."""
+        return self.writer.transport.get_write_buffer_size()
+
+    async def receive(self) -> tuple[bytes, bytes] | None:
+        """The next frame, or None when the other end has gone."""
+        try:
+            (size,) = _LEN.unpack(await self.reader.readexactly(_LEN.size))
+            frame = await self.reader.readexactly(size)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None
+        return frame[:1], frame[1:]
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.writer.close()
+
+
+# -- the main process ------------------------------------------------------------------------
+class _Link:
+    """A worker's place on one of the main program's feeds: units go to it packetised."""
+
+    def __init__(self, worker: _Worker, feed: Feed) -> None:
+        self.worker, self.feed = worker, feed
+        self.dropped = 0
+        self._need_keyframe = feed.kind == "video"
+
+    def push(self, unit: RtpUnit) -> None:
+        if self._need_keyframe:
+            if not unit.keyframe:
+                return
+            self._need_keyframe = False
+        if self.worker.channel.backlog() > WORKER_BUFFER_LIMIT:  # the worker is behind: skip to a keyframe
+            self.dropped += 1
+            if self.feed.kind == "video":
+                self._need_keyframe = True
+                self.feed.request_keyframe()
+            return
+        self.worker.channel.send(b"U", encode_unit(self.feed.name, unit))
+
+    def push_pending(self, feed: Feed, unit: RtpUnit) -> None:
+        """Links are never pending."""
+
+    def stop(self) -> None:
+        self.feed.remove_forwarder(self)
+
+
+@dataclass
+class SessionRef:
+    """What the main process knows of a site's session in a worker."""
+
+    session_id: str
+    site_id: str
+    tier: str
+    worker: int
+
+
+class _Worker:
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.proc: asyncio.subprocess.Process | None = None
+        self.channel: Channel = None  # type: ignore[assignment]  # set by start()
+        self.links: dict[str, _Link] = {}
+        self.calls: dict[int, asyncio.Future[Any]] = {}
+        self.ready: asyncio.Future[None] | None = None
+        self.reader_task: asyncio.Task[None] | None = None
+        self.restart: asyncio.Task[None] | None = None
+
+
+class ShardedCore:
+    """The media core spread over fan-out worker processes (see the module doc)."""
+
+    def __init__(self, source: str = "testsrc", on_event: Callable[[str, str, dict[str, Any]], None] | None = None, *,
+                 tiers: Mapping[str, TierSpec] | None = None, fps: int = 25, workers: int = 2,
+                 adapt: AdaptPolicy | None = DEFAULT_ADAPT, ice_servers: tuple[str, ...] = ()) -> None:
+        if workers < 1:
+            raise UsageError("--workers must be at least 1")
+        self.source = source
+        self.tiers: dict[str, TierSpec] = dict(tiers or DEFAULT_TIERS)
+        self.program = Program(source, self.tiers, fps=fps)
+        self._on_event = on_event
+        self._adapt = adapt
+        self._ice_servers = list(ice_servers)
+        self._workers = [_Worker(i) for i in range(workers)]
+        self._sessions: dict[str, SessionRef] = {}
+        self._by_site: dict[str, SessionRef] = {}
+        self._ids = itertools.count(1)
+        self._restarts: list[float] = []
+        self._closing = False
+        self.recorder: Any = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the program and every worker (each says when it is ready)."""
+        await self.program.start()
+        await asyncio.gather(*(self._start_worker(w) for w in self._workers))
+
+    async def close(self) -> None:
+        """End every worker (their sites' connections close), then the program."""
+        self._closing = True
+        if self.recorder is not None:
+            await self.recorder.stop()
+        await asyncio.gather(*(self._stop_worker(w) for w in self._workers))
+        await self.program.close()
+
+    async def record(self, path: str) -> None:
+        """Record the program as sent (see :meth:`MediaCore.record`): runs in the main process."""
+        from ccctl.media.core import start_recorder
+
+        if self.recorder is not None:
+            raise MediaError(f"already recording to {self.recorder.path}")
+        self.recorder = start_recorder(self.program, self.tiers, path)
+
+    # -- the MediaCore face -------------------------------------------------------------------
+    async def subscribe(self, site_id: str, offer_sdp: str, tier: str = "high") -> tuple[str, str]:
+        """Answer a site's offer in the worker with the fewest sites."""
+        if tier not in self.tiers:
+            raise UsageError(f"unknown tier {tier!r}: use one of {', '.join(self.tiers)}")
+        old = self._by_site.get(site_id)
+        load = {w.index: 0 for w in self._workers}
+        for ref in self._sessions.values():
+            load[ref.worker] += 1
+        worker = self._workers[min(load, key=lambda i: (load[i], i))]
+        session_id, answer, final_tier = await self._call(worker, "subscribe", site_id, offer_sdp, tier)
+        ref = SessionRef(session_id, site_id, final_tier, worker.index)
+        self._sessions[session_id] = ref
+        self._by_site[site_id] = ref
+        if old is not None and old.worker != worker.index:  # the same worker replaces it itself
+            await self._call(self._workers[old.worker], "unsubscribe", old.session_id, "replaced")
+        return session_id, answer
+
+    async def unsubscribe(self, session_id: str) -> bool:
+        """End a session; False when there is no such session."""
+        ref = self._sessions.get(session_id)
+        if ref is None:
+            return False
+        return bool(await self._call(self._workers[ref.worker], "unsubscribe", session_id, "unsubscribed"))
+
+    async def set_tier(self, site_id: str, tier: str, reason: str = "operator") -> None:
+        """Move a live site to another tier (in its worker)."""
+        ref = self._by_site.get(site_id)
+        if ref is None:
+            raise NotFound(f"site {site_id} is not subscribed")
+        await self._call(self._workers[ref.worker], "set_tier", site_id, tier, reason)
+        ref.tier = tier
+
+    def sessions(self) -> list[SessionRef]:
+        """The live sessions as the main process knows them."""
+        return list(self._sessions.values())
+
+    def tier_counts(self) -> dict[str, int]:
+        """Subscribed sites per tier (every tier listed, zeros included)."""
+        counts = dict.fromkeys(self.tiers, 0)
+        for ref in self._sessions.values():
+            counts[ref.tier] = counts.get(ref.tier, 0) + 1
+        return counts
+
+    def program_stats(self) -> dict[str, dict[str, int]]:
+        """The main program's encoder counters (subscribers: workers fed, not sites)."""
+        return self.program.stats()
+
+    async def stats(self) -> list[dict[str, Any]]:
+        """Every worker's per-session stats (see :meth:`MediaCore.stats`), with its index."""
+        parts = await asyncio.gather(*(self._call(w, "stats") for w in self._workers if w.proc is not None),
+                                     return_exceptions=True)
+        rows: list[dict[str, Any]] = []
+        for worker, part in zip([w for w in self._workers if w.proc is not None], parts, strict=True):
+            if isinstance(part, BaseException):
+                log.warning("worker %d gave no stats: %s", worker.index, part)
+                continue
+            rows += [row | {"worker": worker.index} for row in part]
+        return rows
+
+    # -- workers ------------------------------------------------------------------------------
+    async def _start_worker(self, worker: _Worker) -> None:
+        import aioice.ice
+
+        parent, child = socket.socketpair()
+        config = {"tiers": {name: asdict(spec) for name, spec in self.tiers.items()}, "fps": self.program.fps,
+                  "adapt": None if self._adapt is None else asdict(self._adapt), "ice_servers": self._ice_servers,
+                  # the main process's ICE address choice (pinned to the listen address when loopback)
+                  "hosts": aioice.ice.get_host_addresses(True, True)}
+        worker.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ccctl.media.shard", str(child.fileno()), json.dumps(config), pass_fds=(child.fileno(),))
+        child.close()
+        reader, writer = await asyncio.open_connection(sock=parent)
+        worker.channel = Channel(reader, writer)
+        worker.ready = asyncio.get_running_loop().create_future()
+        worker.reader_task = asyncio.get_running_loop().create_task(self._read(worker), name=f"fanout-worker-{worker.index}")
+        try:
+            await asyncio.wait_for(asyncio.shield(worker.ready), START_TIMEOUT)
+        except TimeoutError:
+            raise MediaError(f"fan-out worker {worker.index} did not start within {START_TIMEOUT:.0f} s") from None
+
+    async def _stop_worker(self, worker: _Worker) -> None:
+        if worker.proc is None:
+            return
+        proc, worker.proc = worker.proc, None
+        worker.channel.close()  # the worker ends its sessions and exits when its socket closes
+        try:
+            await asyncio.wait_for(proc.wait(), 15)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        if worker.reader_task is not None:
+            await asyncio.gather(worker.reader_task, return_exceptions=True)
+
+    async def _call(self, worker: _Worker, op: str, *args: Any) -> Any:
+        if worker.proc is None:
+            raise MediaError(f"fan-out worker {worker.index} is not running")
+        call_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        worker.calls[call_id] = future
+        worker.channel.send_json(b"R", {"id": call_id, "op": op, "args": args})
+        try:
+            return await asyncio.wait_for(future, CALL_TIMEOUT)
+        except TimeoutError:
+            raise MediaError(f"fan-out worker {worker.index} did not answer {op}") from None
+        finally:
+            worker.calls.pop(call_id, None)
+
+    async def _read(self, worker: _Worker) -> None:
+        while True:
+            message = await worker.channel.receive()
+            if message is None:
+                break
+            kind, body = message
+            if kind == b"A":
+                answer = json.loads(body)
+                future = worker.calls.get(answer["id"])
+                if future is not None and not future.done():
+                    if "error" in answer:
+                        future.set_exception(ERRORS.get(answer["error"], MediaError)(answer["message"]))
+                    else:
+                        future.set_result(answer["result"])
+            elif kind == b"E":
+                event_kind, site_id, detail = json.loads(body)
+                self._event(worker, event_kind, site_id, detail)
+            elif kind == b"K":
+                self.program.request_keyframe(body.decode())
+            elif kind == b"D":
+                self._demand(worker, set(json.loads(body)))
+            elif kind == b"S" and worker.ready is not None and not worker.ready.done():
+                worker.ready.set_result(None)
+        self._worker_gone(worker)
+
+    def _feed(self, name: str) -> Feed:
+        return self.program.audio_feed if name == "audio" else self.program.feed(name)
+
+    def _demand(self, worker: _Worker, wanted: set[str]) -> None:
+        """Put the worker's links on exactly the feeds it has sites on."""
+        for name in list(worker.links):
+            if name not in wanted:
+                worker.links.pop(name).stop()
+        for name in wanted - set(worker.links):
+            link = worker.links[name] = _Link(worker, self._feed(name))
+            link.feed.add_forwarder(link)
+
+    def _event(self, worker: _Worker, kind: str, site_id: str, detail: dict[str, Any]) -> None:
+        session_id = detail.get("session_id", "")
+        if kind == "leave":
+            ref = self._sessions.pop(session_id, None)
+            if ref is not None and self._by_site.get(site_id) is ref:
+                del self._by_site[site_id]
+        elif kind == "tier" and session_id in self._sessions:
+            self._sessions[session_id].tier = detail["to"]
+        if self._on_event is not None:
+            try:
+                self._on_event(kind, site_id, detail)
+            except Exception:  # the registry failing must not break media
+                log.exception("on_event(%s, %s) failed", kind, site_id)
+
+    def _worker_gone(self, worker: _Worker) -> None:
+        """The worker's socket closed: its sites have left; start it again unless closing."""
+        for name in list(worker.links):
+            worker.links.pop(name).stop()
+        for future in worker.calls.values():
+            if not future.done():
+                future.set_exception(MediaError(f"fan-out worker {worker.index} exited"))
+        reason = "closed" if self._closing else "worker exited"
+        for ref in [r for r in self._sessions.values() if r.worker == worker.index]:
+            self._event(worker, "leave", ref.site_id, {"session_id": ref.session_id, "reason": reason})
+        if self._closing or worker.proc is None:
+            return
+        now = time.monotonic()
+        self._restarts = [t for t in self._restarts if now - t < 60] + [now]
+        log.error("fan-out worker %d exited (code %s)", worker.index, worker.proc.returncode)
+        worker.proc = None
+        if len(self._restarts) <= RESTARTS_PER_MINUTE:
+            worker.restart = asyncio.get_running_loop().create_task(self._start_worker(worker),
+                                                                     name=f"restart-worker-{worker.index}")
+
+
+# -- a worker process --------------------------------------------------------------------------
+class RemoteProgram:
+    """A worker's stand-in for :class:`Program`: feeds filled from the main process."""
+
+    def __init__(self, tiers: Mapping[str, TierSpec], fps: int, channel: Channel) -> None:
+        self.tiers = dict(tiers)
+        self.fps = fps
+        self._channel = channel
+        self._video = {s.name: Feed(s.name, "video", functools.partial(self._keyframe, s.name), self._demand)
+                       for s in self.tiers.values() if s.has_video}
+        self.audio_feed = Feed("audio", "audio", None, self._demand)
+        self._wanted: set[str] = set()
+
+    async def start(self) -> None:
+        """Nothing to start: units arrive from the main process."""
+
+    async def close(self) -> None:
+        """Stop every forwarder still on a feed."""
+        for feed in [*self._video.values(), self.audio_feed]:
+            for sink in list(feed.subscribers):
+                sink.stop()
+
+    def feed(self, tier: str) -> Feed:
+        """The video feed of ``tier``."""
+        return self._video[tier]
+
+    def request_keyframe(self, tier: str) -> None:
+        """Ask the main program for a keyframe of ``tier``."""
+        if tier in self._video:
+            self._video[tier].request_keyframe()
+
+    def open_track(self, tier: str, kind: str) -> Any:
+        """Stock tracks (and recording) live in the main process."""
+        raise MediaError("a fan-out worker has only the tight path")
+
+    def publish(self, feed: str, unit: RtpUnit) -> None:
+        """A unit from the main process, to this worker's forwarders of that feed."""
+        target = self.audio_feed if feed == "audio" else self._video.get(feed)
+        if target is not None:
+            target.publish_rtp(unit)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Forwarders per feed."""
+        return {f.name: {"subscribers": len(f.subscribers)} for f in [*self._video.values(), self.audio_feed]}
+
+    def _keyframe(self, tier: str) -> None:
+        self._channel.send(b"K", tier.encode())
+
+    def _demand(self) -> None:
+        wanted = {f.name for f in [*self._video.values(), self.audio_feed] if f.subscribers}
+        if wanted != self._wanted:
+            self._wanted = wanted
+            self._channel.send_json(b"D", sorted(wanted))
+
+
+async def _serve_worker(fd: int, config: dict[str, Any]) -> None:
+    from ccctl.media.core import MediaCore
+    from ccctl.media.net import pin_ice
+
+    hosts = config["hosts"]
+    if len(hosts) == 1:
+        pin_ice(hosts[0])
+    reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=fd))
+    channel = Channel(reader, writer)
+    tiers = {name: TierSpec(**spec) for name, spec in config["tiers"].items()}
+    program = RemoteProgram(tiers, config["fps"], channel)
+    adapt = AdaptPolicy(**config["adapt"]) if config["adapt"] is not None else None
+    core = MediaCore(on_event=lambda kind, site, detail: channel.send_json(b"E", [kind, site, detail]), tiers=tiers,
+                     fps=config["fps"], ice_servers=config["ice_servers"], adapt=adapt, program=program)
+    await core.start()
+    channel.send(b"S", b"")
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def call(request: dict[str, Any]) -> None:
+        op, args = request["op"], request["args"]
+        try:
+            if op == "subscribe":
+                session_id, answer = await core.subscribe(*args)
+                result: Any = [session_id, answer, core._sessions[session_id].tier]
+            elif op == "unsubscribe":
+                result = await core.unsubscribe(args[0], args[1])
+            elif op == "set_tier":
+                core.set_tier(*args)
+                result = None
+            elif op == "stats":
+                result = await core.stats()
+            else:
+                raise MediaError(f"unknown call {op}")
+            channel.send_json(b"A", {"id": request["id"], "result": result})
+        except CcctlError as exc:
+            channel.send_json(b"A", {"id": request["id"], "error": type(exc).__name__, "message": str(exc)})
+
+    try:
+        while True:
+            message = await channel.receive()
+            if message is None:
+                break
+            kind, body = message
+            if kind == b"U":
+                program.publish(*decode_unit(body))
+            elif kind == b"R":
+                task = asyncio.get_running_loop().create_task(call(json.loads(body)))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+    finally:
+        await core.close()
+        channel.close()
+
+
+def main() -> None:
+    """``python -m ccctl.media.shard FD CONFIG``: one fan-out worker (started by ShardedCore)."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s worker %(levelname)s %(name)s: %(message)s")
+    asyncio.run(_serve_worker(int(sys.argv[1]), json.loads(sys.argv[2])))
+
+
+if __name__ == "__main__":
+    main()
