@@ -8,7 +8,11 @@ Receivers (a child process pinned to CPU 1): N real aiortc peers that count RTP 
 socket (benchmarks/receivers.py: no decryption, no decoding). N=0 first measures the
 program's own cost (source, scale, encode, Opus), which is subtracted to give the fan-out's.
 
-    .venv/bin/python benchmarks/fanout.py [--quick] [--paths tight,stock] [N ...]   (default 0 100 300)
+    .venv/bin/python benchmarks/fanout.py [--quick] [--paths tight,stock,workers] [N ...]   (default 100 300)
+
+``workers`` is the tight path in fan-out worker processes (``serve --workers``, here one
+worker, pinned to the same CPU as the main process, whose CPU is counted with the main's):
+it shows what feeding a worker over a local socket costs on top of the tight path.
 
 Per path and N it prints: server CPU, packets/s, the fan-out's us per packet per subscriber,
 subscribers per core at the measured rate, and two checks: ``sent`` (packets the core sent /
@@ -68,9 +72,16 @@ def make_clip(path: Path, seconds: int = 8, fps: int = 25) -> None:
         out.mux(audio.encode(None))
 
 
+WORKER_PIDS: list[int] = []  # fan-out workers whose CPU counts as the server's
+
+
 def cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    total = r.ru_utime + r.ru_stime
+    for pid in WORKER_PIDS:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 async def client(n: int) -> None:
@@ -102,8 +113,10 @@ async def client(n: int) -> None:
         await pc.close()
 
 
-def sent_packets(core: Any) -> int:
+async def sent_packets(core: Any) -> int:
     """RTP packets sent to all subscribers: the forwarders' counters, or aiortc's senders'."""
+    if core.__class__.__name__ == "ShardedCore":
+        return sum(row["packets_sent"] for row in await core.stats())
     total = 0
     for session in core.sessions():
         if session.forwarders is not None:
@@ -122,9 +135,12 @@ def made_packets(core: Any) -> int:
 
 async def server(n: int, fanout: str) -> dict[str, Any]:
     from ccctl.media.core import MediaCore
+    from ccctl.media.shard import ShardedCore
 
-    core = MediaCore(SOURCE, tiers=TIERS, fanout=fanout)
+    core: Any = ShardedCore(SOURCE, tiers=TIERS, workers=1) if fanout == "workers" else MediaCore(SOURCE, tiers=TIERS,
+                                                                                                  fanout=fanout)
     await core.start()
+    WORKER_PIDS[:] = [w.proc.pid for w in core._workers] if fanout == "workers" else []
     if n == 0:
         return await baseline(core)
     proc = await asyncio.create_subprocess_exec(sys.executable, __file__, "--client", str(n),
@@ -137,7 +153,7 @@ async def server(n: int, fanout: str) -> dict[str, Any]:
         proc.stdin.write((json.dumps({"i": offer["i"], "sdp": answer}) + "\n").encode())
         await proc.stdin.drain()
     deadline = time.monotonic() + JOIN_TIMEOUT
-    while sum(s.connected_at is not None for s in core.sessions()) < n:  # bounded poll
+    while sum(r["state"] == "connected" for r in await core.stats()) < n:  # bounded poll
         if time.monotonic() > deadline:
             raise SystemExit(f"peers did not connect within {JOIN_TIMEOUT:.0f} s")
         await asyncio.sleep(0.2)
@@ -148,7 +164,8 @@ async def server(n: int, fanout: str) -> dict[str, Any]:
         proc.stdin.write(b"count\n")
         await proc.stdin.drain()
         got = json.loads(await proc.stdout.readline())
-        return cpu(), sent_packets(core), made_packets(core), got["packets"], got["bytes"]
+        sent = await sent_packets(core)
+        return cpu(), sent, made_packets(core), got["packets"], got["bytes"]
 
     c0, s0, m0, r0, b0 = await sample()
     t0 = time.monotonic()
@@ -163,7 +180,7 @@ async def server(n: int, fanout: str) -> dict[str, Any]:
     sent = s1 - s0
     return {"n": n, "path": fanout, "joined_s": joined_s, "cpu_s_per_s": (c1 - c0) / dt, "pkts_per_s": sent / dt,
             "mbps_per_sub": (b1 - b0) * 8 / dt / n / 1e6, "fps_encoded": encoded / (time.monotonic() - t_join),
-            "sent_ratio": sent / ((m1 - m0) * n) if fanout == "tight" and m1 > m0 else None,
+            "sent_ratio": sent / ((m1 - m0) * n) if fanout != "stock" and m1 > m0 else None,
             "recv_ratio": (r1 - r0) / sent if sent else 0.0}
 
 
@@ -194,7 +211,7 @@ def report(base: dict[str, Any], r: dict[str, Any]) -> dict[str, float]:
     per_sub = fanout / r["n"]
     subs_per_core = 1 / per_sub if per_sub > 0 else float("inf")
     sent = f"{r['sent_ratio']:.3f}" if r["sent_ratio"] is not None else "  n/a"
-    print(f"{r['path']:5s} N={r['n']:4d} joined in {r['joined_s']:5.1f} s  cpu={r['cpu_s_per_s']:.3f} core  "
+    print(f"{r['path']:7s} N={r['n']:4d} joined in {r['joined_s']:5.1f} s  cpu={r['cpu_s_per_s']:.3f} core  "
           f"{r['pkts_per_s']:7.0f} pkt/s ({r['pkts_per_s'] / r['n']:.0f}/sub, {r['mbps_per_sub']:.2f} Mbps/sub)  "
           f"fan-out {us:5.1f} us/pkt/sub  {subs_per_core:5.0f} subs/core  sent {sent}  recv {r['recv_ratio']:.3f}",
           flush=True)

@@ -32,4 +32,6 @@ def test_fanout_benchmark_quick() -> None:
                          capture_output=True, text=True, timeout=300, check=True, cwd=ROOT).stdout
     lines = out.splitlines()
     assert lines[0].startswith("N=   0 ") and "ms CPU per program frame" in lines[0]
-    assert lines[1].startswith("N=   3 ") and "us/pkt/sub" in lines[1]
+    assert lines[1].startswith("tight   N=   3 ") and "us/pkt/sub" in lines[1] and "sent 1.000" in lines[1]
+    assert lines[2].startswith("stock   N=   3 ") and "us/pkt/sub" in lines[2]
+    assert lines[3].startswith("ratio N=3: tight/stock")
