@@ -35,3 +35,9 @@ def test_fanout_benchmark_quick() -> None:
     assert lines[1].startswith("tight   N=   3 ") and "us/pkt/sub" in lines[1] and "sent 1.000" in lines[1]
     assert lines[2].startswith("stock   N=   3 ") and "us/pkt/sub" in lines[2]
     assert lines[3].startswith("ratio N=3: tight/stock")
+
+
+def test_floor_benchmark_quick() -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "floor.py"), "--quick"],
+                         capture_output=True, text=True, timeout=300, check=True, cwd=ROOT).stdout
+    assert "floor switch (API call -> first viewer frame of the site), 2 rounds" in out

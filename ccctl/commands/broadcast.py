@@ -19,11 +19,13 @@ def _client(obj: AppContext) -> Any:
 
 @click.group()
 def broadcast() -> None:
-    """Broadcasts: one program to every site, over WebRTC (WHEP)."""
+    """Broadcasts: one program to every site over WebRTC (WHEP out, WHIP in), and the floor."""
 
 
 @broadcast.command("start")
-@click.option("--source", default="testsrc", show_default=True, metavar="testsrc|file:PATH")
+@click.option("--source", default="testsrc", show_default=True, metavar="testsrc|file:PATH|whip",
+              help="whip: the program waits (black, silent) for a WHIP publisher at /whip/program "
+                   "with the control token (`links --program` prints both).")
 @click.option("--title", default="Hội nghị trực tuyến", show_default=True)
 @click.pass_obj
 def start(obj: AppContext, source: str, title: str) -> None:
@@ -36,6 +38,9 @@ def start(obj: AppContext, source: str, title: str) -> None:
         say(f"no server was running: started one in the background (pid {pid}, {client.base})")
     result = client.call("POST", "/api/broadcast", {"source": source, "title": title})
     say(f"broadcast {result['id']} live: {result['title']} ({result['source']})")
+    if result["source"] == "whip":
+        say(f"waiting for the program at {client.base}/whip/program (`ccctl broadcast links --program` gives "
+            "the URL and token to publish with)")
 
 
 @broadcast.command("status")
@@ -47,10 +52,33 @@ def status(obj: AppContext, fmt: str | None, as_json: bool, as_csv: bool) -> Non
     if not data["live"]:
         say("no live broadcast")
     else:
-        say(f"broadcast {data['id']}: {data['title']} ({data['source']}), {len(data['sessions'])} site(s) connected")
+        floor = f", floor: {data['floor']}" if data.get("floor") else ""
+        if data.get("floor") and data.get("on_air") != data["floor"]:
+            floor += " (its uplink is not on air yet)"
+        say(f"broadcast {data['id']}: {data['title']} ({data['source']}), {len(data['sessions'])} site(s) "
+            f"connected{floor}")
     emit(data["sessions"], resolve_format(obj, fmt, as_json, as_csv),
-         ["site_id", "session_id", "tier", "state", "joined_at", "packets_sent", "bytes_sent", "loss_pct", "rtt_ms",
-          "jitter_ms"])
+         ["site_id", "session_id", "tier", "state", "floor", "joined_at", "packets_sent", "bytes_sent", "loss_pct",
+          "rtt_ms", "jitter_ms"])
+
+
+@broadcast.command("floor")
+@click.argument("site_id", metavar="[SITE]", required=False)
+@click.option("--release", is_flag=True, help="Take the floor back: the program returns to the main source.")
+@click.pass_obj
+def floor(obj: AppContext, site_id: str | None, release: bool) -> None:
+    """Give SITE the floor: its join page sends its camera and microphone, which become the
+    program for every site (within a second); `--release` returns to the main source."""
+    from ccctl.errors import UsageError
+
+    if (site_id is None) == (not release):
+        raise UsageError("give either a SITE or --release")
+    result = _client(obj).set_floor(None if release else site_id)
+    if release:
+        say(f"floor released (was {result['released']})" if result["released"] else "nobody held the floor")
+    else:
+        was = result.get("previous")
+        say(f"{site_id} has the floor" + (f" (taken from {was})" if was and was != site_id else ""))
 
 
 @broadcast.command("stop")
@@ -63,21 +91,27 @@ def stop(obj: AppContext) -> None:
 
 @broadcast.command("links")
 @site_filter_options
+@click.option("--program", "program", is_flag=True,
+              help="The control room's WHIP URL and token instead (to publish a `--source whip` program).")
 @format_options
 @click.pass_obj
-def links(obj: AppContext, fmt: str | None, as_json: bool, as_csv: bool, **kwargs: Any) -> None:
+def links(obj: AppContext, fmt: str | None, as_json: bool, as_csv: bool, program: bool, **kwargs: Any) -> None:
     """Each selected site's join URL with its token (give them to the sites, nobody else)."""
-    from ccctl.media.tokens import generation, load_secret, site_token
+    from ccctl.media.tokens import control_token, generation, load_secret, site_token
     from ccctl.registry.sites import select_sites
 
     secret = load_secret(obj.config.home)
     base = "http://" + obj.config.serve.listen
+    if program:
+        emit([{"name": "program", "whip_url": f"{base}/whip/program", "token": control_token(secret)}],
+             resolve_format(obj, fmt, as_json, as_csv))
+        return
     rows = []
     for site in select_sites(obj.db, site_filter(kwargs, enabled_only=True)):
         token = site_token(secret, site.id, generation(obj.db, site.id))
         rows.append({"site_id": site.id, "name": site.name, "tier": site.tier,
                      "join_url": f"{base}/join/{site.id}?t={token}", "whep_url": f"{base}/whep/{site.id}",
-                     "token": token})
+                     "whip_url": f"{base}/whip/{site.id}", "token": token})
     emit(rows, resolve_format(obj, fmt, as_json, as_csv))
 
 

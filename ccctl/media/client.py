@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ccctl.errors import CcctlError
+from ccctl.errors import CcctlError, NotFound
 from ccctl.media.tokens import control_token, load_secret
 
 READY_TIMEOUT_S = 30.0
@@ -55,10 +55,17 @@ class ControlClient:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
             reason = exc.read().decode(errors="replace").strip().splitlines()
-            raise CcctlError(f"server said {exc.code}: {reason[0] if reason else exc.reason}") from None
+            error = NotFound if exc.code == 404 else CcctlError  # an unknown site or broadcast: exit 4
+            raise error(f"server said {exc.code}: {reason[0] if reason else exc.reason}") from None
         except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
             why = getattr(exc, "reason", exc)
             raise ServerDown(f"no ccctl server at {self.base} ({why}); start it: ccctl serve --detach") from None
+
+    def set_floor(self, site_id: str | None) -> dict[str, Any]:
+        """Give ``site_id`` the floor, or release it (None); the server's answer."""
+        if site_id is None:
+            return dict(self.call("DELETE", "/api/floor"))
+        return dict(self.call("POST", "/api/floor", {"site": site_id}))
 
     def alive(self) -> bool:
         """True when the server answers /healthz."""

@@ -9,8 +9,13 @@ objects, which hand the same unit to every subscriber (see that module for what 
 aiortc and what is ours).
 
 Sources: ``testsrc`` (colour bars, a moving bar and a binary frame counter that
-:func:`read_counter` reads back, plus a 1 kHz tone) and ``file:PATH`` (decoded with PyAV
-and re-encoded, looping at the end).
+:func:`read_counter` reads back, plus a 1 kHz tone), ``file:PATH`` (decoded with PyAV
+and re-encoded, looping at the end) and ``whip`` (a :class:`Placeholder`, black with
+silence, until a WHIP publisher's :class:`RemoteSource` takes over).
+
+:meth:`Program.set_source` swaps the input live (a WHIP publisher, the floor holder's
+uplink, then back): the program clock keeps stamping every frame, so subscribers see one
+continuous RTP stream with a forced keyframe at the cut, and no renegotiation.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Protocol, TypeVar
 
 import av
 import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.video.frame import PictureType
 
 from ccctl.media.tiers import DEFAULT_TIERS, EncodedUnit, Feed, MediaError, SubscriberTrack, TierSpec
@@ -41,6 +47,7 @@ VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
 AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
 KEYFRAME_MIN_INTERVAL = 1.0  # seconds between forced keyframes of one tier
 COUNTER_BITS = 16
+REMOTE_AUDIO_BACKLOG = 5  # 20 ms frames of a remote source's sound kept waiting, at most
 
 
 class KeyframePolicy:
@@ -231,14 +238,135 @@ class FileSource:
                 continue
             frame.pts = None
             self._pending_audio.extend(self._resampler.resample(frame))
-        silent = av.AudioFrame.from_ndarray(np.zeros((1, AUDIO_SAMPLES * 2), np.int16), format="s16", layout="stereo")
-        silent.sample_rate = AUDIO_RATE
-        return silent
+        return silence()
 
     def close(self) -> None:
         """Close both demuxers."""
         self._vc.close()
         self._ac.close()
+
+
+def silence() -> av.AudioFrame:
+    """20 ms of s16 stereo 48 kHz silence."""
+    frame = av.AudioFrame.from_ndarray(np.zeros((1, AUDIO_SAMPLES * 2), np.int16), format="s16", layout="stereo")
+    frame.sample_rate = AUDIO_RATE
+    return frame
+
+
+class Placeholder:
+    """Black with silence: what a ``whip`` program shows while nobody publishes."""
+
+    blocking = False
+
+    def __init__(self, width: int, height: int) -> None:
+        self._black = np.full((height * 3 // 2, width), 128, np.uint8)
+        self._black[:height] = 16  # video black; neutral chroma
+
+    def video(self, index: int) -> av.VideoFrame:
+        """A black picture (a new frame each time: the program stamps it)."""
+        return av.VideoFrame.from_ndarray(self._black, format="yuv420p")
+
+    def audio(self, index: int) -> av.AudioFrame:
+        """20 ms of silence."""
+        return silence()
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class RemoteSource:
+    """The decoded tracks of a remote peer (a WHIP publisher), paced by the program clock.
+
+    aiortc decodes each received track once, in its receiver's thread, into a queue without
+    bound; one reader task per track drains it, keeping only the newest picture and a short
+    queue of 20 ms sound resampled to 48 kHz s16 stereo (the program clock takes one per tick;
+    beyond :data:`REMOTE_AUDIO_BACKLOG` the oldest is dropped, so delay cannot build up).
+    Each tick scales the newest picture to the program size in a worker thread; the program
+    then encodes it once per tier, as for any source. The publisher's own timestamps are not
+    used: the program clock stamps every frame.
+    """
+
+    blocking = True  # scaling a camera picture to 720p is worth a worker thread
+
+    def __init__(self, video: MediaStreamTrack | None, audio: MediaStreamTrack | None, width: int, height: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.width, self.height = width, height
+        self.ready = asyncio.Event()  # first picture decoded (first sound, for a publisher without video)
+        self.ended = asyncio.Event()  # every track ended
+        self.frames_in = 0
+        self.audio_in = 0
+        self.audio_dropped = 0
+        self._clock = clock
+        self.last_input = clock()
+        self._tracks = [t for t in (video, audio) if t is not None]
+        self._has_video = video is not None
+        self._latest: av.VideoFrame | None = None
+        self._audio: deque[av.AudioFrame] = deque()
+        self._resampler = av.AudioResampler(format="s16", layout="stereo", rate=AUDIO_RATE, frame_size=AUDIO_SAMPLES)
+        self._black = Placeholder(width, height)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = 0
+
+    def start(self) -> None:
+        """Start draining the tracks (call from the event loop)."""
+        loop = asyncio.get_running_loop()
+        self._running = len(self._tracks)
+        self._tasks = [loop.create_task(self._read(track), name=f"remote-{track.kind}") for track in self._tracks]
+        if not self._tasks:
+            self.ended.set()
+
+    async def _read(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                try:
+                    frame = await track.recv()
+                except MediaStreamError:
+                    return
+                self.last_input = self._clock()
+                if isinstance(frame, av.VideoFrame):
+                    self._latest = frame
+                    self.frames_in += 1
+                    self.ready.set()
+                elif isinstance(frame, av.AudioFrame):
+                    self._take_audio(frame)
+                    if not self._has_video:
+                        self.ready.set()
+        finally:
+            self._running -= 1
+            if self._running <= 0:
+                self.ended.set()
+
+    def _take_audio(self, frame: av.AudioFrame) -> None:
+        frame.pts = None
+        for out in self._resampler.resample(frame):
+            self._audio.append(out)
+            self.audio_in += 1
+        while len(self._audio) > REMOTE_AUDIO_BACKLOG:
+            self._audio.popleft()
+            self.audio_dropped += 1
+
+    def video(self, index: int) -> av.VideoFrame:
+        """The newest picture scaled to the program size (black until the first one)."""
+        frame = self._latest
+        if frame is None:
+            return self._black.video(index)
+        out = frame.reformat(self.width, self.height, format="yuv420p")
+        if out is frame:  # already the program size: copy, since the program stamps what it gets
+            out = av.VideoFrame.from_ndarray(frame.to_ndarray(), format="yuv420p")
+        return out
+
+    def audio(self, index: int) -> av.AudioFrame:
+        """The next 20 ms of the publisher's sound, or silence when none has arrived."""
+        try:
+            return self._audio.popleft()
+        except IndexError:
+            return silence()
+
+    def close(self) -> None:
+        """Stop draining (the tracks themselves end with their peer connection)."""
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
 
 
 class VideoEncoder:
@@ -302,8 +430,8 @@ class Program:
         for spec in self.tiers.values():
             if spec.has_video and (spec.width % 2 or spec.height % 2):
                 raise MediaError(f"tier {spec.name}: width and height must be even")
-        if source != "testsrc" and not source.startswith("file:"):
-            raise MediaError(f"unknown source {source!r}: use testsrc or file:PATH")
+        if source not in ("testsrc", "whip") and not source.startswith("file:"):
+            raise MediaError(f"unknown source {source!r}: use testsrc, file:PATH or whip")
         self.fps = fps
         self.opus_bitrate = opus_bitrate
         video = [s for s in self.tiers.values() if s.has_video]
@@ -313,22 +441,27 @@ class Program:
         self.audio_feed = Feed("audio", "audio", None, self._update_demand)
         self._video_demand = asyncio.Event()
         self._audio_demand = asyncio.Event()
-        self._source: Source | None = None
+        self._main: Source | None = None  # what the broadcast was started with; owned here
+        self._source: Source | None = None  # what the program shows now: the main one or a remote one
         self._opus: av.AudioCodecContext | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._t0 = 0.0
         self.video_ticks = 0
         self.audio_ticks = 0
+        self.source_switches = 0
 
     async def start(self) -> None:
         """Open the source and start the clocks; nothing is encoded until someone subscribes."""
         if self._tasks:
             return
         if self.source_name == "testsrc":
-            self._source = TestPattern(self.width, self.height)
+            self._main = TestPattern(self.width, self.height)
+        elif self.source_name == "whip":
+            self._main = Placeholder(self.width, self.height)
         else:
-            self._source = FileSource(self.source_name[len("file:"):], self.width, self.height, self.fps)
+            self._main = FileSource(self.source_name[len("file:"):], self.width, self.height, self.fps)
+        self._source = self._main
         opus = av.CodecContext.create("libopus", "w")
         opus.bit_rate, opus.format, opus.layout = self.opus_bitrate, "s16", "stereo"
         opus.sample_rate, opus.time_base = AUDIO_RATE, AUDIO_TIME_BASE
@@ -353,9 +486,32 @@ class Program:
         if self._executor is not None:
             executor, self._executor = self._executor, None
             await asyncio.to_thread(executor.shutdown)  # an encode in flight finishes first
-        if self._source is not None:
-            self._source.close()
-            self._source = None
+        self._source = None
+        if self._main is not None:
+            self._main.close()
+            self._main = None
+
+    def set_source(self, source: Source | None) -> None:
+        """Show ``source`` from the next tick on; None goes back to the main source.
+
+        The caller keeps ownership of ``source`` (and closes it after switching away). The
+        frames keep the program clock, so the RTP timestamps run on across the cut; every
+        tier is asked for a keyframe (coalesced by its :class:`KeyframePolicy`).
+        """
+        if self._main is None:
+            raise MediaError("the program is not running")
+        new = source if source is not None else self._main
+        if new is self._source:
+            return
+        self._source = new
+        self.source_switches += 1
+        for tier in self._video.values():
+            tier.keyframes.request()
+
+    @property
+    def source(self) -> Source | None:
+        """What the program shows now (None before start and after close)."""
+        return self._source
 
     def open_track(self, tier: str, kind: str) -> SubscriberTrack:
         """A subscriber track on ``tier``'s video, or on the shared audio (``kind="audio"``)."""
@@ -382,7 +538,8 @@ class Program:
                for name, t in self._video.items()}
         out["_audio"] = {"subscribers": len(self.audio_feed.subscribers), "frames_encoded": self.audio_ticks,
                          "units_out": self.audio_feed.units_out, "bytes_out": self.audio_feed.bytes_out}
-        out["_program"] = {"video_ticks": self.video_ticks, "audio_ticks": self.audio_ticks}
+        out["_program"] = {"video_ticks": self.video_ticks, "audio_ticks": self.audio_ticks,
+                           "source_switches": self.source_switches}
         return out
 
     def _update_demand(self) -> None:
@@ -403,10 +560,9 @@ class Program:
             return last + 1
         return due
 
-    async def _produce(self, make: Callable[[int], F], index: int) -> F:
-        """Call a source; file decoding runs in a worker thread so the loop stays free."""
-        assert self._source is not None
-        if self._source.blocking:
+    async def _produce(self, source: Source, make: Callable[[int], F], index: int) -> F:
+        """Call a source; file decoding and scaling run in a worker thread so the loop stays free."""
+        if source.blocking:
             return await asyncio.get_running_loop().run_in_executor(self._executor, make, index)
         return make(index)
 
@@ -415,8 +571,9 @@ class Program:
         while True:
             await self._video_demand.wait()
             tick = await self._tick(tick, self.fps)
-            assert self._source is not None
-            raw = await self._produce(self._source.video, tick)
+            source = self._source
+            assert source is not None
+            raw = await self._produce(source, source.video, tick)
             raw.pts, raw.time_base = tick * VIDEO_CLOCK // self.fps, VIDEO_TIME_BASE
             self.video_ticks += 1
             for tier in self._video.values():
@@ -451,8 +608,9 @@ class Program:
         while True:
             await self._audio_demand.wait()
             tick = await self._tick(tick, AUDIO_RATE / AUDIO_SAMPLES)
-            assert self._source is not None and self._opus is not None
-            frame = await self._produce(self._source.audio, tick)
+            source = self._source
+            assert source is not None and self._opus is not None
+            frame = await self._produce(source, source.audio, tick)
             frame.pts, frame.time_base = tick * AUDIO_SAMPLES, AUDIO_TIME_BASE
             self.audio_ticks += 1
             try:

@@ -7,9 +7,18 @@ Routes (all media and control routes need a token; only ``/healthz`` is open):
 - ``DELETE /api/sites/{site}/session`` (control token): end that site's live session.
 - ``POST /whep/{site}`` (that site's token): WHEP offer -> 201 answer with Location and ETag;
   ``DELETE /whep/{site}/{session}`` leaves; ``OPTIONS`` answers CORS preflight.
+- ``POST /whip/program`` (control token, a broadcast started with ``--source whip``) and
+  ``POST /whip/{site}`` (that site's token, only while it holds the floor): WHIP (RFC 9725)
+  offer -> 201 answer with Location, ETag and Accept-Patch; ``PATCH`` the Location with a
+  trickle-ICE fragment (204; a stale If-Match -> 412; an ICE restart -> 422); ``DELETE``
+  ends the publisher; ``OPTIONS`` answers CORS preflight.
+- ``POST|DELETE /api/floor`` (control token): give the floor to ``{"site": ID}``, release it.
+- ``GET /api/sites/{site}/floor?since=V&wait=S`` (that site's token): whether the site holds
+  the floor; with ``since`` (the version it last saw) a long-poll that answers as soon as
+  that changes for this site, or after ``wait`` seconds.
 - ``GET /join/{site}?t=TOKEN``: the join page a site opens in a browser.
-The live broadcast is kept in the registry, so a restarted server resumes it and sites rejoin
-on their own (the join page retries).
+The live broadcast and its floor holder are kept in the registry, so a restarted server
+resumes them and sites rejoin (and the floor holder publishes again) on their own.
 """
 
 from __future__ import annotations
@@ -17,9 +26,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -28,10 +38,18 @@ from ccctl.media.net import keep_candidates, pin_ice
 from ccctl.registry import open_registry
 from ccctl.registry.db import Database
 
+if TYPE_CHECKING:
+    from ccctl.media.ingest import Ingest
+
 JOIN_PAGE = Path(__file__).with_name("join.html")
-CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, DELETE, OPTIONS",
+CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, PATCH, DELETE, OPTIONS",
         "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
-        "Access-Control-Expose-Headers": "Location, ETag, Link"}
+        "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Patch"}
+#: The WHIP endpoint of the main program (the control token publishes there).
+MAIN_PUBLISH = "program"
+TRICKLE = "application/trickle-ice-sdpfrag"
+#: Longest a floor long-poll is held (the page asks for less).
+FLOOR_WAIT_MAX = 55.0
 
 
 class Server:
@@ -42,10 +60,15 @@ class Server:
         self.media_network = media_network
         self.secret = tokens.load_secret(home)
         self.core: Any = None
+        self.ingest: Ingest | None = None
         self.broadcast: dict[str, Any] | None = None
         self.started_at = time.time()
         self._core_factory = core_factory
         self._lock = asyncio.Lock()
+        from ccctl.media.ingest import FloorBoard
+
+        self.board = FloorBoard()
+        self.floor_listeners = 0  # join pages parked in a floor long-poll right now
 
     # -- lifecycle ------------------------------------------------------------------------
     async def resume(self) -> None:
@@ -60,17 +83,34 @@ class Server:
             from ccctl.media.core import MediaCore
 
             factory = MediaCore
+        from ccctl.media.ingest import Ingest
+
         bid = broadcast["id"]
-        self.core = factory(source=broadcast["source"],
-                            on_event=lambda kind, site, detail: state.record_event(self.db, bid, site, kind, detail))
+
+        def record(kind: str, site: str, detail: dict[str, Any]) -> None:
+            state.record_event(self.db, bid, site, kind, detail)
+
+        self.core = factory(source=broadcast["source"], on_event=record)
         await self.core.start()
+        self.ingest = Ingest(self.core.program, self.board, record, main_is_whip=broadcast["source"] == "whip")
+        await self.ingest.start()
+        self.ingest.set_floor(broadcast.get("floor_site"))  # a restarted server gives it back
         self.broadcast = broadcast
 
-    async def close(self) -> None:
-        """Close the media core (sites see the server go) and the registry."""
+    async def _stop_core(self) -> None:
+        """End the publishers, release the floor (pages stop publishing), close the core."""
+        if self.ingest is not None:
+            await self.ingest.close()
+            self.ingest = None
+        self.board.set(None)
         if self.core is not None:
             await self.core.close()
             self.core = None
+
+    async def close(self) -> None:
+        """Close the media core (sites see the server go) and the registry."""
+        self.board.close()
+        await self._stop_core()
         self.db.close()
 
     # -- helpers ----------------------------------------------------------------------------
@@ -112,8 +152,8 @@ class Server:
             if self.broadcast is not None:
                 raise web.HTTPConflict(text=f"broadcast {self.broadcast['id']} is already live\n")
             source = str(body.get("source") or "testsrc")
-            if source != "testsrc" and not source.startswith("file:"):
-                raise web.HTTPBadRequest(text=f"unknown source {source!r}: use testsrc or file:PATH\n")
+            if source not in ("testsrc", "whip") and not source.startswith("file:"):
+                raise web.HTTPBadRequest(text=f"unknown source {source!r}: use testsrc, file:PATH or whip\n")
             title = str(body.get("title") or "Hội nghị trực tuyến")
             bid = state.start_broadcast(self.db, title, source, {"sites": body.get("sites", [])})
             live = state.live_broadcast(self.db)
@@ -121,6 +161,7 @@ class Server:
             try:
                 await self._start_core(live)
             except Exception as exc:
+                await self._stop_core()
                 state.end_broadcast(self.db, bid)
                 raise web.HTTPInternalServerError(text=f"media core failed to start: {exc}\n") from None
         return web.json_response({"id": bid, "title": title, "source": source}, status=201)
@@ -130,8 +171,16 @@ class Server:
         if self.broadcast is None:
             return web.json_response({"live": False, "sessions": []})
         sessions = await self.core.stats()
+        holder = self.board.holder
+        for row in sessions:
+            row["floor"] = row.get("site_id") == holder
+        on_air = self.ingest.on_air if self.ingest is not None else None
         return web.json_response({"live": True, "id": self.broadcast["id"], "title": self.broadcast["title"],
                                   "source": self.broadcast["source"], "started_at": self.broadcast["started_at"],
+                                  "floor": holder, "floor_since": self.board.since,
+                                  "floor_listeners": self.floor_listeners,
+                                  "on_air": None if on_air is None else (on_air.site_id or MAIN_PUBLISH),
+                                  "publishers": self.ingest.stats() if self.ingest is not None else [],
                                   "sessions": sessions})
 
     async def stop(self, request: web.Request) -> web.Response:
@@ -140,10 +189,147 @@ class Server:
             if self.broadcast is None:
                 raise web.HTTPNotFound(text="no live broadcast\n")
             bid = self.broadcast["id"]
-            await self.core.close()
-            self.core, self.broadcast = None, None
+            await self._stop_core()
+            self.broadcast = None
             state.end_broadcast(self.db, bid)
         return web.json_response({"id": bid, "stopped": True})
+
+    # -- the floor ------------------------------------------------------------------------------
+    async def floor_grant(self, request: web.Request) -> web.Response:
+        """Give the floor to a site: its join page publishes its camera, which becomes the program."""
+        self._require_control(request)
+        body = await _json_object(request)
+        site_id = body.get("site")
+        if not isinstance(site_id, str) or not site_id:
+            raise web.HTTPBadRequest(text='body must name the site: {"site": ID}\n')
+        self._site_tier(site_id)  # 404 unless an enabled site
+        async with self._lock:
+            if self.broadcast is None or self.ingest is None:
+                raise web.HTTPConflict(text="no live broadcast\n")
+            previous = state.set_floor(self.db, self.broadcast["id"], site_id)
+            self.ingest.set_floor(site_id)
+        return web.json_response({"floor": site_id, "previous": previous})
+
+    async def floor_release(self, request: web.Request) -> web.Response:
+        """Take the floor back: the program returns to the main source."""
+        self._require_control(request)
+        async with self._lock:
+            if self.broadcast is None or self.ingest is None:
+                raise web.HTTPConflict(text="no live broadcast\n")
+            previous = state.set_floor(self.db, self.broadcast["id"], None)
+            self.ingest.set_floor(None)
+        return web.json_response({"floor": None, "released": previous})
+
+    async def site_floor(self, request: web.Request) -> web.Response:
+        """Whether this site holds the floor; a long-poll when the page says what it last saw.
+
+        Only a change for this site answers early (the floor passing between two other sites
+        does not wake every page).
+        """
+        site_id = request.match_info["site"]
+        self._require_site(request, site_id)
+        try:
+            since = int(request.query["since"]) if "since" in request.query else None
+            wait = min(max(float(request.query.get("wait", "25")), 0.0), FLOOR_WAIT_MAX)
+        except ValueError:
+            raise web.HTTPBadRequest(text="since must be an integer and wait a number of seconds\n") from None
+        board = self.board
+        if since is not None and since == board.version:
+            was = board.holder == site_id
+            deadline = time.monotonic() + wait
+            self.floor_listeners += 1
+            try:
+                while (remaining := deadline - time.monotonic()) > 0:  # bounded by the deadline
+                    version = board.version
+                    await board.wait(version, remaining)
+                    if (board.holder == site_id) != was or board.version == version:
+                        break  # this site's answer changed, or the wait ended (timeout, shutdown)
+            finally:
+                self.floor_listeners -= 1
+        return web.json_response({"site_id": site_id, "holder": board.holder == site_id, "version": board.version,
+                                  "live": self.broadcast is not None, "publish_url": f"/whip/{site_id}"},
+                                 headers={"Cache-Control": "no-store"})
+
+    # -- WHIP ingest ----------------------------------------------------------------------------
+    def _whip_owner(self, request: web.Request, name: str) -> str | None:
+        """Who publishes at ``/whip/{name}``: None for the control room's main program, else the site."""
+        presented = self._bearer(request)
+        if tokens.check_control(self.secret, presented):
+            if name != MAIN_PUBLISH:
+                raise web.HTTPForbidden(text=f"the control token publishes /whip/{MAIN_PUBLISH} only\n", headers=CORS)
+            return None
+        self._require_site(request, name)
+        return name
+
+    def _whip_resource(self, request: web.Request) -> Any:
+        name, resource_id = request.match_info["name"], request.match_info["resource"]
+        owner = self._whip_owner(request, name)
+        publisher = self.ingest.publisher(resource_id) if self.ingest is not None else None
+        if publisher is None or publisher.site_id != owner:
+            raise web.HTTPNotFound(text="no such WHIP session\n", headers=CORS)
+        return publisher
+
+    async def whip_offer(self, request: web.Request) -> web.Response:
+        """A publisher's WHIP offer -> 201 with the answer (every candidate in it)."""
+        name = request.match_info["name"]
+        owner = self._whip_owner(request, name)
+        if owner is not None:
+            self._site_tier(owner)  # 404 unless an enabled site
+        if request.content_type != "application/sdp":
+            raise web.HTTPUnsupportedMediaType(text="offer must be application/sdp\n", headers=CORS)
+        if self.ingest is None:
+            raise web.HTTPServiceUnavailable(text="no live broadcast\n", headers={"Retry-After": "5", **CORS})
+        offer = await request.text()
+        if self.media_network:
+            offer = keep_candidates(offer, self.media_network)
+        from ccctl.media.ingest import FloorRefused, SourceRefused
+        from ccctl.media.tiers import MediaError
+
+        try:
+            publisher, answer = await self.ingest.publish(offer, owner)
+        except FloorRefused as exc:
+            raise web.HTTPForbidden(text=f"{exc}\n", headers=CORS) from None
+        except SourceRefused as exc:
+            raise web.HTTPConflict(text=f"{exc}\n", headers=CORS) from None
+        except MediaError as exc:
+            raise web.HTTPBadRequest(text=f"{exc}\n", headers=CORS) from None
+        return web.Response(status=201, text=answer, content_type="application/sdp", headers={
+            "Location": f"/whip/{name}/{publisher.resource_id}", "ETag": f'"{publisher.etag}"',
+            "Accept-Patch": TRICKLE, **CORS})
+
+    async def whip_patch(self, request: web.Request) -> web.Response:
+        """Trickle ICE for a publisher (RFC 9725 section 4.3)."""
+        publisher = self._whip_resource(request)
+        if request.content_type != TRICKLE:
+            raise web.HTTPUnsupportedMediaType(text=f"a PATCH must be {TRICKLE}\n", headers=CORS)
+        match = request.headers.get("If-Match")
+        if match is not None and match.strip() not in ("*", f'"{publisher.etag}"'):
+            raise web.HTTPPreconditionFailed(text="If-Match does not match this ICE session's ETag\n", headers=CORS)
+        fragment = await request.text()
+        if self.media_network:
+            fragment = keep_candidates(fragment, self.media_network)
+        from ccctl.media.ingest import IceRestartRefused
+        from ccctl.media.tiers import MediaError
+
+        assert self.ingest is not None
+        try:
+            await self.ingest.trickle(publisher, fragment)
+        except IceRestartRefused as exc:
+            raise web.HTTPUnprocessableEntity(text=f"{exc}\n", headers=CORS) from None
+        except MediaError as exc:
+            raise web.HTTPBadRequest(text=f"{exc}\n", headers=CORS) from None
+        return web.Response(status=204, headers=CORS)
+
+    async def whip_delete(self, request: web.Request) -> web.Response:
+        """The publisher is done: end its session (the program goes back to what it showed)."""
+        publisher = self._whip_resource(request)
+        assert self.ingest is not None
+        await self.ingest.unpublish(publisher)
+        return web.Response(status=200, headers=CORS)
+
+    async def whip_preflight(self, request: web.Request) -> web.Response:
+        accept = {"Accept-Patch": TRICKLE} if "resource" in request.match_info else {"Accept-Post": "application/sdp"}
+        return web.Response(status=204, headers={**CORS, **accept})
 
     async def whep_offer(self, request: web.Request) -> web.Response:
         site_id = request.match_info["site"]
@@ -207,9 +393,28 @@ class Server:
         for s in sessions:
             by_tier[s.get("tier", "?")] = by_tier.get(s.get("tier", "?"), 0) + 1
         lines += [f'ccctl_broadcast_sessions{{tier="{t}"}} {n}' for t, n in sorted(by_tier.items())]
+        publishers = self.ingest.stats() if self.ingest is not None else []
+        lines += ["# HELP ccctl_whip_publishers WHIP publishers connected, by role.", "# TYPE ccctl_whip_publishers gauge"]
+        lines += [f'ccctl_whip_publishers{{role="{role}"}} {sum(1 for p in publishers if p["role"] == role)}'
+                  for role in ("main", "floor")]
+        lines += ["# HELP ccctl_floor_held 1 while a site holds the floor.", "# TYPE ccctl_floor_held gauge",
+                  f"ccctl_floor_held {1 if self.board.holder else 0}",
+                  "# HELP ccctl_floor_listeners Join pages waiting to be given the floor.",
+                  "# TYPE ccctl_floor_listeners gauge", f"ccctl_floor_listeners {self.floor_listeners}"]
         lines += ["# HELP ccctl_site_bytes_sent Bytes sent to a site.", "# TYPE ccctl_site_bytes_sent counter"]
         lines += [f'ccctl_site_bytes_sent{{site="{s["site_id"]}"}} {s.get("bytes_sent", 0)}' for s in sessions]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object body ({} when empty); 400 otherwise."""
+    try:
+        body = await request.json() if request.can_read_body else {}
+    except ValueError:
+        raise web.HTTPBadRequest(text="body must be a JSON object\n") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="body must be a JSON object\n")
+    return body
 
 
 def _script_literal(value: str) -> str:
@@ -236,21 +441,38 @@ def create_app(db_url: str, home: Path, core_factory: Any = None, media_network:
     app.router.add_delete("/whep/{site}/{session}", server.whep_delete)
     app.router.add_delete("/api/sites/{site}/session", server.disconnect_site)
     app.router.add_route("OPTIONS", "/whep/{site}/{session}", server.preflight)
+    app.router.add_post("/whip/{name}", server.whip_offer)
+    app.router.add_route("OPTIONS", "/whip/{name}", server.whip_preflight)
+    app.router.add_patch("/whip/{name}/{resource}", server.whip_patch)
+    app.router.add_delete("/whip/{name}/{resource}", server.whip_delete)
+    app.router.add_route("OPTIONS", "/whip/{name}/{resource}", server.whip_preflight)
+    app.router.add_post("/api/floor", server.floor_grant)
+    app.router.add_delete("/api/floor", server.floor_release)
+    app.router.add_get("/api/sites/{site}/floor", server.site_floor)
     app.router.add_get("/join/{site}", server.join_page)
 
     async def on_startup(app: web.Application) -> None:
         await server.resume()
 
+    async def on_shutdown(app: web.Application) -> None:
+        server.board.close()  # answer the floor long-polls now, not after the shutdown timeout
+
     async def on_cleanup(app: web.Application) -> None:
         await server.close()
 
     app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
     return app
 
 
 async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None) -> None:
-    """Run the server until cancelled (SIGINT/SIGTERM through the CLI's bridge).
+    """Run the server until SIGTERM (``serve --stop``) or cancelled (Ctrl-C).
+
+    SIGTERM ends the wait below instead of raising out of the event loop: the server then
+    closes every peer connection itself before the loop ends. (Raised out of the loop, as
+    the CLI bridge does for other commands, asyncio cancels every aiortc task at once, and
+    one of them never finishes: the process hung until ``--stop`` killed it 30 s later.)
 
     Bound to a loopback address, media stays on loopback too: ICE offers only that address
     and remote candidates outside 127.0.0.0/8 are ignored.
@@ -271,7 +493,14 @@ async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None
     await site.start()
     if ready is not None:
         ready()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
     try:
-        await asyncio.Event().wait()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    except (NotImplementedError, RuntimeError, ValueError):  # no signals here (not the main thread)
+        pass
+    try:
+        await stop.wait()
     finally:
+        loop.remove_signal_handler(signal.SIGTERM)
         await runner.cleanup()

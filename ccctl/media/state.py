@@ -2,7 +2,12 @@
 
 A broadcast is ``live`` from start to stop; every join, leave, tier change and floor change is
 an event, from which ``attendance`` computes who was connected, when, for how long and at
-what tier.
+what tier. The floor holder is also kept on the broadcast row (``floor_site``), so a
+restarted server gives the floor back to the same site.
+
+Event kinds: ``join``, ``leave``, ``tier`` (a site's WHEP session), ``floor`` (detail
+``action``: ``grant``, ``release``, or ``on_air`` when the holder's uplink became the
+program) and ``publish`` (a WHIP session ``start``/``end``; site "" is the control room).
 """
 
 from __future__ import annotations
@@ -42,17 +47,50 @@ def start_broadcast(db: Database, title: str, source: str, params: dict[str, Any
 
 
 def end_broadcast(db: Database, broadcast_id: int) -> None:
-    """Mark a broadcast ended, closing the attendance of sites still connected."""
+    """Mark a broadcast ended, closing the attendance of sites still connected and the floor."""
     now = time.time()
     with db.transaction():
         still = [r["site_id"] for r in attendance(db, broadcast_id) if r["connected"]]
         db.executemany("INSERT INTO broadcast_events (broadcast_id, ts, site_id, kind, detail) VALUES (?, ?, ?, 'leave', ?)",
                        [(broadcast_id, now, site, json.dumps({"why": "broadcast ended"})) for site in still])
-        db.execute("UPDATE broadcasts SET status = 'ended', ended_at = ? WHERE id = ?", (now, broadcast_id))
+        holder = db.query("SELECT floor_site FROM broadcasts WHERE id = ?", (broadcast_id,))
+        if holder and holder[0][0]:
+            db.execute("INSERT INTO broadcast_events (broadcast_id, ts, site_id, kind, detail) VALUES (?, ?, ?, 'floor', ?)",
+                       (broadcast_id, now, holder[0][0], json.dumps({"action": "release", "why": "broadcast ended"})))
+        db.execute("UPDATE broadcasts SET status = 'ended', ended_at = ?, floor_site = NULL WHERE id = ?",
+                   (now, broadcast_id))
+
+
+def set_floor(db: Database, broadcast_id: int, site_id: str | None) -> str | None:
+    """Give the floor to ``site_id`` (None: release it), recording ``floor`` events; returns
+    the previous holder. Giving it to another site releases the previous one first."""
+    now = time.time()
+    with db.transaction():
+        rows = db.query("SELECT floor_site FROM broadcasts WHERE id = ?", (broadcast_id,))
+        previous = rows[0][0] if rows else None
+        if previous == site_id:
+            return previous
+        events = []
+        if previous:
+            events.append((broadcast_id, now, previous, "floor", json.dumps({"action": "release"})))
+        if site_id:
+            events.append((broadcast_id, now, site_id, "floor", json.dumps({"action": "grant"})))
+        db.executemany("INSERT INTO broadcast_events (broadcast_id, ts, site_id, kind, detail) VALUES (?, ?, ?, ?, ?)",
+                       events)
+        db.execute("UPDATE broadcasts SET floor_site = ? WHERE id = ?", (site_id, broadcast_id))
+    return str(previous) if previous else None
+
+
+def floor_events(db: Database, broadcast_id: int) -> list[dict[str, Any]]:
+    """The broadcast's floor history, oldest first: time, site and what happened."""
+    return [{"ts": ts, "site_id": site_id, **(json.loads(detail) if detail else {})}
+            for ts, site_id, detail in db.query(
+                "SELECT ts, site_id, detail FROM broadcast_events WHERE broadcast_id = ? AND kind = 'floor' "
+                "ORDER BY ts, id", (broadcast_id,))]
 
 
 def record_event(db: Database, broadcast_id: int, site_id: str, kind: str, detail: dict[str, Any]) -> None:
-    """One join/leave/tier/floor event."""
+    """One event (see the module doc for the kinds)."""
     with db.transaction():
         db.execute("INSERT INTO broadcast_events (broadcast_id, ts, site_id, kind, detail) VALUES (?, ?, ?, ?, ?)",
                    (broadcast_id, time.time(), site_id, kind, json.dumps(detail, ensure_ascii=False)))
@@ -69,8 +107,8 @@ def attendance(db: Database, broadcast_id: int) -> list[dict[str, Any]]:
     until = float(end[0][0]) if end else time.time()
     per_site: dict[str, dict[str, Any]] = {}
     for site_id, ts, kind, detail in db.query(
-            "SELECT site_id, ts, kind, detail FROM broadcast_events WHERE broadcast_id = ? ORDER BY ts, id",
-            (broadcast_id,)):
+            "SELECT site_id, ts, kind, detail FROM broadcast_events WHERE broadcast_id = ? "
+            "AND kind IN ('join', 'leave', 'tier') ORDER BY ts, id", (broadcast_id,)):
         info = json.loads(detail) if detail else {}
         row = per_site.setdefault(site_id, {"site_id": site_id, "first_join": None, "last_leave": None, "joins": 0,
                                             "seconds": 0.0, "tier": None, "connected": False, "_since": None})
@@ -83,8 +121,8 @@ def attendance(db: Database, broadcast_id: int) -> list[dict[str, Any]]:
         elif kind == "leave" and row["connected"]:
             row["seconds"] += ts - row["_since"]
             row["connected"], row["_since"], row["last_leave"] = False, None, ts
-        elif kind == "tier":
-            row["tier"] = info.get("tier", row["tier"])
+        elif kind == "tier":  # the core records {"from": ..., "to": ...}
+            row["tier"] = info.get("to", info.get("tier", row["tier"]))
     out = []
     for row in per_site.values():
         if row["connected"]:
