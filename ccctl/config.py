@@ -69,6 +69,7 @@ class ServeConfig:
 
     listen: str = "127.0.0.1:8080"
     public_url: str = ""  # base of the sites' join links when they reach the server another way
+    workers: int = 0  # fan-out worker processes (0: the sites' connections stay in the server process)
 
     def site_base(self) -> str:
         """The base URL of join links: ``public_url``, else the listen address itself."""

@@ -150,3 +150,30 @@ def test_join_page_plays_in_headless_chromium(server: Ccctl, tmp_path: Path) -> 
 
     seen = asyncio.run(browse())
     assert seen["connected"] and seen["videoFrames"] > 10 and seen["audioPackets"] > 20
+
+
+def test_fanout_workers_and_recording_end_to_end(server: Ccctl, tmp_path: Path) -> None:
+    import av
+
+    assert server("serve", "--stop").exit_code == 0
+    started = server("serve", "--detach", "--workers", "2")
+    assert started.exit_code == 0, started.stderr
+    bad = server("broadcast", "start", "--record", str(tmp_path / "missing" / "p.ts"))
+    assert bad.exit_code == 1 and "no such directory" in bad.stderr
+    recording = tmp_path / "program.ts"
+    result = server("broadcast", "start", "--record", str(recording))
+    assert result.exit_code == 0 and f"recording the program to {recording}" in result.stderr, result.stderr
+    links = {r["site_id"]: r for r in server.json("broadcast", "links")}
+
+    async def scenario() -> None:
+        pc, frames, _ = await _join(links["bn-1"]["whep_url"], links["bn-1"]["token"])
+        assert frames["video"] >= 5 and frames["audio"] >= 5
+        (row,) = server.json("broadcast", "status")
+        assert row["site_id"] == "bn-1" and row["worker"] in (0, 1) and row["packets_sent"] > 0
+        await pc.close()
+
+    asyncio.run(scenario())
+    assert server("broadcast", "stop").exit_code == 0
+    with av.open(str(recording)) as f:
+        assert {s.type for s in f.streams} == {"video", "audio"}
+        assert sum(1 for _ in f.decode(video=0)) >= 5

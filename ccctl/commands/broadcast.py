@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -27,8 +28,10 @@ def broadcast() -> None:
               help="whip: the program waits (black, silent) for a WHIP publisher at /whip/program "
                    "with the control token (`links --program` prints both).")
 @click.option("--title", default="Hội nghị trực tuyến", show_default=True)
+@click.option("--record", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
+              help="Also write the program as sent (best tier, H.264 + Opus) to FILE: .ts (MPEG-TS) or .mkv.")
 @click.pass_obj
-def start(obj: AppContext, source: str, title: str) -> None:
+def start(obj: AppContext, source: str, title: str, record: str | None) -> None:
     """Start a broadcast (starting the server in the background if none answers)."""
     from ccctl.media.client import start_detached
 
@@ -36,8 +39,13 @@ def start(obj: AppContext, source: str, title: str) -> None:
     if not client.alive():
         pid = start_detached(obj.config.home, obj.config.serve.listen, obj.config.db_url)
         say(f"no server was running: started one in the background (pid {pid}, {client.base})")
-    result = client.call("POST", "/api/broadcast", {"source": source, "title": title})
+    body = {"source": source, "title": title}
+    if record is not None:
+        body["record"] = str(Path(record).resolve())  # the server's working directory is not ours
+    result = client.call("POST", "/api/broadcast", body)
     say(f"broadcast {result['id']} live: {result['title']} ({result['source']})")
+    if result.get("record"):
+        say(f"recording the program to {result['record']}")
     if result["source"] == "whip":
         say(f"waiting for the program at {client.base}/whip/program (`ccctl broadcast links --program` gives "
             "the URL and token to publish with)")
@@ -57,9 +65,11 @@ def status(obj: AppContext, fmt: str | None, as_json: bool, as_csv: bool) -> Non
             floor += " (its uplink is not on air yet)"
         say(f"broadcast {data['id']}: {data['title']} ({data['source']}), {len(data['sessions'])} site(s) "
             f"connected{floor}")
-    emit(data["sessions"], resolve_format(obj, fmt, as_json, as_csv),
-         ["site_id", "session_id", "tier", "state", "floor", "joined_at", "packets_sent", "bytes_sent", "loss_pct",
-          "rtt_ms", "jitter_ms"])
+    columns = ["site_id", "session_id", "tier", "state", "floor", "joined_at", "kbps", "packets_sent", "fraction_lost",
+               "rtt_ms", "jitter_ms"]
+    if any("worker" in row for row in data["sessions"]):
+        columns.append("worker")  # serve --workers: which fan-out worker holds the site
+    emit(data["sessions"], resolve_format(obj, fmt, as_json, as_csv), columns)
 
 
 @broadcast.command("floor")
@@ -101,7 +111,7 @@ def links(obj: AppContext, fmt: str | None, as_json: bool, as_csv: bool, program
     from ccctl.registry.sites import select_sites
 
     secret = load_secret(obj.config.home)
-    base = "http://" + obj.config.serve.listen
+    base = obj.config.serve.site_base()
     if program:
         emit([{"name": "program", "whip_url": f"{base}/whip/program", "token": control_token(secret)}],
              resolve_format(obj, fmt, as_json, as_csv))

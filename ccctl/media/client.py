@@ -81,7 +81,7 @@ def pidfile(home: Path) -> Path:
     return home / "serve.pid"
 
 
-def start_detached(home: Path, listen: str, db_url: str) -> int:
+def start_detached(home: Path, listen: str, db_url: str, workers: int | None = None) -> int:
     """Start ``ccctl serve`` in the background (log in $CCCTL_HOME/serve.log); its pid once it answers."""
     client = ControlClient(home, listen)
     if client.alive():
@@ -89,7 +89,10 @@ def start_detached(home: Path, listen: str, db_url: str) -> int:
     home.mkdir(parents=True, exist_ok=True)
     log = open(home / "serve.log", "ab")
     env = {**os.environ, "CCCTL_HOME": str(home), "CCCTL_DB": db_url}
-    proc = subprocess.Popen([sys.executable, "-m", "ccctl", "serve", "--listen", listen], env=env,
+    argv = [sys.executable, "-m", "ccctl", "serve", "--listen", listen]
+    if workers is not None:
+        argv += ["--workers", str(workers)]
+    proc = subprocess.Popen(argv, env=env,
                             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     log.close()
     deadline = time.monotonic() + READY_TIMEOUT_S

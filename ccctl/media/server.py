@@ -24,6 +24,7 @@ resumes them and sites rejoin (and the floor holder publishes again) on their ow
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import signal
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from ccctl.errors import CcctlError
 from ccctl.media import state, tokens
 from ccctl.media.net import keep_candidates, pin_ice
 from ccctl.registry import open_registry
@@ -155,16 +157,27 @@ class Server:
             if source not in ("testsrc", "whip") and not source.startswith("file:"):
                 raise web.HTTPBadRequest(text=f"unknown source {source!r}: use testsrc, file:PATH or whip\n")
             title = str(body.get("title") or "Hội nghị trực tuyến")
+            record = body.get("record")
+            if record is not None and not (isinstance(record, str) and Path(record).is_absolute()):
+                raise web.HTTPBadRequest(text="record must be an absolute path on the server\n")
             bid = state.start_broadcast(self.db, title, source, {"sites": body.get("sites", [])})
             live = state.live_broadcast(self.db)
             assert live is not None and live["id"] == bid
             try:
                 await self._start_core(live)
+                if record is not None:
+                    await self.core.record(record)
+            except CcctlError as exc:  # e.g. a recording path that cannot be written
+                await self._stop_core()
+                self.broadcast = None
+                state.end_broadcast(self.db, bid)
+                raise web.HTTPBadRequest(text=f"{exc}\n") from None
             except Exception as exc:
                 await self._stop_core()
+                self.broadcast = None
                 state.end_broadcast(self.db, bid)
                 raise web.HTTPInternalServerError(text=f"media core failed to start: {exc}\n") from None
-        return web.json_response({"id": bid, "title": title, "source": source}, status=201)
+        return web.json_response({"id": bid, "title": title, "source": source, "record": record}, status=201)
 
     async def status(self, request: web.Request) -> web.Response:
         self._require_control(request)
@@ -466,7 +479,7 @@ def create_app(db_url: str, home: Path, core_factory: Any = None, media_network:
     return app
 
 
-async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None) -> None:
+async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None, workers: int = 0) -> None:
     """Run the server until SIGTERM (``serve --stop``) or cancelled (Ctrl-C).
 
     SIGTERM ends the wait below instead of raising out of the event loop: the server then
@@ -476,6 +489,9 @@ async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None
 
     Bound to a loopback address, media stays on loopback too: ICE offers only that address
     and remote candidates outside 127.0.0.0/8 are ignored.
+
+    ``workers`` > 0 spreads the sites' connections over that many fan-out worker processes
+    (:mod:`ccctl.media.shard`); 0 keeps them in this process.
     """
     network = None
     try:
@@ -486,7 +502,12 @@ async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None
         address = "127.0.0.1" if host == "localhost" else host
         pin_ice(address)
         network = "::1/128" if ":" in address else "127.0.0.0/8"
-    app = create_app(db_url, home, media_network=network)
+    factory = None
+    if workers > 0:
+        from ccctl.media.shard import ShardedCore
+
+        factory = functools.partial(ShardedCore, workers=workers)
+    app = create_app(db_url, home, factory, media_network=network)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
