@@ -35,7 +35,7 @@ import logging
 import time
 import types
 import uuid
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +49,7 @@ from aiortc.rtp import RtcpRrPacket, RtcpSrPacket
 
 from ccctl.errors import NotFound, UsageError
 from ccctl.media.adapt import DEFAULT_ADAPT, AdaptPolicy, TierGovernor
+from ccctl.media.events import EventSink, EventSource
 from ccctl.media.fastpath import Forwarder, park_rtcp, send_reports
 from ccctl.media.program import Program
 from ccctl.media.record import Recorder
@@ -56,7 +57,6 @@ from ccctl.media.tiers import DEFAULT_TIERS, MediaError, SubscriberTrack, TierSp
 
 log = logging.getLogger(__name__)
 
-EventSink = Callable[[str, str, dict[str, Any]], None]
 CLOCK_RATES = {"audio": 48_000, "video": 90_000}
 REPORT_INTERVAL = 1.0  # seconds between RTCP sender reports to each site (tight path)
 REPORT_SLICE = 256  # sites per slice of a report round, so a round never holds the loop long
@@ -138,7 +138,7 @@ def start_recorder(program: Program, tiers: Mapping[str, TierSpec], path: str) -
     return recorder
 
 
-class MediaCore:
+class MediaCore(EventSource):
     """The broadcast's program and all subscriber peer connections (see the module doc)."""
 
     def __init__(self, source: str = "testsrc", on_event: EventSink | None = None, *,
@@ -152,11 +152,10 @@ class MediaCore:
         self.tiers: dict[str, TierSpec] = dict(tiers or DEFAULT_TIERS)
         # A fan-out worker (ccctl.media.shard) passes a program fed by the main process.
         self.program = program if program is not None else Program(source, self.tiers, fps=fps)
-        self._on_event = on_event
+        super().__init__(on_event)
         self._ice_servers = [RTCIceServer(urls=url) for url in ice_servers]
         self._sessions: dict[str, Session] = {}
         self._by_site: dict[str, Session] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
         self._reports: asyncio.Task[None] | None = None
         self._certificate: tuple[float, RTCCertificate] | None = None
         self.recorder: Recorder | None = None
@@ -482,18 +481,6 @@ class MediaCore:
         await session.pc.close()
         self._emit("leave", session.site_id, {"session_id": session.session_id, "reason": reason})
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _emit(self, kind: str, site_id: str, detail: dict[str, Any]) -> None:
-        if self._on_event is None:
-            return
-        try:
-            self._on_event(kind, site_id, detail)
-        except Exception:  # a failing listener (e.g. the registry) must not break media
-            log.exception("on_event(%s, %s) failed", kind, site_id)
 
 
 def _add_receiver_report(row: dict[str, Any], kind: str, stats: Any) -> None:

@@ -29,7 +29,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,12 +37,12 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpRece
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
+from ccctl.media.events import EventSink, EventSource
 from ccctl.media.program import Program, RemoteSource
 from ccctl.media.tiers import MediaError
 
 log = logging.getLogger(__name__)
 
-EventSink = Callable[[str, str, dict[str, Any]], None]
 #: Seconds without any media after which a publisher is considered gone.
 SILENCE_TIMEOUT = 10.0
 #: The video codecs a publisher may send, in our order of preference.
@@ -142,7 +142,7 @@ def _without_consent_checks(pc: RTCPeerConnection) -> None:
         connection.query_consent = no_checks  # type: ignore[method-assign]
 
 
-class Ingest:
+class Ingest(EventSource):
     """The WHIP publishers of one broadcast and what the program shows (see the module doc)."""
 
     def __init__(self, program: Program, board: FloorBoard, on_event: EventSink | None = None, *,
@@ -152,13 +152,12 @@ class Ingest:
         self.board = board
         self.main_is_whip = main_is_whip
         self.silence_timeout = silence_timeout
-        self._on_event = on_event
+        super().__init__(on_event)
         self._ice_servers = [RTCIceServer(urls=url) for url in ice_servers]
         self._publishers: dict[str, Publisher] = {}
         self._by_owner: dict[str | None, Publisher] = {}  # site id, or None for the main publisher
         self._showing: Publisher | None = None
         self._granted_at: float | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._watchdog: asyncio.Task[None] | None = None
         self._closed = False
         self._codecs = {"audio": _codecs("audio"), "video": _codecs("video")}
@@ -386,15 +385,3 @@ class Ingest:
                 if now - publisher.source.last_input > self.silence_timeout:
                     await self._end(publisher, "silent")
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _emit(self, kind: str, site_id: str, detail: dict[str, Any]) -> None:
-        if self._on_event is None:
-            return
-        try:
-            self._on_event(kind, site_id, detail)
-        except Exception:  # a failing listener (e.g. the registry) must not break media
-            log.exception("on_event(%s, %s) failed", kind, site_id)

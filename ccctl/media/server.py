@@ -137,6 +137,16 @@ class Server:
             raise web.HTTPNotFound(text=f"no enabled site {site_id}\n", headers=CORS)
         return str(rows[0][0])
 
+    async def _read_offer(self, request: web.Request, live: bool) -> str:
+        """A WHIP/WHEP offer's SDP (415 unless application/sdp, 503 with no live broadcast),
+        without the candidates outside the media network."""
+        if request.content_type != "application/sdp":
+            raise web.HTTPUnsupportedMediaType(text="offer must be application/sdp\n", headers=CORS)
+        if not live:
+            raise web.HTTPServiceUnavailable(text="no live broadcast\n", headers={"Retry-After": "5", **CORS})
+        offer = await request.text()
+        return keep_candidates(offer, self.media_network) if self.media_network else offer
+
     # -- routes -------------------------------------------------------------------------------
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "broadcast": self.broadcast["id"] if self.broadcast else None,
@@ -288,16 +298,12 @@ class Server:
         owner = self._whip_owner(request, name)
         if owner is not None:
             self._site_tier(owner)  # 404 unless an enabled site
-        if request.content_type != "application/sdp":
-            raise web.HTTPUnsupportedMediaType(text="offer must be application/sdp\n", headers=CORS)
-        if self.ingest is None:
-            raise web.HTTPServiceUnavailable(text="no live broadcast\n", headers={"Retry-After": "5", **CORS})
-        offer = await request.text()
-        if self.media_network:
-            offer = keep_candidates(offer, self.media_network)
+        offer = await self._read_offer(request, self.ingest is not None)
         from ccctl.media.ingest import FloorRefused, SourceRefused
         from ccctl.media.tiers import MediaError
 
+        if self.ingest is None:  # the broadcast ended while the offer was read
+            raise web.HTTPServiceUnavailable(text="no live broadcast\n", headers={"Retry-After": "5", **CORS})
         try:
             publisher, answer = await self.ingest.publish(offer, owner)
         except FloorRefused as exc:
@@ -347,14 +353,8 @@ class Server:
     async def whep_offer(self, request: web.Request) -> web.Response:
         site_id = request.match_info["site"]
         self._require_site(request, site_id)
-        if request.content_type != "application/sdp":
-            raise web.HTTPUnsupportedMediaType(text="offer must be application/sdp\n", headers=CORS)
         tier = self._site_tier(site_id)
-        if self.core is None:
-            raise web.HTTPServiceUnavailable(text="no live broadcast\n", headers={"Retry-After": "5", **CORS})
-        offer = await request.text()
-        if self.media_network:
-            offer = keep_candidates(offer, self.media_network)
+        offer = await self._read_offer(request, self.core is not None)
         from ccctl.media.tiers import MediaError
 
         try:
