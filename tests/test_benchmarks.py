@@ -41,3 +41,11 @@ def test_floor_benchmark_quick() -> None:
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "floor.py"), "--quick"],
                          capture_output=True, text=True, timeout=300, check=True, cwd=ROOT).stdout
     assert "floor switch (API call -> first viewer frame of the site), 2 rounds" in out
+
+
+def test_joins_benchmark_quick() -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "joins.py"), "--quick"],
+                         capture_output=True, text=True, timeout=300, check=True, cwd=ROOT).stdout
+    assert "20 sites, audio tier (sound only): all 20 connected in " in out
+    assert "4 sites, low tier (360p video + audio): all 4 connected in " in out
+    assert "glass-to-glass" in out and " p95 " in out

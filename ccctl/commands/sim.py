@@ -1,15 +1,22 @@
-"""``ccctl sim``: a simulated fleet of sites on loopback, for demos, drills, tests, benchmarks."""
+"""``ccctl sim``: a simulated fleet of sites on loopback, for demos, drills, tests, benchmarks.
+
+``up``/``down`` run the sites' boxes (SSH endpoints); ``join``/``leave`` make sites join the
+live broadcast as WHEP receivers. Joining is its own phase of a drill, so it has its own
+commands and worker processes: the boxes can stay up while sites join and leave, and sites
+can join without the SSH fleet. ``status`` shows both; ``down`` ends both.
+"""
 
 from __future__ import annotations
 
 import signal
+import time
 from typing import Any
 
 import click
 
 from ccctl.cli import AppContext, say
 from ccctl.commands.common import format_options, resolve_format, site_filter, site_filter_options
-from ccctl.errors import NotFound, UsageError
+from ccctl.errors import CcctlError, NotFound, UsageError
 from ccctl.output import emit
 
 
@@ -61,27 +68,166 @@ def up(obj: AppContext, fault_spec: str, processes: int | None, detach: bool, fo
         say("simulated fleet stopped")
 
 
-@sim.command("status")
+@sim.command("join")
+@site_filter_options
+@click.option("--server", metavar="URL", help="The ccctl server (default: http://SERVE.LISTEN of the config).")
+@click.option("--count", type=click.IntRange(min=1), help="Only the first N selected sites (by id).")
+@click.option("--video/--audio-only", default=True, show_default=True,
+              help="Offer audio and video as the join page does (the server sends what each site's tier "
+                   "allows), or sound only.")
+@click.option("--faults", "fault_spec", default="", metavar="SPEC",
+              help="Media faults of the sites' links, e.g. 'loss=5%:10,bwcap=2%:200,seed=7' or 'SITE=loss:20'.")
+@click.option("--sample", type=click.IntRange(min=1),
+              help="Count one RTP packet in N; the kernel drops the rest unread, counts are scaled estimates "
+                   "and no receiver reports are sent (default: 1 up to 200 sites, else 20).")
+@click.option("--processes", type=click.IntRange(min=1), help="Worker processes (default: one per 400 sites).")
+@click.option("--wait", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="Seconds to wait until every site is connected (0: return at once).")
+@click.option("--media-timeout", type=click.FloatRange(min=1), default=10.0, show_default=True,
+              help="A connected site that receives nothing for this long rejoins (a crashed server says nothing).")
 @format_options
 @click.pass_obj
-def status(obj: AppContext, fmt: str | None, as_json: bool, as_csv: bool) -> None:
-    """Whether the fleet runs, its workers and its faults."""
-    from ccctl.sim.control import read_state
+def join(obj: AppContext, server: str | None, count: int | None, video: bool, fault_spec: str, sample: int | None,
+         processes: int | None, wait: float, media_timeout: float, fmt: str | None, as_json: bool, as_csv: bool,
+         **kwargs: Any) -> None:
+    """Selected sites join the live broadcast as simulated receivers (WHEP, each with its token,
+    at its registry tier) and stay until `sim leave`; they rejoin on their own after a server
+    restart. Prints the joined counts; exit 1 when not all connected within --wait."""
+    from ccctl.media.tokens import generation, load_secret, site_token
+    from ccctl.registry.sites import select_sites
+    from ccctl.sim.control import plan_receivers, receiver_processes, start_receivers
+    from ccctl.sim.faults import BWCAP, LOSS, parse_fault_spec
 
+    try:
+        faults = parse_fault_spec(fault_spec)
+    except ValueError as exc:
+        raise UsageError(f"--faults: {exc}") from None
+    other = sorted({f.kind for f in [s.fault for s in faults.shares] + list(faults.sites.values())} - {LOSS, BWCAP})
+    if other:
+        raise UsageError(f"--faults: joined sites take only the media faults loss and bwcap, not {', '.join(other)}")
+    sites = select_sites(obj.db, site_filter(kwargs, enabled_only=True))
+    if not sites:
+        raise NotFound("no enabled site matches; register or generate sites first")
+    plan = plan_receivers(sites, audio_only=not video, faults=faults)[:count]
+    secret = load_secret(obj.config.home)
+    tokens = {r.site_id: site_token(secret, r.site_id, generation(obj.db, r.site_id)) for r in plan}
+    config = obj.config
+    base = (server or f"http://{config.serve.listen}").rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise UsageError(f"--server: expected http://HOST:PORT, got {base!r}")
+    if sample is None:
+        sample = 1 if len(plan) <= 200 else 20
+    live = _live_broadcast(base)
+    up = live is not None
+    if not up:
+        say(f"no server answers at {base}: the sites will keep trying until one does")
+    elif live is False:
+        say("no broadcast is live: the sites will join when one starts")
+        up = False
+    workers = receiver_processes(len(plan), processes)
+    say(f"{len(plan)} simulated site(s) joining {base} from {workers} process(es)"
+        + (f", counting 1 packet in {sample}" if sample > 1 else ""))
+    start_receivers(config.home, plan, tokens, base, processes=processes, sample=sample, media_timeout=media_timeout)
+    row = _wait_joined(config.home, len(plan), wait if up else 0.0)
+    emit([row], resolve_format(obj, fmt, as_json, as_csv))
+    if wait and up and row["joined"] + row["refused"] < len(plan):
+        raise CcctlError(f"only {row['joined']} of {len(plan)} sites connected within {wait:g} s; "
+                         "the others keep trying (ccctl sim status)")
+
+
+def _live_broadcast(base: str) -> bool | None:
+    """Whether the server at ``base`` has a live broadcast (its open /healthz); None when none answers."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
+    try:
+        with opener.open(base + "/healthz", timeout=5) as response:
+            return bool(json.loads(response.read()).get("broadcast"))
+    except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
+        return None
+
+
+def _wait_joined(home: Any, total: int, wait: float) -> dict[str, Any]:
+    """Poll the receivers' status files until all are connected or refused, or ``wait`` passes,
+    with progress on stderr; the last status row."""
+    from ccctl.sim.control import read_receivers
+
+    started = time.monotonic()
+    deadline = started + wait
+    shown = 0.0
+    while True:
+        row = _receiver_row(read_receivers(home))
+        done = row["joined"] + row["refused"] >= total
+        now = time.monotonic()
+        if done or now >= deadline:
+            if wait:
+                say(f"{row['joined']}/{total} connected, {row['receiving']} receiving, {row['refused']} refused "
+                    f"after {now - started:.1f} s")
+            return row
+        if now - shown >= 2.0:
+            say(f"  {row['joined']}/{total} connected, {row['retrying']} retrying, {row['refused']} refused")
+            shown = now
+        time.sleep(0.25)  # polling files written by the worker processes: no handle to wait on
+
+
+def _receiver_row(state: dict[str, Any] | None) -> dict[str, Any]:
+    """The receivers' part of a ``sim status`` row (zeros when none joined)."""
+    if not state:
+        return {"receivers": 0, "receiver_workers_alive": 0, "joined": 0, "receiving": 0, "joining": 0,
+                "retrying": 0, "refused": 0, "joins": 0, "packets_audio": 0, "packets_video": 0, "failures": {}}
+    states = state["states"]
+    return {"receivers": state["receivers"], "receiver_workers_alive": len(state["alive"]),
+            "joined": states.get("connected", 0), "receiving": state["receiving"], "joining": states.get("joining", 0),
+            "retrying": states.get("retrying", 0), "refused": states.get("refused", 0), "joins": state["joins"],
+            "packets_audio": state["packets"]["audio"], "packets_video": state["packets"]["video"],
+            "failures": state["failures"]}
+
+
+@sim.command("leave")
+@click.pass_obj
+def leave(obj: AppContext) -> None:
+    """The joined simulated sites leave the broadcast (each ends its session)."""
+    from ccctl.sim.control import stop_receivers
+
+    count = stop_receivers(obj.config.home)
+    say(f"the simulated sites left ({count} worker(s) stopped)" if count else "no simulated site had joined")
+
+
+@sim.command("status")
+@click.option("--sites", "per_site", is_flag=True, help="One row per joined site instead of the summary.")
+@format_options
+@click.pass_obj
+def status(obj: AppContext, per_site: bool, fmt: str | None, as_json: bool, as_csv: bool) -> None:
+    """Whether the fleet runs, its workers and faults, and how many sites joined and receive."""
+    from ccctl.sim.control import read_receivers, read_state
+
+    joined = read_receivers(obj.config.home)
+    if per_site:
+        rows = joined["sites"] if joined else []
+        emit(rows, resolve_format(obj, fmt, as_json, as_csv),
+             ["site_id", "tier", "state", "receiving", "kinds", "packets_audio", "packets_video", "joins",
+              "last_join_s", "last_error"])
+        return
     state = read_state(obj.config.home)
     if not state:
-        rows = [{"running": False, "workers": 0, "workers_alive": 0, "endpoints": 0, "faults": {}}]
+        row: dict[str, Any] = {"running": False, "workers": 0, "workers_alive": 0, "endpoints": 0, "faults": {}}
     else:
-        rows = [{"running": bool(state["alive"]), "workers": len(state["pids"]),
-                 "workers_alive": len(state["alive"]), "endpoints": state["endpoints"], "faults": state["faults"]}]
-    emit(rows, resolve_format(obj, fmt, as_json, as_csv))
+        row = {"running": bool(state["alive"]), "workers": len(state["pids"]),
+               "workers_alive": len(state["alive"]), "endpoints": state["endpoints"], "faults": state["faults"]}
+    row.update(_receiver_row(joined))
+    emit([row], resolve_format(obj, fmt, as_json, as_csv))
 
 
 @sim.command("down")
 @click.pass_obj
 def down(obj: AppContext) -> None:
-    """Stop the simulated fleet."""
-    from ccctl.sim.control import stop_fleet
+    """Stop the simulated fleet, and make every joined simulated site leave."""
+    from ccctl.sim.control import stop_fleet, stop_receivers
 
+    left = stop_receivers(obj.config.home)
+    if left:
+        say(f"the simulated sites left ({left} receiver worker(s) stopped)")
     count = stop_fleet(obj.config.home)
     say(f"stopped {count} simulator worker(s)" if count else "no simulated fleet was running")

@@ -558,6 +558,9 @@ class Program:
         if due <= last:
             await asyncio.sleep(self._t0 + (last + 1) / rate - loop.time())
             return last + 1
+        # Late: still yield once, or a fan-out slower than the tick would never let HTTP,
+        # ICE or DTLS run again (a set Event does not yield either).
+        await asyncio.sleep(0)
         return due
 
     async def _produce(self, source: Source, make: Callable[[int], F], index: int) -> F:

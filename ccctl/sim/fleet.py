@@ -15,11 +15,9 @@ made real on the socket:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import os
-import resource
 import socket
 import struct
 from collections.abc import Sequence
@@ -29,6 +27,7 @@ from types import TracebackType
 
 import asyncssh
 
+from ccctl.sim.control import raise_nofile_limit
 from ccctl.sim.endpoint import (
     EndpointStats,
     ServerSettings,
@@ -269,15 +268,6 @@ class Fleet:
             return self._by_id[site_id]
         except KeyError:
             raise KeyError(f"no simulated site {site_id!r}") from None
-
-
-def raise_nofile_limit() -> int:
-    """Lift the soft open-files limit to the hard limit (one fd per listener); return it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def _accept_queue_full(listener: socket.socket) -> bool | None:

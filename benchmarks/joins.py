@@ -1,0 +1,432 @@
+"""Join figures: thousands of simulated sites joining a broadcast at once, and glass-to-glass latency.
+
+    .venv/bin/python benchmarks/joins.py [--quick] [--sites N] [--video-sites M]
+                                         [--profile P [--profile-out FILE]]
+
+The server runs in this process: the real aiohttp app and media core (``create_app``) on a free
+loopback port, with a temp CCCTL_HOME and SQLite registry, a testsrc broadcast started through
+the control API. Running it here lets the benchmark profile the server's event loop and know
+the program's clock. The sites are ``ccctl sim join``'s receivers (``start_receivers``): worker
+processes of a few hundred aiortc peers each, POSTing their WHEP offers with their tokens all
+at once. Server CPU is this process's (its loop, encoder threads, and the status polling).
+
+1. N sites (default 2,594) on the audio tier offering sound only (video for all would exceed
+   this 2-core machine): join rate, time until all are connected, p50/p95 join time, failures
+   by reason, then a few seconds of steady state. Receivers count 1 RTP packet in 20 (kernel
+   socket filter) so the receiving side stays cheap.
+2. M sites (default 200) on the low tier with video, counted exactly; while they are joined, one
+   more site decodes the video and reads the frame counter the test pattern draws: its arrival
+   (time.monotonic, system-wide) minus when the program produced that frame (Program._t0 +
+   index / fps on the loop clock) is the glass-to-glass latency on loopback.
+3. ``--profile P``: P sites join while cProfile watches the server's event loop; where its time
+   goes, by layer (certificates, ICE, DTLS, SDP, HTTP, media sending, ...).
+
+Targets (the media issue): all of 2,594 connected in under 60 s; glass-to-glass under 400 ms.
+``--quick``: small N, short windows, under 40 s (tests/test_benchmarks.py runs it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import json
+import os
+import pstats
+import resource
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ccctl.media.net import pin_ice  # noqa: E402
+
+JOIN_DEADLINE_S = 180.0  # bound of every join phase
+STALL_LIMIT_S = 30.0  # the server's loop not turning for this long aborts the run
+TARGET_ALL_S = 60.0
+TARGET_G2G_MS = 400.0
+
+
+def cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) of ``values`` (nearest rank); nan when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+# -- the site that decodes (a child process) -----------------------------------------------------
+
+async def g2g_client(whep_url: str, token: str, seconds: float) -> None:
+    """Join by WHEP, decode video, print {"i": counter, "t": monotonic arrival} per frame."""
+    import aiohttp
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    from ccctl.media.program import read_counter
+
+    pin_ice("127.0.0.1")
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("audio", direction="recvonly")
+    pc.addTransceiver("video", direction="recvonly")
+    done = asyncio.Event()
+
+    async def pull(track: Any) -> None:
+        while not done.is_set():
+            try:
+                frame = await track.recv()
+            except Exception:
+                return
+            if track.kind == "video":
+                arrived = time.monotonic()
+                print(json.dumps({"i": read_counter(frame), "t": arrived}), flush=True)
+
+    tasks: list[asyncio.Task[None]] = []
+    pc.on("track", lambda track: tasks.append(asyncio.ensure_future(pull(track))))
+    await pc.setLocalDescription(await pc.createOffer())
+    async with aiohttp.ClientSession() as http:
+        async with http.post(whep_url, data=pc.localDescription.sdp, headers={
+                "Content-Type": "application/sdp", "Authorization": f"Bearer {token}"}) as response:
+            if response.status != 201:
+                raise SystemExit(f"WHEP answered {response.status}: {await response.text()}")
+            answer, location = await response.text(), response.headers["Location"]
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        await asyncio.sleep(seconds)  # the measurement window
+        done.set()
+        base = whep_url.split("/whep/")[0]
+        async with http.delete(base + location, headers={"Authorization": f"Bearer {token}"}):
+            pass
+    for task in tasks:
+        task.cancel()
+    await pc.close()
+
+
+# -- the server side (this process) --------------------------------------------------------------
+
+class Watchdog:
+    """Aborts the run when the server's event loop stops turning: a stalled loop cannot time
+    itself out, so a thread watches a heartbeat, prints where the loop is stuck, makes the
+    simulated sites leave and exits."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.beat = time.monotonic()
+        self.done = threading.Event()
+        self.main = threading.get_ident()
+
+    async def heartbeat(self) -> None:
+        while True:
+            self.beat = time.monotonic()
+            await asyncio.sleep(0.5)
+
+    def watch(self) -> None:
+        while not self.done.wait(1.0):
+            stalled = time.monotonic() - self.beat
+            if stalled > STALL_LIMIT_S:
+                frame = sys._current_frames().get(self.main)
+                where = "".join(traceback.format_stack(frame)[-4:]) if frame else "?"
+                print(f"ABORTED: the server's event loop has not turned for {stalled:.0f} s; it is in:\n{where}",
+                      flush=True)
+                from ccctl.sim.control import stop_receivers
+
+                stop_receivers(self.home)
+                shutil.rmtree(self.home, ignore_errors=True)
+                os._exit(2)
+
+
+class Bench:
+    """A temp home and registry, the in-process server, and helpers to join sites."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.db_url = f"sqlite:///{home / 'registry.db'}"
+        self.runner: Any = None
+        self.base = ""
+        self.server: Any = None
+        self.tokens: dict[str, str] = {}
+
+    def add_sites(self, groups: dict[str, tuple[int, str]]) -> dict[str, list[Any]]:
+        """``{prefix: (count, tier)}`` -> the registered Site objects per prefix."""
+        from ccctl.media.tokens import load_secret, site_token
+        from ccctl.registry import open_registry
+        from ccctl.registry.sites import complete, insert_sites, select_sites
+        from ccctl.registry.units import load_units
+
+        secret = load_secret(self.home)
+        out: dict[str, list[Any]] = {}
+        with open_registry(self.db_url) as db:
+            load_units(db, "2021")
+            for prefix, (count, tier) in groups.items():
+                insert_sites(db, [complete({"id": f"{prefix}-{i:05d}", "name": f"Điểm cầu {prefix} {i}",
+                                            "unit_code": "26740", "tier": tier}) for i in range(count)])
+            for site in select_sites(db):
+                self.tokens[site.id] = site_token(secret, site.id, 1)
+                out.setdefault(site.id.rsplit("-", 1)[0], []).append(site)
+        return out
+
+    async def start(self) -> None:
+        """The real app on a free loopback port, media pinned to loopback, a testsrc broadcast."""
+        import aiohttp
+        from aiohttp import web
+
+        from ccctl.media.server import SERVER_KEY, create_app
+        from ccctl.media.tokens import control_token, load_secret
+
+        pin_ice("127.0.0.1")
+        app = create_app(self.db_url, self.home, media_network="127.0.0.0/8")
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, backlog=4096)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base = f"http://127.0.0.1:{port}"
+        self.server = app[SERVER_KEY]
+        headers = {"Authorization": f"Bearer {control_token(load_secret(self.home))}"}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(self.base + "/api/broadcast", json={"source": "testsrc", "title": "bench"},
+                                 headers=headers) as response:
+                assert response.status == 201, await response.text()
+
+    async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def join(self, sites: list[Any], *, audio_only: bool, sample: int, label: str,
+                   steady: float, during: Any = None) -> dict[str, Any]:
+        """Join ``sites`` at once through the sim's receivers; figures until all are connected,
+        then ``steady`` seconds of steady state (``during`` is awaited then, if given)."""
+        from ccctl.sim.control import plan_receivers, read_receivers, start_receivers, stop_receivers
+
+        plan = plan_receivers(sites, audio_only=audio_only)
+        n = len(plan)
+        c0, t0, wall0 = cpu(), time.monotonic(), time.time()
+        await asyncio.to_thread(start_receivers, self.home, plan, self.tokens, self.base,
+                                sample=sample, media_timeout=30.0)
+        spawned = time.monotonic() - t0
+        state: dict[str, Any] = {}
+        all_at = None
+        progress = 0.0
+        while time.monotonic() - t0 < JOIN_DEADLINE_S:  # bounded
+            latest = await asyncio.to_thread(read_receivers, self.home)
+            state = latest or {}
+            connected = state.get("states", {}).get("connected", 0)
+            if connected + state.get("states", {}).get("refused", 0) >= n:
+                all_at = time.monotonic() - t0
+                break
+            if time.monotonic() - progress > 5:
+                print(f"  [{label}] {time.monotonic() - t0:5.1f} s: {connected}/{n} connected", file=sys.stderr, flush=True)
+                progress = time.monotonic()
+            await asyncio.sleep(0.5)  # polling the workers' status files
+        join_cpu = cpu() - c0
+        c1, t1 = cpu(), time.monotonic()
+        ticks0 = self.server.core.program_stats()["_program"]["audio_ticks"]
+        extra = await during() if during is not None else None
+        if steady > 0:
+            await asyncio.sleep(max(0.0, steady - (time.monotonic() - t1)))  # the steady-state window
+        steady_s = max(1e-9, time.monotonic() - t1)
+        steady_cpu = (cpu() - c1) / steady_s
+        audio_fps = (self.server.core.program_stats()["_program"]["audio_ticks"] - ticks0) / steady_s
+        latest = await asyncio.to_thread(read_receivers, self.home)
+        state = latest or state
+        rows = state.get("sites", [])
+        if all_at is not None:  # exact, from when each site connected (the status files lag up to 1 s)
+            all_at = max((r["first_connected_at"] or wall0) - wall0 for r in rows) if rows else all_at
+        first = [r["first_join_s"] for r in rows if r["first_join_s"] is not None]
+        post = [r["last_join_s"] for r in rows if r["last_join_s"] is not None]
+        server_sessions = len([s for s in self.server.core.sessions() if s.connected_at is not None])
+        l0 = time.monotonic()
+        await asyncio.to_thread(stop_receivers, self.home)
+        left_sessions = len(self.server.core.sessions())
+        while self.server.core.sessions() and time.monotonic() - l0 < JOIN_DEADLINE_S:  # bounded
+            await asyncio.sleep(0.2)  # sites whose DELETE timed out end by DTLS close or ICE consent
+        drained = time.monotonic() - l0
+        never: dict[str, int] = {}
+        for r in rows:
+            if r["state"] != "connected":
+                never[r["state"]] = never.get(r["state"], 0) + 1
+        return {"label": label, "n": n, "spawned_s": spawned, "all_s": all_at,
+                "connected": state["states"].get("connected", 0), "receiving": state.get("receiving", 0),
+                "server_connected": server_sessions,
+                "p50": pct(first, 0.5), "p95": pct(first, 0.95), "max": max(first, default=float("nan")),
+                "post_p50": pct(post, 0.5), "post_p95": pct(post, 0.95), "failures": state.get("failures", {}),
+                "not_connected": never, "join_cpu": join_cpu, "steady_cpu": steady_cpu, "audio_fps": audio_fps,
+                "steady_s": steady_s,
+                "left_sessions": left_sessions, "drained_s": drained, "drained": not self.server.core.sessions(),
+                "packets": state.get("packets", {}), "extra": extra}
+
+    async def glass_to_glass(self, site_id: str, seconds: float) -> dict[str, float]:
+        """A decoding site in a child process; latency of each frame it shows after a warm-up."""
+        program = self.server.core.program
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--g2g-client", f"{self.base}/whep/{site_id}", self.tokens[site_id], str(seconds),
+            stdout=asyncio.subprocess.PIPE)
+        assert proc.stdout is not None
+        lat: list[float] = []
+        start = None
+        async for line in proc.stdout:  # ends when the child exits (bounded by ``seconds``)
+            sample = json.loads(line)
+            start = start or sample["t"]
+            if sample["t"] - start < 1.0:
+                continue  # warm-up: the first keyframe and the decoder's start
+            produced = program._t0 + (sample["i"] + _wraps(program, sample["i"], sample["t"])) / program.fps
+            lat.append((sample["t"] - produced) * 1000)
+        await proc.wait()
+        return {"frames": len(lat), "p50": pct(lat, 0.5), "p95": pct(lat, 0.95), "max": max(lat, default=float("nan")),
+                "fps": len(lat) / max(1e-9, seconds - 1.0)}
+
+
+def _wraps(program: Any, counter: int, arrived: float) -> int:
+    """Frames lost to the 16-bit counter's wrap-around, from the arrival time (65,536 frames)."""
+    period = 1 << 16
+    estimate = (arrived - program._t0) * program.fps
+    return int((estimate - counter) // period) * period if estimate - counter > period / 2 else 0
+
+
+JOIN_PATH = [  # (label, file substring, function): cumulative time of each step of a join
+    ("WHEP handler (whole POST /whep)", "media/server.py", "whep_offer"),
+    ("  token + tier checks (registry)", "media/tokens.py", "check_site"),
+    ("  MediaCore.subscribe", "media/core.py", "subscribe"),
+    ("    RTCPeerConnection() incl. DTLS cert", "rtcpeerconnection.py", "__init__"),
+    ("      certificate generation", "rtcdtlstransport.py", "generateCertificate"),
+    ("    setRemoteDescription (offer)", "rtcpeerconnection.py", "setRemoteDescription"),
+    ("    createAnswer", "rtcpeerconnection.py", "createAnswer"),
+    ("    setLocalDescription (ICE gathering)", "rtcpeerconnection.py", "setLocalDescription"),
+    ("      ICE gathering (aioice)", "aioice/ice.py", "gather_candidates"),
+    ("    SDP parsing (aiortc.sdp)", "aiortc/sdp.py", "parse"),
+    ("connect: ICE checks + DTLS (__connect)", "rtcpeerconnection.py", "__connect"),
+    ("  ICE connectivity checks", "aioice/ice.py", "connect"),
+    ("  DTLS handshake", "rtcdtlstransport.py", "start"),
+    ("session up: attach tracks/forwarders", "media/core.py", "_on_state"),
+    ("join/leave events into the registry", "media/state.py", "record_event"),
+    ("RTP/SRTP sending to joined sites", "media/fastpath.py", "push"),
+    ("RTCP from the sites (receiver reports)", "rtcdtlstransport.py", "_handle_rtcp_data"),
+    ("ICE consent / STUN traffic", "aioice/ice.py", "request_received"),
+    ("waiting in epoll (idle: wall time, not CPU)", "~", "<method 'poll' of 'select.epoll' objects>"),
+]
+
+
+def join_path(stats: pstats.Stats) -> list[tuple[str, float, int]]:
+    """Cumulative time and call count (coroutine resumptions count as calls) of each step."""
+    out = []
+    for label, where, name in JOIN_PATH:
+        cum, calls = 0.0, 0
+        for (filename, _, function), (_, nc, _, ct, _) in stats.stats.items():  # type: ignore[attr-defined]
+            if function == name and where in filename:
+                cum, calls = cum + ct, calls + nc
+        out.append((label, cum, calls))
+    return out
+
+
+def report(r: dict[str, Any], target: float | None) -> None:
+    verdict = ""
+    if target is not None and r["all_s"] is not None:
+        verdict = f"  (target < {target:.0f} s: {'met' if r['all_s'] < target else 'NOT met'})"
+    if r["all_s"] is not None:
+        head = f"all {r['n']} connected in {r['all_s']:.1f} s{verdict}; join rate {r['n'] / r['all_s']:.0f}/s"
+    else:
+        head = f"NOT all connected within {JOIN_DEADLINE_S:.0f} s"
+    print(f"{r['label']}: {head}; workers up in {r['spawned_s']:.1f} s; {r['connected']} connected at the end",
+          flush=True)
+    print(f"  join time per site p50 {r['p50']:.2f} s  p95 {r['p95']:.2f} s  max {r['max']:.2f} s "
+          f"(POST to connected p50 {r['post_p50']:.2f} s p95 {r['post_p95']:.2f} s)")
+    print(f"  failures by reason (retried): {json.dumps(r['failures'], sort_keys=True) or '{}'}; "
+          f"not connected at the end: {json.dumps(r['not_connected'], sort_keys=True)}")
+    steady = (f"{r['steady_cpu']:.2f} core in steady state (audio frames {r['audio_fps']:.0f}/s of 50); "
+              if r["steady_s"] > 0.5 else "")
+    print(f"  server CPU {r['join_cpu']:.1f} s during the join ({r['join_cpu'] / max(1, r['n']) * 1000:.1f} ms per site), "
+          f"{steady}{r['receiving']} receiving, {r['server_connected']} connected on the server; "
+          f"after sim leave {r['left_sessions']} sessions were left on the server, "
+          f"{'all gone' if r['drained'] else 'NOT all gone'} after {r['drained_s']:.1f} s", flush=True)
+
+
+async def run(args: dict[str, Any]) -> None:
+    home = Path(tempfile.mkdtemp(prefix="ccctl-joins-"))
+    os.environ["CCCTL_HOME"] = str(home)
+    bench = Bench(home)
+    dog = Watchdog(home)
+    beating = asyncio.create_task(dog.heartbeat())
+    threading.Thread(target=dog.watch, daemon=True, name="watchdog").start()
+    groups = {"ja": (args["sites"], "audio"), "jv": (args["video_sites"], "low"), "jg": (1, "low")}
+    groups = {prefix: group for prefix, group in groups.items() if group[0]}
+    if args["profile"]:
+        groups["jp"] = (args["profile"], "audio")
+    sites = bench.add_sites(groups)
+    await bench.start()
+    print(f"server {bench.base} (in-process), testsrc broadcast; load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs (shared: figures are indicative)", flush=True)
+    try:
+        if args["sites"]:
+            audio = await bench.join(sites["ja"], audio_only=True, sample=20 if args["sites"] > 200 else 1,
+                                     label=f"{args['sites']} sites, audio tier (sound only)", steady=args["steady"])
+            report(audio, TARGET_ALL_S)
+
+        async def latency() -> dict[str, float]:
+            return await bench.glass_to_glass(sites["jg"][0].id, args["g2g_s"])
+
+        if args["video_sites"]:
+            video = await bench.join(sites["jv"], audio_only=False, sample=1, during=latency, steady=args["steady"],
+                                     label=f"{args['video_sites']} sites, low tier (360p video + audio)")
+            report(video, None)
+            g = video["extra"]
+            ok = "met" if g["p95"] < TARGET_G2G_MS else "NOT met"
+            print(f"glass-to-glass (testsrc counter -> decoded at a low-tier site, loopback, with {video['n']} video "
+                  f"sites joined): p50 {g['p50']:.0f} ms  p95 {g['p95']:.0f} ms  max {g['max']:.0f} ms over "
+                  f"{g['frames']} frames ({g['fps']:.1f} fps)  (target < {TARGET_G2G_MS:.0f} ms: {ok})", flush=True)
+        if args["profile"]:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            prof = await bench.join(sites["jp"], audio_only=True, sample=20, steady=0,
+                                    label=f"{args['profile']} sites under cProfile")
+            profiler.disable()
+            report(prof, None)
+            stats = pstats.Stats(profiler)
+            if args["profile_out"]:
+                stats.dump_stats(args["profile_out"])
+            total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
+            print(f"server event loop while {args['profile']} sites joined and then left (cProfile, main thread only, "
+                  f"{total:.1f} s wall in all), cumulative time of each step:")
+            for label, seconds, calls in join_path(stats):
+                print(f"  {label:46s} {seconds:7.2f} s  {seconds / args['profile'] * 1000:6.2f} ms/site  {calls:7d} calls")
+            print("top functions by own time:")
+            ranked = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:args["top"]]  # type: ignore[attr-defined]
+            for (filename, line, name), (_, nc, tt, ct, _) in ranked:
+                short = filename.split("site-packages/")[-1].replace(str(ROOT) + "/", "")
+                print(f"  {tt:7.2f} s own {ct:7.2f} s cum {nc:8d} calls  {short}:{line} {name}")
+    finally:
+        from ccctl.sim.control import stop_receivers
+
+        await asyncio.to_thread(stop_receivers, home)  # the server keeps answering their DELETEs
+        await bench.close()
+        dog.done.set()
+        beating.cancel()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--g2g-client"]:
+        asyncio.run(g2g_client(sys.argv[2], sys.argv[3], float(sys.argv[4])))
+        return
+    argv = sys.argv[1:]
+    quick = "--quick" in argv
+    args: dict[str, Any] = {"sites": 20 if quick else 2594, "video_sites": 4 if quick else 200, "profile": 0,
+                            "steady": 2.0 if quick else 5.0, "g2g_s": 5.0 if quick else 12.0, "top": 25}
+    names = {"--sites": "sites", "--video-sites": "video_sites", "--profile": "profile", "--top": "top"}
+    args["profile_out"] = argv[argv.index("--profile-out") + 1] if "--profile-out" in argv else None
+    for i, arg in enumerate(argv):
+        if arg in names:
+            args[names[arg]] = int(argv[i + 1])
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
