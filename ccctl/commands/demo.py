@@ -2,10 +2,15 @@
 
 Loads the official units, generates one site per commune of the 19 Directive-16 provinces,
 starts the simulated fleet with a few seeded faults, runs a roll-call (TCP + SSH +
-diagnostics) and prints the per-province report; the fleet is stopped at the end.
+diagnostics) and prints the per-province report; the fleet is stopped at the end. Then the
+broadcast: the server starts in the background, a test-pattern broadcast goes live, simulated
+sites join it as real WebRTC receivers (a few with lossy links, which their own RTCP reports
+move to a lower tier), and the broadcast's status is printed per tier; then everything stops.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import click
 
@@ -13,14 +18,25 @@ from ccctl.cli import AppContext, run_async, say
 from ccctl.output import emit
 
 DEMO_FAULTS = "down=1%,blackhole=1%,authfail=0.5%,hostkey=0.5%,nocam=1%,slow=1%:1200,seed=2021"
+DEMO_JOIN_FAULTS = "loss=5%:15,seed=2021"
+SETTLE_S = 8.0  # seconds of broadcast before the status is taken (lossy sites need a few reports)
 
 
 @click.command()
 @click.option("--faults", default=DEMO_FAULTS, show_default=True, help="Fault spec of the simulated fleet.")
 @click.option("--timeout", "timeout_s", type=float, default=3.0, show_default=True, help="Seconds per stage.")
-@click.pass_obj
-def demo(obj: AppContext, faults: str, timeout_s: float) -> None:
-    """Units, the 19 provinces' sites, a simulated fleet, a roll-call, the report."""
+@click.option("--join", "joining", type=click.IntRange(min=0), default=200, show_default=True,
+              help="Simulated sites joining the broadcast (0: no broadcast part).")
+@click.pass_context
+def demo(ctx: click.Context, faults: str, timeout_s: float, joining: int) -> None:
+    """Units, the 19 provinces' sites, a simulated fleet, a roll-call, the report; then a
+    broadcast that simulated sites join, and its status."""
+    _rollcall(ctx.obj, faults, timeout_s)
+    if joining:
+        _broadcast(ctx, joining)
+
+
+def _rollcall(obj: AppContext, faults: str, timeout_s: float) -> None:
     from ccctl.registry import sites as core
     from ccctl.registry.units import load_units
     from ccctl.reports import frame_records, rollcall_frame
@@ -54,3 +70,52 @@ def demo(obj: AppContext, faults: str, timeout_s: float) -> None:
         if started_here:
             stop_fleet(config.home)
             say("simulated fleet stopped")
+
+
+def _broadcast(ctx: click.Context, joining: int) -> None:
+    """The server, a test-pattern broadcast, ``joining`` simulated sites, the status by tier."""
+    import time
+
+    from ccctl.commands import broadcast, serve, sim
+    from ccctl.media.client import ControlClient
+
+    obj: AppContext = ctx.obj
+    client = ControlClient(obj.config.home, obj.config.serve.listen)
+    server_here = not client.alive()
+    say("--- broadcast ---")
+    ctx.invoke(broadcast.start, title="Hội nghị trực tuyến toàn quốc (demo)")
+    try:
+        ctx.invoke(sim.join, count=joining, fault_spec=DEMO_JOIN_FAULTS, wait=120.0)
+        time.sleep(SETTLE_S)  # let the program run before the figures are read
+        data = client.call("GET", "/api/broadcast")
+        emit(_by_tier(data["sessions"]), "table", ["tier", "sites", "connected", "kbps_avg", "packets_sent",
+                                                    "lost_pct_max", "rtt_ms_max"])
+        moved = sum(1 for s in data["sessions"] if s["tier"] != "high")  # every demo site is registered high
+        say(f"broadcast {data['id']}: {data['title']}, {len(data['sessions'])} site(s); {moved} with a lossy link "
+            "moved down by their own RTCP reports; `ccctl broadcast status` lists every site")
+    finally:
+        ctx.invoke(sim.leave)
+        ctx.invoke(broadcast.stop)
+        if server_here:
+            ctx.invoke(serve.serve, stop_=True)
+
+
+def _by_tier(sessions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sessions summed per tier, best tier first."""
+    rows: dict[str, dict[str, Any]] = {}
+    for s in sessions:
+        row = rows.setdefault(s["tier"], {"tier": s["tier"], "sites": 0, "connected": 0, "kbps_sum": 0.0,
+                                          "packets_sent": 0, "lost_pct_max": 0.0, "rtt_ms_max": 0.0})
+        row["sites"] += 1
+        row["connected"] += s["state"] == "connected"
+        row["kbps_sum"] += s.get("kbps") or 0.0
+        row["packets_sent"] += s["packets_sent"]
+        row["lost_pct_max"] = max(row["lost_pct_max"], round((s.get("fraction_lost") or 0.0) * 100, 1))
+        row["rtt_ms_max"] = max(row["rtt_ms_max"], s.get("rtt_ms") or 0.0)
+    order = {"high": 0, "low": 1, "audio": 2}
+    out = []
+    for tier in sorted(rows, key=lambda t: order.get(t, 9)):
+        row = rows[tier]
+        row["kbps_avg"] = round(row.pop("kbps_sum") / row["sites"], 1)
+        out.append(row)
+    return out
