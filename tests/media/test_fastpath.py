@@ -77,3 +77,41 @@ async def test_sender_reports_reach_the_site_and_give_rtt(core: MediaCore, join:
 
     row = await until(rtt)  # the site's receiver reports echo our SR (LSR/DLSR)
     assert 0 <= row["rtt_ms"] < 1000
+
+
+async def test_a_site_whose_socket_is_full_skips_to_a_keyframe_and_holds_up_nobody(
+        core: MediaCore, join: JoinFn, tmp_path: Any) -> None:
+    import socket
+
+    slow, _ = await join("s-slow", "low")
+    other, _ = await join("s-other", "low")
+    await slow.frames(1)
+    await other.frames(1)
+    session = next(s for s in core.sessions() if s.site_id == "s-slow")
+    assert session.forwarders is not None
+    video = session.forwarders["video"]
+    # Loopback UDP never reports a full buffer (the kernel hands each datagram straight to
+    # the receiver), so the slow site's sends go to a Unix datagram socket nobody reads:
+    # a real kernel socket that fills up and answers EAGAIN, as a congested uplink would.
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(str(tmp_path / "slow.sock"))
+    sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sender.setblocking(False)
+    try:
+        video._sock, video._addr = sender, str(tmp_path / "slow.sock")
+        forced = core.program._video["low"].keyframes.forced
+        await until(lambda: asyncio.sleep(0, result=video.dropped > 0))
+        frames = await other.frames(10)  # the other site of the tier goes on, in order
+        assert len(frames) == 10
+        await until(lambda: asyncio.sleep(0, result=core.program._video["low"].keyframes.forced > forced))
+        delivered = video.delivered
+        sink.setblocking(False)
+        while True:  # the uplink clears: the site resumes, at a keyframe
+            try:
+                sink.recv(65536)
+            except BlockingIOError:
+                break
+        await until(lambda: asyncio.sleep(0, result=video.delivered > delivered))
+    finally:
+        sender.close()
+        sink.close()
