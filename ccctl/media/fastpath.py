@@ -52,6 +52,8 @@ from aiortc.codecs.h264 import H264Encoder
 from aiortc.rtcrtpparameters import RTCRtpParameters
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import HeaderExtensionsMap, RtcpByePacket, RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket, RtpPacket
+from pylibsrtp._binding import ffi as _srtp_ffi
+from pylibsrtp._binding import lib as _srtp_lib
 
 if TYPE_CHECKING:
     from aiortc.rtcrtptransceiver import RTCRtpTransceiver
@@ -61,6 +63,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">BBHII")
+LEAN_MAX = 1500 - 144  # pylibsrtp's buffer less its largest SRTP trailer
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +106,7 @@ class Forwarder:
 
     __slots__ = ("kind", "feed", "pending", "sender", "delivered", "dropped", "packets", "octets", "last_ts",
                  "last_ntp", "_ext", "_b0", "_pt", "_ssrc", "_seq", "_ts_offset", "_protect", "_protect_rtcp",
-                 "_sock", "_addr", "_fallback", "_need_keyframe", "_closed", "_on_dead")
+                 "_lean", "_sock", "_addr", "_fallback", "_need_keyframe", "_closed", "_on_dead")
 
     def __init__(self, kind: str, transceiver: RTCRtpTransceiver, on_dead: Callable[[], None] | None = None) -> None:
         sender = transceiver.sender
@@ -139,6 +142,7 @@ class Forwarder:
         transport = pair.protocol.transport
         self._sock: Any = getattr(transport, "_sock", None)  # asyncio's socket: one syscall, no buffer
         self._fallback = transport.sendto
+        self._lean = _lean_srtp(dtls._tx_srtp) if self._sock is not None else None
         self._addr = pair.remote_addr
         self._need_keyframe = kind == "video"
         self._closed = False
@@ -207,10 +211,27 @@ class Forwarder:
         last = len(unit.payloads) - 1
         sent = 0
         try:
-            for i, payload in enumerate(unit.payloads):
-                send(protect(pack(b0, pt | 0x80 if i == last else pt, seq, ts, ssrc) + ext + payload), addr)
-                seq = (seq + 1) & 0xFFFF
-                sent += 1
+            if self._lean is not None:  # encrypt in place in the session's buffer, send from it
+                ctx, cdata, buffer, length = self._lean
+                srtp_protect = _srtp_lib.srtp_protect
+                for i, payload in enumerate(unit.payloads):
+                    packet = pack(b0, pt | 0x80 if i == last else pt, seq, ts, ssrc) + ext + payload
+                    n = len(packet)
+                    if n > LEAN_MAX:  # no room for the trailer in the buffer: the stock call checks
+                        send(protect(packet), addr)
+                    else:
+                        buffer[:n] = packet
+                        length[0] = n
+                        if srtp_protect(ctx, cdata, length):
+                            raise OSError("SRTP protect failed")
+                        send(buffer[:length[0]], addr)
+                    seq = (seq + 1) & 0xFFFF
+                    sent += 1
+            else:
+                for i, payload in enumerate(unit.payloads):
+                    send(protect(pack(b0, pt | 0x80 if i == last else pt, seq, ts, ssrc) + ext + payload), addr)
+                    seq = (seq + 1) & 0xFFFF
+                    sent += 1
         except BlockingIOError:  # the socket is full: this subscriber is behind
             self._behind()
         except OSError:  # the socket is gone (ICE closed under us)
@@ -234,6 +255,19 @@ class Forwarder:
             self.close()
             if self._on_dead is not None:
                 self._on_dead()
+
+
+def _lean_srtp(session: Any) -> tuple[Any, Any, memoryview, Any] | None:
+    """pylibsrtp's context and buffer, to call ``srtp_protect`` without its per-call Python
+    layer (a method, checks, a fresh ``int *`` and two copies: 0.4 us of 2 per packet here).
+    None (use ``protect()``) if pylibsrtp's internals are not what this expects."""
+    try:
+        buffer = memoryview(session._buffer)
+        if len(buffer) < 1500:
+            return None
+        return session._srtp[0], session._cdata, buffer, _srtp_ffi.new("int *")
+    except (AttributeError, TypeError):
+        return None
 
 
 # -- RTCP sender reports -------------------------------------------------------------------------
