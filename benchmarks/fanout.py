@@ -15,7 +15,8 @@ worker, pinned to the same CPU as the main process, whose CPU is counted with th
 it shows what feeding a worker over a local socket costs on top of the tight path.
 
 Per path and N it prints: server CPU, packets/s, the fan-out's us per packet per subscriber,
-subscribers per core at the measured rate, and two checks: ``sent`` (packets the core sent /
+subscribers per core at the measured rate (Janus, when installed, with the same feed and the
+same receivers in the same run: benchmarks/janus.py, ``--no-janus`` to skip), and two checks: ``sent`` (packets the core sent /
 packets it should have sent: every packet of the tier to every subscriber) and ``recv``
 (packets the receivers counted / packets sent). Reference (the media issue): stock aiortc
 31-54 us/pkt/sub; target at least 300 subscribers per core at 0.66 Mbps, goal 800 and at or
@@ -218,6 +219,19 @@ def report(base: dict[str, Any], r: dict[str, Any]) -> dict[str, float]:
     return {"us": us, "subs_per_core": subs_per_core}
 
 
+def janus(n: int) -> dict[str, float]:
+    """Janus at ``n`` subscribers, same clip, tier and receivers; {} when it cannot run here."""
+    from benchmarks.janus import JanusUnavailable, describe, run_janus
+
+    try:
+        r = asyncio.run(run_janus(n, WARMUP, WINDOW, source=SOURCE, tiers=TIERS))
+    except JanusUnavailable as exc:
+        print(exc, flush=True)
+        return {}
+    print(describe(r), flush=True)
+    return {"us": r["us_per_pkt_per_sub"], "subs_per_core": r["subs_per_core"]} if r.get("held") else {}
+
+
 def main() -> None:
     global WARMUP, WINDOW, SOURCE
     two_cpus = len(os.sched_getaffinity(0)) >= 2
@@ -229,6 +243,8 @@ def main() -> None:
     argv = sys.argv[1:]
     quick = "--quick" in argv
     paths = ["tight", "stock"]
+    with_janus = "--no-janus" not in argv
+    argv = [a for a in argv if a != "--no-janus"]
     if "--paths" in argv:
         paths = argv[argv.index("--paths") + 1].split(",")
         del argv[argv.index("--paths"):argv.index("--paths") + 2]
@@ -249,11 +265,15 @@ def main() -> None:
     for n in ns:
         for path in paths:
             figures[(path, n)] = report(base, asyncio.run(server(n, path)))
-    if "tight" in paths and "stock" in paths:
-        for n in ns:
-            t, s = figures[("tight", n)], figures[("stock", n)]
-            print(f"ratio N={n}: tight/stock CPU per packet per subscriber {t['us'] / s['us']:.2f}x "
-                  f"({t['subs_per_core']:.0f} vs {s['subs_per_core']:.0f} subscribers per core)")
+        if with_janus:
+            figures[("janus", n)] = janus(n)
+    for n in ns:
+        t = figures.get(("tight", n))
+        for peer in ("stock", "janus"):
+            p = figures.get((peer, n))
+            if t and p:
+                print(f"ratio N={n}: tight/{peer} CPU per packet per subscriber {t['us'] / p['us']:.2f}x "
+                      f"({t['subs_per_core']:.0f} vs {p['subs_per_core']:.0f} subscribers per core)")
     tmp.cleanup()
 
 
