@@ -13,8 +13,9 @@ Here a :class:`~ccctl.media.tiers.Feed` packetises each encoded unit once into a
 1. packs a 12-byte RTP header (its SSRC, its own sequence counter, the program timestamp
    plus its random offset, its negotiated payload type and the marker) and appends its
    constant extension block (``mid``);
-2. encrypts it with the subscriber's SRTP session (``pylibsrtp``, keys from aiortc's DTLS);
-3. sends it with one ``sendto`` on the ICE pair's UDP socket.
+2. encrypts it with the subscriber's SRTP session (keys from aiortc's DTLS): libsrtp called
+   in place in pylibsrtp's buffer (see :func:`_lean_srtp`);
+3. sends it from there with one ``sendto`` on the ICE pair's UDP socket.
 
 aiortc keeps doing ICE (including consent checks), DTLS, keys and incoming RTCP: its sender
 is parked on an idle track. Receiver reports, PLI and FIR reach the sender as before (the
