@@ -5,6 +5,9 @@
 Each tool logs in M times and runs ``ccctl-diag``; in-process tools report the CPU time of
 their own work (imports and interpreter start excluded), so the figures compare the
 per-login cost; ccctl's figures include classification and persisting every result.
+Every in-process tool first makes ``warmup`` logins (default 10) the same way, outside
+the measurement, so one-time costs (OpenSSL and libssh2 initialisation, key parsing,
+resolver threads, first SQL statements) weigh on no tool's per-login figure.
 
 TOOL: ccctl-cold (the product's cold engine, libssh2), ccctl-cold-asyncssh, ccctl-warm,
 asyncssh, parallel-ssh. All logins go to one sshd, so ccctl-warm's pooled sites share one
@@ -19,6 +22,11 @@ import resource
 import sys
 from pathlib import Path
 from typing import Any
+
+
+def _warmup(p: dict[str, Any]) -> int:
+    """Logins made before the measurement starts."""
+    return int(p.get("warmup", 10))
 
 
 def _cpu() -> float:
@@ -41,10 +49,17 @@ async def _ccctl(p: dict[str, Any], warm: bool, engine: str = "asyncssh") -> tup
     else:
         targets = [(f"s{i}", Endpoint(p["host"], p["port"], p["user"], p["host_key"], p["key"])) for i in range(p["n"])]
     pool = ConnectionPool() if warm else None
+    # Persisted as a real run is: results streamed into a SQLite registry's history.
+    home = tempfile.TemporaryDirectory(prefix="ccctl-peer-")
+    db = open_registry(f"sqlite:///{home.name}/registry.db")
     if warm:  # the first round opens the pooled connections; the second is the figure
         await run_rollcall(targets, stages=("ssh",), concurrency=p["concurrency"], timeout=30, pool=pool)
-    # Persisted as a real run is: results streamed into a SQLite registry's history.
-    db = open_registry(f"sqlite:///{tempfile.mkdtemp(prefix='ccctl-peer-')}/registry.db")
+    else:  # the same kind of run over a few sites, recorded as its own run
+        warmup = targets[:_warmup(p)]
+        recorder = RunRecorder(db, {"benchmark": True, "warmup": True})
+        await run_rollcall(warmup, stages=("tcp", "ssh"), concurrency=p["concurrency"], timeout=30, engine=engine,
+                           on_result=recorder.add)
+        recorder.finish("finished", {})
     cpu0 = _cpu()
     recorder = RunRecorder(db, {"benchmark": True})
     results = await run_rollcall(targets, stages=("tcp", "ssh"), concurrency=p["concurrency"], timeout=30, pool=pool,
@@ -52,6 +67,7 @@ async def _ccctl(p: dict[str, Any], warm: bool, engine: str = "asyncssh") -> tup
     recorder.finish("finished", {})
     cpu = _cpu() - cpu0
     db.close()
+    home.cleanup()
     if pool is not None:
         await pool.close()
     return cpu, sum(1 for r in results if r.state.value in ("OK", "DEGRADED"))
@@ -61,7 +77,7 @@ async def _asyncssh(p: dict[str, Any]) -> tuple[float, int]:
     import asyncssh
 
     key = asyncssh.read_private_key(p["key"])
-    known = ([asyncssh.import_public_key(p["host_key"])], [], [])
+    known: tuple[list[Any], list[Any], list[Any]] = ([asyncssh.import_public_key(p["host_key"])], [], [])
     sem = asyncio.Semaphore(p["concurrency"])
 
     async def one() -> bool:
@@ -70,6 +86,7 @@ async def _asyncssh(p: dict[str, Any]) -> tuple[float, int]:
                                         known_hosts=known, config=None) as conn:
                 return (await conn.run("ccctl-diag")).exit_status == 0
 
+    await asyncio.gather(*(one() for _ in range(_warmup(p))), return_exceptions=True)
     cpu0 = _cpu()
     done = await asyncio.gather(*(one() for _ in range(p["n"])), return_exceptions=True)
     return _cpu() - cpu0, sum(1 for d in done if d is True)
@@ -78,11 +95,16 @@ async def _asyncssh(p: dict[str, Any]) -> tuple[float, int]:
 def _parallel_ssh(p: dict[str, Any]) -> tuple[float, int]:
     from pssh.clients import ParallelSSHClient
 
-    client = ParallelSSHClient([p["host"]] * p["n"], user=p["user"], port=p["port"], pkey=p["key"],
-                               pool_size=p["concurrency"], num_retries=0, timeout=30)
+    def client(n: int) -> ParallelSSHClient:
+        return ParallelSSHClient([p["host"]] * n, user=p["user"], port=p["port"], pkey=p["key"],
+                                 pool_size=p["concurrency"], num_retries=0, timeout=30)
+
+    warmup = client(_warmup(p))
+    warmup.join(warmup.run_command("ccctl-diag", stop_on_errors=False))
+    measured = client(p["n"])
     cpu0 = _cpu()
-    output = client.run_command("ccctl-diag", stop_on_errors=False)
-    client.join(output)
+    output = measured.run_command("ccctl-diag", stop_on_errors=False)
+    measured.join(output)
     ok = sum(1 for o in output if o.exception is None and o.exit_code == 0 and list(o.stdout))
     return _cpu() - cpu0, ok
 

@@ -2,6 +2,7 @@
 CPU per site against a real OpenSSH sshd, side by side with the peer tools.
 
     .venv/bin/python benchmarks/rollcall.py [--quick] [--sites N] [--sshd-sites N] [--no-peers]
+                                            [--repeats R] [--sshd-only]
 
 Parts, each printed with its target:
 1. TCP stage alone over N simulated sites (default 10,599; target < 1.5 s).
@@ -11,6 +12,11 @@ Parts, each printed with its target:
    installed (the ``bench`` extra / Debian ``openssh-client``), parallel-ssh, OpenSSH ``ssh``
    via ``xargs -P``, and ``ansible -m raw``; with ratios to parallel-ssh (targets: cold at most
    0.5x, warm at most 0.1x).
+   ccctl cold and parallel-ssh, the pair the cold target compares, run ``--repeats`` times
+   (default 5) in alternating order against the same sshd, each time after the same
+   warm-up; their figures are the medians, and the ratio is the median of the rounds'
+   own ratios (each round's two runs are next to each other in time, so load from other
+   work on the machine weighs on both alike), printed with its range.
 Everything listens and connects on 127.0.0.0/8 only, every loop is bounded.
 """
 
@@ -22,6 +28,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -168,7 +175,43 @@ def _warm_one_sshd_per_site(boxes: int, tmp: Path, public: str,
     return outcome[0], outcome[1], boxes
 
 
-def against_sshd(n: int, peers: bool, rows: list[Row]) -> None:
+COLD = "ccctl cold (tcp+ssh+diag+classify)"
+PSSH = "parallel-ssh"
+
+
+def _paired_cold(n: int, repeats: int, peers: bool, params_file: Path,
+                 rows: list[Row], figures: dict[str, float]) -> None:
+    """ccctl cold and parallel-ssh, ``repeats`` rounds in alternating order: medians and paired ratio."""
+    tools = [(COLD, "ccctl-cold")] + ([(PSSH, "parallel-ssh")] if peers else [])
+    runs: dict[str, list[float]] = {name: [] for name, _ in tools}
+    oks: dict[str, list[int]] = {name: [] for name, _ in tools}
+    failed: dict[str, str] = {}
+    for round_no in range(repeats):
+        for name, tool in tools if round_no % 2 == 0 else tools[::-1]:
+            if name in failed:
+                continue
+            outcome = _peer(tool, params_file)
+            if isinstance(outcome, str):
+                failed[name] = outcome
+                continue
+            runs[name].append(outcome[0] / n * 1000)
+            oks[name].append(outcome[1])
+    for name, _tool in tools:
+        if name in failed:
+            rows.append((f"{name}, {n} logins to real sshd", "n/a", failed[name]))
+            continue
+        figures[name] = statistics.median(runs[name])
+        spread = f"{min(runs[name]):.2f}-{max(runs[name]):.2f}"
+        rows.append((f"{name}, {n} logins to real sshd ({min(oks[name])} ok), median of {len(runs[name])}",
+                     f"{figures[name]:.2f} ms", f"client CPU/site (runs {spread})"))
+    if COLD in figures and PSSH in figures:
+        ratios = [c / p for c, p in zip(runs[COLD], runs[PSSH], strict=True)]
+        rows.append((f"  ratio {COLD} / {PSSH}, median of {len(ratios)} paired rounds",
+                     f"{statistics.median(ratios):.2f}x",
+                     f"<= 0.5x (rounds {min(ratios):.2f}-{max(ratios):.2f}x)"))
+
+
+def against_sshd(n: int, peers: bool, rows: list[Row], repeats: int = 5) -> None:
     """Part 3: client CPU per login against one real sshd, ccctl beside the peer tools."""
     from ccctl.sim.sshd import SshdServer, sshd_available
 
@@ -182,19 +225,20 @@ def against_sshd(n: int, peers: bool, rows: list[Row]) -> None:
         public = ensure_client_key(key_path)
         with SshdServer(tmp / "sshd", [public]) as sshd:
             params = {"host": sshd.host, "port": sshd.port, "user": sshd.user, "host_key": sshd.host_key,
-                      "key": str(key_path), "n": n, "concurrency": 32}
+                      "key": str(key_path), "n": n, "concurrency": 32, "warmup": min(10, n)}
             params_file = tmp / "params.json"
             params_file.write_text(json.dumps(params))
+            load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+            rows.append((f"machine load (1/5/15 min) before the real-sshd part, {os.cpu_count()} cores", load, ""))
+            figures: dict[str, float] = {}
+            _paired_cold(n, max(1, repeats), peers, params_file, rows, figures)
             tools: list[tuple[str, Any]] = [
-                ("ccctl cold (tcp+ssh+diag+classify)", lambda: _peer("ccctl-cold", params_file)),
                 ("ccctl cold, asyncssh engine", lambda: _peer("ccctl-cold-asyncssh", params_file)),
                 ("ccctl warm (pooled, one shared connection)", lambda: _peer("ccctl-warm", params_file)),
                 ("bare asyncssh loop", lambda: _peer("asyncssh", params_file))]
             if peers:
-                tools += [("parallel-ssh", lambda: _peer("parallel-ssh", params_file)),
-                          ("OpenSSH ssh via xargs -P", lambda: _openssh_xargs(params, tmp)),
+                tools += [("OpenSSH ssh via xargs -P", lambda: _openssh_xargs(params, tmp)),
                           ("ansible -m raw", lambda: _ansible_raw(params, tmp))]
-            figures: dict[str, float] = {}
             for name, run in tools:
                 if name == "ccctl warm (pooled, one shared connection)":
                     per_box = _warm_one_sshd_per_site(min(n, 100), tmp, public, params)
@@ -210,10 +254,9 @@ def against_sshd(n: int, peers: bool, rows: list[Row]) -> None:
                 cpu, ok = outcome
                 figures[name] = cpu / n * 1000
                 rows.append((f"{name}, {n} logins to real sshd ({ok} ok)", f"{figures[name]:.2f} ms", "client CPU/site"))
-            pssh = figures.get("parallel-ssh")
+            pssh = figures.get(PSSH)
             if pssh:
-                for name, target in (("ccctl cold (tcp+ssh+diag+classify)", "<= 0.5x"),
-                                     ("ccctl cold, asyncssh engine", ""),
+                for name, target in (("ccctl cold, asyncssh engine", ""),
                                      ("ccctl warm (pooled, one shared connection)", "<= 0.1x"),
                                      ("ccctl warm, one sshd per site", "<= 0.1x"),
                                      ("bare asyncssh loop", ""), ("OpenSSH ssh via xargs -P", ""),
@@ -231,11 +274,16 @@ def main() -> None:
     parser.add_argument("--sshd-sites", type=int, default=300)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="rounds of ccctl cold against parallel-ssh (medians and paired ratio)")
+    parser.add_argument("--sshd-only", action="store_true", help="only part 3, the real-sshd comparison")
     args = parser.parse_args()
     n = 60 if args.quick else args.sites
     rows: list[Row] = []
-    simulated_fleet(n, 1 if args.quick else args.processes, rows)
-    against_sshd(20 if args.quick else args.sshd_sites, not (args.quick or args.no_peers), rows)
+    if not args.sshd_only:
+        simulated_fleet(n, 1 if args.quick else args.processes, rows)
+    against_sshd(20 if args.quick else args.sshd_sites, not (args.quick or args.no_peers), rows,
+                 1 if args.quick else args.repeats)
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  {'figure':>12}  target")
     for name, figure, target in rows:

@@ -4,9 +4,12 @@ Why: a cold roll-call login through asyncssh spends most of its client CPU in as
 pure-Python protocol layer. libssh2 does the key exchange, host-key signature check,
 publickey auth and channel work in C; here Python only waits for the socket. Each login
 is a generator of non-blocking libssh2 calls that yields, on ``LIBSSH2_ERROR_EAGAIN``, the
-directions libssh2 is blocked on (``session.block_directions()``); a ``_Pump`` resumes it
-from ``loop.add_reader``/``add_writer`` callbacks that stay registered while the direction
-does not change. Thousands of logins share one loop with no task or future per wait.
+directions libssh2 is blocked on (``session.block_directions()``); its ``_Connection``
+resumes it when the socket is ready that way. All sockets of a loop sit in one epoll set
+of their own (``_Reactor``), which the loop watches as a single reader, and the stages'
+deadlines sit in one heap with one loop timer: a wait costs an ``epoll_ctl`` only when
+the direction changes, a wake-up one callback for every socket ready together, and a
+whole tcp+ssh check one future, with no asyncio Handle, timer or task per wait.
 
 ``fast_ssh_probe`` keeps the semantics of ``probes.ssh_probe`` without a pool: the same
 host-key expectations (parsed by ``pool.DEFAULT_OPTIONS``, matched by asyncssh), the same
@@ -17,9 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import heapq
 import os
+import select
 import socket
 import time
+import weakref
 from collections.abc import Generator
 from typing import Any, NamedTuple
 
@@ -31,6 +37,7 @@ from ccctl.rollcall.probes import (
     DIAG_COMMAND,
     EXEC_FACT,
     ProbeOutcome,
+    _ip_family,
     _oserror_state,
     _resolve,
     _short,
@@ -60,6 +67,9 @@ except ImportError as _exc:  # pragma: no cover - depends on the installation
     LIBSSH2_SESSION_BLOCK_INBOUND, LIBSSH2_SESSION_BLOCK_OUTBOUND = 1, 2
 else:
     _MISSING = None
+_HAS_EPOLL = hasattr(select, "epoll")
+if not _HAS_EPOLL:  # pragma: no cover - Linux has it
+    _MISSING = "the libssh2 engine needs Linux epoll"
 
 _IN = LIBSSH2_SESSION_BLOCK_INBOUND
 _OUT = LIBSSH2_SESSION_BLOCK_OUTBOUND
@@ -79,6 +89,11 @@ _KEX = ",".join((
 _CIPHERS = ("aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,"
             "aes128-ctr,aes192-ctr,aes256-ctr")
 _MACS = "hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com,hmac-sha2-256,hmac-sha2-512"
+_METHOD_PREFS = () if _MISSING else (
+    (LIBSSH2_METHOD_CRYPT_CS, _CIPHERS), (LIBSSH2_METHOD_CRYPT_SC, _CIPHERS),
+    (LIBSSH2_METHOD_MAC_CS, _MACS), (LIBSSH2_METHOD_MAC_SC, _MACS),
+    (LIBSSH2_METHOD_COMP_CS, "none"), (LIBSSH2_METHOD_COMP_SC, "none"),
+)
 #: Host-key signature algorithms we accept, in order of preference.
 HOSTKEY_ALGS = (
     "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
@@ -207,69 +222,114 @@ def _strip(exc: BaseException) -> BaseException:
     return exc
 
 
-class _Pump:
-    """Resumes a step generator whenever its socket is ready in the direction it yielded.
+class _Reactor:
+    """Every probe socket of one event loop in one epoll set, which the loop itself watches.
 
-    Readers and writers are registered only when the wanted direction changes, so a
-    login costs a few epoll updates rather than a task wake-up and two epoll calls
-    per round trip.
+    Why: asyncio's ``add_reader``/``remove_reader`` and its per-event dispatch (a Handle,
+    a context switch into it, selector bookkeeping) are pure Python, and a login waits
+    on its socket about ten times. Here a wait is one ``epoll_ctl`` made in C, and one
+    loop callback serves every socket that became ready together (level-triggered: a
+    socket left readable is reported again). Deadlines are kept the same way: a heap of
+    (time, connection) entries in C and one loop timer for the earliest, instead of a
+    ``TimerHandle`` (and its Python-level heap comparisons) per stage of every login.
+    A deadline fires at most ``_TIMER_SLACK`` late, never early. The reactor is made
+    when the first connection of a loop starts waiting and closed when the last one
+    stops, so no descriptor or timer outlives a run.
     """
 
-    __slots__ = ("_loop", "_fd", "_steps", "_want", "_done")
+    __slots__ = ("_loop", "_epoll", "_conns", "_deadlines", "_timer", "_timer_at", "_seq")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._fd = fd
-        self._steps: Generator[int, None, Any] | None = None
-        self._want = 0  # the directions registered with the loop
-        self._done: asyncio.Future[Any] | None = None
+        self._epoll = select.epoll()
+        self._conns: dict[int, _Connection] = {}
+        self._deadlines: list[tuple[float, int, _Connection, int]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._seq = 0  # ties in the heap never compare connections
+        loop.add_reader(self._epoll.fileno(), self._dispatch)
 
-    def run(self, steps: Generator[int, None, Any]) -> asyncio.Future[Any]:
-        """Start ``steps``; the future gets what they return or raise."""
-        self._steps = steps
-        self._done = self._loop.create_future()
-        self.step()
-        return self._done
+    @staticmethod
+    def of(loop: asyncio.AbstractEventLoop) -> _Reactor:
+        """The loop's reactor, made on first use."""
+        reactor = _reactors.get(loop)
+        if reactor is None:
+            reactor = _reactors[loop] = _Reactor(loop)
+        return reactor
 
-    def step(self) -> None:
-        """Run the generator until it blocks again, or settle the future."""
-        assert self._steps is not None and self._done is not None
+    def add(self, conn: _Connection, want: int) -> None:
+        """Wait for ``conn``'s socket in directions ``want``, until its run's deadline."""
         try:
-            want = self._steps.send(None) or _IN
-        except StopIteration as stop:
-            self._watch(0)
-            if not self._done.done():
-                self._done.set_result(stop.value)
-            return
-        except Exception as exc:  # noqa: BLE001 - handed to the awaiting probe
-            self._watch(0)
-            if not self._done.done():
-                self._done.set_exception(_strip(exc))
-            return
-        except BaseException:
-            self._watch(0)
+            self._epoll.register(conn.fd, _EPOLL_MASK[want])
+        except OSError:
+            if not self._conns:
+                self._close()
             raise
-        if want != self._want:
-            self._watch(want)
+        self._conns[conn.fd] = conn
+        if conn._done is not None:
+            self.expire_at(conn.deadline, conn, conn.runs)
 
-    def _watch(self, want: int) -> None:
-        """Register for exactly the directions in ``want``."""
-        old, self._want = self._want, want
-        if want & _IN and not old & _IN:
-            self._loop.add_reader(self._fd, self.step)
-        elif old & _IN and not want & _IN:
-            self._loop.remove_reader(self._fd)
-        if want & _OUT and not old & _OUT:
-            self._loop.add_writer(self._fd, self.step)
-        elif old & _OUT and not want & _OUT:
-            self._loop.remove_writer(self._fd)
+    def remove(self, conn: _Connection) -> None:
+        """Stop waiting for ``conn``'s socket; the last one out closes the reactor."""
+        self._epoll.unregister(conn.fd)
+        del self._conns[conn.fd]
+        if not self._conns:
+            self._close()
 
-    def stop(self) -> None:
-        """Unregister from the loop and close the generator, which frees its frame."""
-        self._watch(0)
-        if self._steps is not None:
-            self._steps.close()
-            self._steps = None
+    def expire_at(self, when: float, conn: _Connection, run: int) -> None:
+        """Call ``conn.expire(run)`` at loop time ``when`` (a no-op if that run is over by then).
+
+        Entries hold the connection, never the run's future, so a result is not kept
+        alive until its deadline comes due.
+        """
+        self._seq += 1
+        heapq.heappush(self._deadlines, (when, self._seq, conn, run))
+        if self._timer is None or when < self._timer_at:
+            self._arm(when)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        # Coalesced: one wake-up serves every deadline within the slack.
+        self._timer_at = max(when, self._loop.time() + _TIMER_SLACK)
+        self._timer = self._loop.call_at(self._timer_at, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        heap = self._deadlines
+        now = self._loop.time()
+        while heap and heap[0][0] <= now:
+            when, _seq, conn, run = heapq.heappop(heap)
+            if conn.deadline == when:
+                conn.expire(run)  # may close this reactor, which empties the heap
+        if heap:
+            self._arm(heap[0][0])
+
+    def _dispatch(self) -> None:
+        """Step every connection whose socket is ready."""
+        conns = self._conns
+        for fd, _events in self._epoll.poll(0):
+            conn = conns.get(fd)
+            if conn is not None:
+                conn.step()
+
+    def _close(self) -> None:
+        # Only when no connection waits: every entry left in the heap is stale.
+        if _reactors.get(self._loop) is self:
+            del _reactors[self._loop]
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._deadlines.clear()
+        if not self._loop.is_closed():
+            self._loop.remove_reader(self._epoll.fileno())
+        self._epoll.close()
+
+
+_reactors: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Reactor] = weakref.WeakKeyDictionary()
+# libssh2's block directions (1 inbound, 2 outbound, 3 both) as epoll event masks.
+_EPOLL_MASK = (0, select.EPOLLIN, select.EPOLLOUT, select.EPOLLIN | select.EPOLLOUT) if _HAS_EPOLL else ()
+_TIMER_SLACK = 0.01
 
 
 def _connect_steps(sock: socket.socket, addr: tuple[Any, ...]) -> Generator[int, None, None]:
@@ -283,30 +343,117 @@ def _connect_steps(sock: socket.socket, addr: tuple[Any, ...]) -> Generator[int,
 
 
 class _Connection:
-    """One probe connection: its socket, pump and libssh2 session and channel.
+    """One probe connection: its socket, libssh2 session and channel, and the steps it runs.
 
-    ``close`` frees the channel and session before it closes the socket: freed after,
-    libssh2 could write its goodbye to a reused fd number of another connection.
+    ``run`` drives a generator of non-blocking calls: each time it yields the directions
+    it is blocked on, the connection waits (through the loop's ``_Reactor``) until the
+    socket is ready that way and resumes it; registrations change only when the wanted
+    directions do. A run ends with TimeoutError at its ``deadline``, which the steps
+    may move (``set_deadline``) when one stage ends and the next begins. ``close`` frees
+    the channel and session before it closes the socket: freed after, libssh2 could
+    write its goodbye to a reused fd number of another connection.
     """
 
-    __slots__ = ("sock", "pump", "session", "channel", "handshaken")
+    __slots__ = ("sock", "fd", "session", "channel", "handshaken", "deadline", "tcp_rtt_ms", "runs",
+                 "_loop", "_reactor", "_steps", "_want", "_done")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, family: int) -> None:
         self.sock = socket.socket(family, socket.SOCK_STREAM | _SOCK_NONBLOCK)
         if not _SOCK_NONBLOCK:
             self.sock.setblocking(False)
+        self.fd = self.sock.fileno()
         self.session: Any = None
         self.channel: Any = None
         self.handshaken = False
-        self.pump = _Pump(loop, self.sock.fileno())
+        self.deadline = 0.0  # loop time at which the current stage times out
+        self.tcp_rtt_ms: float | None = None  # set once connected, by the fused tcp+ssh steps
+        self.runs = 0  # runs started: the current one's number tells its deadlines from older ones
+        self._loop = loop
+        self._reactor: _Reactor | None = None  # while waiting
+        self._steps: Generator[int, None, Any] | None = None
+        self._want = 0  # the directions registered with the reactor
+        self._done: asyncio.Future[Any] | None = None  # the current run's result
 
-    async def connect(self, addr: tuple[Any, ...]) -> None:
-        """Open the TCP connection."""
-        await self.pump.run(_connect_steps(self.sock, addr))
+    def run(self, steps: Generator[int, None, Any], deadline: float) -> asyncio.Future[Any]:
+        """Start ``steps``; the future gets what they return or raise, or TimeoutError at ``deadline``."""
+        self._steps = steps
+        self._done = done = self._loop.create_future()
+        self.runs += 1
+        self.deadline = deadline
+        self.step()
+        return done
 
-    async def run(self, steps: Generator[int, None, Any]) -> Any:
-        """Drive ``steps`` (usually ``self.ssh_steps(...)``) to their result."""
-        return await self.pump.run(steps)
+    def set_deadline(self, deadline: float) -> None:
+        """Move the current run's deadline (called from its steps)."""
+        self.deadline = deadline
+        if self._reactor is not None and self._done is not None:
+            self._reactor.expire_at(deadline, self, self.runs)
+
+    def step(self) -> None:
+        """Run the steps until they block again, or settle the future."""
+        done = self._done
+        assert self._steps is not None and done is not None
+        try:
+            want = self._steps.send(None) or _IN
+        except StopIteration as stop:
+            self._settle()
+            if not done.done():  # cancelled by the awaiting task's own timeout
+                done.set_result(stop.value)
+            return
+        except Exception as exc:  # noqa: BLE001 - handed to the awaiting probe
+            self._settle()
+            if not done.done():  # cancelled by the awaiting task's own timeout
+                done.set_exception(_strip(exc))
+            return
+        except BaseException:
+            self._settle()
+            raise
+        if want != self._want:
+            try:
+                self._watch(want)
+            except OSError as exc:  # epoll_ctl refused (ENOMEM, ...): the run ends with it
+                self._abort(done, exc)
+
+    def expire(self, run: int) -> None:
+        """The deadline of run number ``run`` passed: if it is still going, stop it and fail
+        its future with TimeoutError."""
+        if run == self.runs and self._done is not None:
+            self._abort(self._done, TimeoutError())
+
+    def _abort(self, done: asyncio.Future[Any], exc: Exception) -> None:
+        """End the current run from outside its steps, its future failing with ``exc``."""
+        self.stop()
+        if not done.done():
+            done.set_exception(exc)
+
+    def _settle(self) -> None:
+        """The run is over: stop waiting and forget it (its deadline entries go stale)."""
+        self._watch(0)
+        self._steps = None
+        self._done = None
+
+    def _watch(self, want: int) -> None:
+        """Wait for exactly the directions in ``want`` (0: stop waiting)."""
+        if want == self._want:
+            return
+        reactor = self._reactor
+        if reactor is None:
+            reactor = _Reactor.of(self._loop)
+            reactor.add(self, want)
+            self._reactor = reactor
+        elif want:
+            reactor._epoll.modify(self.fd, _EPOLL_MASK[want])
+        else:
+            reactor.remove(self)
+            self._reactor = None
+        self._want = want
+
+    def stop(self) -> None:
+        """Stop waiting and close the steps' generator, which frees its frame."""
+        self._watch(0)
+        steps, self._steps, self._done = self._steps, None, None
+        if steps is not None:
+            steps.close()
 
     def _failure(self, exc: SSH2Error, stage: str, endpoint: Endpoint) -> Exception:
         """Classify a libssh2 error raised during ``stage`` (while the session lives)."""
@@ -343,9 +490,7 @@ class _Connection:
         session.set_blocking(False)
         session.method_pref(LIBSSH2_METHOD_KEX, _KEX)
         session.method_pref(LIBSSH2_METHOD_HOSTKEY, policy.algs if policy else _ALL_HOSTKEY_ALGS)
-        for method, prefs in ((LIBSSH2_METHOD_CRYPT_CS, _CIPHERS), (LIBSSH2_METHOD_CRYPT_SC, _CIPHERS),
-                              (LIBSSH2_METHOD_MAC_CS, _MACS), (LIBSSH2_METHOD_MAC_SC, _MACS),
-                              (LIBSSH2_METHOD_COMP_CS, "none"), (LIBSSH2_METHOD_COMP_SC, "none")):
+        for method, prefs in _METHOD_PREFS:
             session.method_pref(method, prefs)
         stage = "handshake"
         try:
@@ -429,7 +574,7 @@ class _Connection:
 
     def close(self) -> None:
         """Stop waiting, say goodbye if logged in, free channel then session, close the socket."""
-        self.pump.stop()
+        self.stop()
         sock = self.sock
         if self.session is not None and self.handshaken:
             try:
@@ -450,47 +595,48 @@ class _Connection:
 
 def _both(conn: _Connection, addr: tuple[Any, ...], endpoint: Endpoint, policy: _Policy | None,
           pems: list[tuple[bytes, bytes]] | None, command: str) -> Generator[int, None, Any]:
-    """Connect then run the SSH steps, as one generator (one future for the whole login)."""
+    """Connect then run the SSH steps, as one run (one future for the whole login)."""
     yield from _connect_steps(conn.sock, addr)
     return (yield from conn.ssh_steps(endpoint, policy, pems, command))
 
 
-async def _login_and_run(
-    loop: asyncio.AbstractEventLoop,
-    family: int,
-    addr: tuple[Any, ...],
-    endpoint: Endpoint,
-    client_key: ClientKey,
-    command: str,
-    conn: _Connection | None = None,
-) -> tuple[_Exec, float | None]:
-    """Log in and run ``command``: (its result, the kernel's TCP RTT); raises on failure.
-
-    With ``conn`` the TCP connection is already open; otherwise one is opened and
-    closed here.
-    """
+def _tcp_then_ssh(conn: _Connection, addr: tuple[Any, ...], endpoint: Endpoint, client_key: ClientKey,
+                  command: str, timeout: float) -> Generator[int, None, Any]:
+    """The fused ``tcp`` and ``ssh`` stages as one run: connect, keep the handshake RTT in
+    ``conn.tcp_rtt_ms``, give the login a fresh ``timeout``, then log in and run ``command``."""
+    t0 = time.perf_counter()
+    yield from _connect_steps(conn.sock, addr)
+    rtt = kernel_rtt_ms(conn.sock)
+    conn.tcp_rtt_ms = rtt if rtt is not None else (time.perf_counter() - t0) * 1000.0
+    conn.set_deadline(conn._loop.time() + timeout)
+    # Read only now, as the ssh stage: a local key problem is no reason to call a box down.
     policy = _policy(endpoint, addr[0])
     pems = _client_pems(endpoint, client_key)
-    own = conn is None
-    if conn is None:
-        conn = _Connection(loop, family)
-        steps = _both(conn, addr, endpoint, policy, pems, command)
-    else:
-        steps = conn.ssh_steps(endpoint, policy, pems, command)
+    return (yield from conn.ssh_steps(endpoint, policy, pems, command))
+
+
+async def _address(endpoint: Endpoint, deadline: float) -> tuple[int, tuple[Any, ...]]:
+    """(family, sockaddr); IP literals at once, names through the resolver until ``deadline``."""
+    family = _ip_family(endpoint.host)
+    if family is not None:
+        return family, (endpoint.host, endpoint.port)
+    async with asyncio.timeout_at(deadline):
+        return await _resolve(endpoint.host, endpoint.port)
+
+
+async def _run_login(conn: _Connection, steps: Generator[int, None, Any], deadline: float, addr: tuple[Any, ...],
+                     endpoint: Endpoint, policy: _Policy | None) -> _Exec:
+    """Drive a login run to its result; a failed key exchange is explained before it is raised."""
     try:
-        try:
-            done = await conn.run(steps)
-        except _KexFailed as exc:
-            raise await _explain_kex_failure(loop, family, addr, endpoint, policy, str(exc)) from None
-        return done, kernel_rtt_ms(conn.sock)
-    finally:
-        if own:
-            conn.close()
+        return await conn.run(steps, deadline)  # type: ignore[no-any-return]
+    except _KexFailed as exc:
+        if policy is None and conn.tcp_rtt_ms is not None:  # fused: the policy was read by the steps
+            policy = _policy(endpoint, addr[0])
+        raise await _explain_kex_failure(conn, addr, endpoint, policy, str(exc)) from None
 
 
 async def _explain_kex_failure(
-    loop: asyncio.AbstractEventLoop,
-    family: int,
+    failed: _Connection,
     addr: tuple[Any, ...],
     endpoint: Endpoint,
     policy: _Policy | None,
@@ -499,13 +645,16 @@ async def _explain_kex_failure(
     """Tell "the box has no host key of the expected type" from "no common algorithm".
 
     Only on this failure path: a second handshake (no login) offering every accepted
-    host-key type. If that one succeeds, the box simply lacks the expected key type,
-    which asyncssh also reports as a host-key mismatch.
+    host-key type, within what is left of the failed login's deadline. If that one
+    succeeds, the box simply lacks the expected key type, which asyncssh also reports
+    as a host-key mismatch.
     """
     if policy is not None and policy.algs != _ALL_HOSTKEY_ALGS:
-        conn = _Connection(loop, family)
+        conn = _Connection(failed._loop, failed.sock.family)
         try:
-            offered = await conn.run(_both(conn, addr, endpoint, None, None, ""))
+            offered = await conn.run(_both(conn, addr, endpoint, None, None, ""), failed.deadline)
+        except TimeoutError:
+            raise  # the login's own deadline: a timeout, as without this second look
         except (_Failed, _KexFailed, OSError):
             pass
         else:
@@ -568,12 +717,21 @@ async def fast_ssh_probe(
     if _MISSING is not None:
         return ProbeOutcome(CheckState.ERROR, _MISSING)
     loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    conn: _Connection | None = None
     try:
-        async with asyncio.timeout(timeout):
-            family, addr = await _resolve(endpoint.host, endpoint.port)
-            done, net_rtt_ms = await _login_and_run(loop, family, addr, endpoint, client_key, command)
+        family, addr = await _address(endpoint, deadline)
+        policy = _policy(endpoint, addr[0])
+        pems = _client_pems(endpoint, client_key)
+        conn = _Connection(loop, family)
+        done = await _run_login(conn, _both(conn, addr, endpoint, policy, pems, command), deadline, addr,
+                                endpoint, policy)
+        net_rtt_ms = kernel_rtt_ms(conn.sock)
     except Exception as exc:  # noqa: BLE001 - a site's failure is a result, not a crash
         return _ssh_failure(exc, endpoint, timeout)
+    finally:
+        if conn is not None:
+            conn.close()
     return _outcome(done, command, net_rtt_ms)
 
 
@@ -590,39 +748,50 @@ async def fast_tcp_ssh_probe(
     the ``tcp`` stage: bounded by ``timeout``, classified and worded as ``tcp_probe``
     does, its kernel-measured handshake RTT kept as the ``tcp_rtt_ms`` fact. The
     login and command are then the ``ssh`` stage, bounded by a fresh ``timeout``, as
-    ``fast_ssh_probe``. Never raises but for cancellation.
+    ``fast_ssh_probe``. Both stages are one run of one connection, so a healthy site
+    costs one future and one task wake-up. Never raises but for cancellation.
     """
     if _MISSING is not None:
         return ProbeOutcome(CheckState.ERROR, _MISSING), "ssh"
     loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     conn: _Connection | None = None
     try:
         try:
-            async with asyncio.timeout(timeout):
-                family, addr = await _resolve(endpoint.host, endpoint.port)
-                conn = _Connection(loop, family)
-                t0 = time.perf_counter()
-                await conn.connect(addr)
-                tcp_rtt = kernel_rtt_ms(conn.sock)
-                if tcp_rtt is None:
-                    tcp_rtt = (time.perf_counter() - t0) * 1000.0
-        except ConnectionRefusedError:
-            return ProbeOutcome(CheckState.UNREACHABLE, "connection refused"), "tcp"
-        except TimeoutError:
-            return ProbeOutcome(CheckState.TIMEOUT, f"no TCP answer within {timeout:g} s"), "tcp"
-        except socket.gaierror as exc:
-            return ProbeOutcome(CheckState.UNREACHABLE, f"cannot resolve {endpoint.host}: {exc.strerror}"), "tcp"
-        except OSError as exc:
-            return ProbeOutcome(*_oserror_state(exc)), "tcp"
-        try:
-            async with asyncio.timeout(timeout):
-                done, net_rtt_ms = await _login_and_run(loop, family, addr, endpoint, client_key, command, conn)
+            family, addr = await _address(endpoint, deadline)
+            conn = _Connection(loop, family)
+            done = await _run_login(conn, _tcp_then_ssh(conn, addr, endpoint, client_key, command, timeout),
+                                    deadline, addr, endpoint, None)
         except Exception as exc:  # noqa: BLE001 - a site's failure is a result, not a crash
+            tcp_rtt = conn.tcp_rtt_ms if conn is not None else None
+            if tcp_rtt is None:
+                return _tcp_failure(exc, endpoint, timeout), "tcp"
             outcome = _ssh_failure(exc, endpoint, timeout)
         else:
-            outcome = _outcome(done, command, net_rtt_ms)
-        outcome.facts = {**outcome.facts, "tcp_rtt_ms": round(tcp_rtt, 3)}
+            tcp_rtt = conn.tcp_rtt_ms
+            outcome = _outcome(done, command, kernel_rtt_ms(conn.sock))
+        assert tcp_rtt is not None
+        outcome.facts["tcp_rtt_ms"] = round(tcp_rtt, 3)
         return outcome, "ssh"
     finally:
         if conn is not None:
             conn.close()
+
+
+def fused_bound(timeout: float) -> float:
+    """The longest ``fast_tcp_ssh_probe`` with this ``timeout`` can take: two stages, each
+    ending at its deadline at the latest (plus the reactor's timer slack)."""
+    return 2.0 * (timeout + _TIMER_SLACK)
+
+
+def _tcp_failure(exc: Exception, endpoint: Endpoint, timeout: float) -> ProbeOutcome:
+    """The outcome of a failed connect, worded as ``probes.tcp_probe`` does."""
+    if isinstance(exc, ConnectionRefusedError):
+        return ProbeOutcome(CheckState.UNREACHABLE, "connection refused")
+    if isinstance(exc, TimeoutError):
+        return ProbeOutcome(CheckState.TIMEOUT, f"no TCP answer within {timeout:g} s")
+    if isinstance(exc, socket.gaierror):
+        return ProbeOutcome(CheckState.UNREACHABLE, f"cannot resolve {endpoint.host}: {exc.strerror}")
+    if isinstance(exc, OSError):
+        return ProbeOutcome(*_oserror_state(exc))
+    return ProbeOutcome(CheckState.ERROR, _short(f"{type(exc).__name__}: {exc}"))

@@ -163,6 +163,11 @@ async def run_rollcall(
         raise ValueError(f"the libssh2 engine is not available: {why}")
     check_stages(stages)
     per_site = site_timeout if site_timeout is not None else timeout * len(stages) + 1.0
+    # The fused libssh2 tcp+ssh check bounds itself (each stage by ``timeout``, in its own
+    # reactor); when that bound is within ``per_site`` an asyncio timeout scope per site
+    # would only add a timer and a cancel scope to every check of a cold run.
+    self_bounded = (engine == "libssh2" and pool is None and tuple(stages) == ("tcp", "ssh")
+                    and per_site > fastssh.fused_bound(timeout))
     tracker = tracker or StateTracker(retries=retries)
     past = history or {}
     results: list[CheckResult | None] = [None] * len(targets)
@@ -178,13 +183,16 @@ async def run_rollcall(
             if endpoint is None:
                 outcome = ProbeOutcome(CheckState.ERROR, NO_ENDPOINT)
                 break
-            try:
-                async with asyncio.timeout(per_site):
-                    outcome, stage = await _run_stages(
-                        endpoint, stages, timeout=timeout, client_key=client_key, pool=pool, engine=engine
-                    )
-            except TimeoutError:
-                outcome = ProbeOutcome(CheckState.TIMEOUT, f"site check exceeded {per_site:g} s")
+            if self_bounded:
+                outcome, stage = await fastssh.fast_tcp_ssh_probe(endpoint, timeout, client_key)
+            else:
+                try:
+                    async with asyncio.timeout(per_site):
+                        outcome, stage = await _run_stages(
+                            endpoint, stages, timeout=timeout, client_key=client_key, pool=pool, engine=engine
+                        )
+                except TimeoutError:
+                    outcome = ProbeOutcome(CheckState.TIMEOUT, f"site check exceeded {per_site:g} s")
             if not outcome.state.is_down or attempts > retries:
                 break
             await asyncio.sleep(retry_backoff * attempts)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,12 +21,16 @@ import pytest_asyncio
 
 from ccctl.keys import ensure_client_key
 from ccctl.models import CheckState, Endpoint
+from ccctl.rollcall import fastssh
 from ccctl.rollcall.fastssh import available, fast_ssh_probe, fast_tcp_ssh_probe
-from ccctl.rollcall.probes import EXEC_FACT
+from ccctl.rollcall.probes import EXEC_FACT, ProbeOutcome
+from ccctl.rollcall.runner import run_rollcall
 from ccctl.sim.endpoint import SimEndpointSpec, loopback_address
 from ccctl.sim.faults import Fault
 from ccctl.sim.fleet import Fleet
 from ccctl.sim.sshd import SshdServer, sshd_available
+
+from .conftest import BoxFactory
 
 pytestmark = [
     pytest.mark.asyncio,
@@ -249,6 +253,98 @@ async def test_fused_silent_listener_is_an_ssh_timeout(silent_port: int) -> None
     outcome, stage = await fast_tcp_ssh_probe(Endpoint("127.0.0.1", silent_port, host_key=_stranger_host_key()), 0.3)
     assert (outcome.state, stage) == (CheckState.TIMEOUT, "ssh")
     assert outcome.reason == "no SSH answer within 0.3 s"
+
+
+# --- the reactor: one epoll set and one deadline heap per loop ----------------------------
+
+
+async def test_deadlines_fire_in_order_and_never_early(silent_port: int) -> None:
+    """Three waits in one reactor; the shortest, started last, still fires first, none early."""
+    loop = asyncio.get_running_loop()
+    endpoint = Endpoint("127.0.0.1", silent_port, host_key=_stranger_host_key())
+    finished: list[tuple[float, float]] = []  # (timeout, elapsed), in the order they ended
+
+    async def probe(timeout: float) -> ProbeOutcome:
+        t0 = loop.time()
+        outcome = await fast_ssh_probe(endpoint, timeout)
+        finished.append((timeout, loop.time() - t0))
+        return outcome
+
+    outcomes = await asyncio.gather(probe(2.0), probe(1.1), probe(0.2))
+    assert [o.reason for o in outcomes] == [f"no SSH answer within {t:g} s" for t in (2.0, 1.1, 0.2)]
+    assert [t for t, _ in finished] == [0.2, 1.1, 2.0]
+    assert all(t <= elapsed < t + 0.8 for t, elapsed in finished), finished
+
+
+async def test_a_moved_deadline_replaces_the_old_one() -> None:
+    """The fused check gives the login a fresh deadline once connected; the connect's is void."""
+    loop = asyncio.get_running_loop()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.setblocking(False)
+        conn = fastssh._Connection(loop, socket.AF_INET)
+
+        def steps() -> Generator[int, None, None]:
+            yield from fastssh._connect_steps(conn.sock, listener.getsockname())
+            yield fastssh._IN  # until the peer's first byte
+            conn.sock.recv(1)
+            conn.set_deadline(loop.time() + 1.5)
+            yield fastssh._IN  # nothing more comes
+
+        t0 = loop.time()
+        run = conn.run(steps(), t0 + 0.6)
+        peer, _ = await loop.sock_accept(listener)
+        try:
+            peer.send(b"x")
+            with pytest.raises(TimeoutError):
+                await run
+            assert loop.time() - t0 >= 1.5
+        finally:
+            peer.close()
+            conn.close()
+
+
+async def test_finished_logins_leave_a_waiting_one_alone(make_box: BoxFactory, silent_port: int) -> None:
+    """Deadlines of logins that already ended come due while another waits: it keeps its own."""
+    box = await make_box()
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    mute = asyncio.create_task(fast_ssh_probe(Endpoint("127.0.0.1", silent_port, host_key=_stranger_host_key()), 1.0))
+    for _ in range(3):
+        ok = await fast_ssh_probe(box.endpoint(), 0.3, box.client_key_path)
+        assert ok.state is CheckState.OK, ok.reason
+    outcome = await mute
+    assert (outcome.state, outcome.reason) == (CheckState.TIMEOUT, "no SSH answer within 1 s")
+    assert loop.time() - t0 >= 1.0
+
+
+async def test_reactor_exists_only_while_a_login_waits(silent_port: int) -> None:
+    loop = asyncio.get_running_loop()
+    before = _open_fds()
+    task = asyncio.create_task(fast_ssh_probe(Endpoint("127.0.0.1", silent_port, host_key=_stranger_host_key()), 30.0))
+    for _ in range(1000):  # bounded: the probe registers within a few loop iterations
+        if fastssh._reactors.get(loop) is not None:
+            break
+        await asyncio.sleep(0)
+    assert fastssh._reactors.get(loop) is not None
+    assert _open_fds() == before + 2  # the login's socket and the reactor's epoll set
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert fastssh._reactors.get(loop) is None
+    assert _open_fds() == before
+
+
+async def test_rollcall_fused_check_bounds_each_stage(silent_port: int) -> None:
+    """Without an asyncio scope per site, the libssh2 tcp+ssh check still ends at its stage
+    deadline; a site timeout shorter than the stages is still the one that ends it."""
+    endpoint = Endpoint("127.0.0.1", silent_port, host_key=_stranger_host_key())
+    [own] = await run_rollcall([("mute", endpoint)], engine="libssh2", timeout=0.3)
+    assert (own.state, own.stage, own.reason) == (CheckState.TIMEOUT, "ssh", "no SSH answer within 0.3 s")
+    assert own.facts["tcp_rtt_ms"] >= 0
+    [site] = await run_rollcall([("mute", endpoint)], engine="libssh2", timeout=5.0, site_timeout=0.3)
+    assert (site.state, site.reason) == (CheckState.TIMEOUT, "site check exceeded 0.3 s")
 
 
 # --- the asyncssh simulator fleet -------------------------------------------------------
