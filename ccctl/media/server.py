@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ccctl.errors import CcctlError
+from ccctl.limits import raise_nofile_limit
 from ccctl.media import state, tokens
 from ccctl.media.net import keep_candidates, pin_ice
 from ccctl.registry import open_registry
@@ -493,6 +494,7 @@ async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None
     ``workers`` > 0 spreads the sites' connections over that many fan-out worker processes
     (:mod:`ccctl.media.shard`); 0 keeps them in this process.
     """
+    raise_nofile_limit()  # a UDP socket per site's connection
     network = None
     try:
         loopback = ipaddress.ip_address(host).is_loopback

@@ -15,10 +15,8 @@ stays up), its own sizing, and it needs no SSH endpoint. Each receiver shard wri
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import resource
 import select
 import signal
 import subprocess
@@ -219,15 +217,6 @@ def _stop_pids(pids: list[int]) -> None:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-
-
-def raise_nofile_limit() -> int:
-    """Lift the soft open-files limit to the hard limit (a socket per endpoint or peer); return it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 # -- receivers: simulated sites joining a broadcast ------------------------------------------

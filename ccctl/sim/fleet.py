@@ -27,7 +27,7 @@ from types import TracebackType
 
 import asyncssh
 
-from ccctl.sim.control import raise_nofile_limit
+from ccctl.limits import raise_nofile_limit
 from ccctl.sim.endpoint import (
     EndpointStats,
     ServerSettings,

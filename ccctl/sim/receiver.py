@@ -58,8 +58,8 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
 from aiortc.sdp import SessionDescription
 
+from ccctl.limits import raise_nofile_limit
 from ccctl.media.net import gather_only_on
-from ccctl.sim.control import raise_nofile_limit
 from ccctl.sim.faults import BWCAP, LOSS, Fault
 
 log = logging.getLogger(__name__)
