@@ -507,7 +507,7 @@ async def test_a_silent_publisher_is_ended(api: Api) -> None:
     await viewer.until_picture(lambda f: is_solid(f, BLACK), what="the placeholder after silence")
     assert (await api.status())["publishers"] == []
     with open_registry(api.db_url) as db:
-        (detail,) = db.query("SELECT detail FROM broadcast_events WHERE kind = 'publish' AND detail LIKE '%end%'")[0]
+        (detail,) = db.query("SELECT detail FROM broadcast_events WHERE kind = 'publish' AND detail LIKE ?", ("%end%",))[0]
     assert json.loads(detail)["reason"] == "silent"
 
 

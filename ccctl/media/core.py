@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 
 CLOCK_RATES = {"audio": 48_000, "video": 90_000}
 REPORT_INTERVAL = 1.0  # seconds between RTCP sender reports to each site (tight path)
+REPORT_MIN_PACKETS = 20  # packets a receiver report must cover to count for the tier governor
 REPORT_SLICE = 256  # sites per slice of a report round, so a round never holds the loop long
 CERTIFICATE_MAX_AGE = 86_400.0  # seconds before the shared DTLS certificate is renewed (aiortc's last 30 days)
 
@@ -434,19 +435,36 @@ class MediaCore(EventSource):
             await asyncio.sleep(max(0.0, due - loop.time()))
 
     def _watch_reports(self, session: Session, sender: RTCRtpSender, kind: str) -> None:
-        """Give the tier governor each receiver report aiortc's sender handles (RR or SR blocks)."""
+        """Give the tier governor the loss seen by each receiver report aiortc's sender handles.
+
+        The loss is computed from the report's cumulative counters (lost, highest sequence)
+        since the last report used, once at least :data:`REPORT_MIN_PACKETS` were expected:
+        a site may send reports close together (aiortc's receivers send one per stream), and
+        a report's own ``fraction_lost`` then covers a few packets or none.
+        """
         handle = sender._handle_rtcp_packet
+        last: list[int] = []  # [highest extended sequence, cumulative lost] of the last report used
 
         async def handle_and_adapt(packet: Any) -> None:
             await handle(packet)
             if session.governor is None or session.ended or not isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
                 return
             if self.tiers[session.tier].has_video != (kind == "video"):
-                return  # judge the link by the stream the site is getting now
+                last.clear()  # judge the link by the stream the site is getting now
+                return
             for report in packet.reports:
-                if report.ssrc == sender._ssrc:
-                    rtt = sender._RTCRtpSender__rtt  # type: ignore[attr-defined]  # aiortc's smoothed RTT
-                    self._on_report(session, report.fraction_lost / 256, None if rtt is None else rtt * 1000)
+                if report.ssrc != sender._ssrc:
+                    continue
+                if not last:
+                    last[:] = [report.highest_sequence, report.packets_lost]
+                    continue
+                expected = report.highest_sequence - last[0]
+                if expected < REPORT_MIN_PACKETS:
+                    continue
+                lost = max(0, report.packets_lost - last[1])
+                last[:] = [report.highest_sequence, report.packets_lost]
+                rtt = sender._RTCRtpSender__rtt  # type: ignore[attr-defined]  # aiortc's smoothed RTT
+                self._on_report(session, min(1.0, lost / expected), None if rtt is None else rtt * 1000)
 
         sender._handle_rtcp_packet = handle_and_adapt  # type: ignore[method-assign]
 

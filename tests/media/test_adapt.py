@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from typing import Any
 
@@ -56,18 +57,18 @@ async def test_a_lossy_site_is_moved_down_by_its_own_receiver_reports() -> None:
         _, answer = await core.subscribe("s-lossy", await site.offer(), "high")
         await site.accept(answer)
         await site.frames(1)
-        # The site's link drops every third RTP packet before its receiver sees it (a real
-        # receiver, real RTCP: only the loss is injected, at the site's own socket).
+        # The site's link drops a third of the RTP packets before its receiver sees them (a
+        # real receiver, real RTCP: only the loss is injected, at the site's own socket). The
+        # drops are random (seeded): audio and video interleave in a fixed pattern, so a
+        # periodic drop would hit one stream only.
         connection = site.transceivers["video"].receiver.transport.transport._connection
+        rng = random.Random(7)
         for protocol in connection._protocols:
             real = protocol.datagram_received
-            seen = [0]
 
-            def lossy(data: bytes, addr: Any, real: Any = real, seen: list[int] = seen) -> None:
-                if 128 <= data[0] <= 191 and not 192 <= data[1] <= 223:
-                    seen[0] += 1
-                    if seen[0] % 3 == 0:
-                        return
+            def lossy(data: bytes, addr: Any, real: Any = real) -> None:
+                if 128 <= data[0] <= 191 and not 192 <= data[1] <= 223 and rng.random() < 0.33:
+                    return
                 real(data, addr)
 
             protocol.datagram_received = lossy
