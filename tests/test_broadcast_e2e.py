@@ -170,6 +170,14 @@ def test_fanout_workers_and_recording_end_to_end(server: Ccctl, tmp_path: Path) 
         assert frames["video"] >= 5 and frames["audio"] >= 5
         (row,) = server.json("broadcast", "status")
         assert row["site_id"] == "bn-1" and row["worker"] in (0, 1) and row["packets_sent"] > 0
+        from ccctl.media.tokens import control_token, load_secret
+
+        scrape = urllib.request.Request("http://" + os.environ["CCCTL_SERVE_LISTEN"] + "/metrics",
+                                        headers={"Authorization": f"Bearer {control_token(load_secret(server.home))}"})
+        metrics = (await asyncio.to_thread(lambda: urllib.request.urlopen(scrape, timeout=10).read())).decode()
+        assert 'ccctl_site_info{site="bn-1",tier="low",state="connected"} 1' in metrics
+        sent = next(line for line in metrics.splitlines() if line.startswith('ccctl_site_packets_sent{site="bn-1"}'))
+        assert int(sent.split()[-1]) > 0
         await pc.close()
 
     asyncio.run(scenario())

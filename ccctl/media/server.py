@@ -227,22 +227,21 @@ class Server:
         if not isinstance(site_id, str) or not site_id:
             raise web.HTTPBadRequest(text='body must name the site: {"site": ID}\n')
         self._site_tier(site_id)  # 404 unless an enabled site
+        return web.json_response({"floor": site_id, "previous": await self._set_floor(site_id)})
+
+    async def floor_release(self, request: web.Request) -> web.Response:
+        """Take the floor back: the program returns to the main source."""
+        self._require_control(request)
+        return web.json_response({"floor": None, "released": await self._set_floor(None)})
+
+    async def _set_floor(self, site_id: str | None) -> str | None:
+        """Record the new holder (None: released) and tell the ingest; the previous holder."""
         async with self._lock:
             if self.broadcast is None or self.ingest is None:
                 raise web.HTTPConflict(text="no live broadcast\n")
             previous = state.set_floor(self.db, self.broadcast["id"], site_id)
             self.ingest.set_floor(site_id)
-        return web.json_response({"floor": site_id, "previous": previous})
-
-    async def floor_release(self, request: web.Request) -> web.Response:
-        """Take the floor back: the program returns to the main source."""
-        self._require_control(request)
-        async with self._lock:
-            if self.broadcast is None or self.ingest is None:
-                raise web.HTTPConflict(text="no live broadcast\n")
-            previous = state.set_floor(self.db, self.broadcast["id"], None)
-            self.ingest.set_floor(None)
-        return web.json_response({"floor": None, "released": previous})
+        return previous
 
     async def site_floor(self, request: web.Request) -> web.Response:
         """Whether this site holds the floor; a long-poll when the page says what it last saw.
@@ -415,9 +414,43 @@ class Server:
                   f"ccctl_floor_held {1 if self.board.holder else 0}",
                   "# HELP ccctl_floor_listeners Join pages waiting to be given the floor.",
                   "# TYPE ccctl_floor_listeners gauge", f"ccctl_floor_listeners {self.floor_listeners}"]
-        lines += ["# HELP ccctl_site_bytes_sent Bytes sent to a site.", "# TYPE ccctl_site_bytes_sent counter"]
-        lines += [f'ccctl_site_bytes_sent{{site="{s["site_id"]}"}} {s.get("bytes_sent", 0)}' for s in sessions]
+        lines += _site_metrics(sessions)
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+SITE_METRICS = (  # name, type, help, the stats key, scale (None: the value is a label set's presence)
+    ("ccctl_site_info", "gauge", "A connected site, with its tier and connection state.", None, None),
+    ("ccctl_site_bytes_sent", "counter", "RTP payload bytes sent to a site.", "bytes_sent", 1),
+    ("ccctl_site_packets_sent", "counter", "RTP packets sent to a site.", "packets_sent", 1),
+    ("ccctl_site_bitrate_bps", "gauge", "Bits per second sent to a site, since the previous scrape.", "kbps", 1000),
+    ("ccctl_site_frames_delivered", "counter", "Encoded units sent to a site.", "frames_delivered", 1),
+    ("ccctl_site_frames_dropped", "counter", "Encoded units a site skipped (behind, or waiting for a keyframe).",
+     "frames_dropped", 1),
+    ("ccctl_site_fraction_lost", "gauge", "Fraction of packets lost, from the site's last receiver report.",
+     "fraction_lost", 1),
+    ("ccctl_site_rtt_seconds", "gauge", "Round-trip time from the site's receiver reports.", "rtt_ms", 0.001),
+    ("ccctl_site_jitter_seconds", "gauge", "Interarrival jitter from the site's receiver reports.", "jitter_ms", 0.001),
+)
+
+
+def _label(value: Any) -> str:
+    """A Prometheus label value, escaped."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _site_metrics(sessions: list[dict[str, Any]]) -> list[str]:
+    """Per-site series of the live broadcast (absent figures, e.g. no report yet, are left out)."""
+    lines: list[str] = []
+    for name, kind, text, key, scale in SITE_METRICS:
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+        for s in sessions:
+            site = _label(s["site_id"])
+            if key is None:
+                lines.append(f'{name}{{site="{site}",tier="{_label(s["tier"])}",state="{_label(s["state"])}"}} 1')
+            elif s.get(key) is not None:
+                value = s[key] * scale
+                lines.append(f'{name}{{site="{site}"}} {value if isinstance(value, int) else round(value, 6)}')
+    return lines
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
