@@ -94,11 +94,17 @@ async def client(n: int) -> None:
     counts = install()
     reader = asyncio.StreamReader()
     await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    from aiortc import RTCCertificate
+
+    from ccctl.media.core import _lean_peers
+
+    certificate = RTCCertificate.generateCertificate()  # one for all receivers, as the server does
     pcs = []
     for i in range(n):
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        pc.addTransceiver("audio", direction="recvonly")
-        pc.addTransceiver("video", direction="recvonly")
+        with _lean_peers(certificate):  # RTP is dropped at the socket: no estimator needed either
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            pc.addTransceiver("audio", direction="recvonly")
+            pc.addTransceiver("video", direction="recvonly")
         await pc.setLocalDescription(await pc.createOffer())
         print(json.dumps({"i": i, "sdp": pc.localDescription.sdp}), flush=True)
         answer = json.loads(await reader.readline())
