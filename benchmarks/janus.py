@@ -58,6 +58,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere: ccctl comes from this tree
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.receivers import pin_cpu  # noqa: E402
+
 WARMUP, WINDOW = 4.0, 10.0
 #: The issue's reference stream: H.264 + Opus at 0.66 Mbps is about 121 RTP packets a second.
 PKTS_PER_S_AT_0_66_MBPS = 121.0
@@ -179,16 +181,6 @@ def _private_network() -> None:
         done = subprocess.run([ip, *args], capture_output=True, text=True, timeout=10)
         if done.returncode != 0:
             raise JanusUnavailable(f"janus: cannot run here: ip {' '.join(args)}: {done.stderr.strip()}")
-
-
-def _pin(index: int) -> None:
-    """Run on the ``index``-th CPU this process may use, where there are two or more (as
-    fanout.py does); a caller's own pinning (fanout.py pins itself to CPU 0) is undone first."""
-    with contextlib.suppress(OSError):
-        os.sched_setaffinity(0, range(os.cpu_count() or 1))
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) >= 2:
-        os.sched_setaffinity(0, {cpus[index]})
 
 
 def _free_port(kind: int) -> int:
@@ -375,7 +367,7 @@ async def inside(p: dict[str, Any]) -> dict[str, Any]:
     n, warmup, window, event_loops = int(p["n"]), float(p["warmup"]), float(p["window"]), int(p["event_loops"])
     tiers = {t[0]: TierSpec(*t) for t in p["tiers"]} if p.get("tiers") else None
     _private_network()
-    _pin(0)  # Janus inherits it at fork, all its threads included
+    pin_cpu(0)  # Janus inherits it at fork, all its threads included
     binary = janus_binary()
     assert binary is not None
     with tempfile.TemporaryDirectory(prefix="ccctl-janus-") as tmp:
@@ -678,7 +670,7 @@ def main() -> None:
             sys.exit(1)
         return
     if args[:1] == ["--receivers"]:
-        _pin(1)
+        pin_cpu(1)
         asyncio.run(receivers(int(args[1]), args[2], float(args[3])))
         return
     quick, testsrc = "--quick" in args, "--testsrc" in args

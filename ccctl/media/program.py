@@ -21,6 +21,7 @@ continuous RTP stream with a forced keyframe at the cut, and no renegotiation.
 from __future__ import annotations
 
 import asyncio
+import collections
 import fractions
 import logging
 import time
@@ -48,6 +49,8 @@ AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
 KEYFRAME_MIN_INTERVAL = 1.0  # seconds between forced keyframes of one tier
 COUNTER_BITS = 16
 REMOTE_AUDIO_BACKLOG = 5  # 20 ms frames of a remote source's sound kept waiting, at most
+CATCH_UP = 0.25  # seconds of missed ticks a late clock still produces; later ones are skipped
+ENCODE_BACKLOG = 4  # raw frames a busy tier encoder may have waiting before the oldest is skipped
 
 
 class KeyframePolicy:
@@ -399,7 +402,7 @@ class VideoEncoder:
 
 
 class _Tier:
-    """A video tier's encoder, its feed and the newest raw frame waiting for it."""
+    """A video tier's encoder, its feed and the raw frames waiting for it (a few at most)."""
 
     def __init__(self, spec: TierSpec, fps: int, on_demand: Callable[[], None]) -> None:
         self.spec = spec
@@ -407,16 +410,17 @@ class _Tier:
         self.keyframes = KeyframePolicy()
         self.feed = Feed(spec.name, "video", self.keyframes.request, on_demand)
         self.encoder: VideoEncoder | None = None
-        self.latest: av.VideoFrame | None = None
+        self.waiting: collections.deque[av.VideoFrame] = collections.deque()
         self.fresh = asyncio.Event()
         self.frames_encoded = 0
         self.frames_skipped = 0
 
     def offer(self, raw: av.VideoFrame) -> None:
-        """Make ``raw`` the next frame to encode; an unencoded older one is skipped."""
-        if self.latest is not None:
+        """Queue ``raw`` for encoding; past ENCODE_BACKLOG the oldest waiting frame is skipped."""
+        if len(self.waiting) >= ENCODE_BACKLOG:
+            self.waiting.popleft()
             self.frames_skipped += 1
-        self.latest = raw
+        self.waiting.append(raw)
         self.fresh.set()
 
 
@@ -552,7 +556,12 @@ class Program:
                 event.clear()
 
     async def _tick(self, last: int, rate: float) -> int:
-        """Wait for the next tick of a ``rate``-per-second clock; skip ticks missed while late."""
+        """Wait for the next tick of a ``rate``-per-second clock.
+
+        Late by up to CATCH_UP (a burst of fan-out, a keyframe to many sites), the missed ticks
+        are still produced, one after another: skipping them would cut the program's rate while
+        the loop has time to spare on average. Later than that, the missed ticks are skipped.
+        """
         loop = asyncio.get_running_loop()
         due = int((loop.time() - self._t0) * rate)
         if due <= last:
@@ -561,7 +570,7 @@ class Program:
         # Late: still yield once, or a fan-out slower than the tick would never let HTTP,
         # ICE or DTLS run again (a set Event does not yield either).
         await asyncio.sleep(0)
-        return due
+        return last + 1 if due - last <= CATCH_UP * rate else due
 
     async def _produce(self, source: Source, make: Callable[[int], F], index: int) -> F:
         """Call a source; file decoding and scaling run in a worker thread so the loop stays free."""
@@ -587,9 +596,12 @@ class Program:
         loop = asyncio.get_running_loop()
         while True:
             await tier.fresh.wait()
-            tier.fresh.clear()
-            raw, tier.latest = tier.latest, None
-            if raw is None or not tier.feed.subscribers:
+            if not tier.waiting:
+                tier.fresh.clear()
+                continue
+            raw = tier.waiting.popleft()
+            if not tier.feed.subscribers:
+                tier.waiting.clear()
                 continue
             if tier.encoder is None:
                 tier.encoder = VideoEncoder(tier.spec, self.fps)

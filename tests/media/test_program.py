@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from ccctl.media.program import KeyframePolicy, Program, TestPattern, VideoEncoder, read_counter
+from ccctl.media.program import ENCODE_BACKLOG, KeyframePolicy, Program, TestPattern, VideoEncoder, read_counter
 from ccctl.media.tiers import MediaError, TierSpec
 
 from .conftest import SMALL_TIERS
@@ -85,6 +85,25 @@ async def test_audio_is_encoded_once_as_opus(program: Program) -> None:
     decoded = av.CodecContext.create("libopus", "r").decode(pa)
     assert decoded and decoded[0].sample_rate == 48_000
     assert program.stats()["high"]["frames_encoded"] == 0
+
+
+async def test_a_late_clock_catches_up_a_short_burst_and_skips_a_long_one() -> None:
+    # The clock's start is set back instead of stalling the loop: the lateness is exact.
+    program = Program("testsrc", SMALL_TIERS)
+    now = asyncio.get_running_loop().time()
+    program._t0 = now - 5.5 / 50  # 5 ticks late at 50 ticks/s, within CATCH_UP (0.25 s)
+    assert [await program._tick(last, 50) for last in range(-1, 4)] == [0, 1, 2, 3, 4]  # none skipped
+    program._t0 = now - 40.5 / 50  # 0.8 s late: the missed ticks are skipped
+    assert await program._tick(-1, 50) == 40
+
+
+async def test_a_busy_encoder_keeps_the_newest_frames_only() -> None:
+    program = Program("testsrc", SMALL_TIERS)
+    tier = program._video["low"]
+    frames = [TestPattern(160, 90).video(i) for i in range(ENCODE_BACKLOG + 2)]
+    for frame in frames:
+        tier.offer(frame)
+    assert list(tier.waiting) == frames[2:] and tier.frames_skipped == 2
 
 
 def _write_clip(path: Path, frames: int) -> None:
