@@ -50,6 +50,7 @@ KEYFRAME_MIN_INTERVAL = 1.0  # seconds between forced keyframes of one tier
 COUNTER_BITS = 16
 REMOTE_AUDIO_BACKLOG = 5  # 20 ms frames of a remote source's sound kept waiting, at most
 CATCH_UP = 0.25  # seconds of missed ticks a late clock still produces; later ones are skipped
+MAX_BUSY = 0.02  # seconds a late clock may go on catching up before it lets the loop run
 ENCODE_BACKLOG = 4  # raw frames a busy tier encoder may have waiting before the oldest is skipped
 
 
@@ -451,6 +452,7 @@ class Program:
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._t0 = 0.0
+        self._resumed = 0.0  # when a clock last came back from letting the loop run
         self.video_ticks = 0
         self.audio_ticks = 0
         self.source_switches = 0
@@ -563,14 +565,23 @@ class Program:
         the loop has time to spare on average. Later than that, the missed ticks are skipped.
         """
         loop = asyncio.get_running_loop()
-        due = int((loop.time() - self._t0) * rate)
+        now = loop.time()
+        due = int((now - self._t0) * rate)
         if due <= last:
-            await asyncio.sleep(self._t0 + (last + 1) / rate - loop.time())
+            await asyncio.sleep(self._t0 + (last + 1) / rate - now)
+            self._resumed = loop.time()
             return last + 1
-        # Late: still yield once, or a fan-out slower than the tick would never let HTTP,
-        # ICE or DTLS run again (a set Event does not yield either).
-        await asyncio.sleep(0)
-        return last + 1 if due - last <= CATCH_UP * rate else due
+        if due - last > CATCH_UP * rate:
+            await asyncio.sleep(0)
+            self._resumed = loop.time()
+            return due
+        # Late: yield at least every MAX_BUSY, or a fan-out slower than the tick would never let
+        # HTTP, ICE or DTLS run again (a set Event does not yield either); but not at every
+        # tick, since one loop turn with thousands of sites can take longer than a tick.
+        if now - self._resumed >= MAX_BUSY:
+            await asyncio.sleep(0)
+            self._resumed = loop.time()
+        return last + 1
 
     async def _produce(self, source: Source, make: Callable[[int], F], index: int) -> F:
         """Call a source; file decoding and scaling run in a worker thread so the loop stays free."""
