@@ -1,6 +1,6 @@
 """Join figures: thousands of simulated sites joining a broadcast at once, and glass-to-glass latency.
 
-    .venv/bin/python benchmarks/joins.py [--quick] [--sites N] [--video-sites M]
+    .venv/bin/python benchmarks/joins.py [--quick] [--sites N] [--video-sites M] [--steady S] [--workers W]
                                          [--profile P [--profile-out FILE]]
 
 The server runs in this process: the real aiohttp app and media core (``create_app``) on a free
@@ -8,11 +8,12 @@ loopback port, with a temp CCCTL_HOME and SQLite registry, a testsrc broadcast s
 the control API. Running it here lets the benchmark profile the server's event loop and know
 the program's clock. The sites are ``ccctl sim join``'s receivers (``start_receivers``): worker
 processes of a few hundred aiortc peers each, POSTing their WHEP offers with their tokens all
-at once. Server CPU is this process's (its loop, encoder threads, and the status polling).
+at once. Server CPU is this process's (its loop, encoder threads, and the status polling), and
+with ``--workers W`` (``serve --workers``) its fan-out worker processes' too.
 
 1. N sites (default 2,594) on the audio tier offering sound only (video for all would exceed
    this 2-core machine): join rate, time until all are connected, p50/p95 join time, failures
-   by reason, then a few seconds of steady state. Receivers count 1 RTP packet in 20 (kernel
+   by reason, then S seconds of steady state (default 5). Receivers count 1 RTP packet in 20 (kernel
    socket filter) so the receiving side stays cheap.
 2. M sites (default 200) on the low tier with video, counted exactly; while they are joined, one
    more site decodes the video and reads the frame counter the test pattern draws: its arrival
@@ -28,7 +29,9 @@ Targets (the media issue): all of 2,594 connected in under 60 s; glass-to-glass 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import cProfile
+import functools
 import json
 import os
 import pstats
@@ -53,9 +56,17 @@ TARGET_ALL_S = 60.0
 TARGET_G2G_MS = 400.0
 
 
+WORKER_PIDS: list[int] = []  # --workers: fan-out worker processes, whose CPU is the server's
+
+
 def cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    total = r.ru_utime + r.ru_stime
+    for pid in WORKER_PIDS:
+        with contextlib.suppress(OSError):  # a worker restarted meanwhile: its CPU is lost
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def pct(values: list[float], q: float) -> float:
@@ -147,8 +158,9 @@ class Watchdog:
 class Bench:
     """A temp home and registry, the in-process server, and helpers to join sites."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, workers: int = 0) -> None:
         self.home = home
+        self.workers = workers
         self.db_url = f"sqlite:///{home / 'registry.db'}"
         self.runner: Any = None
         self.base = ""
@@ -183,7 +195,12 @@ class Bench:
         from ccctl.media.tokens import control_token, load_secret
 
         pin_ice("127.0.0.1")
-        app = create_app(self.db_url, self.home, media_network="127.0.0.0/8")
+        factory = None
+        if self.workers:
+            from ccctl.media.shard import ShardedCore
+
+            factory = functools.partial(ShardedCore, workers=self.workers)
+        app = create_app(self.db_url, self.home, factory, media_network="127.0.0.0/8")
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0, backlog=4096)
@@ -196,6 +213,8 @@ class Bench:
             async with http.post(self.base + "/api/broadcast", json={"source": "testsrc", "title": "bench"},
                                  headers=headers) as response:
                 assert response.status == 201, await response.text()
+        if self.workers:
+            WORKER_PIDS[:] = [w.proc.pid for w in self.server.core._workers if w.proc is not None]
 
     async def close(self) -> None:
         if self.runner is not None:
@@ -243,7 +262,7 @@ class Bench:
             all_at = max((r["first_connected_at"] or wall0) - wall0 for r in rows) if rows else all_at
         first = [r["first_join_s"] for r in rows if r["first_join_s"] is not None]
         post = [r["last_join_s"] for r in rows if r["last_join_s"] is not None]
-        server_sessions = len([s for s in self.server.core.sessions() if s.connected_at is not None])
+        server_sessions = sum(row["state"] == "connected" for row in await self.server.core.stats())
         l0 = time.monotonic()
         await asyncio.to_thread(stop_receivers, self.home)
         left_sessions = len(self.server.core.sessions())
@@ -352,7 +371,7 @@ def report(r: dict[str, Any], target: float | None) -> None:
 async def run(args: dict[str, Any]) -> None:
     home = Path(tempfile.mkdtemp(prefix="ccctl-joins-"))
     os.environ["CCCTL_HOME"] = str(home)
-    bench = Bench(home)
+    bench = Bench(home, args["workers"])
     dog = Watchdog(home)
     beating = asyncio.create_task(dog.heartbeat())
     threading.Thread(target=dog.watch, daemon=True, name="watchdog").start()
@@ -362,7 +381,8 @@ async def run(args: dict[str, Any]) -> None:
         groups["jp"] = (args["profile"], "audio")
     sites = bench.add_sites(groups)
     await bench.start()
-    print(f"server {bench.base} (in-process), testsrc broadcast; load average {os.getloadavg()[0]:.1f} "
+    workers = f" with {args['workers']} fan-out workers" if args["workers"] else ""
+    print(f"server {bench.base} (in-process{workers}), testsrc broadcast; load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs (shared: figures are indicative)", flush=True)
     try:
         if args["sites"]:
@@ -419,8 +439,9 @@ def main() -> None:
     argv = sys.argv[1:]
     quick = "--quick" in argv
     args: dict[str, Any] = {"sites": 20 if quick else 2594, "video_sites": 4 if quick else 200, "profile": 0,
-                            "steady": 2.0 if quick else 5.0, "g2g_s": 5.0 if quick else 12.0, "top": 25}
-    names = {"--sites": "sites", "--video-sites": "video_sites", "--profile": "profile", "--top": "top"}
+                            "steady": 2.0 if quick else 5.0, "workers": 0, "g2g_s": 5.0 if quick else 12.0, "top": 25}
+    names = {"--sites": "sites", "--video-sites": "video_sites", "--profile": "profile", "--top": "top",
+             "--steady": "steady", "--workers": "workers"}
     args["profile_out"] = argv[argv.index("--profile-out") + 1] if "--profile-out" in argv else None
     for i, arg in enumerate(argv):
         if arg in names:
