@@ -37,6 +37,7 @@ import os
 import pstats
 import resource
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -371,6 +372,11 @@ def report(r: dict[str, Any], target: float | None) -> None:
 async def run(args: dict[str, Any]) -> None:
     home = Path(tempfile.mkdtemp(prefix="ccctl-joins-"))
     os.environ["CCCTL_HOME"] = str(home)
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    # Killed (timeout, kill): unwind through the finally below, which stops the receivers'
+    # processes; they are detached (as ``sim join``'s are) and would otherwise live on.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     bench = Bench(home, args["workers"])
     dog = Watchdog(home)
     beating = asyncio.create_task(dog.heartbeat())
