@@ -10,9 +10,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def bench(name: str, timeout: float = 300) -> str:
+    """Run ``benchmarks/<name>.py --quick``; its stdout, or a failure that shows its stderr."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--quick"],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert done.returncode == 0, f"{name}.py --quick exited {done.returncode}:\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
 def test_registry_benchmark_quick() -> None:
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "registry.py"), "--quick"],
-                         capture_output=True, text=True, timeout=120, check=True, cwd=ROOT).stdout
+    out = bench("registry", timeout=120)
     lines = out.splitlines()
     assert lines[0].split() == ["operation", "seconds", "target"]
     assert any(line.startswith("import 101 from CSV") for line in lines)
@@ -20,8 +27,7 @@ def test_registry_benchmark_quick() -> None:
 
 
 def test_rollcall_benchmark_quick() -> None:
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rollcall.py"), "--quick"],
-                         capture_output=True, text=True, timeout=300, check=True, cwd=ROOT).stdout
+    out = bench("rollcall")
     assert "TCP stage, 60 sites ({'OK': 60})" in out
     assert "TCP+SSH+diag end to end, 60 sites ({'OK': 60})" in out
     # The real-sshd part runs where sshd can (CI installs it) and says why where it cannot.
@@ -29,8 +35,7 @@ def test_rollcall_benchmark_quick() -> None:
 
 
 def test_fanout_benchmark_quick() -> None:
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fanout.py"), "--quick"],
-                         capture_output=True, text=True, timeout=300, check=True, cwd=ROOT).stdout
+    out = bench("fanout")
     lines = out.splitlines()
     assert lines[0].startswith("N=   0 ") and "ms CPU per program frame" in lines[0]
     assert lines[1].startswith("tight   N=   3 ") and "us/pkt/sub" in lines[1] and "sent 1.000" in lines[1]
@@ -40,22 +45,19 @@ def test_fanout_benchmark_quick() -> None:
 
 
 def test_floor_benchmark_quick() -> None:
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "floor.py"), "--quick"],
-                         capture_output=True, text=True, timeout=300, check=True, cwd=ROOT).stdout
+    out = bench("floor")
     assert "floor switch (API call -> first viewer frame of the site), 2 rounds" in out
 
 
 def test_joins_benchmark_quick() -> None:
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "joins.py"), "--quick"],
-                         capture_output=True, text=True, timeout=300, check=True, cwd=ROOT).stdout
+    out = bench("joins")
     assert "20 sites, audio tier (sound only): all 20 connected in " in out
     assert "4 sites, low tier (360p video + audio): all 4 connected in " in out
     assert "glass-to-glass" in out and " p95 " in out
 
 
 def test_janus_benchmark_quick() -> None:
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "janus.py"), "--quick"],
-                         capture_output=True, text=True, timeout=120, check=True, cwd=ROOT).stdout
+    out = bench("janus", timeout=120)
     lines = out.splitlines()
     if shutil.which("janus") is None:  # scripts/bench-setup.sh installs Debian's janus
         assert lines == ["janus: not installed (run scripts/bench-setup.sh)"]
