@@ -51,6 +51,7 @@ from ccctl.errors import NotFound, UsageError
 from ccctl.media.adapt import DEFAULT_ADAPT, AdaptPolicy, TierGovernor
 from ccctl.media.events import EventSink, EventSource
 from ccctl.media.fastpath import Forwarder, park_rtcp, send_reports
+from ccctl.media.net import patient_consent
 from ccctl.media.program import Program
 from ccctl.media.record import Recorder
 from ccctl.media.tiers import DEFAULT_TIERS, MediaError, SubscriberTrack, TierSpec
@@ -161,6 +162,7 @@ class MediaCore(EventSource):
         self._certificate: tuple[float, RTCCertificate] | None = None
         self.recorder: Recorder | None = None
         self._started = False
+        self._warned_consent = False
         self._audio = _codec_preferences("audio", "audio/opus")
         self._video = _codec_preferences("video", "video/h264", first_profile="42e01f")
 
@@ -220,6 +222,11 @@ class MediaCore(EventSource):
         except Exception as exc:
             await pc.close()
             raise MediaError(f"cannot answer {site_id}'s offer: {exc}") from None
+        # A thin link's round trip can exceed aioice's 0.5 s consent answer; bundled transports
+        # are final now, and ICE (whose end starts the checks) has not finished.
+        if not patient_consent(pc) and not self._warned_consent:
+            self._warned_consent = True
+            log.warning("aiortc changed: consent checks stay aioice's (sites over 0.5 s RTT drop)")
         if not self._started:  # close() ran while we were negotiating
             await pc.close()
             raise MediaError("the media core is shutting down")

@@ -38,6 +38,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from ccctl.media.events import EventSink, EventSource
+from ccctl.media.net import without_consent_checks
 from ccctl.media.program import Program, RemoteSource
 from ccctl.media.tiers import MediaError
 
@@ -127,21 +128,6 @@ def _codecs(kind: str) -> list[RTCRtpCodecCapability]:
     return chosen + [c for c in caps if c.mimeType.lower() == f"{kind}/rtx"]
 
 
-def _without_consent_checks(pc: RTCPeerConnection) -> None:
-    """Keep aioice from ending a receive-only peer whose consent checks go unanswered."""
-
-    async def no_checks() -> None:
-        return None
-
-    for transceiver in pc.getTransceivers():
-        try:
-            connection = transceiver.receiver.transport.transport._connection  # aioice.Connection
-        except AttributeError:  # another aiortc layout: publishers that answer STUN still work
-            log.warning("cannot turn consent checks off for a WHIP publisher (aiortc changed)")
-            return
-        connection.query_consent = no_checks  # type: ignore[method-assign]
-
-
 class Ingest(EventSource):
     """The WHIP publishers of one broadcast and what the program shows (see the module doc)."""
 
@@ -212,7 +198,8 @@ class Ingest(EventSource):
                 transceiver = pc.addTransceiver(kind, direction="recvonly")
                 transceiver.setCodecPreferences(self._codecs[kind])
                 receivers[kind] = transceiver.receiver
-            _without_consent_checks(pc)
+            if not without_consent_checks(pc):  # publishers that answer STUN still work
+                log.warning("cannot turn consent checks off for a WHIP publisher (aiortc changed)")
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:

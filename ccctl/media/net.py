@@ -6,15 +6,21 @@ replaces aioice's address lookup for this process (the one place we reach into i
 ``keep_candidates`` drops a remote offer's candidates outside the allowed network, so
 connectivity checks never target other addresses either. ``gather_only_on`` pins one task
 (and the tasks it starts) instead of the process, for the roll-call's media stage and the
-simulator, which talk to many addresses from one process.
+simulator, which talk to many addresses from one process. ``patient_consent`` and
+``without_consent_checks`` replace aioice's consent checks on one connection (see below).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
+import functools
 import ipaddress
+import random
+import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 
 def pin_ice(host: str) -> None:
@@ -83,3 +89,82 @@ def gather_only_on(host: str) -> Iterator[None]:
 def only_peer(sdp: str, address: str) -> str:
     """``sdp`` keeping only the candidates on ``address`` (the other end of our SSH link)."""
     return keep_candidates(sdp, str(ipaddress.ip_network(address)))
+
+
+# -- consent freshness (RFC 7675) ---------------------------------------------------------------
+# aioice checks consent every ~5 s with a single request that fails when no answer comes within
+# 0.5 s, and ends the connection after 6 such failures: a site whose round trip is over half a
+# second (a satellite link, a congested 3G one) is cut every 30 s. RFC 7675 has consent expire
+# 30 s after the last answer, whatever the round trip; browsers do that, and so do our peers.
+
+CONSENT_INTERVAL_S = 5.0  # between checks (randomised 0.8-1.2x, as aioice does)
+CONSENT_EXPIRY_S = 30.0  # RFC 7675 section 5.1: no answer for this long ends the connection
+CONSENT_RETRANSMISSIONS = 3  # aioice doubles 0.5 s: an answer within 7.5 s still counts
+
+
+def ice_connections(pc: Any) -> list[Any]:
+    """The aioice connections under ``pc``'s transceivers (one when bundled), once each.
+
+    aiortc keeps them private (``RTCIceTransport._connection``); [] if its layout changes.
+    """
+    found: dict[int, Any] = {}
+    for transceiver in pc.getTransceivers():
+        ice = getattr(getattr(transceiver.receiver, "transport", None), "transport", None)
+        connection = getattr(ice, "_connection", None)
+        if connection is not None:
+            found[id(connection)] = connection
+    return list(found.values())
+
+
+def without_consent_checks(pc: Any) -> bool:
+    """Never end ``pc`` for unanswered consent checks (a publisher that stops answering STUN
+    once connected); False if aiortc's layout changed and the checks stay."""
+    async def no_checks() -> None:
+        return None
+
+    connections = ice_connections(pc)
+    for connection in connections:
+        connection.query_consent = no_checks
+    return bool(connections)
+
+
+def patient_consent(pc: Any) -> bool:
+    """Check ``pc``'s consent as RFC 7675 says: retransmitted checks, expiry 30 s after the
+    last answer. Call before ICE connects; False if aiortc's layout changed (aioice's own
+    checks then stay)."""
+    connections = ice_connections(pc)
+    for connection in connections:
+        connection.query_consent = functools.partial(_query_consent, connection)
+    return bool(connections)
+
+
+async def _query_consent(connection: Any) -> None:
+    from aioice import stun
+
+    answered = time.monotonic()
+    checks: set[asyncio.Task[None]] = set()
+
+    async def check(pair: Any) -> None:
+        nonlocal answered
+        request = connection.build_request(pair, nominate=False)
+        try:
+            await pair.protocol.request(request, pair.remote_addr, integrity_key=connection.remote_password.encode(),
+                                        retransmissions=CONSENT_RETRANSMISSIONS)
+        except (stun.TransactionError, ConnectionError, OSError):
+            return
+        answered = time.monotonic()
+
+    try:
+        while True:
+            await asyncio.sleep(CONSENT_INTERVAL_S * (0.8 + 0.4 * random.random()))
+            if time.monotonic() - answered >= CONSENT_EXPIRY_S:
+                connection._query_consent_task = None  # close() must not cancel us while we await it
+                await connection.close()
+                return
+            for pair in list(connection._nominated.values()):
+                task = asyncio.create_task(check(pair))
+                checks.add(task)
+                task.add_done_callback(checks.discard)
+    finally:
+        for task in checks:
+            task.cancel()

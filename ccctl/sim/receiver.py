@@ -59,7 +59,7 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
 from aiortc.sdp import SessionDescription
 
 from ccctl.limits import raise_nofile_limit
-from ccctl.media.net import gather_only_on
+from ccctl.media.net import gather_only_on, ice_connections, patient_consent
 from ccctl.sim.faults import BWCAP, LOSS, Fault
 
 log = logging.getLogger(__name__)
@@ -380,8 +380,7 @@ class SimReceiver:
             return
         kinds = {codec.payloadType: m.kind for m in media for codec in m.rtp.codecs if codec.payloadType is not None}
         program = sampling_filter(self.sample)
-        connections = {id(c): c for c in (_ice_connection(t.receiver) for t in transceivers) if c is not None}
-        for conn in connections.values():
+        for conn in ice_connections(pc):
             for protocol in conn._protocols:
                 sock = protocol.transport.get_extra_info("socket") if protocol.transport else None
                 if sock is not None:
@@ -463,17 +462,12 @@ def lean_peer(kinds: tuple[str, ...]) -> RTCPeerConnection:
             pc.addTransceiver(kind, direction="recvonly")
     finally:
         pcmod.RTCCertificate, rxmod.RemoteBitrateEstimator = saved  # type: ignore[misc]
+    patient_consent(pc)  # as a browser: consent ends 30 s after the last answer, not 6 late ones
     return pc
 
 
 def _no_estimator() -> None:
     return None
-
-
-def _ice_connection(receiver: RTCRtpReceiver) -> Any:
-    """The aioice connection under a receiver's transport (None when it has none yet)."""
-    ice = getattr(receiver.transport, "transport", None)
-    return getattr(ice, "_connection", None)
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -9,6 +9,7 @@ so nothing leaves loopback.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -74,6 +75,15 @@ class Site:
     async def close(self) -> None:
         """Close the peer connection."""
         await self.pc.close()
+
+
+async def until(check: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> Any:
+    """Poll ``check`` until it returns something truthy (bounded; a condition, not a sleep)."""
+    deadline = time.monotonic() + timeout
+    while not (value := await check()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
+    return value
 
 
 def counters(frames: list[av.VideoFrame]) -> list[int]:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -12,7 +11,7 @@ import pytest_asyncio
 
 from ccctl.media.core import MediaCore
 
-from .conftest import SMALL_TIERS, JoinFn, Site
+from .conftest import SMALL_TIERS, JoinFn, Site, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -26,17 +25,6 @@ async def core() -> AsyncIterator[MediaCore]:
         yield media
     finally:
         await media.close()
-
-
-async def until(check: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
-    """Poll ``check`` until it returns something truthy (bounded; a condition, not a sleep)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.1)
 
 
 async def receiver_stats(site: Site, kind: str) -> dict[str, Any]:

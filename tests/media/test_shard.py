@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -14,19 +12,10 @@ import pytest
 from ccctl.media.fastpath import RtpUnit
 from ccctl.media.shard import ShardedCore, decode_unit, encode_unit
 
-from .conftest import SMALL_TIERS, Site, counters
+from .conftest import SMALL_TIERS, Site, counters, until
 
 pytestmark = pytest.mark.asyncio
 Events = list[tuple[str, str, dict[str, Any]]]
-
-
-async def until(check: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> Any:
-    """Poll ``check`` until it returns something truthy (bounded; a condition, not a sleep)."""
-    deadline = time.monotonic() + timeout
-    while not (value := await check()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.1)
-    return value
 
 
 async def test_unit_wire_form_round_trips() -> None:
