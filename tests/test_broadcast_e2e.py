@@ -104,6 +104,38 @@ def test_broadcast_to_a_site_end_to_end(server: Ccctl) -> None:
     assert seen["bn-1"]["tier"] == "low" and seen["bn-1"]["joins"] == 1 and not seen["bn-1"]["connected"]
 
 
+def test_operator_moves_a_site_between_tiers_live(server: Ccctl) -> None:
+    assert server("broadcast", "start").exit_code == 0
+    links = {r["site_id"]: r for r in server.json("broadcast", "links")}
+
+    async def scenario() -> None:
+        pc, frames, _ = await _join(links["bn-1"]["whep_url"], links["bn-1"]["token"])
+        moved = await asyncio.to_thread(server, "broadcast", "tier", "bn-1", "high")
+        assert moved.exit_code == 0 and "bn-1 moved to high (was low)" in moved.stderr, moved.stderr
+        assert [(s["site_id"], s["tier"]) for s in server.json("broadcast", "status")] == [("bn-1", "high")]
+        saved = await asyncio.to_thread(server, "broadcast", "tier", "bn-1", "audio", "--save")
+        assert saved.exit_code == 0 and "registry tier is now audio" in saved.stderr
+        assert [s["tier"] for s in server.json("broadcast", "status")] == ["audio"]
+        assert server.json("sites", "show", "bn-1")["tier"] == "audio"  # where its next joins start
+        heard = frames["audio"]
+        await asyncio.wait_for(until_more(frames, "audio", heard + 25), TIMEOUT)  # sound goes on
+        absent = await asyncio.to_thread(server, "broadcast", "tier", "px-1", "low")
+        assert absent.exit_code == 4 and "px-1 is not connected" in absent.stderr
+        unknown = await asyncio.to_thread(server, "broadcast", "tier", "bn-1", "4k")
+        assert unknown.exit_code == 2
+        await pc.close()
+
+    asyncio.run(scenario())
+    events = [e for e in server.json("broadcast", "attendance") if e["site_id"] == "bn-1"]
+    assert events and events[0]["joins"] == 1
+
+
+async def until_more(frames: dict[str, int], kind: str, count: int) -> None:
+    """Until ``frames[kind]`` reaches ``count`` (the caller bounds the wait)."""
+    while frames[kind] < count:
+        await asyncio.sleep(0.05)
+
+
 def test_restarted_server_resumes_the_live_broadcast(server: Ccctl) -> None:
     assert server("broadcast", "start").exit_code == 0
     base = "http://" + os.environ["CCCTL_SERVE_LISTEN"]
@@ -178,6 +210,9 @@ def test_fanout_workers_and_recording_end_to_end(server: Ccctl, tmp_path: Path) 
         assert 'ccctl_site_info{site="bn-1",tier="low",state="connected"} 1' in metrics
         sent = next(line for line in metrics.splitlines() if line.startswith('ccctl_site_packets_sent{site="bn-1"}'))
         assert int(sent.split()[-1]) > 0
+        moved = await asyncio.to_thread(server, "broadcast", "tier", "bn-1", "audio")  # in its worker
+        assert moved.exit_code == 0 and "bn-1 moved to audio (was low)" in moved.stderr, moved.stderr
+        assert [s["tier"] for s in server.json("broadcast", "status")] == ["audio"]
         await pc.close()
 
     asyncio.run(scenario())

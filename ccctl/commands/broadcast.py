@@ -91,6 +91,23 @@ def floor(obj: AppContext, site_id: str | None, release: bool) -> None:
         say(f"{site_id} has the floor" + (f" (taken from {was})" if was and was != site_id else ""))
 
 
+@broadcast.command("tier")
+@click.argument("site_id", metavar="SITE")
+@click.argument("tier", type=click.Choice(["high", "low", "audio"]))
+@click.option("--save", is_flag=True, help="Also make TIER the site's registry tier (its next joins start there).")
+@click.pass_obj
+def tier(obj: AppContext, site_id: str, tier: str, save: bool) -> None:
+    """Move a connected SITE to TIER now (audio: sound only). Its own RTCP reports may still move
+    it down, and back up to TIER but not above, for the rest of its session."""
+    result = _client(obj).set_tier(site_id, tier)
+    say(f"{site_id} moved to {tier}" + (f" (was {result['previous']})" if result["previous"] != tier else " (already)"))
+    if save:
+        from ccctl.registry.sites import edit_site
+
+        edit_site(obj.db, site_id, {"tier": tier})
+        say(f"{site_id}: registry tier is now {tier}")
+
+
 @broadcast.command("stop")
 @click.pass_obj
 def stop(obj: AppContext) -> None:

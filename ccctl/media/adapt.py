@@ -64,6 +64,13 @@ class TierGovernor:
             self.good = 0
         return None
 
+    def cap(self, tier: str, now: float) -> None:
+        """An operator put the site on ``tier``: it is the new ceiling (up or down), and the
+        reports start counting afresh from there."""
+        self.ceiling = self.order.index(tier)
+        self.bad = self.good = 0
+        self.changed_at = now
+
     def _move(self, index: int, now: float) -> str:
         self.bad = self.good = 0
         self.changed_at = now

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,10 @@ class ControlClient:
         if site_id is None:
             return dict(self.call("DELETE", "/api/floor"))
         return dict(self.call("POST", "/api/floor", {"site": site_id}))
+
+    def set_tier(self, site_id: str, tier: str) -> dict[str, Any]:
+        """Move a connected site to ``tier`` now; the server's answer (with the previous tier)."""
+        return dict(self.call("PUT", f"/api/sites/{urllib.parse.quote(site_id, safe='')}/tier", {"tier": tier}))
 
     def alive(self) -> bool:
         """True when the server answers /healthz."""

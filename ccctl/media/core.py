@@ -292,15 +292,19 @@ class MediaCore(EventSource):
         No renegotiation: the RTP clock is shared by the tiers and the new track starts at
         a keyframe, so the site's decoder just sees a new resolution. ``audio`` parks the
         video sender; a site that negotiated no video at all must re-subscribe for video.
+        An operator's choice (``reason="operator"``) is also the ceiling its RTCP reports may
+        bring it back up to.
         """
         session = self._by_site.get(site_id)
         if session is None:
             raise NotFound(f"site {site_id} is not subscribed")
         spec = self._spec(tier)
-        if tier == session.tier:
-            return
         if spec.has_video and session.video is None:
             raise MediaError(f"site {site_id} negotiated no video; it must re-subscribe for tier {tier}")
+        if reason == "operator" and session.governor is not None:
+            session.governor.cap(tier, time.monotonic())
+        if tier == session.tier:
+            return
         previous, session.tier = session.tier, tier
         if session.forwarders is not None:
             forwarder = session.forwarders.get("video")

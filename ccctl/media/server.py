@@ -5,6 +5,8 @@ Routes (all media and control routes need a token; only ``/healthz`` is open):
 - ``GET /metrics`` (control token): Prometheus text.
 - ``POST|GET|DELETE /api/broadcast`` (control token): start, status, stop.
 - ``DELETE /api/sites/{site}/session`` (control token): end that site's live session.
+- ``PUT /api/sites/{site}/tier`` (control token): move a connected site to ``{"tier": T}`` now;
+  its RTCP reports may then move it down and back up to T, not above.
 - ``POST /whep/{site}`` (that site's token): WHEP offer -> 201 answer with Location and ETag;
   ``DELETE /whep/{site}/{session}`` leaves; ``OPTIONS`` answers CORS preflight.
 - ``POST /whip/program`` (control token, a broadcast started with ``--source whip``) and
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import ipaddress
 import json
 import signal
@@ -34,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ccctl.errors import CcctlError
+from ccctl.errors import CcctlError, NotFound, UsageError
 from ccctl.limits import raise_nofile_limit
 from ccctl.media import state, tokens
 from ccctl.media.net import keep_candidates, pin_ice
@@ -384,6 +387,34 @@ class Server:
                 ended += int(await self.core.unsubscribe(session.session_id))
         return web.json_response({"site_id": site_id, "sessions_ended": ended})
 
+    async def set_site_tier(self, request: web.Request) -> web.Response:
+        """Move a connected site to another tier now (and cap its automatic moves there)."""
+        from ccctl.media.tiers import MediaError
+
+        self._require_control(request)
+        site_id = request.match_info["site"]
+        body = await _json_object(request)
+        tier = body.get("tier")
+        if not isinstance(tier, str) or not tier:
+            raise web.HTTPBadRequest(text='body must name the tier: {"tier": "high"|"low"|"audio"}\n')
+        self._site_tier(site_id)  # 404 unless an enabled site
+        core = self.core
+        session = next((s for s in core.sessions() if s.site_id == site_id), None) if core is not None else None
+        if core is None or session is None:
+            raise web.HTTPNotFound(text=f"site {site_id} is not connected to a live broadcast\n")
+        previous = session.tier
+        try:
+            moved = core.set_tier(site_id, tier, "operator")
+            if inspect.isawaitable(moved):  # ShardedCore asks the site's worker
+                await moved
+        except UsageError as exc:
+            raise web.HTTPBadRequest(text=f"{exc}\n") from None
+        except NotFound as exc:  # it left meanwhile
+            raise web.HTTPNotFound(text=f"{exc}\n") from None
+        except MediaError as exc:
+            raise web.HTTPConflict(text=f"{exc}\n") from None
+        return web.json_response({"site_id": site_id, "tier": tier, "previous": previous})
+
     async def preflight(self, request: web.Request) -> web.Response:
         return web.Response(status=204, headers={**CORS, "Accept-Post": "application/sdp"})
 
@@ -487,6 +518,7 @@ def create_app(db_url: str, home: Path, core_factory: Any = None, media_network:
     app.router.add_route("OPTIONS", "/whep/{site}", server.preflight)
     app.router.add_delete("/whep/{site}/{session}", server.whep_delete)
     app.router.add_delete("/api/sites/{site}/session", server.disconnect_site)
+    app.router.add_put("/api/sites/{site}/tier", server.set_site_tier)
     app.router.add_route("OPTIONS", "/whep/{site}/{session}", server.preflight)
     app.router.add_post("/whip/{name}", server.whip_offer)
     app.router.add_route("OPTIONS", "/whip/{name}", server.whip_preflight)

@@ -41,6 +41,18 @@ def test_steps_up_slowly_and_never_above_the_ceiling() -> None:
     assert g2.observe("low", 0.0, 20, now=10) == "high"
 
 
+def test_an_operators_tier_is_the_new_ceiling_up_or_down() -> None:
+    g = TierGovernor(ORDER, "high", AdaptPolicy(up_after=2, hold_s=0), now=0)
+    g.cap("audio", now=1)  # the operator put the site on sound only
+    assert all(g.observe("audio", 0.0, 20, now=t) is None for t in range(2, 30))  # it stays there
+    g.cap("low", now=30)
+    assert g.observe("audio", 0.0, 20, now=31) is None and g.observe("audio", 0.0, 20, now=32) == "low"
+    assert all(g.observe("low", 0.0, 20, now=t) is None for t in range(33, 60))  # not above low
+    g3 = TierGovernor(ORDER, "low", AdaptPolicy(up_after=2, hold_s=0), now=0)
+    g3.cap("high", now=1)  # above the registry's tier: the operator's call
+    assert g3.observe("low", 0.0, 20, now=2) is None and g3.observe("low", 0.0, 20, now=3) == "high"
+
+
 def test_middle_band_neither_moves_up_nor_down() -> None:
     g = TierGovernor(ORDER, "high", AdaptPolicy(up_after=2, hold_s=0))
     assert all(g.observe("low", 0.04, 100, now=t) is None for t in range(50))  # between up and down
