@@ -89,8 +89,10 @@ def cpu() -> float:
 
 
 def cpu0() -> tuple[float, float]:
-    """CPU 0's busy and softirq seconds: the server's core, with the kernel work no process is charged for."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\ncpu0 ", 1)[1].split("\n", 1)[0].split()]
+    """The server's CPU (the first this process may use: pin_cpu(0)): busy and softirq seconds,
+    with the kernel work no process is charged for (user..steal; guest is inside user)."""
+    line = f"\ncpu{min(os.sched_getaffinity(0))} "
+    fields = [int(v) for v in Path("/proc/stat").read_text().split(line, 1)[1].split("\n", 1)[0].split()][:8]
     tick = os.sysconf("SC_CLK_TCK")
     return (sum(fields) - fields[3] - fields[4]) / tick, fields[6] / tick
 
@@ -249,9 +251,9 @@ def report(base: dict[str, Any], r: dict[str, Any]) -> dict[str, float]:
     print(f"{r['path']:7s} N={r['n']:4d} joined in {r['joined_s']:5.1f} s  cpu={r['cpu_s_per_s']:.3f} core  "
           f"{r['pkts_per_s']:7.0f} pkt/s ({r['pkts_per_s'] / r['n']:.0f}/sub, {r['mbps_per_sub']:.2f} Mbps/sub)  "
           f"fan-out {us:5.1f} us/pkt/sub  {subs_per_core:5.0f} subs/core  sent {sent}  recv {r['recv_ratio']:.3f}"
-          + f"  (CPU 0 busy {r['cpu0_busy']:.2f}, softirq {r['cpu0_softirq']:.2f})"
+          + f"  (server's CPU busy {r['cpu0_busy']:.2f}, softirq {r['cpu0_softirq']:.2f})"
           + (f"  ({r['failed']} peers did not connect)" if r["failed"] else "")
-          + (f"  NOT FULL RATE: each site got {rate:.2f} of the program's packets (per second: "
+          + (f"  NOT FULL RATE: the core sent each site {rate:.2f} of the program's full rate (per second: "
              + ", ".join(f"{v:.1f} {k}" for k, v in r["program"].items()) + ")" if rate < FULL_RATE else ""),
           flush=True)
     return {"us": us, "subs_per_core": subs_per_core, "full_rate": rate >= FULL_RATE}

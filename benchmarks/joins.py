@@ -451,7 +451,7 @@ def main() -> None:
     args["profile_out"] = argv[argv.index("--profile-out") + 1] if "--profile-out" in argv else None
     for i, arg in enumerate(argv):
         if arg in names:
-            args[names[arg]] = int(argv[i + 1])
+            args[names[arg]] = float(argv[i + 1]) if arg == "--steady" else int(argv[i + 1])
     asyncio.run(run(args))
 
 

@@ -94,7 +94,8 @@ def floor(obj: AppContext, site_id: str | None, release: bool) -> None:
 @broadcast.command("tier")
 @click.argument("site_id", metavar="SITE")
 @click.argument("tier", type=click.Choice(["high", "low", "audio"]))
-@click.option("--save", is_flag=True, help="Also make TIER the site's registry tier (its next joins start there).")
+@click.option("--save", is_flag=True, help="Also make TIER the site's registry tier (its next joins start there); "
+                                           "for a site not connected now, use `sites edit --tier`.")
 @click.pass_obj
 def tier(obj: AppContext, site_id: str, tier: str, save: bool) -> None:
     """Move a connected SITE to TIER now (audio: sound only). Its own RTCP reports may still move

@@ -2,7 +2,7 @@
 
 aioice (aiortc's ICE) offers every interface address of the machine and has no option to
 choose; a server bound to loopback must not offer or reach anything else. ``pin_ice``
-replaces aioice's address lookup for this process (the one place we reach into it), and
+replaces aioice's address lookup for this process, and
 ``keep_candidates`` drops a remote offer's candidates outside the allowed network, so
 connectivity checks never target other addresses either. ``gather_only_on`` pins one task
 (and the tasks it starts) instead of the process, for the roll-call's media stage and the
@@ -158,6 +158,8 @@ async def _query_consent(connection: Any) -> None:
         while True:
             await asyncio.sleep(CONSENT_INTERVAL_S * (0.8 + 0.4 * random.random()))
             if time.monotonic() - answered >= CONSENT_EXPIRY_S:
+                for task in checks:  # no retransmissions onto sockets being closed
+                    task.cancel()
                 connection._query_consent_task = None  # close() must not cancel us while we await it
                 await connection.close()
                 return

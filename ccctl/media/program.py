@@ -51,7 +51,7 @@ COUNTER_BITS = 16
 REMOTE_AUDIO_BACKLOG = 5  # 20 ms frames of a remote source's sound kept waiting, at most
 CATCH_UP = 0.25  # seconds of missed ticks a late clock still produces; later ones are skipped
 MAX_BUSY = 0.02  # seconds a late clock may go on catching up before it lets the loop run
-ENCODE_BACKLOG = 4  # raw frames a busy tier encoder may have waiting before the oldest is skipped
+ENCODE_BACKLOG = 4  # raw frames a busy tier encoder may have waiting; past that it skips to the newest
 
 
 class KeyframePolicy:
@@ -392,12 +392,14 @@ class VideoEncoder:
                          "forced-idr": "1", "maxrate": rate, "bufsize": rate}
         self.codec = codec
 
-    def encode(self, raw: av.VideoFrame, force_keyframe: bool) -> list[av.Packet]:
-        """Scale the shared raw frame to this tier and encode it (GIL released inside)."""
+    def encode(self, raw: av.VideoFrame, pts: int, force_keyframe: bool) -> list[av.Packet]:
+        """Scale the shared raw frame to this tier and encode it as program time ``pts`` (GIL
+        released inside). The raw frame is never written: a source may hand the same picture
+        for several ticks, and other tiers read it at the same time."""
         frame = raw.reformat(self.spec.width, self.spec.height, format="yuv420p")
-        if frame is raw:  # same size: copy, since encoding mutates pict_type and pts
+        if frame is raw:  # same size: copy, since encoding sets pict_type and pts
             frame = av.VideoFrame.from_ndarray(raw.to_ndarray(), format="yuv420p")
-        frame.pts, frame.time_base = raw.pts, VIDEO_TIME_BASE
+        frame.pts, frame.time_base = pts, VIDEO_TIME_BASE
         frame.pict_type = PictureType.I if force_keyframe else PictureType.NONE
         return list(self.codec.encode(frame))
 
@@ -411,17 +413,19 @@ class _Tier:
         self.keyframes = KeyframePolicy()
         self.feed = Feed(spec.name, "video", self.keyframes.request, on_demand)
         self.encoder: VideoEncoder | None = None
-        self.waiting: collections.deque[av.VideoFrame] = collections.deque()
+        self.waiting: collections.deque[tuple[av.VideoFrame, int]] = collections.deque()  # (raw, pts)
         self.fresh = asyncio.Event()
         self.frames_encoded = 0
         self.frames_skipped = 0
 
-    def offer(self, raw: av.VideoFrame) -> None:
-        """Queue ``raw`` for encoding; past ENCODE_BACKLOG the oldest waiting frame is skipped."""
+    def offer(self, raw: av.VideoFrame, pts: int) -> None:
+        """Queue ``raw`` for encoding at ``pts``. A burst (a late clock catching up) waits its
+        turn; a queue that overflows (an encoder slower than the clock) is dropped but for the
+        newest frame, so that a slow encoder does not add a fixed delay."""
         if len(self.waiting) >= ENCODE_BACKLOG:
-            self.waiting.popleft()
-            self.frames_skipped += 1
-        self.waiting.append(raw)
+            self.frames_skipped += len(self.waiting)
+            self.waiting.clear()
+        self.waiting.append((raw, pts))
         self.fresh.set()
 
 
@@ -575,9 +579,9 @@ class Program:
             await asyncio.sleep(0)
             self._resumed = loop.time()
             return due
-        # Late: yield at least every MAX_BUSY, or a fan-out slower than the tick would never let
-        # HTTP, ICE or DTLS run again (a set Event does not yield either); but not at every
-        # tick, since one loop turn with thousands of sites can take longer than a tick.
+        # Late: each clock yields at least every MAX_BUSY, or a fan-out slower than the tick
+        # would never let HTTP, ICE or DTLS run again (a set Event does not yield either); but
+        # not at every tick, since one loop turn with thousands of sites can outlast a tick.
         if now - self._resumed >= MAX_BUSY:
             await asyncio.sleep(0)
             self._resumed = loop.time()
@@ -597,11 +601,10 @@ class Program:
             source = self._source
             assert source is not None
             raw = await self._produce(source, source.video, tick)
-            raw.pts, raw.time_base = tick * VIDEO_CLOCK // self.fps, VIDEO_TIME_BASE
             self.video_ticks += 1
             for tier in self._video.values():
                 if tier.feed.subscribers:
-                    tier.offer(raw)
+                    tier.offer(raw, tick * VIDEO_CLOCK // self.fps)
 
     async def _run_tier(self, tier: _Tier) -> None:
         loop = asyncio.get_running_loop()
@@ -610,7 +613,7 @@ class Program:
             if not tier.waiting:
                 tier.fresh.clear()
                 continue
-            raw = tier.waiting.popleft()
+            raw, pts = tier.waiting.popleft()
             if not tier.feed.subscribers:
                 tier.waiting.clear()
                 continue
@@ -618,7 +621,7 @@ class Program:
                 tier.encoder = VideoEncoder(tier.spec, self.fps)
             force = tier.keyframes.take()
             try:
-                packets = await loop.run_in_executor(self._executor, tier.encoder.encode, raw, force)
+                packets = await loop.run_in_executor(self._executor, tier.encoder.encode, raw, pts, force)
             except av.FFmpegError:
                 log.exception("tier %s: encode failed; frame skipped", tier.spec.name)
                 continue

@@ -56,10 +56,19 @@ async def test_counter_survives_scaling_and_h264() -> None:
     seen = []
     for i in range(6):
         frame = pattern.video(1000 + i)
-        frame.pts, frame.time_base = i * 3600, fractions.Fraction(1, 90_000)
-        for packet in encoder.encode(frame, force_keyframe=i == 0):
+        for packet in encoder.encode(frame, i * 3600, force_keyframe=i == 0):
             seen += [(f.width, f.height, read_counter(f)) for f in decoder.decode(packet)]
     assert seen == [(160, 90, 1000 + i) for i in range(6)]
+
+
+async def test_a_picture_held_for_several_ticks_is_encoded_at_each_ticks_time() -> None:
+    # A file slower than the program hands the same picture object for several ticks, and
+    # several of them may wait for the encoder at once: the time goes with each offer.
+    encoder = VideoEncoder(TierSpec("low", 160, 90, 150_000), fps=25)
+    raw = TestPattern(160, 90).video(0)  # the tier's own size: nothing to scale
+    before = raw.pts
+    stamps = [packet.pts for i in range(3) for packet in encoder.encode(raw, i * 3600, force_keyframe=i == 0)]
+    assert stamps == [0, 3600, 7200] and raw.pts == before  # the shared picture is not written
 
 
 async def test_subscribers_of_a_tier_share_one_encode(program: Program) -> None:
@@ -93,17 +102,19 @@ async def test_a_late_clock_catches_up_a_short_burst_and_skips_a_long_one() -> N
     now = asyncio.get_running_loop().time()
     program._t0 = now - 5.5 / 50  # 5 ticks late at 50 ticks/s, within CATCH_UP (0.25 s)
     assert [await program._tick(last, 50) for last in range(-1, 4)] == [0, 1, 2, 3, 4]  # none skipped
-    program._t0 = now - 40.5 / 50  # 0.8 s late: the missed ticks are skipped
+    program._t0 = asyncio.get_running_loop().time() - 40.5 / 50  # 0.8 s late: the missed ticks are skipped
     assert await program._tick(-1, 50) == 40
 
 
-async def test_a_busy_encoder_keeps_the_newest_frames_only() -> None:
+async def test_a_busy_encoder_takes_a_burst_in_turn_and_skips_to_the_newest_past_it() -> None:
     program = Program("testsrc", SMALL_TIERS)
     tier = program._video["low"]
-    frames = [TestPattern(160, 90).video(i) for i in range(ENCODE_BACKLOG + 2)]
-    for frame in frames:
-        tier.offer(frame)
-    assert list(tier.waiting) == frames[2:] and tier.frames_skipped == 2
+    frames = [(TestPattern(160, 90).video(i), i * 3600) for i in range(ENCODE_BACKLOG + 1)]
+    for raw, pts in frames[:ENCODE_BACKLOG]:
+        tier.offer(raw, pts)
+    assert list(tier.waiting) == frames[:ENCODE_BACKLOG] and tier.frames_skipped == 0  # a burst waits
+    tier.offer(*frames[-1])
+    assert list(tier.waiting) == frames[-1:] and tier.frames_skipped == ENCODE_BACKLOG  # no fixed delay
 
 
 def _write_clip(path: Path, frames: int) -> None:
