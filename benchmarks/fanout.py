@@ -37,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.receivers import pin_cpu  # noqa: E402
+from benchmarks.cpu import pin_cpu, process_cpu  # noqa: E402
 from ccctl.media.fastpath import packetize  # noqa: E402
 from ccctl.media.net import pin_ice  # noqa: E402
 from ccctl.media.tiers import EncodedUnit, TierSpec  # noqa: E402
@@ -81,11 +81,7 @@ WORKER_PIDS: list[int] = []  # fan-out workers whose CPU counts as the server's
 
 def cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
-    total = r.ru_utime + r.ru_stime
-    for pid in WORKER_PIDS:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    return r.ru_utime + r.ru_stime + sum(process_cpu(pid) for pid in WORKER_PIDS)
 
 
 def cpu0() -> tuple[float, float]:

@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere: ccctl comes from this tree
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.receivers import pin_cpu  # noqa: E402
+from benchmarks.cpu import pin_cpu, process_cpu  # noqa: E402
 
 WARMUP, WINDOW = 4.0, 10.0
 #: The issue's reference stream: H.264 + Opus at 0.66 Mbps is about 121 RTP packets a second.
@@ -262,13 +262,6 @@ ccctl-low: {{
     return conf
 
 
-def _proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system, all threads) of process ``pid`` so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _udp_errors() -> dict[str, int]:
     """This network namespace's UDP drops: receive buffers full at the receivers' sockets and
     at Janus's (its ICE sockets and the feed's ports), and send buffers full (all sockets)."""
@@ -387,10 +380,10 @@ async def inside(p: dict[str, Any]) -> dict[str, Any]:
             feeder = Feeder(program, audio_port, video_port)
             feeder.start()
             await asyncio.sleep(warmup)  # the measurement's warm-up, not a synchronisation
-            c0, t0, f0, b0 = _proc_cpu(janus.pid), time.monotonic(), feeder.packets, feeder.bytes
+            c0, t0, f0, b0 = process_cpu(janus.pid), time.monotonic(), feeder.packets, feeder.bytes
             await asyncio.sleep(max(1.0, window / 2))  # Janus's idle window: feed on, nobody watching
             dt = time.monotonic() - t0
-            idle = (_proc_cpu(janus.pid) - c0) / dt
+            idle = (process_cpu(janus.pid) - c0) / dt
             result: dict[str, Any] = {"n": n, "idle_cpu_s_per_s": idle, "event_loops": event_loops,
                                       "feed_pkts_per_s": (feeder.packets - f0) / dt,
                                       "feed_mbps": (feeder.bytes - b0) * 8 / dt / 1e6}
@@ -420,9 +413,9 @@ async def inside(p: dict[str, Any]) -> dict[str, Any]:
                 udp = _udp_errors()
                 # Diagnostics: who could not keep up (the receivers' CPU, Janus waiting for its
                 # CPU, full socket buffers) when fewer packets arrive than should.
-                extra = [_proc_cpu(receivers.pid), _runq_wait(janus.pid), udp["receivers"], udp["sndbuf"],
+                extra = [process_cpu(receivers.pid), _runq_wait(janus.pid), udp["receivers"], udp["sndbuf"],
                          _runq_wait(receivers.pid), udp["janus"]]
-                return _proc_cpu(janus.pid), time.monotonic(), feeder.packets, feeder.bytes, got, extra
+                return process_cpu(janus.pid), time.monotonic(), feeder.packets, feeder.bytes, got, extra
 
             c0, t0, f0, b0, g0, x0 = await sample()
             await asyncio.sleep(window)  # the measurement window

@@ -49,6 +49,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.cpu import process_cpu  # noqa: E402
 from ccctl.media.net import pin_ice  # noqa: E402
 
 JOIN_DEADLINE_S = 180.0  # bound of every join phase
@@ -65,8 +66,7 @@ def cpu() -> float:
     total = r.ru_utime + r.ru_stime
     for pid in WORKER_PIDS:
         with contextlib.suppress(OSError):  # a worker restarted meanwhile: its CPU is lost
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            total += process_cpu(pid)
     return total
 
 

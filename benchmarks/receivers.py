@@ -10,24 +10,11 @@ Both ccctl's and Janus's benchmarks use these same receivers.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from typing import Any
 
 import aioice.ice
 
 COUNTS = {"packets": 0, "bytes": 0}
-
-
-def pin_cpu(index: int) -> None:
-    """Run on the ``index``-th CPU where there are two or more: servers on the first, receivers
-    on the second. A pinning inherited from the parent (a server pinned to CPU 0 starts its
-    receivers) is undone first."""
-    with contextlib.suppress(OSError):
-        os.sched_setaffinity(0, range(os.cpu_count() or 1))
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) >= 2:
-        os.sched_setaffinity(0, {cpus[index]})
 
 
 def install() -> dict[str, int]:

@@ -14,20 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aioice.ice
 import pytest
-import pytest_asyncio
 from aioice import stun
 
 from ccctl.media import net
 from ccctl.media.core import MediaCore
 
-from .conftest import SMALL_TIERS, JoinFn, Site, until
+from .conftest import JoinFn, Site, until
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.parametrize("core", ["tight"], indirect=True)]  # conftest's core
 
 INTERVAL_S, EXPIRY_S = 0.2, 2.0
 LATE_S = 0.7  # past aioice's 0.5 s answer time, far within the expiry
@@ -38,16 +36,6 @@ def fast_consent(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(net, "CONSENT_INTERVAL_S", INTERVAL_S)
     monkeypatch.setattr(net, "CONSENT_EXPIRY_S", EXPIRY_S)
     monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", INTERVAL_S)  # aioice's own, for the contrast
-
-
-@pytest_asyncio.fixture
-async def core() -> AsyncIterator[MediaCore]:
-    media = MediaCore("testsrc", tiers=SMALL_TIERS, fanout="tight")
-    await media.start()
-    try:
-        yield media
-    finally:
-        await media.close()
 
 
 def hold_answers(site: Site, delay: float | None) -> list[float]:

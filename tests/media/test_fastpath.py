@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from ccctl.media.core import MediaCore
 
-from .conftest import SMALL_TIERS, JoinFn, Site, until
+from .conftest import JoinFn, Site, until
 
-pytestmark = pytest.mark.asyncio
-
-
-@pytest_asyncio.fixture
-async def core() -> AsyncIterator[MediaCore]:
-    """The tight path only (conftest's ``core`` runs both paths)."""
-    media = MediaCore("testsrc", tiers=SMALL_TIERS, fanout="tight")
-    await media.start()
-    try:
-        yield media
-    finally:
-        await media.close()
+# The tight path only (conftest's ``core`` runs both paths).
+pytestmark = [pytest.mark.asyncio, pytest.mark.parametrize("core", ["tight"], indirect=True)]
 
 
 async def receiver_stats(site: Site, kind: str) -> dict[str, Any]:
