@@ -59,6 +59,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: ccctl comes from
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.cpu import pin_cpu, process_cpu  # noqa: E402
+from ccctl.sim.netns import NetnsError, ip_binary, veth  # noqa: E402
 
 WARMUP, WINDOW = 4.0, 10.0
 #: The issue's reference stream: H.264 + Opus at 0.66 Mbps is about 121 RTP packets a second.
@@ -100,10 +101,6 @@ def janus_module_dirs() -> tuple[Path, Path] | None:
     return None
 
 
-def _ip_binary() -> str | None:
-    return shutil.which("ip") or next((p for p in ("/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip") if os.access(p, os.X_OK)), None)
-
-
 # ---------------------------------------------------------------- the caller's side
 
 
@@ -126,7 +123,7 @@ async def run_janus(n: int, warmup: float = WARMUP, window: float = WINDOW, *, s
     if janus_binary() is None or janus_module_dirs() is None:
         raise JanusUnavailable(NOT_INSTALLED)
     unshare = shutil.which("unshare")
-    if unshare is None or _ip_binary() is None:
+    if unshare is None or ip_binary() is None:
         raise JanusUnavailable("janus: cannot run here: needs unshare (util-linux) and ip (iproute2)")
     # A private network namespace; a user namespace too unless we are root already.
     cmd = [unshare, "--net"] + ([] if os.geteuid() == 0 else ["--map-root-user"])
@@ -170,17 +167,10 @@ async def run_janus(n: int, warmup: float = WARMUP, window: float = WINDOW, *, s
 
 def _private_network() -> None:
     """Bring up ``lo`` and put Janus's and the receivers' ICE addresses on a private veth."""
-    import subprocess
-
-    ip = _ip_binary()
-    assert ip is not None
-    for args in (["link", "set", "lo", "up"], ["link", "add", "ccj0", "type", "veth", "peer", "name", "ccj1"],
-                 ["addr", "add", f"{JANUS_HOST}/32", "dev", "ccj0"], ["addr", "add", f"{RECEIVER_HOST}/32", "dev", "ccj0"],
-                 ["link", "set", "ccj1", "up"],
-                 ["link", "set", "ccj0", "up"]):
-        done = subprocess.run([ip, *args], capture_output=True, text=True, timeout=10)
-        if done.returncode != 0:
-            raise JanusUnavailable(f"janus: cannot run here: ip {' '.join(args)}: {done.stderr.strip()}")
+    try:
+        veth("ccj0", "ccj1", addresses=[f"{JANUS_HOST}/32", f"{RECEIVER_HOST}/32"])
+    except NetnsError as exc:
+        raise JanusUnavailable(f"janus: cannot run here: {exc}") from None
 
 
 def _free_port(kind: int) -> int:
