@@ -64,3 +64,11 @@ def test_janus_benchmark_quick() -> None:
     else:
         assert len(lines) == 1 and lines[0].startswith("janus N=   3 "), out
         assert "us/pkt/sub" in lines[0] and "delivered" in lines[0]
+
+
+def test_crash_benchmark_quick() -> None:
+    out = bench("crash")
+    assert "roll-call SIGKILLed 5 times" in out
+    assert "results in the registry before the kill, lost after it: 0 of " in out
+    assert "server SIGKILLed 1 time with 4 sites joined" in out
+    assert "every site back (new session, receiving) after the kill: p50 " in out
