@@ -5,8 +5,9 @@ Each test makes two private network namespaces joined by a veth pair
 and runs real processes at each end with ``ip netns exec``: a simulated site box
 (``ccctl.sim.worker``, asyncssh) or ``ccctl serve`` near, ``ccctl rollcall run`` or a
 simulated site's aiortc receiver far. Faults go on a veth end's egress: delay by ``tc
-netem``, loss by a random ``cls_bpf`` classifier into a dropping class (see the module), so
-the roll-call's own code and the receiver's own RTCP see a real slow or lossy link.
+netem``, loss by a random ``cls_bpf`` classifier into a dropping class, a rate cap by ``tbf``
+(see the module), so the roll-call's own code and the receiver's own RTCP see a real slow,
+lossy or narrow link.
 
 They need root (network namespaces, tc) and skip with the reason where they cannot run; the
 delay test also needs a kernel with netem. CI runs them as root. Every wait is a bounded
@@ -187,12 +188,14 @@ def _receiving(status: Path) -> dict[str, Any] | None:
     return dict(row) if row["receiving"] and row["packets_audio"] > 0 else None
 
 
-def test_a_lossy_link_moves_the_site_down_a_tier_and_a_clean_one_back(ccctl: Ccctl, link: netns.Link,
-                                                                       tmp_path: Path) -> None:
+@pytest.mark.parametrize("fault", [{"loss_pct": 25.0}, {"rate_kbit": 200.0}], ids=["loss-25pct", "rate-200kbit"])
+def test_a_bad_link_moves_the_site_down_a_tier_and_a_clean_one_back(ccctl: Ccctl, link: netns.Link, tmp_path: Path,
+                                                                    fault: dict[str, float]) -> None:
     """``ccctl serve`` bound to the near address (media then on the veth, not loopback) and a
-    simulated site's aiortc receiver far: 25 % loss on what the server sends shows in the
-    site's own receiver reports, and the server moves it from low to audio; once the link is
-    clean again, good reports bring it back to low (its registry tier, the ceiling)."""
+    simulated site's aiortc receiver far: 25 % loss, or a 200 kbit/s cap (the low tier needs
+    about 630), on what the server sends shows in the site's own receiver reports, and the
+    server moves it from low to audio; once the link is clean again, good reports bring it
+    back to low (its registry tier, the ceiling)."""
     _add_site(ccctl, tier="low")  # 360p: cheaper to encode than 720p on a shared machine
     listen = f"{link.near_addr}:8080"
     env = _env(ccctl, CCCTL_SERVE_LISTEN=listen)
@@ -217,8 +220,8 @@ def test_a_lossy_link_moves_the_site_down_a_tier_and_a_clean_one_back(ccctl: Ccc
         first = _until(lambda: _receiving(status), 60, "the site receiving over the veth")
         assert first["packets_video"] > 0 and _tier_moves(ccctl) == []  # a clean link: it stays on low
 
-        link.shape("near", loss_pct=25)
-        down = _until(lambda: _tier_moves(ccctl), 60, "a tier move under 25 % loss")[0]
+        link.shape("near", **fault)
+        down = _until(lambda: _tier_moves(ccctl), 60, f"a tier move under {fault}")[0]
         assert (down["from"], down["to"]) == ("low", "audio") and down["reason"].startswith("auto: loss "), down
         assert link.drops("near") > 0
 
