@@ -11,12 +11,13 @@ registry:
    included; a first run without a kill measures it). Its stderr is a terminal (a pty), so
    it draws its progress line as it would for an operator. Right before each kill the
    results already in the registry are read; after it, those that are gone are **lost**
-   (target 0). Also counted: results the progress line had shown, or the JSON on stdout had
-   printed, that never reached the registry (the history writes in batches of at most
-   0.25 s: a SIGKILL may take the last one), the registry's integrity after each kill, and,
-   after all kills and one more complete run, whether every result kept is still there and
-   how the killed runs are marked (``running``, or ``interrupted`` once the next start
-   marks them).
+   (target 0; the exit status is 1 otherwise). Also counted: results the progress line had
+   shown, or the JSON on stdout had printed, that never reached the registry (target 0
+   too, printed with its verdict, not in the exit status: the history writes in batches of
+   at most 0.25 s, so a SIGKILL may take the last one), the registry's integrity after each
+   kill, and, after all kills and one more complete run, whether every result kept is still
+   there and how the killed runs are marked (``running``, or ``interrupted`` once the next
+   start marks them).
 2. Server. ``ccctl serve`` with a live testsrc broadcast and N sites joined (``ccctl sim
    join --audio-only``: real aiortc receivers) is SIGKILLed S times (default 10) at a
    random moment 1-3 s after every site was receiving, and started again at once, as a
@@ -57,7 +58,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: ccctl comes from
     sys.path.insert(0, str(ROOT))
 
 from ccctl.registry import open_registry  # noqa: E402
-from ccctl.rollcall.history import list_runs, run_results  # noqa: E402
+from ccctl.rollcall.history import FLUSH_S, list_runs, run_results  # noqa: E402
 from ccctl.sim.control import read_receivers  # noqa: E402
 
 PROVINCE = "soc trang"  # 109 communes (2021)
@@ -250,8 +251,10 @@ def rollcall_kills(kills: int, rng: random.Random) -> bool:
           f"{'met' if lost == 0 else 'NOT met'})")
     print(f"  still there after the last kill and one more run: {kept - later_lost} of {kept}; "
           f"registry integrity after each kill: {len(done) - bad}/{len(done)} ok")
-    print(f"  shown on the progress line but never written: {unwritten} of {shown} shown; printed on stdout but "
-          f"never written: {printed_unwritten} of {printed} (the history writes every 0.25 s)")
+    told = unwritten + printed_unwritten
+    print(f"  shown to the operator before the kill but never written: {unwritten} of {shown} on the progress line, "
+          f"{printed_unwritten} of {printed} printed on stdout  (target 0: {'met' if told == 0 else 'NOT met'}; "
+          f"the history writes its buffer every {FLUSH_S:g} s and a SIGKILL takes what it holds)")
     print(f"  killed runs now marked: {json.dumps(marks, sort_keys=True)}; the run after: exit {final['exit']}, "
           f"{len(final['after'])} results in {final['at']:.2f} s", flush=True)
     return ok
