@@ -13,7 +13,7 @@ end's egress:
   chosen at random by the kernel, to an HTB class whose queue holds nothing, so they are
   dropped. ARP is never dropped, so 100 % is a silent blackhole (a connect hangs) rather
   than a failed neighbour (no route to host). This works on kernels built without netem;
-  with delay, netem drops instead (the same IPv4-or-not caveat does not hold there);
+  with a delay as well, netem does the dropping (of every packet, ARP included);
 * rate: ``tbf`` (a token bucket) as the queue of the link's class.
 
 :func:`why_unavailable` says in one line why this machine cannot do it (not root, no
