@@ -287,7 +287,7 @@ async def ssh_probe(
         return ProbeOutcome(CheckState.OK, "", answer.exec_ms, facts, answer.net_rtt_ms)
     if result.exit_status != 0:
         detail = _short(_text(result.stderr) or _text(result.stdout), 120)
-        status = _exit_text(result)
+        status = exit_text(result)
         reason = f"{DIAG_COMMAND} exited {status}" + (f": {detail}" if detail else "")
         return ProbeOutcome(CheckState.ERROR, reason, rtt_ms, net_rtt_ms=net_rtt_ms)
     try:
@@ -298,7 +298,7 @@ async def ssh_probe(
     return ProbeOutcome(CheckState.OK, "", rtt_ms, facts, net_rtt_ms)
 
 
-def _exit_text(result: asyncssh.SSHCompletedProcess) -> str:
+def exit_text(result: asyncssh.SSHCompletedProcess) -> str:
     """``3`` or ``signal KILL``: how the remote command ended."""
     if result.exit_status is not None and result.exit_status >= 0:
         return str(result.exit_status)
