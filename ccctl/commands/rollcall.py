@@ -82,20 +82,13 @@ def run(obj: AppContext, stages: str | None, concurrency: int | None, timeout_s:
     """Check the selected sites; print per-site results (or, with --quiet, one line)."""
     from ccctl.registry.sites import select_sites
     from ccctl.rollcall.history import run_results
-    from ccctl.rollcall.runner import check_stages
     from ccctl.rollcall.session import options_from_config, run_lock, write_prometheus
     from ccctl.rollcall.session import rollcall as run_rounds
 
     try:
         config = obj.config
-        rc = config.rollcall
-        stage_list = tuple(s.strip() for s in (stages or rc.stages).split(",") if s.strip())
-        try:
-            check_stages(stage_list)
-        except ValueError as exc:
-            raise UsageError(f"--stages: {exc} (got {stages or rc.stages!r})") from None
         options = options_from_config(
-            config, stages=stage_list, concurrency=concurrency, timeout_s=timeout_s, retries=retries,
+            config, stages=stages, concurrency=concurrency, timeout_s=timeout_s, retries=retries,
             warn_pct=warn_pct, crit_pct=crit_pct, engine=engine, verify_host_keys=False if insecure else None)
         sites = select_sites(obj.db, site_filter(kwargs, enabled_only=True))
         if not sites:

@@ -156,3 +156,4 @@ async def test_run_command_outputs_and_exit_codes(make_box: BoxFactory, closed_p
     assert (failed.state, failed.exit_status, failed.reason) == (CheckState.ERROR, 3, "exit status 3")
     [noisy] = await run_command([("a", ep)], "stderr disk on fire", client_key=box.client_key_path)
     assert (noisy.exit_status, noisy.stderr) == (2, "disk on fire\n")
+
