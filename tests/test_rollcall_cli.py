@@ -180,28 +180,74 @@ def test_lock_stops_an_overlapping_run(fleet: Ccctl) -> None:
     assert result.exit_code == 3 and "another roll-call is running" in result.stdout
 
 
-def test_killed_run_keeps_results_already_taken(fleet: Ccctl) -> None:
-    """SIGTERM and SIGKILL in the middle of a run: the results already taken stay."""
+def _start_holding_run(fleet: Ccctl, sites: list[str]) -> subprocess.Popen[bytes]:
+    """A roll-call in its own process that keeps the three quick sites' results and then waits
+    on the blackhole site; returns once those three rows are in the registry (bounded poll)."""
     env = {**os.environ, "CCCTL_HOME": str(fleet.home), "CCCTL_DB": fleet.db_url}
-    slow = ["--site", "2021-31825"]  # blackhole: holds the run for the whole timeout
+    proc = subprocess.Popen([sys.executable, "-m", "ccctl", "rollcall", "run", *sites, "--timeout", "60",
+                             "--retries", "0", "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    with open_registry(fleet.db_url) as db:
+        while True:  # bounded wait for the condition, polled
+            rows = db.query("SELECT COUNT(*) FROM rollcall_results r JOIN rollcall_runs u ON u.id = r.run_id "
+                            "WHERE u.status = 'running'")
+            if rows[0][0] == 3:
+                return proc
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.05)  # another process writes the rows: nothing to wait on but the table
+
+
+def _last_run(fleet: Ccctl) -> tuple[int, str, list[tuple[str, str]]]:
+    with open_registry(fleet.db_url) as db:
+        run = db.query_dicts("SELECT id, status FROM rollcall_runs ORDER BY id DESC LIMIT 1")[0]
+        kept = db.query("SELECT site_id, state FROM rollcall_results WHERE run_id = ?", (run["id"],))
+    return run["id"], run["status"], sorted(kept)
+
+
+def test_killed_run_keeps_results_already_taken(fleet: Ccctl, tmp_path: Path) -> None:
+    """SIGTERM and SIGKILL in the middle of a run: the results already taken stay; a SIGKILLed
+    run is closed as interrupted by the next run to start, never while its process lives
+    (a second console with its own home and lock runs meanwhile); and the site it never
+    reached is no change in ``rollcall diff``."""
     quick = _sites("2021-31813", "2021-31834", "2021-31837")
-    for sig, status in ((signal.SIGTERM, "interrupted"), (signal.SIGKILL, "running")):
-        proc = subprocess.Popen([sys.executable, "-m", "ccctl", "rollcall", "run", *quick, *slow, "--timeout", "60",
-                                 "--retries", "0", "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 30
+    sites = [*quick, "--site", "2021-31825"]  # blackhole: holds the run for the whole timeout
+    done = [("2021-31813", "OK"), ("2021-31834", "OK"), ("2021-31837", "OK")]
+    first = fleet("rollcall", "run", *sites, "--timeout", "5", "--retries", "0", "--quiet")
+    assert first.exit_code == 2 and first.stdout.startswith("ROLLCALL CRITICAL - 3/4 ok"), first.stdout  # run 1
+
+    proc = _start_holding_run(fleet, sites)  # run 2
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+    assert _last_run(fleet) == (2, "interrupted", done)
+
+    proc = _start_holding_run(fleet, sites)  # run 3
+    try:
+        other = Ccctl(tmp_path / "other-console", fleet.db_url)  # another home: another lock
+        assert other("rollcall", "run", "--site", "2021-31813", "--quiet").exit_code == 0  # run 4
         with open_registry(fleet.db_url) as db:
-            while time.monotonic() < deadline:  # bounded wait for the condition, polled
-                rows = db.query("SELECT COUNT(*) FROM rollcall_results r JOIN rollcall_runs u ON u.id = r.run_id "
-                                "WHERE u.status = 'running'")
-                if rows[0][0] == 3:
-                    break
-                time.sleep(0.05)  # another process writes the rows: nothing to wait on but the table
-            proc.send_signal(sig)
-            proc.wait(30)
-            run = db.query_dicts("SELECT id, status FROM rollcall_runs ORDER BY id DESC LIMIT 1")[0]
-            kept = db.query("SELECT site_id, state FROM rollcall_results WHERE run_id = ?", (run["id"],))
-        assert run["status"] == status
-        assert sorted(kept) == [("2021-31813", "OK"), ("2021-31834", "OK"), ("2021-31837", "OK")]
+            assert db.query("SELECT status FROM rollcall_runs WHERE id = 3") == [("running",)]  # its owner lives
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    with open_registry(fleet.db_url) as db:
+        assert db.query("SELECT status FROM rollcall_runs WHERE id = 3") == [("running",)]  # nobody started yet
+    diff = fleet("rollcall", "diff", "1", "3", "--json")
+    assert diff.exit_code == 0 and json.loads(diff.stdout) == [], diff.stdout  # not TIMEOUT -> ABSENT
+    assert "run 3 is running: 1 site(s) not checked in it" in diff.stderr and "2021-31825" in diff.stderr
+
+    assert fleet("rollcall", "run", "--site", "2021-31813", "--quiet").exit_code == 0  # run 5: the next start
+    runs = {r["run"]: r for r in fleet.json("rollcall", "list")}
+    assert [runs[n]["status"] for n in (1, 2, 3, 4, 5)] == ["finished", "interrupted", "interrupted", "finished",
+                                                              "finished"]
+    assert (runs[3]["ok"], runs[3]["timeout"], runs[3]["sites"], runs[3]["exit_code"]) == (3, 0, 4, 3)
+    with open_registry(fleet.db_url) as db:
+        kept = db.query("SELECT site_id, state FROM rollcall_results WHERE run_id = 3")
+    assert sorted(kept) == done
+    diff = fleet("rollcall", "diff", "3", "1", "--json")
+    assert json.loads(diff.stdout) == [] and "run 3 is interrupted: 1 site(s) not checked" in diff.stderr
+    finished = fleet.json("rollcall", "diff", "1", "5")  # both finished: a site one did not select is ABSENT
+    assert {r["site_id"]: r["after"] for r in finished} == {"2021-31825": "ABSENT", "2021-31834": "ABSENT",
+                                                            "2021-31837": "ABSENT"}
 
 
 def test_ssh_opens_a_session_with_registry_keys(fleet: Ccctl) -> None:

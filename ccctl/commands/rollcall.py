@@ -150,8 +150,16 @@ def show(obj: AppContext, run_ref: str | None, states: tuple[str, ...], fmt: str
 @format_options
 @click.pass_obj
 def diff(obj: AppContext, run_a: str, run_b: str, fmt: str | None, as_json: bool, as_csv: bool) -> None:
-    """Sites whose state changed between two runs (default: previous and latest)."""
-    from ccctl.rollcall.history import diff_runs, resolve_run
+    """Sites whose state changed between two runs (default: previous and latest).
+
+    A site missing from a finished run shows as ABSENT; one that an interrupted (or still
+    running) run never reached is no change: stderr says how many were not checked.
+    """
+    from ccctl.rollcall.history import compare_runs, resolve_run
 
     a, b = resolve_run(obj.db, run_a), resolve_run(obj.db, run_b)
-    emit(diff_runs(obj.db, a, b), resolve_format(obj, fmt, as_json, as_csv), ["site_id", "before", "after"])
+    found = compare_runs(obj.db, a, b)
+    for run, sites in sorted(found.not_checked.items()):
+        say(f"run {run} is {found.statuses.get(run, 'unfinished')}: {len(sites)} site(s) not checked in it, "
+            f"not shown as changes ({', '.join(sites[:5])}{', ...' if len(sites) > 5 else ''})")
+    emit(found.changes, resolve_format(obj, fmt, as_json, as_csv), ["site_id", "before", "after"])
