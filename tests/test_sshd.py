@@ -24,8 +24,8 @@ from ccctl.cli import AppContext, cli
 from ccctl.keys import ensure_client_key
 from ccctl.models import CheckResult, CheckState, Endpoint
 from ccctl.rollcall.pool import ConnectionPool
-from ccctl.rollcall.probes import DIAG_COMMAND, SERVE_COMMAND
 from ccctl.rollcall.runner import run_command, run_rollcall
+from ccctl.rollcall.shfacts import PROBE_COMMAND, SERVE_PROBE_COMMAND
 from ccctl.sim.sshd import SshdError, SshdServer, sshd_available
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -143,13 +143,13 @@ def test_pool_reuses_one_tcp_connection_across_rounds(box: Box) -> None:
     assert [r.state for r in results] == [CheckState.OK, CheckState.OK]
     assert (opened, reused) == (1, 1)
     warm = box.server.session_log()[before:]
-    assert [record.command for record in warm] == [SERVE_COMMAND]
+    assert [record.command for record in warm] == [SERVE_PROBE_COMMAND]
     assert [r.facts["site_id"] for r in results] == [SITE, SITE]
 
     before = len(box.server.sessions())
     assert [r.state for r in asyncio.run(rounds(None))] == [CheckState.OK, CheckState.OK]
     cold = box.server.session_log()[before:]
-    assert [record.command for record in cold] == [DIAG_COMMAND, DIAG_COMMAND]
+    assert [record.command for record in cold] == [PROBE_COMMAND, PROBE_COMMAND]
     assert cold[0].port != cold[1].port
 
 
@@ -173,13 +173,13 @@ def test_killed_serve_session_is_replaced_on_the_same_connection(box: Box) -> No
     before = len(box.server.session_log())
 
     def kill_serve() -> None:
-        (serve,) = [r for r in box.server.session_log()[before:] if r.command == SERVE_COMMAND]
+        (serve,) = [r for r in box.server.session_log()[before:] if r.command == SERVE_PROBE_COMMAND]
         os.kill(serve.pid, signal.SIGKILL)
 
     results = _pooled_rounds(box.endpoint(), 3, kill_serve)
     assert [r.state for r in results] == [CheckState.OK] * 3, [r.reason for r in results]
     log = box.server.session_log()[before:]
-    assert [r.command for r in log] == [SERVE_COMMAND, SERVE_COMMAND]
+    assert [r.command for r in log] == [SERVE_PROBE_COMMAND, SERVE_PROBE_COMMAND]
     assert log[0].port == log[1].port and log[0].pid != log[1].pid
 
 
@@ -197,8 +197,63 @@ def test_old_agent_without_serve_falls_back_to_exec(tmp_path: Path) -> None:
     # round. Its one line may or may not have answered the first round (it races the
     # request), so the first round is served either way but not always by exec.
     commands = [r.command for r in log]
-    assert commands[0] == SERVE_COMMAND and commands[1:] in ([DIAG_COMMAND] * 2, [DIAG_COMMAND] * 3)
+    assert commands[0] == SERVE_PROBE_COMMAND and commands[1:] in ([PROBE_COMMAND] * 2, [PROBE_COMMAND] * 3)
     assert len({r.port for r in log}) == 1
+
+
+@needs_sshd
+def _host_facts() -> dict[str, object]:
+    """What this host's own /proc, /dev and /sys say, read here in Python."""
+    import glob
+
+    def capture() -> bool:
+        try:
+            with open("/proc/asound/pcm") as pcm:
+                return any("capture" in line for line in pcm)
+        except OSError:
+            return os.path.exists("/proc/asound/cards") and bool(open("/proc/asound/cards").read().strip())
+
+    return {"camera": bool(glob.glob("/dev/video*") or glob.glob("/sys/class/video4linux/*")),
+            "microphone": capture()}
+
+
+@needs_sshd
+@pytest.mark.parametrize("engine", ["asyncssh", "libssh2"])
+def test_plain_box_without_agent_reports_facts_read_by_sh(tmp_path: Path, engine: str) -> None:
+    """A plain OpenSSH box with no ccctl-diag: one exec per check reads its facts with sh."""
+    key_path = tmp_path / "key"
+    public = ensure_client_key(key_path)
+    with SshdServer(tmp_path / "state", [public], site_id=SITE, agent=False) as server:
+        endpoint = Endpoint(server.host, server.port, server.user, server.host_key, str(key_path))
+        result = _rollcall(endpoint, key_path, engine=engine)
+        plain = asyncio.run(run_command([(SITE, endpoint)], "ccctl-diag", timeout=5))[0]
+        log = server.session_log()
+    assert plain.exit_status == 127  # the box really has no agent
+    assert [r.command for r in log] == [PROBE_COMMAND, "ccctl-diag"]
+    facts = result.facts
+    assert facts["facts_via"] == "sh" and "agent_version" not in facts
+    with open("/proc/uptime") as uptime:
+        assert 0 < facts["uptime_s"] <= float(uptime.read().split()[0])
+    assert isinstance(facts["load1"], float) and 0 <= facts["disk_free_pct"] <= 100
+    host = _host_facts()
+    assert (facts["camera"], facts["microphone"]) == (host["camera"], host["microphone"])
+    missing = [what for what in ("camera", "microphone") if not host[what]]
+    expected = "; ".join(f"no {what}" for what in missing)
+    assert (result.state, result.stage, result.reason) == (
+        (CheckState.DEGRADED if missing else CheckState.OK), "ssh", expected)
+
+
+@needs_sshd
+def test_plain_box_keeps_a_warm_sh_session(tmp_path: Path) -> None:
+    """Pooled rounds on a box without the agent: one connection, one sh session, every round."""
+    key_path = tmp_path / "key"
+    public = ensure_client_key(key_path)
+    with SshdServer(tmp_path / "state", [public], site_id=SITE, agent=False) as server:
+        endpoint = Endpoint(server.host, server.port, server.user, server.host_key, str(key_path))
+        results = _pooled_rounds(endpoint, 3)
+        log = server.session_log()
+    assert [r.facts["facts_via"] for r in results] == ["sh"] * 3, [r.reason for r in results]
+    assert [r.command for r in log] == [SERVE_PROBE_COMMAND] and results[2].facts["uptime_s"] > 0
 
 
 @needs_sshd

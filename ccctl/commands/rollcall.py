@@ -82,20 +82,13 @@ def run(obj: AppContext, stages: str | None, concurrency: int | None, timeout_s:
     """Check the selected sites; print per-site results (or, with --quiet, one line)."""
     from ccctl.registry.sites import select_sites
     from ccctl.rollcall.history import run_results
-    from ccctl.rollcall.runner import check_stages
     from ccctl.rollcall.session import options_from_config, run_lock, write_prometheus
     from ccctl.rollcall.session import rollcall as run_rounds
 
     try:
         config = obj.config
-        rc = config.rollcall
-        stage_list = tuple(s.strip() for s in (stages or rc.stages).split(",") if s.strip())
-        try:
-            check_stages(stage_list)
-        except ValueError as exc:
-            raise UsageError(f"--stages: {exc} (got {stages or rc.stages!r})") from None
         options = options_from_config(
-            config, stages=stage_list, concurrency=concurrency, timeout_s=timeout_s, retries=retries,
+            config, stages=stages, concurrency=concurrency, timeout_s=timeout_s, retries=retries,
             warn_pct=warn_pct, crit_pct=crit_pct, engine=engine, verify_host_keys=False if insecure else None)
         sites = select_sites(obj.db, site_filter(kwargs, enabled_only=True))
         if not sites:
@@ -157,8 +150,16 @@ def show(obj: AppContext, run_ref: str | None, states: tuple[str, ...], fmt: str
 @format_options
 @click.pass_obj
 def diff(obj: AppContext, run_a: str, run_b: str, fmt: str | None, as_json: bool, as_csv: bool) -> None:
-    """Sites whose state changed between two runs (default: previous and latest)."""
-    from ccctl.rollcall.history import diff_runs, resolve_run
+    """Sites whose state changed between two runs (default: previous and latest).
+
+    A site missing from a finished run shows as ABSENT; one that an interrupted (or still
+    running) run never reached is no change: stderr says how many were not checked.
+    """
+    from ccctl.rollcall.history import compare_runs, resolve_run
 
     a, b = resolve_run(obj.db, run_a), resolve_run(obj.db, run_b)
-    emit(diff_runs(obj.db, a, b), resolve_format(obj, fmt, as_json, as_csv), ["site_id", "before", "after"])
+    found = compare_runs(obj.db, a, b)
+    for run, sites in sorted(found.not_checked.items()):
+        say(f"run {run} is {found.statuses.get(run, 'unfinished')}: {len(sites)} site(s) not checked in it, "
+            f"not shown as changes ({', '.join(sites[:5])}{', ...' if len(sites) > 5 else ''})")
+    emit(found.changes, resolve_format(obj, fmt, as_json, as_csv), ["site_id", "before", "after"])

@@ -19,12 +19,14 @@ from typing import NamedTuple, cast
 
 import asyncssh
 
+from ccctl.rollcall.shfacts import MAX_LINE, is_facts_line
+
 #: A connection whose serve sessions died (or could not open) this often gets one
 #: command per probe instead.
 _MAX_SERVE_DEATHS = 3
 
 #: An answer line longer than this is no diagnostics line: the session is closed.
-_MAX_LINE = 1 << 16
+_MAX_LINE = MAX_LINE
 
 
 class SessionEnded(Exception):
@@ -39,7 +41,7 @@ class DiagSession(asyncssh.SSHClientSession[bytes]):
     cancelled waiter keeps its place so the answers after it still line up. Requests made
     in the same event-loop pass leave as one SSH packet. Lines are
     split here from the raw bytes, without asyncssh's stream layer and codec, because this
-    is the per-probe path of a warm roll-call. Output before the first JSON line (shell
+    is the per-probe path of a warm roll-call. Output before the first facts line (shell
     noise) is skipped; stderr is ignored; a line longer than ``_MAX_LINE`` ends the session.
     """
 
@@ -75,7 +77,7 @@ class DiagSession(asyncssh.SSHClientSession[bytes]):
         while (end := buf.find(b"\n", start)) >= 0:
             line = buf[start:end]
             start = end + 1
-            if not self.answers and not line.startswith(b"{"):
+            if not self.answers and not is_facts_line(line):
                 continue
             self.answers += 1
             if self._waiters:

@@ -36,6 +36,7 @@ from ccctl.rollcall.pool import DEFAULT_OPTIONS, ClientKey, LocalConfigError, ke
 from ccctl.rollcall.probes import (
     DIAG_COMMAND,
     EXEC_FACT,
+    PROBE_COMMAND,
     ProbeOutcome,
     _ip_family,
     _oserror_state,
@@ -552,7 +553,7 @@ class _Connection:
                 if rc > 0:
                     size += rc
                     if size > _MAX_STDOUT:
-                        raise _Failed(CheckState.ERROR, f"{command} output exceeds {_MAX_STDOUT} bytes")
+                        raise _Failed(CheckState.ERROR, f"{_name(command)} output exceeds {_MAX_STDOUT} bytes")
                     out.append(data)
                     continue
                 if rc != _EAGAIN:
@@ -687,11 +688,16 @@ def _ssh_failure(exc: Exception, endpoint: Endpoint, timeout: float) -> ProbeOut
     return ProbeOutcome(CheckState.ERROR, _short(f"{type(exc).__name__}: {exc}"))
 
 
+def _name(command: str) -> str:
+    """How a reason names the command: the facts command by the agent's name."""
+    return DIAG_COMMAND if command == PROBE_COMMAND else command
+
+
 def _outcome(done: _Exec, command: str, net_rtt_ms: float | None) -> ProbeOutcome:
     """The probe's result from a finished command, as ssh_probe builds it."""
     if done.status != 0:
         detail = _short(done.stderr.decode("utf-8", "replace") or done.stdout.decode("utf-8", "replace"), 120)
-        reason = f"{command} exited {done.status}" + (f": {detail}" if detail else "")
+        reason = f"{_name(command)} exited {done.status}" + (f": {detail}" if detail else "")
         return ProbeOutcome(CheckState.ERROR, reason, done.exec_ms, net_rtt_ms=net_rtt_ms)
     try:
         facts = parse_diag(done.stdout.decode("utf-8", "replace"))
@@ -705,7 +711,7 @@ async def fast_ssh_probe(
     endpoint: Endpoint,
     timeout: float,
     client_key: ClientKey = None,
-    command: str = DIAG_COMMAND,
+    command: str = PROBE_COMMAND,
 ) -> ProbeOutcome:
     """Log in with host-key verification, run ``command`` and return its facts; never raises.
 
@@ -739,7 +745,7 @@ async def fast_tcp_ssh_probe(
     endpoint: Endpoint,
     timeout: float,
     client_key: ClientKey = None,
-    command: str = DIAG_COMMAND,
+    command: str = PROBE_COMMAND,
 ) -> tuple[ProbeOutcome, str]:
     """The roll-call's ``tcp`` and ``ssh`` stages on one TCP connection: (outcome, stage).
 

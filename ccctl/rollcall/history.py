@@ -3,14 +3,24 @@
 Results are buffered for at most ``FLUSH_S`` seconds or ``FLUSH_ROWS`` rows and written in
 one transaction, so the registry is not the bottleneck of a 10,000-site run; a run stopped by
 SIGINT/SIGTERM flushes what it holds, and one killed outright loses at most that one batch.
+
+A run killed outright (SIGKILL, power cut) cannot close itself, so each run records its owner
+(host, boot id, pid and the pid's start time) and the next run to start closes every
+``running`` run whose owner is provably gone as ``interrupted``. That holds for cron and for two
+consoles at once, whatever their homes and locks: a live owner is never closed, and a run
+owned by another host is left alone (this host cannot see its processes). ``rollcall diff``
+does not count the sites an unfinished run never reached as changes.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ccctl.models import CheckResult, CheckState
@@ -46,14 +56,101 @@ def _facts_encoder() -> Callable[[dict[str, Any]], str]:
 _facts_json = _facts_encoder()
 
 
+def _boot_id() -> str | None:
+    """This boot's id (Linux); a pid from another boot is dead whatever its number."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def _start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot, /proc/PID/stat field 22), None if it is
+    gone or a zombie; the same pid with another start time is another process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rpartition(b")")[2].split()
+    except OSError:
+        return None
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
+
+
+def run_owner() -> dict[str, Any]:
+    """Who is running a run started now: this host, boot, pid and the pid's start time."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "boot_id": _boot_id(), "pid": pid, "pid_start": _start_time(pid)}
+
+
+def owner_alive(owner: Any) -> bool | None:
+    """Whether a run's recorded owner still runs: False when provably gone, None when unknown
+    (another host, or a run recorded without an owner)."""
+    if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
+        return None
+    pid = owner.get("pid")
+    if not isinstance(pid, int):
+        return None
+    boot = _boot_id()
+    if boot is not None and owner.get("boot_id") is not None:
+        if owner["boot_id"] != boot:
+            return False
+        started = _start_time(pid)
+        return started is not None and started == owner.get("pid_start")
+    try:  # no /proc: the pid's existence is all there is to go on
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def close_dead_runs(db: Database) -> list[int]:
+    """Mark ``interrupted`` every ``running`` run whose owner is gone; their ids.
+
+    The summary is rebuilt from the results the run kept (counts by state, exit code 3)
+    and ``finished_at`` is when its last kept result ended (its start if none), so
+    ``rollcall list`` shows how far it got. Runs of live owners or other hosts stay.
+    """
+    closed = []
+    for run_id, started_at, params_text in db.query(
+            "SELECT id, started_at, params FROM rollcall_runs WHERE status = 'running'"):
+        try:
+            params = json.loads(params_text)
+        except (TypeError, ValueError):
+            continue
+        if not isinstance(params, dict) or owner_alive(params.get("owner")) is not False:
+            continue
+        with db.transaction():
+            rows = db.query("SELECT state, COUNT(*), MAX(started_at + duration_ms / 1000.0) FROM rollcall_results "
+                            "WHERE run_id = ? GROUP BY state", (run_id,))
+            counts = {state: int(n) for state, n, _end in rows}
+            ends = [float(end) for _state, _n, end in rows if end is not None]
+            summary = {"sites": params.get("sites"), "counts": counts, "seconds": None, "exit_code": 3,
+                       "closed": "owner gone"}
+            db.execute("UPDATE rollcall_runs SET finished_at = ?, status = 'interrupted', summary = ? "
+                       "WHERE id = ? AND status = 'running'",
+                       (max(ends, default=float(started_at)), json.dumps(summary), run_id))
+        closed.append(int(run_id))
+    return closed
+
+
 class RunRecorder:
-    """Opens a run, streams its results into ``rollcall_results``, then closes it."""
+    """Opens a run, streams its results into ``rollcall_results``, then closes it.
+
+    Opening a run first closes the runs whose owners died (``close_dead_runs``), and records
+    this process as the new run's owner.
+    """
 
     def __init__(self, db: Database, params: dict[str, Any]) -> None:
         self.db = db
         self.counts: Counter[str] = Counter()
         self._buffer: list[tuple[Any, ...]] = []
         self._last_flush = time.monotonic()
+        self.closed_runs = close_dead_runs(db)
+        params = {**params, "owner": run_owner()}
         with db.transaction():
             if db.dialect == "postgresql":
                 rows = db.query("INSERT INTO rollcall_runs (started_at, status, params) VALUES (?, 'running', ?) RETURNING id",
@@ -157,16 +254,44 @@ def run_results(db: Database, run_id: int) -> list[dict[str, Any]]:
     return rows
 
 
-def diff_runs(db: Database, run_a: int, run_b: int) -> list[dict[str, Any]]:
-    """Sites whose state differs between two runs (a site missing from one shows as absent)."""
+@dataclass
+class RunDiff:
+    """What changed between two runs, and which sites an unfinished run never checked."""
+
+    changes: list[dict[str, Any]]
+    not_checked: dict[int, list[str]]  # run id -> sites of the other run it did not reach
+    statuses: dict[int, str]
+
+
+def compare_runs(db: Database, run_a: int, run_b: int) -> RunDiff:
+    """Sites whose state differs between two runs.
+
+    A site missing from a finished run shows as ABSENT (that run did not select it). A
+    site missing from a run that did not finish (``interrupted``, or still ``running``)
+    was not checked: it is no change, and is listed in ``not_checked`` instead.
+    """
+    statuses = {int(i): str(st) for i, st in db.query("SELECT id, status FROM rollcall_runs WHERE id IN (?, ?)",
+                                                      (run_a, run_b))}
     a = {s: st for s, st in db.query("SELECT site_id, state FROM rollcall_results WHERE run_id = ?", (run_a,))}
     b = {s: st for s, st in db.query("SELECT site_id, state FROM rollcall_results WHERE run_id = ?", (run_b,))}
     changed = []
+    not_checked: dict[int, list[str]] = {}
     for site_id in sorted(set(a) | set(b)):
+        unfinished = [run for run, seen in ((run_a, a), (run_b, b))
+                      if site_id not in seen and statuses.get(run) != "finished"]
+        if unfinished:
+            for run in unfinished:
+                not_checked.setdefault(run, []).append(site_id)
+            continue
         before, after = a.get(site_id, "ABSENT"), b.get(site_id, "ABSENT")
         if before != after:
             changed.append({"site_id": site_id, "before": before, "after": after})
-    return changed
+    return RunDiff(changed, not_checked, statuses)
+
+
+def diff_runs(db: Database, run_a: int, run_b: int) -> list[dict[str, Any]]:
+    """The changes of ``compare_runs``: sites whose state differs between two runs."""
+    return compare_runs(db, run_a, run_b).changes
 
 
 def _iso(ts: float | None) -> str | None:

@@ -24,7 +24,7 @@ import asyncssh
 from ccctl.media.net import gather_only_on, only_peer
 from ccctl.models import CheckState, Endpoint
 from ccctl.rollcall.pool import ClientKey, ConnectionPool, connect_ssh, kernel_rtt_ms
-from ccctl.rollcall.probes import ProbeOutcome, describe_error
+from ccctl.rollcall.probes import ProbeOutcome, describe_error, exit_text
 
 #: The command a box's agent answers with the WebRTC side of the media probe.
 MEDIA_COMMAND = "ccctl-media-probe"
@@ -126,6 +126,48 @@ class _NoProbe(Exception):
     """The box ended the command without an answer; the message says how."""
 
 
+async def _answer(conn: asyncssh.SSHClientConnection, process: asyncssh.SSHClientProcess[str], offer: str) -> str:
+    """Send the offer and read the box's answer line; the answer SDP.
+
+    The box may end the command before we write (no probe there: the shell answers 127
+    at once, while our offer takes a while to gather), so a refused write is not a
+    network failure: like an answer that never comes, it is judged by what the box said
+    (exit status and stderr, see ``_ended``). A dead connection still raises as such.
+    """
+    try:
+        process.stdin.write(json.dumps({"sdp": offer}) + "\n")
+    except BrokenPipeError:  # "Channel not open for sending": the command has ended
+        line = ""
+    else:
+        line = await process.stdout.readline()
+    if not line:
+        raise await _ended(conn, process)
+    try:
+        sdp = json.loads(line)["sdp"]
+    except (ValueError, KeyError, TypeError):
+        raise _NoProbe(f"{MEDIA_COMMAND} answer is not {{\"sdp\": ...}} JSON") from None
+    if not isinstance(sdp, str):
+        raise _NoProbe(f"{MEDIA_COMMAND} answer is not {{\"sdp\": ...}} JSON")
+    return sdp
+
+
+async def _ended(conn: asyncssh.SSHClientConnection, process: asyncssh.SSHClientProcess[str]) -> Exception:
+    """Why the probe command ended without answering, from its exit status and stderr.
+
+    Exit 127, or a shell saying the command is not found, means the box has no probe; any other end is
+    reported with its status and the first of its stderr. A command that ended because
+    the connection did is the connection's failure (UNREACHABLE), not the box's answer.
+    """
+    done = await process.wait(check=False)
+    err = " ".join(str(done.stderr or "").split())
+    no_status = (done.exit_status is None or done.exit_status < 0) and not done.exit_signal
+    if no_status and conn.is_closed():
+        return asyncssh.ConnectionLost("SSH connection closed")
+    if done.exit_status == NOT_FOUND or (MEDIA_COMMAND in err and "not found" in err.lower()):
+        return _NoProbe("box has no media probe")
+    return _NoProbe(f"{MEDIA_COMMAND} exited {exit_text(done)}" + (f": {err[:120]}" if err else ""))
+
+
 async def _exchange(conn: asyncssh.SSHClientConnection, deadline: float) -> dict[str, Any]:
     """Run the probe command on ``conn`` and measure; raises on any failure."""
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -152,18 +194,7 @@ async def _exchange(conn: asyncssh.SSHClientConnection, deadline: float) -> dict
     try:
         with gather_only_on(local_ip):
             await pc.setLocalDescription(await pc.createOffer())
-        process.stdin.write(json.dumps({"sdp": pc.localDescription.sdp}) + "\n")
-        line = await process.stdout.readline()
-        if not line:
-            done = await process.wait(check=False)
-            if done.exit_status == NOT_FOUND:
-                raise _NoProbe("box has no media probe")
-            err = " ".join(str(done.stderr or "").split())[:120]
-            raise _NoProbe(f"{MEDIA_COMMAND} exited {done.exit_status}" + (f": {err}" if err else ""))
-        try:
-            sdp = json.loads(line)["sdp"]
-        except (ValueError, KeyError, TypeError):
-            raise _NoProbe(f"{MEDIA_COMMAND} answer is not {{\"sdp\": ...}} JSON") from None
+        sdp = await _answer(conn, process, pc.localDescription.sdp)
         await pc.setRemoteDescription(RTCSessionDescription(only_peer(sdp, peer_ip), "answer"))
         await opened
         return await _measure(channel, echoes, deadline - TEARDOWN_S)

@@ -11,7 +11,6 @@ import asyncio
 import errno
 import functools
 import ipaddress
-import json
 import os
 import socket
 import struct
@@ -30,13 +29,14 @@ from ccctl.rollcall.pool import (
     exec_command,
     kernel_rtt_ms,
 )
+from ccctl.rollcall.shfacts import AGENT, PROBE_COMMAND, SERVE_FLAG, SERVE_PROBE_COMMAND, parse_facts, parse_line
 
-#: The command every site box answers with one line of JSON facts.
-DIAG_COMMAND = "ccctl-diag"
+#: The agent's name on a box: it answers with one line of JSON facts.
+DIAG_COMMAND = AGENT
 
 #: The agent's long-lived form, kept open per pooled connection: it answers every line it
-#: reads with the same JSON line, until EOF. Boxes without it get DIAG_COMMAND per probe.
-SERVE_COMMAND = f"{DIAG_COMMAND} --serve"
+#: reads with the same JSON line, until EOF.
+SERVE_COMMAND = f"{DIAG_COMMAND} {SERVE_FLAG}"
 
 #: The fact under which ssh_probe records how long ccctl-diag took (exec round trip, ms).
 EXEC_FACT = "ssh_exec_ms"
@@ -220,33 +220,20 @@ def _short(text: str, limit: int = 200) -> str:
 
 
 def parse_diag(stdout: str) -> dict[str, Any]:
-    """The facts from ``ccctl-diag`` output: its last non-empty line, a JSON object.
+    """The facts from the SSH stage's output: the agent's JSON or the ``sh`` facts line.
 
-    Taking the last line tolerates a login banner or shell noise before the JSON.
-    Raises ValueError with a short message when the output is not a JSON object.
+    See ``shfacts.parse_facts``; raises ValueError with a short message otherwise.
     """
-    lines = [line for line in stdout.splitlines() if line.strip()]
-    if not lines:
-        raise ValueError("empty diag output")
-    try:
-        facts = json.loads(lines[-1])
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"diag output is not JSON ({exc.msg})") from None
-    if not isinstance(facts, dict):
-        raise ValueError("diag output is not a JSON object")
-    return facts
+    return parse_facts(stdout)
 
 
 def _parse_answer(line: bytes) -> dict[str, Any]:
-    """The facts from one serve answer line (already the JSON line, no banner to skip)."""
+    """The facts from one serve answer line (already the facts line, no banner to skip)."""
     try:
-        facts = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
-        raise ValueError(f"diag output is not JSON ({msg})") from None
-    if not isinstance(facts, dict):
-        raise ValueError("diag output is not a JSON object")
-    return facts
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("diag output is not JSON (not UTF-8)") from None
+    return parse_line(text.strip())
 
 
 async def ssh_probe(
@@ -255,11 +242,12 @@ async def ssh_probe(
     client_key: ClientKey = None,
     pool: ConnectionPool | None = None,
 ) -> ProbeOutcome:
-    """Log in with host-key verification, run ``ccctl-diag`` and return its facts.
+    """Log in with host-key verification, read the box's facts and return them.
 
-    With a pool the diagnostics come from the connection's long-lived serve session
-    (one line out, one JSON line back) where the box has one, else from one command per
-    probe. ``rtt_ms`` (and the ``ssh_exec_ms`` fact) is the diagnostics round trip (the
+    The facts come from ``ccctl-diag`` where the box has it, else from one ``sh`` line
+    (``shfacts.PROBE_COMMAND``; ``facts_via`` says which). With a pool they come from the
+    connection's long-lived serve session (one line out, one line back) where the box
+    keeps one, else from one command per probe. ``rtt_ms`` (and the ``ssh_exec_ms`` fact) is the diagnostics round trip (the
     serve request, or channel open, command and exit status), never the login;
     ``net_rtt_ms`` is the SSH connection's TCP RTT as the kernel measured it. The whole
     probe, login included, is bounded by ``timeout``.
@@ -268,10 +256,11 @@ async def ssh_probe(
     try:
         async with asyncio.timeout(timeout):
             if pool is not None:
-                answer = await pool.serve_query(endpoint, SERVE_COMMAND, timeout=timeout, client_key=client_key)
+                answer = await pool.serve_query(endpoint, SERVE_PROBE_COMMAND, timeout=timeout,
+                                                client_key=client_key)
             if answer is None:
                 result, rtt_ms, net_rtt_ms = await exec_command(
-                    endpoint, DIAG_COMMAND, timeout=timeout, client_key=client_key, pool=pool
+                    endpoint, PROBE_COMMAND, timeout=timeout, client_key=client_key, pool=pool
                 )
     except Exception as exc:  # noqa: BLE001 - a site's failure is a result, not a crash
         state, reason = describe_error(exc, timeout)
@@ -287,7 +276,7 @@ async def ssh_probe(
         return ProbeOutcome(CheckState.OK, "", answer.exec_ms, facts, answer.net_rtt_ms)
     if result.exit_status != 0:
         detail = _short(_text(result.stderr) or _text(result.stdout), 120)
-        status = _exit_text(result)
+        status = exit_text(result)
         reason = f"{DIAG_COMMAND} exited {status}" + (f": {detail}" if detail else "")
         return ProbeOutcome(CheckState.ERROR, reason, rtt_ms, net_rtt_ms=net_rtt_ms)
     try:
@@ -298,7 +287,7 @@ async def ssh_probe(
     return ProbeOutcome(CheckState.OK, "", rtt_ms, facts, net_rtt_ms)
 
 
-def _exit_text(result: asyncssh.SSHCompletedProcess) -> str:
+def exit_text(result: asyncssh.SSHCompletedProcess) -> str:
     """``3`` or ``signal KILL``: how the remote command ended."""
     if result.exit_status is not None and result.exit_status >= 0:
         return str(result.exit_status)

@@ -26,9 +26,6 @@ from ccctl.rollcall.state import StateTracker
 
 T = TypeVar("T")
 
-#: Stages a roll-call knows, in the order they make sense.
-KNOWN_STAGES = ("tcp", "ssh", "media")
-
 NO_ENDPOINT = "no endpoint configured"
 
 
@@ -45,7 +42,139 @@ class ExecResult:
     duration_ms: float = 0.0
 
 
+#: The SSH engines a run can use; ``auto`` (see ``resolve_engine``) picks one of them.
 ENGINES = ("asyncssh", "libssh2")
+ENGINE_CHOICES = ("auto", *ENGINES)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every stage of one run shares, fixed once per run."""
+
+    timeout: float
+    client_key: ClientKey
+    pool: ConnectionPool | None
+    cold_libssh2: bool  # the libssh2 engine without a pool: SSH checks run in C (fastssh)
+
+
+#: One stage: (endpoint, the run, the outcome so far) -> its outcome.
+StageProbe = Callable[[Endpoint, _Run, ProbeOutcome], Awaitable[ProbeOutcome]]
+
+
+async def _tcp_stage(endpoint: Endpoint, run: _Run, before: ProbeOutcome) -> ProbeOutcome:
+    """TCP reachability; its handshake RTT kept as the ``tcp_rtt_ms`` fact.
+
+    Warm (a live pooled connection to the box), the open SSH connection under keepalives
+    already proves reachability and its kernel RTT stands for the handshake.
+    """
+    pooled_rtt = run.pool.live_rtt_ms(endpoint) if run.pool is not None else None
+    if pooled_rtt is not None:
+        outcome = ProbeOutcome(CheckState.OK, rtt_ms=pooled_rtt)
+    else:
+        outcome = await tcp_probe(endpoint, run.timeout)
+    if outcome.rtt_ms is not None:
+        outcome.facts["tcp_rtt_ms"] = round(outcome.rtt_ms, 3)
+    return outcome
+
+
+async def _ssh_stage(endpoint: Endpoint, run: _Run, before: ProbeOutcome) -> ProbeOutcome:
+    """SSH login and the box's facts (agent or ``sh``), in C for cold libssh2 runs."""
+    if run.cold_libssh2:
+        return await fastssh.fast_ssh_probe(endpoint, run.timeout, run.client_key)
+    return await ssh_probe(endpoint, run.timeout, run.client_key, run.pool)
+
+
+async def _media_stage(endpoint: Endpoint, run: _Run, before: ProbeOutcome) -> ProbeOutcome:
+    """The WebRTC media probe, always on asyncssh (libssh2 has no channel API here); without a
+    kernel RTT of its own it keeps the SSH stage's."""
+    media = await media_probe(endpoint, run.timeout, run.client_key, run.pool)
+    if media.net_rtt_ms is None:
+        media.net_rtt_ms = before.net_rtt_ms
+    return media
+
+
+#: The stages a roll-call knows: name -> (probe, stages that must come before it).
+STAGES: dict[str, tuple[StageProbe, tuple[str, ...]]] = {
+    "tcp": (_tcp_stage, ()),
+    "ssh": (_ssh_stage, ()),
+    "media": (_media_stage, ("ssh",)),  # signalling runs over SSH
+}
+KNOWN_STAGES = tuple(STAGES)
+
+
+def parse_stages(spec: str | Sequence[str]) -> tuple[str, ...]:
+    """The stage list of ``tcp,ssh,media`` (or a sequence of names), checked; ValueError if not."""
+    stages = tuple(s.strip() for s in spec.split(",")) if isinstance(spec, str) else tuple(spec)
+    stages = tuple(s for s in stages if s)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        raise ValueError(f"unknown roll-call stages {unknown}; known: {', '.join(KNOWN_STAGES)}")
+    if len(set(stages)) != len(stages):
+        raise ValueError(f"a roll-call stage is named twice in {','.join(stages)}")
+    for index, stage in enumerate(stages):
+        for needed in STAGES[stage][1]:
+            if needed not in stages[:index]:
+                why = " (signalling runs over SSH)" if (stage, needed) == ("media", "ssh") else ""
+                raise ValueError(f"the {stage} stage needs the {needed} stage before it{why}")
+    return stages
+
+
+def check_stages(stages: Sequence[str]) -> None:
+    """Raise ValueError unless ``stages`` are known, once each, each after what it requires."""
+    parse_stages(stages)
+
+
+def check_engine(engine: str) -> None:
+    """Raise ValueError unless ``engine`` is one a run can use here."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown SSH engine {engine!r}; known: {', '.join(ENGINES)}")
+    if engine == "libssh2" and (why := fastssh.available()) is not None:
+        raise ValueError(f"the libssh2 engine is not available: {why}")
+
+
+def resolve_engine(choice: str, pooled: bool) -> str:
+    """The SSH engine a run uses: ``auto`` is libssh2 for cold rounds when it is installed.
+
+    Pooled rounds always use asyncssh, whose connections the pool keeps open. Raises
+    ValueError for an unknown choice, or libssh2 asked for where it is not installed.
+    """
+    if choice not in ENGINE_CHOICES:
+        raise ValueError(f"unknown SSH engine {choice!r}: use {', '.join(ENGINE_CHOICES)}")
+    if pooled or choice == "asyncssh":
+        return "asyncssh"
+    if choice == "libssh2":
+        check_engine(choice)
+        return choice
+    return "libssh2" if fastssh.available() is None else "asyncssh"
+
+
+_Step = Callable[[Endpoint, _Run, ProbeOutcome], Awaitable[tuple[ProbeOutcome, str]]]
+
+
+def _plan(stages: tuple[str, ...], run: _Run) -> list[_Step]:
+    """The steps of one site's check, made once per run from the stage table.
+
+    A cold libssh2 run fuses ``tcp`` and ``ssh`` into one connection (``fastssh``);
+    every other stage is its table entry.
+    """
+    steps: list[_Step] = []
+    rest = stages
+    if run.cold_libssh2 and stages[:2] == ("tcp", "ssh"):
+        async def fused(endpoint: Endpoint, run: _Run, before: ProbeOutcome) -> tuple[ProbeOutcome, str]:
+            return await fastssh.fast_tcp_ssh_probe(endpoint, run.timeout, run.client_key)
+
+        steps.append(fused)
+        rest = stages[2:]
+    for name in rest:
+        steps.append(_named(name, STAGES[name][0]))
+    return steps
+
+
+def _named(name: str, probe: StageProbe) -> _Step:
+    async def step(endpoint: Endpoint, run: _Run, before: ProbeOutcome) -> tuple[ProbeOutcome, str]:
+        return await probe(endpoint, run, before), name
+
+    return step
 
 
 async def _fan_out(
@@ -67,65 +196,22 @@ async def _fan_out(
             group.create_task(worker())
 
 
-async def _run_stages(
-    endpoint: Endpoint,
-    stages: Sequence[str],
-    *,
-    timeout: float,
-    client_key: ClientKey,
-    pool: ConnectionPool | None,
-    engine: str = "asyncssh",
-) -> tuple[ProbeOutcome, str]:
-    """Run the stages in order, stopping at the first that fails; (last outcome, its stage).
+async def _run_stages(endpoint: Endpoint, steps: Sequence[_Step], run: _Run) -> tuple[ProbeOutcome, str]:
+    """Run the steps in order, stopping at the first that fails; (last outcome, its stage).
 
-    The TCP handshake RTT is kept in the facts as ``tcp_rtt_ms`` (the SSH stage adds
-    ``ssh_exec_ms`` itself), so the registry holds every stage's timing. With the
-    ``libssh2`` engine and no pool, a cold check runs in C (``fastssh``); tcp+ssh then share
-    one connection, and a media stage after them runs on asyncssh. The media stage keeps
-    the SSH stage's facts and adds its own (``media_*``).
+    Facts accumulate: each stage's outcome carries the facts of the stages before it
+    (``tcp_rtt_ms``, the SSH stage's facts and ``ssh_exec_ms``, then ``media_*``), so the
+    registry holds every stage's timing.
     """
-    if engine == "libssh2" and pool is None and tuple(stages[:2]) == ("tcp", "ssh"):
-        outcome, stage = await fastssh.fast_tcp_ssh_probe(endpoint, timeout, client_key)
-        rest = stages[2:]
-    else:
-        outcome, stage, rest = ProbeOutcome(CheckState.OK), "", stages
-    tcp_rtt: float | None = None
-    for stage in rest if outcome.state is CheckState.OK else ():
-        if stage == "tcp":
-            pooled_rtt = pool.live_rtt_ms(endpoint) if pool is not None else None
-            if pooled_rtt is not None:  # warm: the open SSH connection proves reachability
-                outcome, tcp_rtt = ProbeOutcome(CheckState.OK, rtt_ms=pooled_rtt), pooled_rtt
-                continue
-            outcome = await tcp_probe(endpoint, timeout)
-            tcp_rtt = outcome.rtt_ms
-        elif stage == "media":  # always on asyncssh: the libssh2 engine has no channel API here
-            outcome = _after(outcome, await media_probe(endpoint, timeout, client_key, pool))
-        elif engine == "libssh2" and pool is None:
-            outcome = await fastssh.fast_ssh_probe(endpoint, timeout, client_key)
-        else:  # "ssh"; validated by the caller
-            outcome = await ssh_probe(endpoint, timeout, client_key, pool)
+    outcome, stage = ProbeOutcome(CheckState.OK), ""
+    for step in steps:
+        before = outcome
+        outcome, stage = await step(endpoint, run, before)
+        if before.facts:
+            outcome.facts = {**before.facts, **outcome.facts}
         if outcome.state is not CheckState.OK:
             break
-    if tcp_rtt is not None:
-        outcome.facts = {**outcome.facts, "tcp_rtt_ms": round(tcp_rtt, 3)}
     return outcome, stage
-
-
-def _after(before: ProbeOutcome, media: ProbeOutcome) -> ProbeOutcome:
-    """The media outcome carrying the SSH stage's facts, and its kernel RTT if media has none."""
-    media.facts = {**before.facts, **media.facts}
-    if media.net_rtt_ms is None:
-        media.net_rtt_ms = before.net_rtt_ms
-    return media
-
-
-def check_stages(stages: Sequence[str]) -> None:
-    """Raise ValueError unless ``stages`` are known and media, if asked, follows ssh."""
-    unknown = [s for s in stages if s not in KNOWN_STAGES]
-    if unknown or not stages:
-        raise ValueError(f"unknown roll-call stages {unknown}; known: {', '.join(KNOWN_STAGES)}")
-    if "media" in stages and ("ssh" not in stages or stages.index("ssh") > stages.index("media")):
-        raise ValueError("the media stage needs the ssh stage before it (signalling runs over SSH)")
 
 
 async def run_rollcall(
@@ -157,17 +243,15 @@ async def run_rollcall(
     ``classify.link_rtt_ms``); the stages' own timings are in the facts. Site failures
     never raise; an exception from ``on_result`` aborts the run, as it is the caller's bug.
     """
-    if engine not in ENGINES:
-        raise ValueError(f"unknown SSH engine {engine!r}; known: {', '.join(ENGINES)}")
-    if engine == "libssh2" and (why := fastssh.available()) is not None:
-        raise ValueError(f"the libssh2 engine is not available: {why}")
-    check_stages(stages)
+    check_engine(engine)
+    stages = parse_stages(stages)
+    run = _Run(timeout, client_key, pool, cold_libssh2=engine == "libssh2" and pool is None)
+    steps = _plan(stages, run)
     per_site = site_timeout if site_timeout is not None else timeout * len(stages) + 1.0
     # The fused libssh2 tcp+ssh check bounds itself (each stage by ``timeout``, in its own
     # reactor); when that bound is within ``per_site`` an asyncio timeout scope per site
     # would only add a timer and a cancel scope to every check of a cold run.
-    self_bounded = (engine == "libssh2" and pool is None and tuple(stages) == ("tcp", "ssh")
-                    and per_site > fastssh.fused_bound(timeout))
+    self_bounded = run.cold_libssh2 and stages == ("tcp", "ssh") and per_site > fastssh.fused_bound(timeout)
     tracker = tracker or StateTracker(retries=retries)
     past = history or {}
     results: list[CheckResult | None] = [None] * len(targets)
@@ -188,9 +272,7 @@ async def run_rollcall(
             else:
                 try:
                     async with asyncio.timeout(per_site):
-                        outcome, stage = await _run_stages(
-                            endpoint, stages, timeout=timeout, client_key=client_key, pool=pool, engine=engine
-                        )
+                        outcome, stage = await _run_stages(endpoint, steps, run)
                 except TimeoutError:
                     outcome = ProbeOutcome(CheckState.TIMEOUT, f"site check exceeded {per_site:g} s")
             if not outcome.state.is_down or attempts > retries:

@@ -16,10 +16,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ccctl.config import Config, RollcallConfig
 from ccctl.errors import Busy, UsageError
 from ccctl.models import CheckResult, CheckState, Site
 
@@ -28,21 +29,26 @@ NAGIOS = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
 
 @dataclass(frozen=True)
 class RollcallOptions:
-    """What one roll-call does; defaults come from the [rollcall] config section."""
+    """What one roll-call does, checked: build it with ``options_from_config``.
 
-    stages: tuple[str, ...] = ("tcp", "ssh")
-    concurrency: int = 64
-    timeout_s: float = 5.0
-    retries: int = 1
-    warn_pct: float = 5.0
-    crit_pct: float = 20.0
-    rtt_warn_ms: float = 300.0
-    exec_warn_ms: float = 1000.0
-    verify_host_keys: bool = True
-    keepalive_s: int = 30
-    client_key: str | None = None
-    engine: str = "auto"
-    persistent: bool = True
+    The fields named as in ``RollcallConfig`` take its values (its defaults are the shipped
+    ones, so none are restated here); ``stages`` is the parsed list, ``engine`` a choice of
+    ``runner.ENGINE_CHOICES``; the SSH ones come from ``SshConfig``.
+    """
+
+    stages: tuple[str, ...]
+    concurrency: int
+    timeout_s: float
+    retries: int
+    warn_pct: float
+    crit_pct: float
+    rtt_warn_ms: float
+    exec_warn_ms: float
+    persistent: bool
+    engine: str
+    verify_host_keys: bool
+    keepalive_s: int
+    client_key: str | None
 
 
 @dataclass
@@ -75,19 +81,28 @@ class RunOutcome:
                 f"seconds={self.seconds:.3f}")
 
 
-def options_from_config(config: Any, **overrides: Any) -> RollcallOptions:
-    """RollcallOptions from a ``ccctl.config.Config``, with the given fields overridden
-    (``None`` overrides are ignored, so CLI options left unset keep the configured value)."""
-    rc = config.rollcall
-    values: dict[str, Any] = {
-        "stages": tuple(s.strip() for s in rc.stages.split(",") if s.strip()),
-        "concurrency": rc.concurrency, "timeout_s": rc.timeout_s, "retries": rc.retries, "warn_pct": rc.warn_pct,
-        "crit_pct": rc.crit_pct, "rtt_warn_ms": rc.rtt_warn_ms, "exec_warn_ms": rc.exec_warn_ms,
-        "verify_host_keys": config.ssh.verify_host_keys,
-        "keepalive_s": config.ssh.keepalive_s, "engine": rc.engine, "persistent": rc.persistent,
-        "client_key": str(config.client_key_path) if config.client_key_path.exists() else None,
-    }
+def options_from_config(config: Config, **overrides: Any) -> RollcallOptions:
+    """RollcallOptions from a ``Config``, with the given fields overridden, checked once.
+
+    ``None`` overrides are ignored, so CLI options left unset keep the configured value.
+    ``stages`` (config text or override, ``tcp,ssh,media`` or a sequence) is parsed and
+    checked here, and the engine choice too: UsageError names the bad value.
+    """
+    from ccctl.rollcall.runner import ENGINE_CHOICES, parse_stages
+
+    names = {f.name for f in fields(RollcallOptions)}
+    values: dict[str, Any] = {f.name: getattr(config.rollcall, f.name) for f in fields(RollcallConfig)
+                              if f.name in names}
+    values.update(verify_host_keys=config.ssh.verify_host_keys, keepalive_s=config.ssh.keepalive_s,
+                  client_key=str(config.client_key_path) if config.client_key_path.exists() else None)
     values.update({k: v for k, v in overrides.items() if v is not None})
+    spec = values["stages"]
+    try:
+        values["stages"] = parse_stages(spec)
+    except ValueError as exc:
+        raise UsageError(f"stages: {exc} (got {spec if isinstance(spec, str) else ','.join(spec)!r})") from None
+    if values["engine"] not in ENGINE_CHOICES:
+        raise UsageError(f"unknown SSH engine {values['engine']!r}: use {', '.join(ENGINE_CHOICES)}")
     return RollcallOptions(**values)
 
 
@@ -170,20 +185,13 @@ async def rollcall(db: Any, sites: list[Site], options: RollcallOptions, *, repe
 
 
 def resolve_engine(choice: str, pooled: bool) -> str:
-    """The SSH engine a run uses: ``auto`` is libssh2 for cold rounds when it is installed.
+    """The SSH engine a run uses (``runner.resolve_engine``); UsageError if it cannot run here."""
+    from ccctl.rollcall import runner
 
-    Pooled rounds always use asyncssh, whose connections the pool keeps open.
-    """
-    from ccctl.rollcall import fastssh
-
-    if choice not in ("auto", "asyncssh", "libssh2"):
-        raise UsageError(f"unknown SSH engine {choice!r}: use auto, asyncssh or libssh2")
-    if pooled or choice == "asyncssh":
-        return "asyncssh"
-    why = fastssh.available()
-    if choice == "libssh2" and why is not None:
-        raise UsageError(f"the libssh2 engine is not available: {why}")
-    return "libssh2" if why is None else "asyncssh"
+    try:
+        return runner.resolve_engine(choice, pooled)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 async def _round(db: Any, sites: list[Site], options: RollcallOptions, pool: Any, engine: str, round_no: int,

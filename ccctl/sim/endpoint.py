@@ -1,8 +1,10 @@
 """One simulated bridge-point box: its address, its SSH behaviour and its diagnostics.
 
 A real site runs an SSH server that answers ``ccctl-diag`` with one line of JSON (and
-``ccctl-diag --serve`` with one such line per line read, for pooled roll-calls); the
-simulator reproduces that on loopback so roll-calls, the demo and benchmarks exercise the real
+``ccctl-diag --serve`` with one such line per line read, for pooled roll-calls), or, without
+the agent (fault ``noagent``), the roll-call's ``sh`` fallback line; the simulator
+reproduces that (recognising the roll-call's own command lines, which a box runs through
+``sh``) on loopback so roll-calls, the demo and benchmarks exercise the real
 client code. Thousands of these live in one process, so the per-endpoint state is a few small
 slotted objects and all endpoints share one ``SSHServer`` subclass and one process handler.
 """
@@ -18,7 +20,8 @@ from typing import Any
 
 import asyncssh
 
-from ccctl.sim.faults import AUTHFAIL, DISKFULL, FLAP, NOCAM, NOMIC, Fault
+from ccctl.rollcall.shfacts import PROBE_COMMAND, SERVE_PROBE_COMMAND, sh_line
+from ccctl.sim.faults import AUTHFAIL, DISKFULL, FLAP, NOAGENT, NOCAM, NOMIC, Fault
 from ccctl.sim.mediaprobe import answer_media_probe
 
 AGENT_VERSION = "1.4.2"
@@ -227,6 +230,15 @@ async def handle_process(process: asyncssh.SSHServerProcess[str]) -> None:
 async def _exec(process: asyncssh.SSHServerProcess[str], endpoint: SimEndpoint,
                 command: str) -> int:
     """Run the tiny command set of a simulated box and return its exit status."""
+    agent = endpoint.fault_kind != NOAGENT
+    # The roll-call's own command lines first, by exact text: no parse on the hot path.
+    if command == SERVE_PROBE_COMMAND or (agent and command == f"{DIAG_COMMAND} {SERVE_FLAG}"):
+        return await _serve(process, endpoint)
+    if command == PROBE_COMMAND or (agent and command == DIAG_COMMAND):
+        if endpoint.slow_s and not await _pause(process, endpoint.slow_s):
+            return 0
+        process.stdout.write(_facts_line(endpoint))
+        return 0
     try:
         argv = shlex.split(command)
     except ValueError as exc:
@@ -236,14 +248,7 @@ async def _exec(process: asyncssh.SSHServerProcess[str], endpoint: SimEndpoint,
         return 0
     name, args = argv[0], argv[1:]
     site_id = endpoint.spec.site_id
-    if name == DIAG_COMMAND:
-        if args == [SERVE_FLAG]:
-            return await _serve(process, endpoint)
-        if endpoint.slow_s and not await _pause(process, endpoint.slow_s):
-            return 0
-        process.stdout.write(json.dumps(diagnostics(site_id, endpoint.spec.fault)) + "\n")
-        return 0
-    if name == MEDIA_COMMAND:
+    if name == MEDIA_COMMAND and agent:
         return await answer_media_probe(process, site_id, endpoint.spec.host, endpoint.spec.fault)
     if name == "echo":
         process.stdout.write(" ".join(args) + "\n")
@@ -267,6 +272,14 @@ async def _exec(process: asyncssh.SSHServerProcess[str], endpoint: SimEndpoint,
     return 127
 
 
+def _facts_line(endpoint: SimEndpoint) -> str:
+    """The box's facts answer: the agent's JSON line, or the ``sh`` line without the agent."""
+    facts = diagnostics(endpoint.spec.site_id, endpoint.spec.fault)
+    if endpoint.fault_kind == NOAGENT:
+        return sh_line(facts) + "\n"
+    return json.dumps(facts) + "\n"
+
+
 async def _serve(process: asyncssh.SSHServerProcess[str], endpoint: SimEndpoint) -> int:
     """``ccctl-diag --serve``: answer each line read with the facts, until EOF.
 
@@ -281,7 +294,7 @@ async def _serve(process: asyncssh.SSHServerProcess[str], endpoint: SimEndpoint)
                 return 0
             if endpoint.slow_s and not await _pause(process, endpoint.slow_s):
                 return 0
-            process.stdout.write(json.dumps(diagnostics(endpoint.spec.site_id, endpoint.spec.fault)) + "\n")
+            process.stdout.write(_facts_line(endpoint))
             endpoint.answers += 1
     finally:
         endpoint.serving.discard(process)

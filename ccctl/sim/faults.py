@@ -18,7 +18,8 @@ Kinds: ``down`` (nothing listens: connection refused), ``blackhole`` (SYNs go un
 connect times out), ``slow:MS`` (auth and diagnostics answers delayed by MS milliseconds),
 ``flap`` (every other connection is closed right after accept), ``authfail`` (every client key
 is refused), ``hostkey`` (the served host key differs from the published one), ``nocam``,
-``nomic``, ``diskfull`` (diagnostics report the fault), and, carried for the media stage only,
+``nomic``, ``diskfull`` (diagnostics report the fault), ``noagent`` (no ``ccctl-diag``: the
+box answers the roll-call's ``sh`` fallback line instead), and, carried for the media stage only,
 ``loss:PCT`` and ``bwcap:KBPS``.
 
 Example: ``down=2%,blackhole=1%,slow=3%:800,flap=1%,authfail=1%,hostkey=1%,nocam=2%,seed=7``.
@@ -42,13 +43,14 @@ HOSTKEY = "hostkey"
 NOCAM = "nocam"
 NOMIC = "nomic"
 DISKFULL = "diskfull"
+NOAGENT = "noagent"
 LOSS = "loss"
 BWCAP = "bwcap"
 
 # Kinds that need an argument, with what it means; every other kind takes none.
 ARG_KINDS: dict[str, str] = {SLOW: "milliseconds", LOSS: "percent", BWCAP: "kbps"}
 KINDS: tuple[str, ...] = (
-    DOWN, BLACKHOLE, SLOW, FLAP, AUTHFAIL, HOSTKEY, NOCAM, NOMIC, DISKFULL, LOSS, BWCAP,
+    DOWN, BLACKHOLE, SLOW, FLAP, AUTHFAIL, HOSTKEY, NOCAM, NOMIC, DISKFULL, NOAGENT, LOSS, BWCAP,
 )
 
 _SITE_ID_RE = re.compile(r"[A-Za-z0-9._-]+")

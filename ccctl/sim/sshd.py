@@ -6,7 +6,9 @@ detail. ``SshdServer`` runs ``/usr/sbin/sshd -D -e -f <config>`` on 127.0.0.0/8 
 host key, authorized keys and a ``ForceCommand`` wrapper in a state directory, so tests and
 benchmarks can run the unchanged client against the real thing. The wrapper's agent also
 answers ``ccctl-diag --serve`` (a shell ``while read`` loop, one JSON line per line read),
-the long-lived session a pooled roll-call keeps per connection. sshd needs root (privilege
+the long-lived session a pooled roll-call keeps per connection. With ``agent=False`` the box is
+a plain Linux machine with OpenSSH: no ``ccctl-diag`` anywhere, every command runs through
+``/bin/sh``, and the roll-call reads this host's own ``/proc`` and ``df``. sshd needs root (privilege
 separation), which is why ``sshd_available`` says whether this host can run it at all.
 """
 
@@ -150,9 +152,10 @@ class SshdServer:
     user (root where sshd can run). ``port`` 0 picks a free port. ``facts`` override the
     simulator's stable diagnostics for ``site_id``. ``serve`` False makes the agent an old
     one that knows no ``--serve`` (it ignores its arguments, prints the facts once and
-    exits), so a test can check the client's fallback. Any other command runs through
-    ``sh -c``. Every session is logged with its ``SSH_CONNECTION``, pid and command so a
-    test can tell how many TCP connections and sessions carried its commands
+    exits), so a test can check the client's fallback. ``agent`` False leaves ``ccctl-diag`` out
+    altogether (a plain box). The agent is on the PATH of every command, which runs through
+    ``sh -c`` like a login shell's would, as on a real box. Every session is logged with its
+    ``SSH_CONNECTION``, pid and command so a test can tell how many TCP connections and sessions carried its commands
     (``sessions()``, ``session_log()``).
     Use as a context manager, or ``start()`` / ``stop()``.
     """
@@ -167,6 +170,7 @@ class SshdServer:
         port: int = 0,
         facts: Mapping[str, Any] | None = None,
         serve: bool = True,
+        agent: bool = True,
         start_timeout: float = 10.0,
     ) -> None:
         _check_loopback(host)
@@ -178,6 +182,7 @@ class SshdServer:
         self._port = port
         self._facts = {**diagnostics(site_id), **(facts or {})}
         self._serve = serve
+        self._agent = agent
         self._start_timeout = start_timeout
         self._user = pwd.getpwuid(os.geteuid()).pw_name
         self._host_key: str | None = None
@@ -255,7 +260,10 @@ class SshdServer:
             _write_private(key_path, key.export_private_key("openssh"))
             self._host_key = key.export_public_key("openssh").decode().strip()
         (self.state_dir / "authorized_keys").write_text("".join(f"{k}\n" for k in self._authorized_keys))
-        diag = self.state_dir / DIAG_COMMAND
+        bin_dir = self.state_dir / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        diag = bin_dir / DIAG_COMMAND
+        diag.unlink(missing_ok=True)
         facts = shlex.quote(json.dumps(self._facts))
         # The agent: facts as one JSON line; with --serve one such line per line read, until
         # EOF (printf and read are dash builtins: no fork per answer). The old agent ignores
@@ -266,20 +274,19 @@ class SshdServer:
             "  exit 0\n"
             "fi\n"
         ) if self._serve else ""
-        diag.write_text(f"#!/bin/sh\n{serve}printf '%s\\n' {facts}\n")
-        diag.chmod(0o755)
+        if self._agent:
+            diag.write_text(f"#!/bin/sh\n{serve}printf '%s\\n' {facts}\n")
+            diag.chmod(0o755)
         dispatch = self.state_dir / "force-command.sh"
         # ForceCommand runs for every session; it logs the connection, its pid and the
-        # command, answers the diagnostics itself and passes anything else to sh, like a
-        # box's own shell would. exec keeps the logged pid that of the command.
+        # command, then runs the command through sh like a box's login shell would, with
+        # the agent (if any) on the PATH. exec keeps the logged pid that of the command.
+        path = f"PATH={shlex.quote(str(bin_dir))}:$PATH; export PATH\n" if self._agent else ""
         dispatch.write_text(
             "#!/bin/sh\n"
             f"echo \"$SSH_CONNECTION $$ $SSH_ORIGINAL_COMMAND\" >> {shlex.quote(str(self.state_dir / 'sessions.log'))}\n"
-            "case \"$SSH_ORIGINAL_COMMAND\" in\n"
-            f"  {DIAG_COMMAND}) exec {shlex.quote(str(diag))} ;;\n"
-            f"  '{DIAG_COMMAND} {SERVE_FLAG}') exec {shlex.quote(str(diag))} {SERVE_FLAG} ;;\n"
-            "  '') exec /bin/sh ;;\n"
-            "esac\n"
+            f"{path}"
+            "[ -n \"$SSH_ORIGINAL_COMMAND\" ] || exec /bin/sh\n"
             "exec /bin/sh -c \"$SSH_ORIGINAL_COMMAND\"\n"
         )
         dispatch.chmod(0o755)

@@ -1,7 +1,8 @@
 """A real asyncssh site box on 127.0.0.1 for roll-call tests (after asyncssh tests/server.py).
 
 The box has a host key made in tmp_path, accepts one client key, answers ``ccctl-diag``
-with one line of JSON, ``ccctl-diag --serve`` with one such line per line read (unless
+(and the roll-call's command line, ``shfacts.PROBE_COMMAND``, as a box with the agent would)
+with one line of JSON, ``ccctl-diag --serve`` (``SERVE_PROBE_COMMAND``) with one such line per line read (unless
 ``serve`` is off: then it is an old agent that rejects the flag) and a few shell-like
 commands for ``run_command``. Attributes on ``SiteBox`` switch it into failure modes
 (refuse logins, no camera, slow or silent diagnostics) and count the SSH connections,
@@ -23,6 +24,7 @@ import pytest
 import pytest_asyncio
 
 from ccctl.models import Endpoint
+from ccctl.rollcall.shfacts import PROBE_COMMAND, SERVE_PROBE_COMMAND
 
 
 def default_facts(site_id: str) -> dict[str, Any]:
@@ -119,9 +121,9 @@ async def _handle(box: SiteBox, process: asyncssh.SSHServerProcess[str]) -> None
     """The box's shell: ccctl-diag, echo, exit N, stderr MSG."""
     command = process.command or ""
     box.commands.append(command)
-    if command == "ccctl-diag --serve":
+    if command in (SERVE_PROBE_COMMAND, "ccctl-diag --serve"):
         await _serve(box, process)
-    elif command == "ccctl-diag":
+    elif command in (PROBE_COMMAND, "ccctl-diag"):
         if box.diag_delay == float("inf"):
             await process.channel.wait_closed()  # silent until the client gives up
             return

@@ -20,7 +20,7 @@ def healthy() -> dict[str, object]:
 
 
 def test_parse_diag_takes_last_line_and_wants_object() -> None:
-    assert parse_diag('banner\n{"camera": false}\n') == {"camera": False}
+    assert parse_diag('banner\n{"camera": false}\n') == {"camera": False, "facts_via": "agent"}
     with pytest.raises(ValueError, match="JSON object"):
         parse_diag("[1, 2]")
     with pytest.raises(ValueError, match="empty"):

@@ -273,7 +273,9 @@ async def test_deadlines_fire_in_order_and_never_early(silent_port: int) -> None
     outcomes = await asyncio.gather(probe(2.0), probe(1.1), probe(0.2))
     assert [o.reason for o in outcomes] == [f"no SSH answer within {t:g} s" for t in (2.0, 1.1, 0.2)]
     assert [t for t, _ in finished] == [0.2, 1.1, 2.0]
-    assert all(t <= elapsed < t + 0.8 for t, elapsed in finished), finished
+    # Never early; the upper bound is loose (a loaded machine delays the loop), the order above
+    # is what shows the heap serves the earliest deadline first.
+    assert all(t <= elapsed < t + 3.0 for t, elapsed in finished), finished
 
 
 async def test_a_moved_deadline_replaces_the_old_one() -> None:
@@ -310,13 +312,13 @@ async def test_finished_logins_leave_a_waiting_one_alone(make_box: BoxFactory, s
     box = await make_box()
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    mute = asyncio.create_task(fast_ssh_probe(Endpoint("127.0.0.1", silent_port, host_key=_stranger_host_key()), 1.0))
-    for _ in range(3):
-        ok = await fast_ssh_probe(box.endpoint(), 0.3, box.client_key_path)
+    mute = asyncio.create_task(fast_ssh_probe(Endpoint("127.0.0.1", silent_port, host_key=_stranger_host_key()), 4.0))
+    for _ in range(3):  # each login's 2 s deadline comes due while the mute one waits (loose for a loaded machine)
+        ok = await fast_ssh_probe(box.endpoint(), 2.0, box.client_key_path)
         assert ok.state is CheckState.OK, ok.reason
     outcome = await mute
-    assert (outcome.state, outcome.reason) == (CheckState.TIMEOUT, "no SSH answer within 1 s")
-    assert loop.time() - t0 >= 1.0
+    assert (outcome.state, outcome.reason) == (CheckState.TIMEOUT, "no SSH answer within 4 s")
+    assert loop.time() - t0 >= 4.0
 
 
 async def test_reactor_exists_only_while_a_login_waits(silent_port: int) -> None:

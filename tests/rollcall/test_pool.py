@@ -11,8 +11,9 @@ import pytest
 
 from ccctl.models import CheckResult, CheckState, Endpoint
 from ccctl.rollcall.pool import ClientOptions, ConnectionPool
-from ccctl.rollcall.probes import SERVE_COMMAND, ssh_probe
+from ccctl.rollcall.probes import ssh_probe
 from ccctl.rollcall.runner import run_command, run_rollcall
+from ccctl.rollcall.shfacts import PROBE_COMMAND, SERVE_PROBE_COMMAND
 
 from .conftest import BoxFactory, SiteBox
 
@@ -28,7 +29,7 @@ async def test_second_round_opens_no_connection(make_box: BoxFactory) -> None:
         second = await run_rollcall(targets, stages=("ssh",), client_key=boxes[0].client_key_path, pool=pool)
         assert [b.connections for b in boxes] == [1, 1, 1]
         # One serve session per box carried both rounds: no command per probe.
-        assert [b.commands for b in boxes] == [[SERVE_COMMAND]] * 3
+        assert [b.commands for b in boxes] == [[SERVE_PROBE_COMMAND]] * 3
         assert [b.answers for b in boxes] == [2, 2, 2]
         assert (pool.opened, pool.reused, len(pool)) == (3, 3, 3)
         # ccctl exec shares the same logins.
@@ -51,7 +52,7 @@ async def _rounds(box: SiteBox, pool: ConnectionPool, count: int, **kwargs: obje
 async def test_warm_probe_keeps_fact_and_rtt_semantics(box: SiteBox) -> None:
     async with ConnectionPool() as pool:
         cold, warm = await _rounds(box, pool, 2)
-    assert box.commands == [SERVE_COMMAND] and box.answers == 2
+    assert box.commands == [SERVE_PROBE_COMMAND] and box.answers == 2
     for result in (cold, warm):
         assert result.state is CheckState.OK, result.reason
         assert result.facts["camera"] is True and result.facts["site_id"] == "site-1"
@@ -65,7 +66,7 @@ async def test_probes_sharing_a_connection_pipeline_on_one_session(box: SiteBox)
         outcomes = await asyncio.gather(*(ssh_probe(box.endpoint(), 5.0, box.client_key_path, pool) for _ in range(6)))
         again = await asyncio.gather(*(ssh_probe(box.endpoint(), 5.0, box.client_key_path, pool) for _ in range(6)))
     assert all(o.state is CheckState.OK for o in outcomes + again)
-    assert (box.logins, box.commands, box.answers) == (1, [SERVE_COMMAND], 12)
+    assert (box.logins, box.commands, box.answers) == (1, [SERVE_PROBE_COMMAND], 12)
 
 
 async def test_box_without_serve_falls_back_and_remembers(make_box: BoxFactory) -> None:
@@ -75,7 +76,7 @@ async def test_box_without_serve_falls_back_and_remembers(make_box: BoxFactory) 
     assert [r.state for r in results] == [CheckState.OK] * 3
     assert all(r.facts["site_id"] == "site-1" and r.facts["ssh_exec_ms"] > 0 for r in results)
     # Tried once on the connection, then one command per probe.
-    assert box.commands == [SERVE_COMMAND, "ccctl-diag", "ccctl-diag", "ccctl-diag"]
+    assert box.commands == [SERVE_PROBE_COMMAND, PROBE_COMMAND, PROBE_COMMAND, PROBE_COMMAND]
     assert (box.logins, box.answers) == (1, 0)
 
 
@@ -86,7 +87,7 @@ async def test_killed_serve_session_is_replaced(box: SiteBox) -> None:
         after = await _rounds(box, pool, 2)
     assert [r.state for r in first + after] == [CheckState.OK] * 3, [r.reason for r in after]
     # The same login carried a fresh session, which then served on.
-    assert (box.logins, box.commands, box.answers) == (1, [SERVE_COMMAND, SERVE_COMMAND], 3)
+    assert (box.logins, box.commands, box.answers) == (1, [SERVE_PROBE_COMMAND, SERVE_PROBE_COMMAND], 3)
 
 
 async def test_serve_session_that_keeps_dying_falls_back(box: SiteBox) -> None:
@@ -95,7 +96,7 @@ async def test_serve_session_that_keeps_dying_falls_back(box: SiteBox) -> None:
             assert (await _rounds(box, pool, 1))[0].state is CheckState.OK
             box.kill_serve()
         assert (await _rounds(box, pool, 1))[0].state is CheckState.OK
-    assert box.commands == [SERVE_COMMAND] * 3 + ["ccctl-diag"] * 2
+    assert box.commands == [SERVE_PROBE_COMMAND] * 3 + [PROBE_COMMAND] * 2
     assert box.logins == 1
 
 
@@ -106,7 +107,7 @@ async def test_faults_show_per_answer_on_one_session(box: SiteBox) -> None:
         nocam = await _rounds(box, pool, 1)
         box.diag_output = "not json\n"
         garbled = await _rounds(box, pool, 1)
-    assert box.commands == [SERVE_COMMAND]
+    assert box.commands == [SERVE_PROBE_COMMAND]
     assert healthy[0].state is CheckState.OK
     assert (nocam[0].state, nocam[0].reason) == (CheckState.DEGRADED, "no camera")
     assert garbled[0].state is CheckState.ERROR
@@ -123,7 +124,7 @@ async def test_silent_serve_session_times_out_and_is_dropped(box: SiteBox) -> No
         box.diag_delay = 0.0
         fresh = await ssh_probe(box.endpoint(), 5.0, box.client_key_path, pool)
     assert fresh.state is CheckState.OK, fresh.reason
-    assert (box.logins, box.commands) == (2, [SERVE_COMMAND, SERVE_COMMAND])
+    assert (box.logins, box.commands) == (2, [SERVE_PROBE_COMMAND, SERVE_PROBE_COMMAND])
 
 
 async def test_pool_close_closes_connections(box: SiteBox) -> None:
@@ -146,7 +147,7 @@ async def test_dead_connection_is_replaced_once(box: SiteBox) -> None:
         again = await ssh_probe(box.endpoint(), 5.0, box.client_key_path, pool)
         assert again.state is CheckState.OK, again.reason
         assert (box.logins, pool.opened) == (2, 2)
-        assert box.commands == [SERVE_COMMAND, SERVE_COMMAND]
+        assert box.commands == [SERVE_PROBE_COMMAND, SERVE_PROBE_COMMAND]
 
 
 async def test_changed_host_key_forces_fresh_login(box: SiteBox) -> None:
@@ -164,7 +165,7 @@ async def test_concurrent_acquires_share_one_login(box: SiteBox) -> None:
             *(ssh_probe(box.endpoint(), 5.0, box.client_key_path, pool) for _ in range(5))
         )
         assert all(o.state is CheckState.OK for o in outcomes)
-        assert box.logins == 1 and box.commands == [SERVE_COMMAND] and box.answers == 5
+        assert box.logins == 1 and box.commands == [SERVE_PROBE_COMMAND] and box.answers == 5
 
 
 async def test_timed_out_connection_is_dropped(make_box: BoxFactory) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from ccctl.models import CheckState, Endpoint
 from ccctl.rollcall.probes import ssh_probe, tcp_probe
+from ccctl.rollcall.shfacts import PROBE_COMMAND
 
 from .conftest import BoxFactory, SiteBox
 
@@ -56,7 +57,7 @@ async def test_ssh_probe_ok_returns_facts(box: SiteBox) -> None:
     assert outcome.facts["site_id"] == "site-1"
     assert outcome.facts["camera"] is True
     assert outcome.rtt_ms is not None and outcome.rtt_ms > 0
-    assert box.commands == ["ccctl-diag"]
+    assert box.commands == [PROBE_COMMAND]
     assert box.logins == 1
 
 
@@ -110,7 +111,7 @@ async def test_ssh_probe_silent_diag_times_out(make_box: BoxFactory) -> None:
     outcome = await ssh_probe(box.endpoint(), 0.5, box.client_key_path)
     assert outcome.state is CheckState.TIMEOUT
     assert loop.time() - t0 < 3.0
-    assert box.commands == ["ccctl-diag"]
+    assert box.commands == [PROBE_COMMAND]
 
 
 async def test_ssh_probe_bad_json_and_exit_status(make_box: BoxFactory) -> None:

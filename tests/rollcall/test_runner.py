@@ -9,6 +9,7 @@ import pytest
 from ccctl.models import CheckResult, CheckState, Endpoint
 from ccctl.rollcall.classify import Thresholds
 from ccctl.rollcall.runner import ExecResult, run_command, run_rollcall
+from ccctl.rollcall.shfacts import PROBE_COMMAND
 from ccctl.rollcall.state import StateTracker
 
 from .conftest import BoxFactory
@@ -71,7 +72,7 @@ async def test_rollcall_retries_until_success(make_box: BoxFactory) -> None:
     [result] = await run_rollcall([("s", box.endpoint())], client_key=box.client_key_path, retries=2)
     assert result.state is CheckState.OK
     assert result.attempts == 2
-    assert box.commands == ["ccctl-diag", "ccctl-diag"]
+    assert box.commands == [PROBE_COMMAND, PROBE_COMMAND]
 
 
 async def test_rollcall_retries_exhausted_is_hard(closed_port: int) -> None:
@@ -155,3 +156,4 @@ async def test_run_command_outputs_and_exit_codes(make_box: BoxFactory, closed_p
     assert (failed.state, failed.exit_status, failed.reason) == (CheckState.ERROR, 3, "exit status 3")
     [noisy] = await run_command([("a", ep)], "stderr disk on fire", client_key=box.client_key_path)
     assert (noisy.exit_status, noisy.stderr) == (2, "disk on fire\n")
+
