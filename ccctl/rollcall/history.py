@@ -141,13 +141,17 @@ class RunRecorder:
     """Opens a run, streams its results into ``rollcall_results``, then closes it.
 
     Opening a run first closes the runs whose owners died (``close_dead_runs``), and records
-    this process as the new run's owner.
+    this process as the new run's owner. ``on_written`` is called for each result once it is
+    committed, so what a progress line or a dashboard shows is never lost by a SIGKILL.
     """
 
-    def __init__(self, db: Database, params: dict[str, Any]) -> None:
+    def __init__(self, db: Database, params: dict[str, Any],
+                 on_written: Callable[[CheckResult], None] | None = None) -> None:
         self.db = db
         self.counts: Counter[str] = Counter()
         self._buffer: list[tuple[Any, ...]] = []
+        self._pending: list[CheckResult] = []
+        self._on_written = on_written
         self._last_flush = time.monotonic()
         self.closed_runs = close_dead_runs(db)
         params = {**params, "owner": run_owner()}
@@ -169,6 +173,7 @@ class RunRecorder:
                              int(result.flapping), result.stage, result.reason, result.rtt_ms,
                              result.attempts, _facts_json(result.facts),
                              result.started_at, result.duration_ms))
+        self._pending.append(result)
         if len(self._buffer) >= FLUSH_ROWS or time.monotonic() - self._last_flush >= FLUSH_S:
             self.flush()
 
@@ -182,6 +187,10 @@ class RunRecorder:
                     self._buffer,
                 )
             self._buffer = []
+            written, self._pending = self._pending, []
+            if self._on_written is not None:
+                for result in written:
+                    self._on_written(result)
         self._last_flush = time.monotonic()
 
     def finish(self, status: str, summary: dict[str, Any]) -> None:

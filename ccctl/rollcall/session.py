@@ -204,14 +204,10 @@ async def _round(db: Any, sites: list[Site], options: RollcallOptions, pool: Any
     history = recent_states(db, [s.id for s in sites])
     recorder = RunRecorder(db, {"stages": list(options.stages), "sites": len(sites),
                                 "concurrency": options.concurrency, "timeout_s": options.timeout_s,
-                                "retries": options.retries, "round": round_no, "engine": engine})
+                                "retries": options.retries, "round": round_no, "engine": engine},
+                           on_written=on_result)
     outcome = RunOutcome(recorder.run_id, len(sites))
     started = time.perf_counter()
-
-    def record(result: CheckResult) -> None:
-        recorder.add(result)
-        if on_result is not None:
-            on_result(result)
 
     async def flush_often() -> None:
         # Results are written at least every FLUSH_S even while slow sites hold the run,
@@ -226,7 +222,7 @@ async def _round(db: Any, sites: list[Site], options: RollcallOptions, pool: Any
                            stages=options.stages, concurrency=options.concurrency, timeout=options.timeout_s,
                            retries=options.retries, client_key=options.client_key, pool=pool,
                            thresholds=Thresholds(rtt_warn_ms=options.rtt_warn_ms, exec_warn_ms=options.exec_warn_ms),
-                           on_result=record,
+                           on_result=recorder.add,
                            history=history, engine=engine)
     except BaseException:
         outcome.status = "interrupted"

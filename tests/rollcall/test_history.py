@@ -42,3 +42,21 @@ def test_dead_runs_are_closed_and_diff_skips_what_they_missed(db_url: str) -> No
             "SELECT started_at FROM rollcall_runs WHERE id = ?", (killed.run_id,))[0][0], 2)
         assert close_dead_runs(db) == []  # once
         assert compare_runs(db, killed.run_id, first.run_id).not_checked == {killed.run_id: ["b"]}
+
+
+def test_results_reach_the_caller_only_once_written(db_url: str) -> None:
+    """What a progress line or the dashboard shows is in the registry: a SIGKILL cannot take it."""
+    with open_registry(db_url) as db:
+        seen: list[tuple[str, int]] = []
+
+        def written(result: CheckResult) -> None:
+            rows = db.query("SELECT COUNT(*) FROM rollcall_results WHERE run_id = ? AND site_id = ?",
+                            (recorder.run_id, result.site_id))
+            seen.append((result.site_id, int(rows[0][0])))
+
+        recorder = RunRecorder(db, {"sites": 2}, on_written=written)
+        recorder.add(_result("a", CheckState.OK, 1000.0))
+        recorder.add(_result("b", CheckState.TIMEOUT, 1000.5))
+        assert all(count == 1 for _site, count in seen)  # flushed by age or not yet shown
+        recorder.finish("finished", {"sites": 2})
+        assert seen == [("a", 1), ("b", 1)]
