@@ -150,3 +150,26 @@ def test_unexpected_os_error_is_one_line(ccctl: Ccctl, tmp_path: Path) -> None:
     result = ccctl("sites", "export", str(tmp_path / "no" / "such" / "dir" / "x.csv"))
     assert result.exit_code == 1 and result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
     assert "Traceback" not in result.stderr
+
+
+def test_acting_commands_need_a_filter_or_all(ccctl: Ccctl) -> None:
+    ccctl("sites", "generate", "--province", "bac lieu")
+    count = len(ccctl.json("sites", "list"))
+    for query in ("%", "_", "'", "--", ".*"):
+        result = ccctl("sites", "remove", "--search", query, "--yes")
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert "no letter or digit" in result.stderr
+        listing = ccctl("sites", "list", "--search", query)
+        assert listing.exit_code == 2 and listing.stdout == ""
+    assert ccctl("sites", "remove", "--yes").exit_code == 2
+    both = ccctl("sites", "remove", "--all", "--province", "bac lieu", "--yes")
+    assert both.exit_code == 2 and "without filters" in both.stderr
+    exec_all = ccctl("exec", "--", "true")
+    assert exec_all.exit_code == 2 and "--all for every site" in exec_all.stderr
+    assert len(ccctl.json("sites", "list")) == count
+    huge = ccctl("sites", "list", "--search", "x" * 100_000)
+    assert huge.exit_code == 2 and huge.stderr == "Error: --search is 100000 characters long; at most 200\n"
+    province = ccctl("sites", "list", "--province", "9")
+    assert province.exit_code == 2 and province.stderr == "Error: no province matches '9'\n"
+    assert ccctl("sites", "remove", "--all", "--yes").exit_code == 0
+    assert ccctl.json("sites", "list") == []

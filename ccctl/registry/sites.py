@@ -16,7 +16,7 @@ from typing import Any
 from ccctl.errors import NotFound, UsageError
 from ccctl.models import SCHEMES, TIERS, Site
 from ccctl.registry.db import Database
-from ccctl.registry.units import require_scheme, resolve
+from ccctl.registry.units import LIKE_ESCAPE, like_contains, require_scheme, resolve
 from ccctl.textfold import fold
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -145,6 +145,40 @@ class SiteFilter:
         """True when no filter narrows the selection (``enabled_only`` is not a choice of sites)."""
         return not any(getattr(self, f.name) for f in fields(self) if f.name != "enabled_only")
 
+    def check(self) -> None:
+        """UsageError for a filter that would select nothing meaningful, or too long to be one.
+
+        A given filter must narrow: ``--search '%'`` folds to no word at all and used to select
+        every site. Lengths are bounded so that a huge value is a usage error, not a database one.
+        """
+        if len(self.ids) > MAX_FILTER_IDS:
+            raise UsageError(f"too many --site ids ({len(self.ids)}; at most {MAX_FILTER_IDS})")
+        for site_id in self.ids:
+            if not site_id.strip() or len(site_id) > 64:
+                raise UsageError(f"bad site id {shorten(site_id)} (1 to 64 characters)")
+        for name in ("province", "district", "unit", "tag", "tier", "search"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if len(value) > MAX_FILTER_LEN:
+                raise UsageError(f"--{name} is {len(value)} characters long; at most {MAX_FILTER_LEN}")
+            empty = not fold(value) if name in ("province", "district", "search") else not value.strip()
+            if empty:
+                raise UsageError(f"--{name} {shorten(value)} has no letter or digit to match")
+        if self.search and len(fold(self.search).split()) > MAX_SEARCH_WORDS:
+            raise UsageError(f"--search has more than {MAX_SEARCH_WORDS} words")
+
+
+MAX_FILTER_LEN = 200
+MAX_FILTER_IDS = 10_000
+MAX_SEARCH_WORDS = 16
+
+
+def shorten(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters, for one-line error messages."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 5]}...{text[-2:]}"
+
 
 _SELECT = (
     "SELECT s.id, s.name, s.scheme, s.unit_code, s.host, s.ssh_port, s.ssh_user, s.host_key, "
@@ -159,6 +193,7 @@ _SELECT = (
 
 def _where(db: Database, flt: SiteFilter) -> tuple[str, list[Any]]:
     """SQL conditions and parameters for a filter; names resolve through the units table."""
+    flt.check()
     where: list[str] = []
     params: list[Any] = []
     if flt.ids:
@@ -176,8 +211,8 @@ def _where(db: Database, flt: SiteFilter) -> tuple[str, list[Any]]:
         where.append("s.unit_code = ?")
         params.append(flt.unit.strip())
     if flt.tag:
-        where.append("s.tags LIKE ?")
-        params.append(f"%,{flt.tag.strip()},%")
+        where.append(f"s.tags LIKE ? {LIKE_ESCAPE}")
+        params.append(like_contains(f",{flt.tag.strip()},"))
     if flt.tier:
         if flt.tier not in TIERS:
             raise UsageError(f"bad tier {flt.tier!r} (high, low or audio)")
@@ -185,8 +220,8 @@ def _where(db: Database, flt: SiteFilter) -> tuple[str, list[Any]]:
         params.append(flt.tier)
     if flt.search:
         for word in fold(flt.search).split():
-            where.append("s.fold LIKE ?")
-            params.append(f"%{word}%")
+            where.append(f"s.fold LIKE ? {LIKE_ESCAPE}")
+            params.append(like_contains(word))
     if flt.enabled_only:
         where.append("s.enabled = 1")
     return (" WHERE " + " AND ".join(where)) if where else "", params
