@@ -32,6 +32,8 @@ _TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 _PREFIX = "'"
 # A plain number carries no formula; "-5" or "+84912345678" stays readable as it is.
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+# What XML 1.0 (so xlsx) cannot hold beyond the controls openpyxl refuses itself.
+_NOT_XML = re.compile("[\ud800-\udfff\ufffe\uffff]")
 # C0, DEL and C1 controls, shown as escapes in tables.
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -164,6 +166,8 @@ def write_xlsx(path: Path, columns: Sequence[str], rows: Iterable[Sequence[Any]]
                 value = None  # NaN: an empty cell, as pandas writes it
             value = spreadsheet_cell(_cell(value))
             try:
+                if isinstance(value, str) and _NOT_XML.search(value):
+                    raise IllegalCharacterError(value)
                 cell = ws.cell(row=line, column=column, value=value)
             except IllegalCharacterError:
                 raise SpreadsheetError(f"row {line}: {str(value)[:40]!r} holds a character xlsx cannot store") from None

@@ -162,3 +162,15 @@ def test_import_names_the_line_of_broken_quoting_and_skips_blank_lines(ccctl: Cc
     assert code == 6 and lines == ["Error: empty.csv is empty; nothing imported"]
     code, lines = _import(ccctl, tmp_path / "garbage.xlsx", "not a zip")
     assert code == 6 and len(lines) == 1 and lines[0].startswith("Error: cannot read garbage.xlsx as Excel")
+
+
+def test_export_of_stored_data_xlsx_cannot_hold_fails_whole(ccctl: Ccctl, tmp_path: Path) -> None:
+    for site in ("s-1", "s-2"):
+        assert ccctl("sites", "add", site, "--name", "Bến Nghé", "--unit", "26740").exit_code == 0
+    from ccctl.registry import open_registry
+
+    with open_registry(ccctl.db_url) as db:  # stored before names were checked
+        db.execute("UPDATE sites SET name = ? WHERE id = 's-2'", ("Bến\ufffeNghé",))
+    result = ccctl("sites", "export", str(tmp_path / "x.xlsx"))
+    assert result.exit_code == 2 and result.stderr.startswith("Error: cannot export to x.xlsx: row 3:")
+    assert result.stderr.count("\n") == 1 and list(tmp_path.glob("*.xlsx")) == [] and list(tmp_path.glob(".x*")) == []

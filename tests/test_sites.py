@@ -4,6 +4,7 @@ concurrent writers and migrations, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import multiprocessing
+import re
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,18 @@ def test_long_filters_are_usage_errors(units_db: Database) -> None:
                 SiteFilter(search=" ".join("w" * 20)), SiteFilter(ids=("a",) * 10_001), SiteFilter(ids=("z" * 65,))):
         with pytest.raises(UsageError):
             select_sites(units_db, flt)
+
+
+@pytest.mark.parametrize("name, reason", [("a\x1b[31m", "control character U+001B at position 2"),
+                                          ("\x00", "control character U+0000 at position 1"),
+                                          ("a\u202eb", "non-text character U+202E"),
+                                          ("a\ufffe", "non-text character U+FFFE"),
+                                          ("a\udcff", "non-text character U+DCFF"),
+                                          ("a\U0010ffff", "non-text character U+10FFFF"),
+                                          ("n" * 201, "name is 201 characters long")])
+def test_names_refuse_control_and_non_text_characters(units_db: Database, name: str, reason: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(reason)):
+        _add(units_db, "a-1", "26740", name=name)
+    with pytest.raises(UsageError, match=re.escape(reason.replace("name", "contact_name"))):
+        _add(units_db, "a-1", "26740", contact_name=name)
+    assert select_sites(units_db) == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import time
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -57,8 +58,11 @@ DEFAULT_MAX_LEN = 256
 MAX_TAGS = 32
 MAX_TAG_LEN = 64
 # C0 and C1 controls, DEL, line/paragraph separators and bidi overrides: nothing a name needs, and
-# what would drive or garble the operator's terminal.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# what would drive or garble the operator's terminal. Surrogates (undecodable bytes of an argument)
+# and noncharacters (U+FFFE, U+FDD0...) are no text either, and an xlsx cannot hold them.
+_NONCHARACTERS = "".join(chr(plane << 16 | low) for plane in range(17) for low in (0xFFFE, 0xFFFF))
+_CONTROL = re.compile(f"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff\ufdd0-\ufdef"
+                      f"{_NONCHARACTERS}]")
 
 
 def _check_text(key: str, value: Any) -> None:
@@ -74,7 +78,8 @@ def _check_text(key: str, value: Any) -> None:
         raise ValueError(f"{key} is {len(value)} characters long (at most {limit})")
     bad = _CONTROL.search(value)
     if bad:
-        raise ValueError(f"{key} holds control character U+{ord(bad.group()):04X} at position {bad.start() + 1}")
+        what = "control character" if unicodedata.category(bad.group()) == "Cc" else "non-text character"
+        raise ValueError(f"{key} holds {what} U+{ord(bad.group()):04X} at position {bad.start() + 1}")
 
 
 def check_site_values(values: dict[str, Any]) -> dict[str, Any]:
