@@ -141,6 +141,9 @@ def import_cmd(obj: AppContext, file: Path, scheme: str, dry_run: bool, replace:
 
     Columns: id, name, unit_code required; scheme, host, ssh_port, ssh_user, host_key,
     key_path, tier, link_kbps, contact_name, contact_phone, tags, enabled, simulated optional.
+    Every row has as many fields as the header, and no column is named twice. A leading '
+    before text starting with = + - @ or ' (what export writes against formula injection) is
+    dropped.
     """
     from ccctl.registry.files import import_sites
 
@@ -153,7 +156,11 @@ def import_cmd(obj: AppContext, file: Path, scheme: str, dry_run: bool, replace:
 @site_filter_options
 @click.pass_obj
 def export_cmd(obj: AppContext, file: Path, **kwargs: Any) -> None:
-    """Write sites to CSV or Excel (.xlsx) in the columns import reads."""
+    """Write sites to CSV or Excel (.xlsx) in the columns import reads.
+
+    Text a spreadsheet would run as a formula (starting with = + - @) is written with a leading '
+    (import drops it again); xlsx cells are text, never formulas.
+    """
     from ccctl.registry.files import export_sites
 
     count = export_sites(obj.db, file, site_filter(kwargs))

@@ -117,8 +117,8 @@ def _excel_records(path: Path) -> Rows:
         book.close()
 
 
-def read_records(path: Path) -> tuple[list[str], Rows]:
-    """The header and the data records of a CSV or Excel file, as text, line numbers kept."""
+def read_records(path: Path) -> tuple[tuple[int, list[str]], Rows]:
+    """The header (its line, its names) and the data records of a CSV or Excel file, as text."""
     if not path.is_file():
         raise UsageError(f"no such file: {path}")
     if path.stat().st_size > MAX_BYTES:
@@ -129,12 +129,16 @@ def read_records(path: Path) -> tuple[list[str], Rows]:
         records = _csv_records(_decode(path.read_bytes()))
     if not records:
         raise ImportRejected(f"{path.name} is empty; nothing imported", [])
-    (_, header), data = records[0], records[1:]
-    return header, data
+    return records[0], records[1:]
 
 
-def shape_rows(header: list[str], data: Rows, excel: bool = False) -> tuple[list[dict[str, Any]], list[int]]:
-    """Rows as dicts keyed by column, or ImportRejected for a bad header or a row of the wrong width."""
+def shape_rows(heading: tuple[int, list[str]], data: Rows,
+               excel: bool = False) -> tuple[list[dict[str, Any]], list[int]]:
+    """Rows as dicts keyed by column, or ImportRejected for a bad header or a row of the wrong width.
+
+    Every cell loses the ``'`` an export put before formula-like text (``spreadsheet_text``).
+    """
+    head, header = heading
     names = [spreadsheet_text(h).strip().lower() for h in header]
     # A trailing column without a header is accepted only while it stays empty in every row.
     width = len(names)
@@ -144,14 +148,15 @@ def shape_rows(header: list[str], data: Rows, excel: bool = False) -> tuple[list
     first: dict[str, int] = {}
     for position, name in enumerate(names[:width], start=1):
         if not name:
-            problems.append((1, f"column {position} has no header"))
+            problems.append((head, f"column {position} has no header"))
         elif name in first:
-            problems.append((1, f"duplicate column {name!r} (columns {first[name]} and {position})"))
+            problems.append((head, f"duplicate column {name!r} (columns {first[name]} and {position})"))
         else:
             first[name] = position
     missing = [c for c in REQUIRED if c not in first]
     unknown = [c for c in first if c not in FIELDS]
-    problems += [(1, f"missing column {c}") for c in missing] + [(1, f"unknown column {c[:40]!r}") for c in unknown]
+    problems += [(head, f"missing column {c}") for c in missing]
+    problems += [(head, f"unknown column {c[:40]!r}") for c in unknown]
     if problems:
         raise ImportRejected(f"bad header ({problems[0][1]}); nothing imported", problems)
     rows: list[dict[str, Any]] = []
