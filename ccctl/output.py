@@ -34,8 +34,9 @@ _PREFIX = "'"
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 # What XML 1.0 (so xlsx) cannot hold beyond the controls openpyxl refuses itself.
 _NOT_XML = re.compile("[\ud800-\udfff\ufffe\uffff]")
-# C0, DEL and C1 controls, shown as escapes in tables.
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# C0 (but the newline: tabulate keeps a multi-line cell, e.g. exec's stdout, inside its column),
+# DEL and C1 controls, shown as escapes in tables.
+_CONTROLS = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 
 
 def _needs_prefix(text: str) -> bool:
@@ -76,7 +77,7 @@ def _cell(value: Any) -> Any:
 
 
 def _escape_controls(value: Any) -> Any:
-    """Control characters of a table cell as visible escapes (``\\x1b``), never raw."""
+    """Control characters of a table cell as visible escapes (``\\x1b``), never raw; newlines stay."""
     if isinstance(value, str) and _CONTROLS.search(value):
         return _CONTROLS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), value)
     return value

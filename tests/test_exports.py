@@ -58,6 +58,9 @@ def test_table_escapes_control_characters() -> None:
     text = out.getvalue()
     assert not any(ord(ch) < 0x20 and ch != "\n" or 0x7f <= ord(ch) <= 0x9f for ch in text)
     assert "a\\x1b[2Jb\\x07c\\x00d\\x9be" in text
+    out = io.StringIO()
+    emit([{"id": "s-1", "stdout": "line 1\nline 2\r\tend"}], "table", stream=out)
+    assert out.getvalue().splitlines()[2:] == ["s-1   line 1", "      line 2\\r\\tend"]
 
 
 def _xlsx_cells(path: Path) -> str:
