@@ -95,16 +95,14 @@ def _excel_records(path: Path) -> Rows:
         with zipfile.ZipFile(path) as archive:
             if sum(i.file_size for i in archive.infolist()) > MAX_UNZIPPED:
                 raise ImportRejected(f"{path.name} inflates beyond {MAX_UNZIPPED // 2**20} MB; nothing imported", [])
-        book = load_workbook(path, read_only=False, data_only=True)
+        book = load_workbook(path, read_only=True, data_only=True)
     except ImportRejected:
         raise
     except Exception as exc:  # zipfile and openpyxl raise many kinds for a damaged workbook
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ImportRejected(f"cannot read {path.name} as Excel ({reason}); nothing imported", []) from None
+        raise ImportRejected(f"cannot read {path.name} as Excel ({_reason(exc)}); nothing imported", []) from None
     try:
         sheet = book.worksheets[0]
-        if sheet.max_row > MAX_ROWS + 1:
-            raise ImportRejected(f"more than {MAX_ROWS} rows; split the file", [])
+        sheet.reset_dimensions()  # read every row there is, not the count the file claims
         records: Rows = []
         for number, row in enumerate(sheet.iter_rows(values_only=True), start=1):
             cells = [_excel_text(v) for v in row]
@@ -112,9 +110,19 @@ def _excel_records(path: Path) -> Rows:
                 cells.pop()
             if cells:
                 records.append((number, cells))
+                if len(records) > MAX_ROWS + 1:
+                    raise ImportRejected(f"more than {MAX_ROWS} rows; split the file", [])
         return records
+    except ImportRejected:
+        raise
+    except Exception as exc:  # a damaged sheet shows only while it is read
+        raise ImportRejected(f"cannot read {path.name} as Excel ({_reason(exc)}); nothing imported", []) from None
     finally:
         book.close()
+
+
+def _reason(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def read_records(path: Path) -> tuple[tuple[int, list[str]], Rows]:
