@@ -243,7 +243,8 @@ def secure_home(home: Path) -> None:
     The home holds the registry, keys, the broadcast secret and logs. One ccctl creates is
     0700. An existing one owned by this user loses only its permissions for others (0755 ->
     0750): group access may be a deliberate sharing, so it is kept; one owned by someone else is
-    left alone.
+    left alone. A home that cannot be made (read-only disk, no such parent) is no error here:
+    a command that needs it says so when it writes there.
     """
     try:
         if not home.exists():
@@ -253,5 +254,5 @@ def secure_home(home: Path) -> None:
         info = home.stat()
         if home.is_dir() and info.st_uid == os.geteuid() and info.st_mode & 0o007:
             home.chmod(info.st_mode & 0o770)
-    except OSError as exc:
-        raise ConfigError(f"cannot prepare the state directory {home}: {exc.strerror}") from None
+    except OSError:
+        return
