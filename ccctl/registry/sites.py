@@ -38,6 +38,17 @@ DIRECTIVE_16 = ("70", "72", "74", "75", "77", "79", "80", "82", "83", "84", "86"
                 "91", "92", "93", "94", "95", "96")
 
 
+MAX_FILTER_LEN = 200
+MAX_FILTER_IDS = 10_000
+MAX_SEARCH_WORDS = 16
+
+
+def shorten(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters, for one-line error messages."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 5]}...{text[-2:]}"
+
+
 def check_host(host: str) -> str:
     """Return the host if it is an IP address or a valid DNS name; else raise ValueError."""
     try:
@@ -205,17 +216,6 @@ class SiteFilter:
                 raise UsageError(f"--{name} {shorten(value)} has no letter or digit to match")
         if self.search and len(fold(self.search).split()) > MAX_SEARCH_WORDS:
             raise UsageError(f"--search has more than {MAX_SEARCH_WORDS} words")
-
-
-MAX_FILTER_LEN = 200
-MAX_FILTER_IDS = 10_000
-MAX_SEARCH_WORDS = 16
-
-
-def shorten(value: object, limit: int = 60) -> str:
-    """``repr(value)``, cut to ``limit`` characters, for one-line error messages."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit - 5]}...{text[-2:]}"
 
 
 _SELECT = (

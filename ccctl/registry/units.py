@@ -162,6 +162,15 @@ def require_scheme(db: Database, scheme: str) -> None:
 _COLUMNS = "scheme, level, code, name, full_name, unit_type, parent_code, province_code, district_code"
 
 
+LIKE_ESCAPE = "ESCAPE '\\'"
+
+
+def like_contains(text: str) -> str:
+    """A LIKE pattern (with ``LIKE_ESCAPE``) matching ``text`` anywhere, its ``%`` and ``_`` literal."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 def resolve(db: Database, level: str, query: str, scheme: str | None = None) -> list[dict[str, Any]]:
     """Units of ``level`` matching a code or a name, diacritics and case folded.
 
@@ -191,15 +200,6 @@ def resolve(db: Database, level: str, query: str, scheme: str | None = None) -> 
         return exact
     wanted = set(words)
     return [r for r in candidates if wanted <= set(f"{fold(r['name'])} {fold(r['full_name'])}".split())]
-
-
-LIKE_ESCAPE = "ESCAPE '\\'"
-
-
-def like_contains(text: str) -> str:
-    """A LIKE pattern (with ``LIKE_ESCAPE``) matching ``text`` anywhere, its ``%`` and ``_`` literal."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 def list_units(db: Database, scheme: str | None = None, level: str | None = None,
