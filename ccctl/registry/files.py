@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import zipfile
 from datetime import date, datetime, time
 from pathlib import Path
@@ -122,7 +123,9 @@ def _excel_records(path: Path) -> Rows:
 
 
 def _reason(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    """The first line of a library's error, cut short, its control characters (from the file) masked."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return re.sub("[\x00-\x1f\x7f-\x9f]", "?", line)
 
 
 def read_records(path: Path) -> tuple[tuple[int, list[str]], Rows]:
