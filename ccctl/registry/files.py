@@ -92,34 +92,42 @@ def _excel_records(path: Path) -> Rows:
 
     if path.suffix.lower() not in EXCEL:
         raise UsageError(f"cannot read {path.name}: old .xls workbooks are not supported; save it as .xlsx")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            if sum(i.file_size for i in archive.infolist()) > MAX_UNZIPPED:
-                raise ImportRejected(f"{path.name} inflates beyond {MAX_UNZIPPED // 2**20} MB; nothing imported", [])
-        book = load_workbook(path, read_only=True, data_only=True)
-    except ImportRejected:
-        raise
-    except Exception as exc:  # zipfile and openpyxl raise many kinds for a damaged workbook
-        raise ImportRejected(f"cannot read {path.name} as Excel ({_reason(exc)}); nothing imported", []) from None
-    try:
-        sheet = book.worksheets[0]
-        sheet.reset_dimensions()  # read every row there is, not the count the file claims
-        records: Rows = []
-        for number, row in enumerate(sheet.iter_rows(values_only=True), start=1):
-            cells = [_excel_text(v) for v in row]
-            while cells and not cells[-1].strip():
-                cells.pop()
-            if cells:
-                records.append((number, cells))
-                if len(records) > MAX_ROWS + 1:
-                    raise ImportRejected(f"more than {MAX_ROWS} rows; split the file", [])
-        return records
-    except ImportRejected:
-        raise
-    except Exception as exc:  # a damaged sheet shows only while it is read
-        raise ImportRejected(f"cannot read {path.name} as Excel ({_reason(exc)}); nothing imported", []) from None
-    finally:
-        book.close()
+    # The file is ours to close: openpyxl leaves its archive open when a damaged one fails.
+    with path.open("rb") as fh:
+        try:
+            with zipfile.ZipFile(fh) as archive:
+                if sum(i.file_size for i in archive.infolist()) > MAX_UNZIPPED:
+                    raise ImportRejected(f"{path.name} inflates beyond {MAX_UNZIPPED // 2**20} MB; "
+                                         "nothing imported", [])
+            fh.seek(0)
+            book = load_workbook(fh, read_only=True, data_only=True)
+        except ImportRejected:
+            raise
+        except Exception as exc:  # zipfile and openpyxl raise many kinds for a damaged workbook
+            raise ImportRejected(f"cannot read {path.name} as Excel ({_reason(exc)}); nothing imported", []) from None
+        try:
+            return _sheet_records(book.worksheets[0])
+        except ImportRejected:
+            raise
+        except Exception as exc:  # a damaged sheet shows only while it is read
+            raise ImportRejected(f"cannot read {path.name} as Excel ({_reason(exc)}); nothing imported", []) from None
+        finally:
+            book.close()
+
+
+def _sheet_records(sheet: Any) -> Rows:
+    """(row number, cells as text) of the non-blank rows of a read-only sheet."""
+    sheet.reset_dimensions()  # read every row there is, not the count the file claims
+    records: Rows = []
+    for number, row in enumerate(sheet.iter_rows(values_only=True), start=1):
+        cells = [_excel_text(v) for v in row]
+        while cells and not cells[-1].strip():
+            cells.pop()
+        if cells:
+            records.append((number, cells))
+            if len(records) > MAX_ROWS + 1:
+                raise ImportRejected(f"more than {MAX_ROWS} rows; split the file", [])
+    return records
 
 
 def _reason(exc: Exception) -> str:
