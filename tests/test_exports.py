@@ -111,8 +111,8 @@ def test_sites_export_round_trip_with_hostile_fields(ccctl: Ccctl, tmp_path: Pat
         if suffix == "xlsx":
             assert "<f>" not in _xlsx_cells(path)
         else:
-            assert all(not line.startswith(("=", "+", "-", "@")) for field in csv.reader(path.open(encoding="utf-8"))
-                       for line in field)
+            with path.open(encoding="utf-8") as fh:
+                assert all(not cell.startswith(("=", "+", "-", "@")) for row in csv.reader(fh) for cell in row)
         assert ccctl("sites", "remove", "--all", "--yes").exit_code == 0
         result = ccctl("sites", "import", str(path))
         assert result.exit_code == 0, result.stderr
