@@ -2,7 +2,8 @@
 
 Exit codes of every command: 0 success; 1 failure; 2 bad usage or configuration;
 4 not found; 5 registry error; 6 import rejected; 7 units not loaded; 8 busy (another run
-holds the lock); 9 no ccctl server answers; 130 interrupted. Monitoring commands (``rollcall run``) use the Nagios
+holds the lock); 9 no ccctl server answers; 130 interrupted; 141 stdout closed early
+(``ccctl ... | head``: the output is cut quietly, as coreutils do). Monitoring commands (``rollcall run``) use the Nagios
 convention instead: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 """
 
@@ -43,9 +44,10 @@ class AppContext:
     def config(self) -> Config:
         """The resolved configuration (read on first use)."""
         if self._config is None:
-            from ccctl.config import load_config
+            from ccctl.config import load_config, secure_home
 
             self._config = load_config(self.config_file, self.db_url)
+            secure_home(self._config.home)
         return self._config
 
     @property
@@ -131,7 +133,13 @@ class LazyGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         """Run the subcommand; a CcctlError becomes one ``Error:`` line and its exit code."""
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            finally:
+                sys.stdout.flush()  # so that a reader gone away (| head) shows here, not at exit
+        except BrokenPipeError:
+            _drop_stdout()
+            raise click.exceptions.Exit(141) from None
         except ImportRejected as exc:
             if _debug(ctx):
                 raise
@@ -162,6 +170,18 @@ class LazyGroup(click.Group):
             raise click.exceptions.Exit(1) from None
 
 
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's flush at exit finds no closed pipe to complain of."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real file descriptor (e.g. a test runner's buffer)
+        pass
+
+
 def _debug(ctx: click.Context) -> bool:
     return isinstance(ctx.obj, AppContext) and ctx.obj.debug
 
@@ -181,5 +201,12 @@ def cli(ctx: click.Context, db_url: str | None, config_file: str | None, debug: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``ccctl`` console script and ``python -m ccctl``."""
+    """Entry point of the ``ccctl`` console script and ``python -m ccctl``.
+
+    Everything ccctl creates is private to its user: directories 0700, files 0600 (the registry,
+    its WAL, logs, the simulator's state, exports), whatever the caller's umask allowed.
+    """
+    import os
+
+    os.umask(os.umask(0o077) | 0o077)
     cli.main(args=argv, prog_name="ccctl")

@@ -215,16 +215,44 @@ def as_dict(config: Config) -> dict[str, Any]:
 
 
 def redact_url(url: str) -> str:
-    """A database URL with any password (in the user part or the query) replaced by ``***``."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+    """A database URL with any password (in the user part or the query) replaced by ``***``.
+
+    Anything else is kept exactly as written (``sqlite:////tmp/r.db`` keeps its four slashes).
+    """
+    from urllib.parse import parse_qsl, urlencode, urlsplit
 
     parts = urlsplit(url)
+    head, sep, query = url.partition("?")
+    query, hash_sep, fragment = query.partition("#")
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, host = netloc.rsplit("@", 1)
         if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
-        netloc = f"{userinfo}@{host}"
-    query = urlencode([(k, "***" if k.lower() in ("password", "passwd", "pwd") else v)
-                       for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+            redacted = f"{userinfo.split(':', 1)[0]}:***@{host}"
+            head = head.replace(netloc, redacted, 1)
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(k.lower() in ("password", "passwd", "pwd") for k, _ in pairs):
+        query = urlencode([(k, "***" if k.lower() in ("password", "passwd", "pwd") else v) for k, v in pairs],
+                          safe="*")
+    return f"{head}{sep}{query}{hash_sep}{fragment}"
+
+
+def secure_home(home: Path) -> None:
+    """Create the state directory private (0700), or take "other" access away from ours.
+
+    The home holds the registry, keys, the broadcast secret and logs. One ccctl creates is
+    0700. An existing one owned by this user loses only its permissions for others (0755 ->
+    0750): group access may be a deliberate sharing, so it is kept; one owned by someone else is
+    left alone. A home that cannot be made (read-only disk, no such parent) is no error here:
+    a command that needs it says so when it writes there.
+    """
+    try:
+        if not home.exists():
+            home.parent.mkdir(parents=True, exist_ok=True)
+            home.mkdir(mode=0o700, exist_ok=True)
+            return
+        info = home.stat()
+        if home.is_dir() and info.st_uid == os.geteuid() and info.st_mode & 0o007:
+            home.chmod(info.st_mode & 0o770)
+    except OSError:
+        return

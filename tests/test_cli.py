@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import Ccctl
@@ -150,3 +153,91 @@ def test_unexpected_os_error_is_one_line(ccctl: Ccctl, tmp_path: Path) -> None:
     result = ccctl("sites", "export", str(tmp_path / "no" / "such" / "dir" / "x.csv"))
     assert result.exit_code == 1 and result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
     assert "Traceback" not in result.stderr
+
+
+def test_acting_commands_need_a_filter_or_all(ccctl: Ccctl) -> None:
+    ccctl("sites", "generate", "--province", "bac lieu")
+    count = len(ccctl.json("sites", "list"))
+    for query in ("%", "_", "'", "--", ".*"):
+        result = ccctl("sites", "remove", "--search", query, "--yes")
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert "no letter or digit" in result.stderr
+        listing = ccctl("sites", "list", "--search", query)
+        assert listing.exit_code == 2 and listing.stdout == ""
+    assert ccctl("sites", "remove", "--yes").exit_code == 2
+    both = ccctl("sites", "remove", "--all", "--province", "bac lieu", "--yes")
+    assert both.exit_code == 2 and "without filters" in both.stderr
+    exec_all = ccctl("exec", "--", "true")
+    assert exec_all.exit_code == 2 and "--all for every site" in exec_all.stderr
+    assert len(ccctl.json("sites", "list")) == count
+    huge = ccctl("sites", "list", "--search", "x" * 100_000)
+    assert huge.exit_code == 2 and huge.stderr == "Error: --search is 100000 characters long; at most 200\n"
+    province = ccctl("sites", "list", "--province", "9")
+    assert province.exit_code == 2 and province.stderr == "Error: no province matches '9'\n"
+    assert ccctl("sites", "remove", "--all", "--yes").exit_code == 0
+    assert ccctl.json("sites", "list") == []
+
+
+def test_control_characters_and_huge_values_are_refused(ccctl: Ccctl, tmp_path: Path) -> None:
+    for name, reason in (("Bến\x1b[2JNghé", "name holds control character U+001B at position 4"),
+                         ("bell\x07", "name holds control character U+0007 at position 5"),
+                         ("x" * 1_000_000, "name is 1000000 characters long (at most 200)")):
+        result = ccctl("sites", "add", "s-1", "--name", name, "--unit", "26740")
+        assert result.exit_code == 2 and result.stderr == f"Error: {reason}\n"
+    nul = tmp_path / "nul.csv"
+    nul.write_text("id,name,unit_code,contact_name\na-1,Một\x00,00001,\nb-1,Hai,00001," + "y" * 300 + "\n",
+                   encoding="utf-8")
+    result = ccctl("sites", "import", str(nul))
+    assert result.exit_code == 6
+    assert result.stderr.splitlines()[:2] == ["line 2: name holds control character U+0000 at position 4",
+                                              "line 3: contact_name is 300 characters long (at most 200)"]
+    assert ccctl.json("sites", "list") == []
+
+
+def test_stored_control_characters_are_escaped_in_tables(ccctl: Ccctl) -> None:
+    assert ccctl("sites", "add", "s-1", "--name", "Bến Nghé", "--unit", "26740").exit_code == 0
+    from ccctl.registry import open_registry
+
+    with open_registry(ccctl.db_url) as db:  # data stored before names were checked
+        db.execute("UPDATE sites SET name = ? WHERE id = 's-1'", ("Bến\x1b]0;owned\x07Nghé",))
+    table = ccctl("sites", "list")
+    assert table.exit_code == 0 and "\x1b" not in table.stdout and "\x07" not in table.stdout
+    assert "Bến\\x1b]0;owned\\x07Nghé" in table.stdout
+    assert ccctl.json("sites", "list")[0]["name"] == "Bến\x1b]0;owned\x07Nghé"  # JSON stays raw
+
+
+def test_config_show_keeps_the_sqlite_path(ccctl: Ccctl, tmp_path: Path) -> None:
+    ccctl.db_url = f"sqlite:///{tmp_path / 'x.db'}"
+    rows = {r["key"]: r["value"] for r in ccctl.json("config", "show")}
+    assert rows["db_url"] == f"sqlite:///{tmp_path / 'x.db'}" and rows["db_url"].startswith("sqlite:////")
+
+
+def _real_ccctl(home: Path, *args: str, stdout: int | None = None) -> subprocess.CompletedProcess[str]:
+    """The console entry point in a process of its own (umask and file descriptors are real)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCCTL_")}
+    env["CCCTL_HOME"] = str(home)
+    return subprocess.run([sys.executable, "-m", "ccctl", *args], env=env, stdout=stdout, stderr=subprocess.PIPE,
+                          text=True, timeout=120, check=False)
+
+
+def test_home_and_registry_are_private(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    result = _real_ccctl(home, "sites", "list", "--json", stdout=subprocess.PIPE)
+    assert result.returncode == 0 and result.stdout == "[]\n", result.stderr
+    assert home.stat().st_mode & 0o777 == 0o700
+    assert (home / "registry.db").stat().st_mode & 0o777 == 0o600
+    old = tmp_path / "old"
+    old.mkdir(mode=0o755)
+    old.chmod(0o755)
+    assert _real_ccctl(old, "sites", "list", "--json", stdout=subprocess.PIPE).returncode == 0
+    assert old.stat().st_mode & 0o777 == 0o750
+
+
+def test_a_closed_stdout_ends_quietly(tmp_path: Path) -> None:
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before ccctl writes a byte: every write is EPIPE
+    try:
+        result = _real_ccctl(tmp_path / "home", "config", "show", stdout=write)
+    finally:
+        os.close(write)
+    assert (result.returncode, result.stderr) == (141, "")

@@ -47,3 +47,24 @@ def test_join_links_base_on_public_url_or_a_real_listen_address() -> None:
     assert ServeConfig("0.0.0.0:8080", "https://cc.example.gov.vn/").site_base() == "https://cc.example.gov.vn"
     with pytest.raises(ConfigError, match="serve.public_url"):
         ServeConfig("0.0.0.0:8080").site_base()
+
+
+def test_redact_keeps_every_slash() -> None:
+    from ccctl.config import redact_url
+
+    assert redact_url("sqlite:////tmp/r.db") == "sqlite:////tmp/r.db"
+    assert redact_url("sqlite:///r.db") == "sqlite:///r.db"
+    assert redact_url("postgresql://u@h:5432/d?sslmode=require") == "postgresql://u@h:5432/d?sslmode=require"
+
+
+def test_secure_home_creates_private_and_takes_others_access_away(tmp_path: Path) -> None:
+    from ccctl.config import secure_home
+
+    fresh = tmp_path / "a" / "home"
+    secure_home(fresh)
+    assert fresh.stat().st_mode & 0o777 == 0o700
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o775)
+    secure_home(shared)
+    assert shared.stat().st_mode & 0o777 == 0o770  # group sharing kept, others out

@@ -4,6 +4,7 @@ concurrent writers and migrations, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import multiprocessing
+import re
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,54 @@ def test_newer_registry_is_refused(tmp_path: Path) -> None:
         db.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
     with pytest.raises(RegistryError, match="newer"):
         open_registry(url)
+
+
+@pytest.mark.parametrize("query", ["%", "_", "'", "--", ".*", "  ", "%%_"])
+def test_a_search_that_folds_to_nothing_is_refused(units_db: Database, query: str) -> None:
+    _add(units_db, "a-1", "26740")
+    with pytest.raises(UsageError, match="no letter or digit"):
+        select_sites(units_db, SiteFilter(search=query))
+
+
+def test_like_wildcards_in_filters_are_literal(units_db: Database) -> None:
+    _add(units_db, "a-1", "26740", tags="pilot")
+    _add(units_db, "a-2", "26740", tags="p_lot")
+    ids = lambda flt: [s.id for s in select_sites(units_db, flt)]  # noqa: E731
+    assert ids(SiteFilter(tag="p_lot")) == ["a-2"]
+    assert ids(SiteFilter(tag="%")) == []
+
+
+def test_province_code_matches_exactly_and_names_by_whole_words(units_db: Database) -> None:
+    _add(units_db, "hcm-1", "26740")  # province 79
+    _add(units_db, "dt-1", "29869")  # province 87
+    _add(units_db, "hn-1", "00001")  # province 01
+    ids = lambda flt: [s.id for s in select_sites(units_db, flt)]  # noqa: E731
+    for query in ("9", "7", "0", "1"):
+        with pytest.raises(UsageError, match="no province matches"):
+            select_sites(units_db, SiteFilter(province=query))
+    assert ids(SiteFilter(province="79")) == ["hcm-1"] and ids(SiteFilter(province="01")) == ["hn-1"]
+    assert ids(SiteFilter(district="quan 1")) == ["hcm-1"]  # not Quận 10, 11, 12
+    with pytest.raises(UsageError, match="no province matches"):
+        select_sites(units_db, SiteFilter(province="thap"[:3]))  # "tha" is no whole word of a name
+
+
+def test_long_filters_are_usage_errors(units_db: Database) -> None:
+    for flt in (SiteFilter(search="x" * 100_000), SiteFilter(province="y" * 300),
+                SiteFilter(search=" ".join("w" * 20)), SiteFilter(ids=("a",) * 10_001), SiteFilter(ids=("z" * 65,))):
+        with pytest.raises(UsageError):
+            select_sites(units_db, flt)
+
+
+@pytest.mark.parametrize("name, reason", [("a\x1b[31m", "control character U+001B at position 2"),
+                                          ("\x00", "control character U+0000 at position 1"),
+                                          ("a\u202eb", "non-text character U+202E"),
+                                          ("a\ufffe", "non-text character U+FFFE"),
+                                          ("a\udcff", "non-text character U+DCFF"),
+                                          ("a\U0010ffff", "non-text character U+10FFFF"),
+                                          ("n" * 201, "name is 201 characters long")])
+def test_names_refuse_control_and_non_text_characters(units_db: Database, name: str, reason: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(reason)):
+        _add(units_db, "a-1", "26740", name=name)
+    with pytest.raises(UsageError, match=re.escape(reason.replace("name", "contact_name"))):
+        _add(units_db, "a-1", "26740", contact_name=name)
+    assert select_sites(units_db) == []

@@ -1,4 +1,11 @@
-"""Options shared by commands: output format and the site filters."""
+"""Options shared by commands: output format and the site filters.
+
+Commands that act on the sites they select (``sites remove``, ``exec``) take their filters from
+``acting_site_filter_options``: with no filter they refuse, and ``--all`` means every site.
+Listing and read-only fleet commands (``sites list``, ``sites export``, ``rollcall run``,
+``broadcast links``, ``sim``) select every site when given no filter. Everywhere, a filter that
+is given must narrow (``--search '%'`` is an error, not "everything").
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ from typing import Any
 import click
 
 from ccctl.cli import AppContext
+from ccctl.errors import UsageError
 from ccctl.output import FORMATS
 from ccctl.registry.sites import SiteFilter
 
@@ -49,9 +57,21 @@ def site_filter_options(func: F) -> F:
     return func
 
 
+def acting_site_filter_options(func: F) -> F:
+    """The site filters of a command that changes or runs something on the sites, plus ``--all``."""
+    func = click.option("--all", "f_all", is_flag=True, help="Every site (instead of a filter).")(func)
+    return site_filter_options(func)
+
+
 def site_filter(kwargs: dict[str, Any], enabled_only: bool = False) -> SiteFilter:
-    """Pop the site-filter options out of a command's kwargs into a SiteFilter."""
-    return SiteFilter(
+    """Pop the site-filter options out of a command's kwargs into a checked SiteFilter.
+
+    For a command with ``--all`` (``acting_site_filter_options``), an empty filter without
+    ``--all`` and ``--all`` with a filter are usage errors.
+    """
+    acting = "f_all" in kwargs
+    every = bool(kwargs.pop("f_all", False))
+    flt = SiteFilter(
         ids=tuple(kwargs.pop("f_sites", ()) or ()),
         province=kwargs.pop("f_province", None),
         district=kwargs.pop("f_district", None),
@@ -61,3 +81,9 @@ def site_filter(kwargs: dict[str, Any], enabled_only: bool = False) -> SiteFilte
         search=kwargs.pop("f_search", None),
         enabled_only=enabled_only,
     )
+    flt.check()
+    if acting and flt.is_empty() and not every:
+        raise UsageError("give --site or another filter to choose the sites, or --all for every site")
+    if acting and every and not flt.is_empty():
+        raise UsageError("--all means every site; give it without filters")
+    return flt

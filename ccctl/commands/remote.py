@@ -13,13 +13,13 @@ from typing import Any
 import click
 
 from ccctl.cli import AppContext, run_async, say
-from ccctl.commands.common import format_options, resolve_format, site_filter, site_filter_options
+from ccctl.commands.common import acting_site_filter_options, format_options, resolve_format, site_filter
 from ccctl.errors import UsageError
 from ccctl.output import emit
 
 
 @click.command("exec", context_settings={"ignore_unknown_options": False}, epilog=__doc__.split("\n\n", 1)[1])
-@site_filter_options
+@acting_site_filter_options
 @click.option("--concurrency", type=click.IntRange(1, 5000), help="Sites at once (default: rollcall.concurrency).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(0.1, 3600), default=30.0, help="Seconds per site.")
 @click.option("--insecure", is_flag=True, help="Do not verify SSH host keys.")
@@ -33,8 +33,6 @@ def exec_cmd(obj: AppContext, concurrency: int | None, timeout_s: float, insecur
     from ccctl.rollcall.runner import run_command
 
     flt = site_filter(kwargs, enabled_only=True)
-    if flt.is_empty():
-        raise UsageError("give --site or another filter to choose the sites")
     sites = select_sites(obj.db, flt)
     if not sites:
         raise UsageError("no enabled site matches")

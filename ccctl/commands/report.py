@@ -8,7 +8,7 @@ import click
 
 from ccctl.cli import AppContext, say
 from ccctl.errors import UsageError
-from ccctl.output import emit
+from ccctl.output import atomic_path, emit, write_file
 
 
 @click.group()
@@ -36,11 +36,13 @@ def rollcall_report(obj: AppContext, run_ref: str | None, by: str, fmt: str | No
     if chosen == "xlsx":
         if output is None:
             raise UsageError("--format xlsx needs --output FILE")
-        frame.to_excel(output, index=False, sheet_name=f"run {run_id}")
+        records = frame_records(frame)
+        write_file(output, list(frame.columns), ([r[c] for c in frame.columns] for r in records), f"run {run_id}",
+                   excel=True)
         say(f"wrote {len(frame)} rows of run {run_id} to {output}")
         return
     if output is not None:
-        with output.open("w", encoding="utf-8", newline="") as fh:
+        with atomic_path(output) as tmp, tmp.open("w", encoding="utf-8", newline="") as fh:
             emit(frame_records(frame), chosen, list(frame.columns), fh)
         say(f"wrote {len(frame)} rows of run {run_id} to {output}")
         return

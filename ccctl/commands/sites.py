@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ccctl.cli import AppContext, confirm, say
-from ccctl.commands.common import format_options, resolve_format, site_filter, site_filter_options
+from ccctl.commands.common import acting_site_filter_options, format_options, resolve_format, site_filter, site_filter_options
 from ccctl.errors import NotFound, UsageError
 from ccctl.output import emit, emit_object
 from ccctl.registry import sites as core
@@ -93,16 +93,13 @@ def edit(obj: AppContext, site_id: str, fmt: str | None, as_json: bool, as_csv: 
 
 
 @sites.command("remove")
-@site_filter_options
-@click.option("--all", "remove_all", is_flag=True, help="Allow removing every site (no filter).")
+@acting_site_filter_options
 @click.option("--yes", "-y", is_flag=True, help="Do not ask.")
 @click.pass_context
-def remove(ctx: click.Context, remove_all: bool, yes: bool, **kwargs: Any) -> None:
-    """Retire sites: remove them from the registry (their history stays)."""
+def remove(ctx: click.Context, yes: bool, **kwargs: Any) -> None:
+    """Retire sites: remove them from the registry (their history stays); --all for every site."""
     obj: AppContext = ctx.obj
     flt = site_filter(kwargs)
-    if flt.is_empty() and not remove_all:
-        raise UsageError("give --site or another filter (or --all to remove every site)")
     chosen = core.select_sites(obj.db, flt)
     if not chosen:
         raise NotFound("no site matches")
@@ -144,6 +141,9 @@ def import_cmd(obj: AppContext, file: Path, scheme: str, dry_run: bool, replace:
 
     Columns: id, name, unit_code required; scheme, host, ssh_port, ssh_user, host_key,
     key_path, tier, link_kbps, contact_name, contact_phone, tags, enabled, simulated optional.
+    Every row has as many fields as the header, and no column is named twice. A leading '
+    before text starting with = + - @ or ' (what export writes against formula injection) is
+    dropped.
     """
     from ccctl.registry.files import import_sites
 
@@ -156,7 +156,11 @@ def import_cmd(obj: AppContext, file: Path, scheme: str, dry_run: bool, replace:
 @site_filter_options
 @click.pass_obj
 def export_cmd(obj: AppContext, file: Path, **kwargs: Any) -> None:
-    """Write sites to CSV or Excel (.xlsx) in the columns import reads."""
+    """Write sites to CSV or Excel (.xlsx) in the columns import reads.
+
+    Text a spreadsheet would run as a formula (starting with = + - @) is written with a leading '
+    (import drops it again); xlsx cells are text, never formulas.
+    """
     from ccctl.registry.files import export_sites
 
     count = export_sites(obj.db, file, site_filter(kwargs))

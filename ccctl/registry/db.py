@@ -30,7 +30,7 @@ class Database:
             self.dialect = "sqlite"
             path = url[len("sqlite:///"):] if url != "sqlite://" else ":memory:"
             if path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             try:
                 self._conn: Any = sqlite3.connect(
                     path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import time
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from ccctl.errors import NotFound, UsageError
 from ccctl.models import SCHEMES, TIERS, Site
 from ccctl.registry.db import Database
-from ccctl.registry.units import require_scheme, resolve
+from ccctl.registry.units import LIKE_ESCAPE, like_contains, require_scheme, resolve
 from ccctl.textfold import fold
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -31,8 +32,21 @@ FIELDS = ("id", "name", "scheme", "unit_code", "host", "ssh_port", "ssh_user", "
           "simulated")
 EDITABLE = frozenset(FIELDS) - {"id"}
 
+MAX_LINK_KBPS = 100_000_000  # 100 Gbit/s; the column is a 32-bit integer on PostgreSQL
+
 DIRECTIVE_16 = ("70", "72", "74", "75", "77", "79", "80", "82", "83", "84", "86", "87", "89",
                 "91", "92", "93", "94", "95", "96")
+
+
+MAX_FILTER_LEN = 200
+MAX_FILTER_IDS = 10_000
+MAX_SEARCH_WORDS = 16
+
+
+def shorten(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters, for one-line error messages."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 5]}...{text[-2:]}"
 
 
 def check_host(host: str) -> str:
@@ -44,22 +58,55 @@ def check_host(host: str) -> str:
     name = host[:-1] if host.endswith(".") else host
     if not name or len(name) > 253 or not all(_HOST_LABEL.match(p) for p in name.split(".")) \
             or name.split(".")[-1].isdigit():
-        raise ValueError(f"bad host {host!r}")
+        raise ValueError(f"bad host {shorten(host)}")
     return host
+
+
+# Longest text each field takes (characters); others take DEFAULT_MAX_LEN. A name is a line of
+# a display, a key path a path (PATH_MAX), a host key one OpenSSH public key line.
+MAX_LEN = {"name": 200, "contact_name": 200, "key_path": 4096, "host_key": 8192, "tags": 2000}
+DEFAULT_MAX_LEN = 256
+MAX_TAGS = 32
+MAX_TAG_LEN = 64
+# C0 and C1 controls, DEL, line/paragraph separators and bidi overrides: nothing a name needs, and
+# what would drive or garble the operator's terminal. Surrogates (undecodable bytes of an argument)
+# and noncharacters (U+FFFE, U+FDD0...) are no text either, and an xlsx cannot hold them.
+_NONCHARACTERS = "".join(chr(plane << 16 | low) for plane in range(17) for low in (0xFFFE, 0xFFFF))
+_CONTROL = re.compile(f"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff\ufdd0-\ufdef"
+                      f"{_NONCHARACTERS}]")
+
+
+def _check_text(key: str, value: Any) -> None:
+    """ValueError if a text field is too long or holds a control character."""
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            _check_text(key, item)
+        return
+    if not isinstance(value, str):
+        return
+    limit = MAX_LEN.get(key, DEFAULT_MAX_LEN)
+    if len(value) > limit:
+        raise ValueError(f"{key} is {len(value)} characters long (at most {limit})")
+    bad = _CONTROL.search(value)
+    if bad:
+        what = "control character" if unicodedata.category(bad.group()) == "Cc" else "non-text character"
+        raise ValueError(f"{key} holds {what} U+{ord(bad.group()):04X} at position {bad.start() + 1}")
 
 
 def check_site_values(values: dict[str, Any]) -> dict[str, Any]:
     """Validate and normalise the fields of a site; raise ValueError with one short reason."""
     out = dict(values)
+    for key, value in out.items():
+        _check_text(key, value)
     if "id" in out:
         if not ID_RE.match(str(out["id"] or "")):
-            raise ValueError(f"bad id {out['id']!r} (letters, digits, . _ -, at most 64)")
+            raise ValueError(f"bad id {shorten(out['id'])} (letters, digits, . _ -, at most 64)")
     if "name" in out:
         out["name"] = str(out["name"] or "").strip()
         if not out["name"]:
             raise ValueError("empty name")
     if "scheme" in out and out["scheme"] not in SCHEMES:
-        raise ValueError(f"bad scheme {out['scheme']!r} (2021 or 2025)")
+        raise ValueError(f"bad scheme {shorten(out['scheme'])} (2021 or 2025)")
     if out.get("host") in ("", None):
         out["host"] = None
     elif "host" in out:
@@ -68,14 +115,14 @@ def check_site_values(values: dict[str, Any]) -> dict[str, Any]:
         try:
             port = int(str(out["ssh_port"]).strip() or 22)
         except ValueError:
-            raise ValueError(f"bad port {out['ssh_port']!r}") from None
+            raise ValueError(f"bad port {shorten(out['ssh_port'])}") from None
         if not 1 <= port <= 65535:
             raise ValueError(f"bad port {port} (1-65535)")
         out["ssh_port"] = port
     if "ssh_user" in out:
         out["ssh_user"] = str(out["ssh_user"] or "").strip() or "ccctl"
         if not re.match(r"^[a-z_][a-z0-9_.-]{0,31}$", out["ssh_user"]):
-            raise ValueError(f"bad ssh user {out['ssh_user']!r}")
+            raise ValueError(f"bad ssh user {shorten(out['ssh_user'])}")
     for key in ("host_key", "key_path"):
         if key in out:
             text = str(out[key] or "").strip()
@@ -87,19 +134,19 @@ def check_site_values(values: dict[str, Any]) -> dict[str, Any]:
     if "tier" in out:
         out["tier"] = str(out["tier"] or "high").strip().lower()
         if out["tier"] not in TIERS:
-            raise ValueError(f"bad tier {out['tier']!r} (high, low or audio)")
+            raise ValueError(f"bad tier {shorten(out['tier'])} (high, low or audio)")
     if "link_kbps" in out:
         text = str(out["link_kbps"] if out["link_kbps"] is not None else "").strip()
         try:
             out["link_kbps"] = int(text) if text else None
         except ValueError:
-            raise ValueError(f"bad link_kbps {text!r}") from None
-        if out["link_kbps"] is not None and out["link_kbps"] <= 0:
-            raise ValueError("link_kbps must be positive")
+            raise ValueError(f"bad link_kbps {shorten(text)}") from None
+        if out["link_kbps"] is not None and not 0 < out["link_kbps"] <= MAX_LINK_KBPS:
+            raise ValueError(f"link_kbps must be between 1 and {MAX_LINK_KBPS}")
     if "contact_phone" in out:
         phone = str(out["contact_phone"] or "").strip()
         if phone and not _PHONE.match(phone):
-            raise ValueError(f"bad phone {phone!r}")
+            raise ValueError(f"bad phone {shorten(phone)}")
         out["contact_phone"] = phone or None
     if "contact_name" in out:
         out["contact_name"] = str(out["contact_name"] or "").strip() or None
@@ -110,6 +157,8 @@ def check_site_values(values: dict[str, Any]) -> dict[str, Any]:
         out["tags"] = sorted({t.strip() for t in tags if t and t.strip()})
         if any("," in t for t in out["tags"]):
             raise ValueError("a tag cannot hold a comma")
+        if len(out["tags"]) > MAX_TAGS or any(len(t) > MAX_TAG_LEN for t in out["tags"]):
+            raise ValueError(f"at most {MAX_TAGS} tags of at most {MAX_TAG_LEN} characters")
     for key in ("enabled", "simulated"):
         if key in out:
             out[key] = parse_bool(out[key], key)
@@ -125,7 +174,7 @@ def parse_bool(value: Any, name: str) -> bool:
         return True
     if text in ("0", "false", "no", "n", "off"):
         return False
-    raise ValueError(f"bad {name} {value!r} (yes or no)")
+    raise ValueError(f"bad {name} {shorten(value)} (yes or no)")
 
 
 @dataclass
@@ -145,6 +194,29 @@ class SiteFilter:
         """True when no filter narrows the selection (``enabled_only`` is not a choice of sites)."""
         return not any(getattr(self, f.name) for f in fields(self) if f.name != "enabled_only")
 
+    def check(self) -> None:
+        """UsageError for a filter that would select nothing meaningful, or too long to be one.
+
+        A given filter must narrow: ``--search '%'`` folds to no word at all and used to select
+        every site. Lengths are bounded so that a huge value is a usage error, not a database one.
+        """
+        if len(self.ids) > MAX_FILTER_IDS:
+            raise UsageError(f"too many --site ids ({len(self.ids)}; at most {MAX_FILTER_IDS})")
+        for site_id in self.ids:
+            if not site_id.strip() or len(site_id) > 64:
+                raise UsageError(f"bad site id {shorten(site_id)} (1 to 64 characters)")
+        for name in ("province", "district", "unit", "tag", "tier", "search"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if len(value) > MAX_FILTER_LEN:
+                raise UsageError(f"--{name} is {len(value)} characters long; at most {MAX_FILTER_LEN}")
+            empty = not fold(value) if name in ("province", "district", "search") else not value.strip()
+            if empty:
+                raise UsageError(f"--{name} {shorten(value)} has no letter or digit to match")
+        if self.search and len(fold(self.search).split()) > MAX_SEARCH_WORDS:
+            raise UsageError(f"--search has more than {MAX_SEARCH_WORDS} words")
+
 
 _SELECT = (
     "SELECT s.id, s.name, s.scheme, s.unit_code, s.host, s.ssh_port, s.ssh_user, s.host_key, "
@@ -159,6 +231,7 @@ _SELECT = (
 
 def _where(db: Database, flt: SiteFilter) -> tuple[str, list[Any]]:
     """SQL conditions and parameters for a filter; names resolve through the units table."""
+    flt.check()
     where: list[str] = []
     params: list[Any] = []
     if flt.ids:
@@ -176,8 +249,8 @@ def _where(db: Database, flt: SiteFilter) -> tuple[str, list[Any]]:
         where.append("s.unit_code = ?")
         params.append(flt.unit.strip())
     if flt.tag:
-        where.append("s.tags LIKE ?")
-        params.append(f"%,{flt.tag.strip()},%")
+        where.append(f"s.tags LIKE ? {LIKE_ESCAPE}")
+        params.append(like_contains(f",{flt.tag.strip()},"))
     if flt.tier:
         if flt.tier not in TIERS:
             raise UsageError(f"bad tier {flt.tier!r} (high, low or audio)")
@@ -185,8 +258,8 @@ def _where(db: Database, flt: SiteFilter) -> tuple[str, list[Any]]:
         params.append(flt.tier)
     if flt.search:
         for word in fold(flt.search).split():
-            where.append("s.fold LIKE ?")
-            params.append(f"%{word}%")
+            where.append(f"s.fold LIKE ? {LIKE_ESCAPE}")
+            params.append(like_contains(word))
     if flt.enabled_only:
         where.append("s.enabled = 1")
     return (" WHERE " + " AND ".join(where)) if where else "", params

@@ -162,11 +162,21 @@ def require_scheme(db: Database, scheme: str) -> None:
 _COLUMNS = "scheme, level, code, name, full_name, unit_type, parent_code, province_code, district_code"
 
 
+LIKE_ESCAPE = "ESCAPE '\\'"
+
+
+def like_contains(text: str) -> str:
+    """A LIKE pattern (with ``LIKE_ESCAPE``) matching ``text`` anywhere, its ``%`` and ``_`` literal."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 def resolve(db: Database, level: str, query: str, scheme: str | None = None) -> list[dict[str, Any]]:
     """Units of ``level`` matching a code or a name, diacritics and case folded.
 
-    A code matches exactly; a name matches its short or full form exactly, or else every
-    folded word of the query must occur in the unit's folded full name.
+    A code matches exactly, and a query of digits only is a code: ``9`` is no part of ``79``.
+    A name matches its short or full form exactly, or else every folded word of the query must
+    be a whole word of the unit's name (``quan 1`` is not ``Quận 10``).
     """
     params: list[Any] = [level]
     where = "level = ?"
@@ -175,26 +185,21 @@ def resolve(db: Database, level: str, query: str, scheme: str | None = None) -> 
         params.append(scheme)
     q = query.strip()
     rows = db.query_dicts(f"SELECT {_COLUMNS} FROM units WHERE {where} AND code = ?", [*params, q])
-    if rows:
+    if rows or q.isdigit():
         return rows
     folded = fold(q)
     if not folded:
         return []
+    words = folded.split()
     candidates = db.query_dicts(
-        f"SELECT {_COLUMNS}, fold FROM units WHERE {where} AND fold LIKE ?", [*params, f"%{folded}%"]
+        f"SELECT {_COLUMNS} FROM units WHERE {where}" + f" AND fold LIKE ? {LIKE_ESCAPE}" * len(words),
+        [*params, *(like_contains(w) for w in words)],
     )
     exact = [r for r in candidates if folded in (fold(r["name"]), fold(r["full_name"]))]
     if exact:
-        candidates = exact
-    else:
-        words = folded.split()
-        candidates = db.query_dicts(
-            f"SELECT {_COLUMNS}, fold FROM units WHERE {where}" + " AND fold LIKE ?" * len(words),
-            [*params, *(f"%{w}%" for w in words)],
-        )
-    for r in candidates:
-        r.pop("fold", None)
-    return candidates
+        return exact
+    wanted = set(words)
+    return [r for r in candidates if wanted <= set(f"{fold(r['name'])} {fold(r['full_name'])}".split())]
 
 
 def list_units(db: Database, scheme: str | None = None, level: str | None = None,
@@ -220,9 +225,9 @@ def list_units(db: Database, scheme: str | None = None, level: str | None = None
     if search:
         code = search.strip()
         words = fold(search).split()
-        clause = " AND ".join("fold LIKE ?" for _ in words) or "1 = 0"
+        clause = " AND ".join(f"fold LIKE ? {LIKE_ESCAPE}" for _ in words) or "1 = 0"
         where.append(f"(code = ? OR ({clause}))")
-        params += [code, *(f"%{w}%" for w in words)]
+        params += [code, *(like_contains(w) for w in words)]
     order = "scheme, CASE level WHEN 'province' THEN 0 WHEN 'district' THEN 1 ELSE 2 END, code"
     return db.query_dicts(f"SELECT {_COLUMNS} FROM units WHERE {' AND '.join(where)} ORDER BY {order}", params)
 
