@@ -174,6 +174,9 @@ def test_acting_commands_need_a_filter_or_all(ccctl: Ccctl) -> None:
     assert huge.exit_code == 2 and huge.stderr == "Error: --search is 100000 characters long; at most 200\n"
     province = ccctl("sites", "list", "--province", "9")
     assert province.exit_code == 2 and province.stderr == "Error: no province matches '9'\n"
+    twice = ccctl("sites", "remove", "--province", "bac lieu", "--province", "ca mau", "--yes")
+    assert twice.exit_code == 2 and "given 2 times" in twice.stderr  # click would keep the last
+    assert len(ccctl.json("sites", "list")) == count
     assert ccctl("sites", "remove", "--all", "--yes").exit_code == 0
     assert ccctl.json("sites", "list") == []
 

@@ -41,15 +41,23 @@ def resolve_format(obj: AppContext, fmt: str | None, as_json: bool, as_csv: bool
     return fmt or obj.config.output.format
 
 
+def _once(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> str | None:
+    """The one value of a filter option; repeating it is an error (click would keep the last)."""
+    if len(values) > 1:
+        raise click.BadParameter(f"given {len(values)} times; give it once (several sites: repeat --site)")
+    return values[0] if values else None
+
+
 def site_filter_options(func: F) -> F:
     """The site filters every command acting on sites takes."""
+    once: dict[str, Any] = {"multiple": True, "callback": _once}
     options = [
-        click.option("--search", "f_search", metavar="Q", help="Free text, diacritics folded (ho chi minh)."),
-        click.option("--tier", "f_tier", type=click.Choice(["high", "low", "audio"]), help="Bandwidth tier."),
-        click.option("--tag", "f_tag", metavar="T", help="Sites carrying this tag."),
-        click.option("--unit", "f_unit", metavar="CODE", help="Administrative unit code (GSO)."),
-        click.option("--district", "f_district", metavar="D", help="District code or name."),
-        click.option("--province", "f_province", metavar="P", help="Province code or name."),
+        click.option("--search", "f_search", metavar="Q", help="Free text, diacritics folded (ho chi minh).", **once),
+        click.option("--tier", "f_tier", type=click.Choice(["high", "low", "audio"]), help="Bandwidth tier.", **once),
+        click.option("--tag", "f_tag", metavar="T", help="Sites carrying this tag.", **once),
+        click.option("--unit", "f_unit", metavar="CODE", help="Administrative unit code (GSO).", **once),
+        click.option("--district", "f_district", metavar="D", help="District code or name.", **once),
+        click.option("--province", "f_province", metavar="P", help="Province code or name.", **once),
         click.option("--site", "f_sites", metavar="ID", multiple=True, help="Site id (repeatable)."),
     ]
     for option in options:
