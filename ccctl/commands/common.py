@@ -41,16 +41,10 @@ def resolve_format(obj: AppContext, fmt: str | None, as_json: bool, as_csv: bool
     return fmt or obj.config.output.format
 
 
-def _once(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> str | None:
-    """The one value of a filter option; repeating it is an error (click would keep the last)."""
-    if len(values) > 1:
-        raise click.BadParameter(f"given {len(values)} times; give it once (several sites: repeat --site)")
-    return values[0] if values else None
-
-
 def site_filter_options(func: F) -> F:
     """The site filters every command acting on sites takes."""
-    once: dict[str, Any] = {"multiple": True, "callback": _once}
+    # multiple=True so that site_filter can refuse a repeat, which click would reduce to the last.
+    once: dict[str, Any] = {"multiple": True}
     options = [
         click.option("--search", "f_search", metavar="Q", help="Free text, diacritics folded (ho chi minh).", **once),
         click.option("--tier", "f_tier", type=click.Choice(["high", "low", "audio"]), help="Bandwidth tier.", **once),
@@ -77,16 +71,24 @@ def site_filter(kwargs: dict[str, Any], enabled_only: bool = False) -> SiteFilte
     For a command with ``--all`` (``acting_site_filter_options``), an empty filter without
     ``--all`` and ``--all`` with a filter are usage errors.
     """
+    def once(key: str, flag: str) -> str | None:
+        values = kwargs.pop(key, None) or ()
+        if isinstance(values, str):  # ctx.invoke with a plain value
+            return values
+        if len(values) > 1:
+            raise UsageError(f"{flag} given {len(values)} times; give it once (several sites: repeat --site)")
+        return values[0] if values else None
+
     acting = "f_all" in kwargs
     every = bool(kwargs.pop("f_all", False))
     flt = SiteFilter(
         ids=tuple(kwargs.pop("f_sites", ()) or ()),
-        province=kwargs.pop("f_province", None),
-        district=kwargs.pop("f_district", None),
-        unit=kwargs.pop("f_unit", None),
-        tag=kwargs.pop("f_tag", None),
-        tier=kwargs.pop("f_tier", None),
-        search=kwargs.pop("f_search", None),
+        province=once("f_province", "--province"),
+        district=once("f_district", "--district"),
+        unit=once("f_unit", "--unit"),
+        tag=once("f_tag", "--tag"),
+        tier=once("f_tier", "--tier"),
+        search=once("f_search", "--search"),
         enabled_only=enabled_only,
     )
     flt.check()
