@@ -10,7 +10,7 @@ from ccctl.errors import UsageError
 
 _OFFSET = re.compile(r"^(-)?(\d{1,5})([smh])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600}
-_FORMATS = ("%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S")
+_FORMATS = ("%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")
 
 
 def zone(name: str) -> ZoneInfo:

@@ -201,3 +201,31 @@ def broadcast_span(db: Database, broadcast_id: int) -> tuple[float, float | None
     if not rows:
         return None
     return float(rows[0][0]), (float(rows[0][1]) if rows[0][1] is not None else None)
+
+
+def unit_points() -> tuple[dict[tuple[str, str], tuple[float, float]], list[tuple[float, float]]]:
+    """Coordinates for the attendance map, from ``vietnamadminunits``' dataset (read-only).
+
+    Returns ``{(scheme, commune code): (lat, lon)}`` for both schemes (a 2021 commune without
+    its own point takes its district's), and the 2021 districts' points as the country's backdrop.
+    """
+    from ccctl.registry.units import _vau_dataset
+
+    points: dict[tuple[str, str], tuple[float, float]] = {}
+    backdrop: dict[str, tuple[float, float]] = {}
+    conn = _vau_dataset()
+    try:
+        for code, lat, lon, dcode, dlat, dlon in conn.execute(
+                "SELECT wardCode, wardLat, wardLon, districtCode, districtLat, districtLon FROM admin_units_legacy"):
+            if dlat is not None and dlon is not None:
+                backdrop.setdefault(str(dcode), (float(dlat), float(dlon)))
+            if lat is not None and lon is not None:
+                points[("2021", str(code))] = (float(lat), float(lon))
+            elif dlat is not None and dlon is not None:
+                points[("2021", str(code))] = (float(dlat), float(dlon))
+        for code, lat, lon in conn.execute("SELECT wardCode, wardLat, wardLon FROM admin_units"):
+            if lat is not None and lon is not None:
+                points[("2025", str(code))] = (float(lat), float(lon))
+    finally:
+        conn.close()
+    return points, list(backdrop.values())
