@@ -170,7 +170,9 @@ def tick_cmd(obj: AppContext, now_text: str | None, quiet: bool, fmt: str | None
     actions = run_async(tick(obj.db, _now(now_text, obj), options_from_config(config),
                              late_grace_s=config.meetings.late_grace_s))
     for a in actions:
-        if a["action"].startswith("ran"):
+        if a["action"] == "ended":
+            say(f"meeting {a['meeting_id']} ended: its broadcast has ended")
+        elif a["action"].startswith("ran"):
             say(f"meeting {a['meeting_id']}: check {a['offset']} {a['action']} (run {a['run_id']}): {a['ready']} ready, "
                 f"{a['not_ready']} not ready" + (f"; {a['note']}" if a.get("note") else ""))
     if actions or not quiet:
@@ -245,6 +247,43 @@ def start(obj: AppContext, ref: str) -> None:
     say(f"meeting {m['id']} live: broadcast {result['id']} ({result['source']}) to {len(body['sites'])} site(s)")
     if result.get("record"):
         say(f"recording the program to {result['record']}")
+
+
+@meeting.command("stop")
+@click.argument("ref", metavar="ID")
+@click.pass_obj
+def stop(obj: AppContext, ref: str) -> None:
+    """End the meeting's broadcast (the server closes its attendance) and mark the meeting ended."""
+    from ccctl.media.client import ControlClient
+    from ccctl.registry import meetings as store
+
+    m = store.get_meeting(obj.db, _meeting_id(ref))
+    if m["status"] != "live":
+        raise UsageError(f"meeting {m['id']} is {m['status']}; only a live meeting can stop")
+    client = ControlClient(obj.config.home, obj.config.serve.listen)
+    live = client.call("GET", "/api/broadcast")
+    if live.get("live") and live.get("id") == m["broadcast_id"]:
+        client.call("DELETE", "/api/broadcast")
+    now = time.time()
+    with obj.db.transaction():
+        store.update_meeting(obj.db, m["id"], {"status": "ended"}, now)
+        store.add_event(obj.db, m["id"], now, "ended", {"broadcast_id": m["broadcast_id"]})
+    say(f"meeting {m['id']} ended (broadcast {m['broadcast_id']})")
+
+
+@meeting.command("events")
+@click.argument("ref", metavar="ID")
+@format_options
+@click.pass_obj
+def events_cmd(obj: AppContext, ref: str, fmt: str | None, as_json: bool, as_csv: bool) -> None:
+    """What happened to a meeting: planned, edited, checks done, late or skipped, started, ended."""
+    from ccctl.meetings.times import local_text
+    from ccctl.registry import meetings as store
+
+    m = store.get_meeting(obj.db, _meeting_id(ref))
+    rows = [{"at": local_text(e["ts"], m["tz"]), "kind": e["kind"], "detail": e["detail"]}
+            for e in store.events(obj.db, m["id"])]
+    emit(rows, resolve_format(obj, fmt, as_json, as_csv), ["at", "kind", "detail"])
 
 
 @meeting.command("report")

@@ -7,7 +7,8 @@ A check found more than ``late_grace_s`` after its time (cron was down, the mach
 runs late and says so in its row and in a ``check_late`` event; of several missed checks of
 one meeting only the latest runs (the others are skipped as superseded), and none runs once
 the meeting has started. A tick whose process died while holding a check gives it back.
-The clock is the ``now`` argument: nothing here sleeps or reads the time.
+A live meeting whose broadcast has ended is marked ended. The clock is the ``now`` argument:
+nothing here sleeps or reads the time.
 """
 
 from __future__ import annotations
@@ -55,8 +56,10 @@ def _release_dead(db: Database, now: float) -> list[dict[str, Any]]:
 
 
 async def tick(db: Database, now: float, options: RollcallOptions, *, late_grace_s: float = 90.0) -> list[dict[str, Any]]:
-    """Run the checks due by ``now``; return what this tick did, one dict per check it touched."""
+    """Run the checks due by ``now``; return what this tick did, one dict per check (or meeting) it touched."""
     actions = _release_dead(db, now)
+    for meeting_id in store.settle_ended(db, now):
+        actions.append({"meeting_id": meeting_id, "action": "ended", "note": "its broadcast has ended"})
     for _meeting, group in groupby(store.due_checks(db, now), key=lambda r: r["meeting_id"]):
         rows = list(group)
         if now >= rows[0]["starts_at"]:

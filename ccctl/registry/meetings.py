@@ -195,6 +195,18 @@ def events(db: Database, meeting_id: int) -> list[dict[str, Any]]:
     return rows
 
 
+def settle_ended(db: Database, now: float) -> list[int]:
+    """Mark ended the live meetings whose broadcast has ended; return their ids."""
+    ids = [int(r[0]) for r in db.query(
+        "SELECT m.id FROM meetings m JOIN broadcasts b ON b.id = m.broadcast_id "
+        "WHERE m.status = 'live' AND b.status = 'ended'")]
+    for meeting_id in ids:
+        if db.execute("UPDATE meetings SET status = 'ended', updated_at = ? WHERE id = ? AND status = 'live'",
+                      (now, meeting_id)) == 1:
+            add_event(db, meeting_id, now, "ended", {})
+    return ids
+
+
 def broadcast_span(db: Database, broadcast_id: int) -> tuple[float, float | None] | None:
     """When a broadcast started and ended (None while live); None if there is no such broadcast."""
     rows = db.query("SELECT started_at, ended_at FROM broadcasts WHERE id = ?", (broadcast_id,))

@@ -12,13 +12,16 @@ from typing import Any
 
 import pytest
 
+from ccctl.config import load_config
 from ccctl.media.state import start_broadcast
 from ccctl.meetings.attendance import Tolerances, province_attendance, site_attendance, to_call
 from ccctl.meetings.plan import plan_meeting
 from ccctl.meetings.printable import write_report
+from ccctl.meetings.scheduler import tick
 from ccctl.registry import meetings as store
 from ccctl.registry.db import Database
 from ccctl.registry.sites import SiteFilter, add_site
+from ccctl.rollcall.session import options_from_config
 from tests.meetings.conftest import START, TZ, at
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -49,7 +52,13 @@ def _meeting_with_broadcast(db: Database) -> int:
     ]
     db.executemany("INSERT INTO broadcast_events (broadcast_id, ts, site_id, kind, detail) VALUES (?, ?, ?, ?, ?)",
                    [(bid, ts, site, kind, json.dumps(detail)) for site, ts, kind, detail in events])
-    store.update_meeting(db, planned.meeting_id, {"status": "ended", "broadcast_id": bid}, at("2026-12-05 09:00"))
+    store.update_meeting(db, planned.meeting_id, {"status": "live", "broadcast_id": bid}, at("2026-12-05 08:00"))
+    # The broadcast has ended: the next tick marks the meeting ended too.
+    options = options_from_config(load_config(env={}))
+    assert asyncio.run(tick(db, at("2026-12-05 09:01"), options)) == [
+        {"meeting_id": planned.meeting_id, "action": "ended", "note": "its broadcast has ended"}]
+    assert store.get_meeting(db, planned.meeting_id)["status"] == "ended"
+    assert asyncio.run(tick(db, at("2026-12-05 09:02"), options)) == []
     return planned.meeting_id
 
 

@@ -1,0 +1,75 @@
+"""``meeting start`` end to end: a detached server, the meeting's broadcast started with its
+title, audience and recording, real aiortc sites joining by WHEP (one on sound only), one
+site never joining; the report says who was present, on sound only, and absent."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import aioice.ice
+import pytest
+
+from ccctl.meetings.times import local_text
+from tests.conftest import Ccctl, free_port
+from tests.meetings.conftest import TZ
+from tests.test_broadcast_e2e import _join
+
+
+@pytest.fixture
+def server(ccctl: Ccctl, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ccctl]:
+    """A detached server on a free loopback port and three sites to invite."""
+    monkeypatch.setenv("CCCTL_SERVE_LISTEN", f"127.0.0.1:{free_port()}")
+    # This process plays the sites: its ICE stays on loopback like the server's.
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+    for site, unit, tier in (("bn-1", "26740", "high"), ("px-1", "00001", "audio"), ("bl-1", "31813", "high")):
+        added = ccctl("sites", "add", site, "--name", f"Điểm cầu {site}", "--unit", unit, "--tier", tier,
+                      "--contact-name", f"Chị {site}", "--contact-phone", "0987 654 321")
+        assert added.exit_code == 0, added.stderr
+    started = ccctl("serve", "--detach")
+    assert started.exit_code == 0, started.stderr
+    yield ccctl
+    ccctl("serve", "--stop")
+
+
+def test_meeting_start_and_attendance(server: Ccctl) -> None:
+    at = local_text(time.time() + 600, TZ)
+    assert at is not None
+    planned = server.json("meeting", "plan", "--at", at[:16], "--title", "Họp trực tuyến", "--site", "bn-1",
+                          "--site", "px-1", "--site", "bl-1", "--checks", "-5m", "--record")
+    meeting = str(planned["id"])
+    started = server("meeting", "start", meeting)
+    assert started.exit_code == 0, started.stderr
+    assert f"meeting {meeting} live: broadcast" in started.stderr and "to 3 site(s)" in started.stderr
+    shown = server.json("meeting", "show", meeting)
+    assert shown["status"] == "live" and shown["recording"].startswith(str(server.home / "recordings"))
+    assert [c["status"] for c in shown["checks"]] == ["cancelled"]  # started before its pre-check
+    again = server("meeting", "start", meeting)
+    assert again.exit_code == 2 and "is live" in again.stderr
+    links = {r["site_id"]: r for r in server.json("broadcast", "links")}
+
+    async def scenario() -> None:
+        bn, _, _ = await _join(links["bn-1"]["whep_url"], links["bn-1"]["token"])
+        px, _, _ = await _join(links["px-1"]["whep_url"], links["px-1"]["token"], kinds=("audio",))
+        live = {r["site_id"]: r for r in await asyncio.to_thread(server.json, "meeting", "report", meeting)}
+        assert (live["bn-1"]["status"], live["bn-1"]["audio_only"], live["bn-1"]["tier"]) == ("present", False, "high")
+        assert (live["px-1"]["status"], live["px-1"]["audio_only"]) == ("present", True)
+        assert (live["bl-1"]["status"], live["bl-1"]["contact_name"]) == ("absent", "Chị bl-1")
+        await bn.close()
+        await px.close()
+
+    asyncio.run(scenario())
+    stopped = server("meeting", "stop", meeting)
+    assert stopped.exit_code == 0 and f"meeting {meeting} ended" in stopped.stderr, stopped.stderr
+    assert server.json("broadcast", "status") == []  # no live broadcast left
+    final = {r["site_id"]: r for r in server.json("meeting", "report", meeting)}
+    assert {s: r["status"] for s, r in final.items()} == {"bn-1": "present", "px-1": "present", "bl-1": "absent"}
+    assert final["bn-1"]["first_join"] is not None and final["bn-1"]["joins"] == 1
+    calls = server.json("meeting", "report", meeting, "--by", "calls")
+    assert [c["site_id"] for c in calls] == ["bl-1"]
+    with open(shown["recording"], "rb") as fh:
+        assert len(fh.read(4096)) == 4096  # the program was recorded
+    kinds = [e["kind"] for e in server.json("meeting", "events", meeting)]
+    assert kinds == ["planned", "started", "ended"]
+    assert server.json("meeting", "show", meeting)["status"] == "ended"
