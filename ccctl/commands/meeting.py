@@ -159,19 +159,28 @@ def cancel(ctx: click.Context, ref: str, yes: bool) -> None:
 @meeting.command("tick")
 @click.option("--now", "now_text", hidden=True, metavar="'YYYY-MM-DD HH:MM:SS'", help="The clock, local (tests, replays).")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing when no check was due (for cron).")
+@click.option("--start", "autostart", is_flag=True,
+              help="Also start the broadcast of each meeting whose time has come (in the last 10 minutes).")
 @format_options
 @click.pass_obj
-def tick_cmd(obj: AppContext, now_text: str | None, quiet: bool, fmt: str | None, as_json: bool, as_csv: bool) -> None:
+def tick_cmd(obj: AppContext, now_text: str | None, quiet: bool, autostart: bool, fmt: str | None, as_json: bool,
+             as_csv: bool) -> None:
     """Run the pre-checks that are due (cron: every minute); each runs once, late ones say so."""
     from ccctl.meetings.scheduler import tick
+    from ccctl.meetings.starting import start_meeting
     from ccctl.rollcall.session import options_from_config
 
     config = obj.config
-    actions = run_async(tick(obj.db, _now(now_text, obj), options_from_config(config),
-                             late_grace_s=config.meetings.late_grace_s))
+    now = _now(now_text, obj)
+
+    def starter(meeting_id: int) -> dict[str, Any]:
+        return start_meeting(obj.db, meeting_id, _control(obj), config.home, now, claimed=True)
+
+    actions = run_async(tick(obj.db, now, options_from_config(config), late_grace_s=config.meetings.late_grace_s,
+                             start=starter if autostart else None))
     for a in actions:
-        if a["action"] == "ended":
-            say(f"meeting {a['meeting_id']} ended: its broadcast has ended")
+        if a["action"] in ("ended", "started", "start failed"):
+            say(f"meeting {a['meeting_id']} {a['action']}: {a['note']}")
         elif a["action"].startswith("ran"):
             say(f"meeting {a['meeting_id']}: check {a['offset']} {a['action']} (run {a['run_id']}): {a['ready']} ready, "
                 f"{a['not_ready']} not ready" + (f"; {a['note']}" if a.get("note") else ""))
@@ -212,10 +221,15 @@ def readiness(obj: AppContext, ref: str, check_ref: str | None, by: str, fmt: st
         emit(core.not_ready(rows) if by == "calls" else rows, output, core.SITE_COLUMNS)
 
 
-def _recording_path(obj: AppContext, meeting_id: int) -> Path:
-    folder = obj.config.home / "recordings"
-    folder.mkdir(parents=True, exist_ok=True)
-    return (folder / f"meeting-{meeting_id}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.ts").resolve()
+def _control(obj: AppContext) -> Any:
+    """The control client of the configured server, starting one in the background if none answers."""
+    from ccctl.media.client import ControlClient, start_detached
+
+    client = ControlClient(obj.config.home, obj.config.serve.listen)
+    if not client.alive():
+        pid = start_detached(obj.config.home, obj.config.serve.listen, obj.config.db_url)
+        say(f"no server was running: started one in the background (pid {pid}, {client.base})")
+    return client
 
 
 @meeting.command("start")
@@ -223,28 +237,14 @@ def _recording_path(obj: AppContext, meeting_id: int) -> Path:
 @click.pass_obj
 def start(obj: AppContext, ref: str) -> None:
     """Start the meeting's broadcast now, with its title, source and audience (and recording)."""
-    from ccctl.media.client import ControlClient, start_detached
-    from ccctl.registry import meetings as store
+    from ccctl.meetings.starting import start_meeting
+    from ccctl.registry.meetings import get_meeting
 
-    m = store.get_meeting(obj.db, _meeting_id(ref))
+    m = get_meeting(obj.db, _meeting_id(ref))
     if m["status"] != "planned":
         raise UsageError(f"meeting {m['id']} is {m['status']}; only a planned meeting can start")
-    client = ControlClient(obj.config.home, obj.config.serve.listen)
-    if not client.alive():
-        pid = start_detached(obj.config.home, obj.config.serve.listen, obj.config.db_url)
-        say(f"no server was running: started one in the background (pid {pid}, {client.base})")
-    body: dict[str, Any] = {"source": m["source"], "title": m["title"],
-                            "sites": [r["site_id"] for r in store.audience(obj.db, m["id"])]}
-    if m["record"]:
-        body["record"] = str(_recording_path(obj, m["id"]))
-    result = client.call("POST", "/api/broadcast", body)
-    now = time.time()
-    with obj.db.transaction():
-        store.update_meeting(obj.db, m["id"], {"status": "live", "broadcast_id": int(result["id"]),
-                                               "recording": result.get("record")}, now)
-        store.cancel_checks(obj.db, m["id"], "meeting started", now)
-        store.add_event(obj.db, m["id"], now, "started", {"broadcast_id": result["id"], "record": result.get("record")})
-    say(f"meeting {m['id']} live: broadcast {result['id']} ({result['source']}) to {len(body['sites'])} site(s)")
+    result = start_meeting(obj.db, m["id"], _control(obj), obj.config.home, time.time())
+    say(f"meeting {m['id']} live: broadcast {result['id']} ({result['source']}) to {result['sites']} site(s)")
     if result.get("record"):
         say(f"recording the program to {result['record']}")
 
@@ -310,7 +310,7 @@ def report(obj: AppContext, ref: str, by: str, fmt: str | None, as_json: bool, a
     sites = core.site_attendance(obj.db, m["id"], now, core.Tolerances(cfg.late_after_s, cfg.left_early_s))
     provinces = core.province_attendance(sites)
     check_rows = [check_record(c, m["tz"]) for c in checks(obj.db, m["id"])]
-    calls = core.to_call(sites)
+    calls = core.to_call(sites, m["broadcast_id"] is not None)
     if m["broadcast_id"] is None:
         say(f"meeting {m['id']} has not started: every site counts as absent; the pre-checks say who is ready")
     if html is not None:

@@ -109,7 +109,9 @@ def province_attendance(site_rows: list[dict[str, Any]]) -> list[dict[str, Any]]
     return sorted(groups.values(), key=lambda g: (g["attended_pct"], g["province_code"]))
 
 
-def to_call(site_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The sites someone should phone: absent, gone early, or not ready at the last check."""
-    return [r for r in site_rows
-            if r["status"] == "absent" or r["left_early"] or r["precheck"] not in (None, "ready")]
+def to_call(site_rows: list[dict[str, Any]], started: bool) -> list[dict[str, Any]]:
+    """The sites someone should phone: once the meeting has started, those absent or gone early;
+    before, those not ready at the last pre-check."""
+    if started:
+        return [r for r in site_rows if r["status"] == "absent" or r["left_early"]]
+    return [r for r in site_rows if r["precheck"] not in (None, "ready")]

@@ -120,7 +120,7 @@ def render(db: Database, meeting_id: int, now: float, sites: list[dict[str, Any]
     points, backdrop = store.unit_points()
     map_svg, missing = country_map(sites, points, backdrop)
     totals = {s: sum(1 for r in sites if r["status"] == s) for s in ("present", "late", "absent")}
-    calls = to_call(sites)
+    calls = to_call(sites, m["broadcast_id"] is not None)
     check_cols = ["offset", "due_at", "status", "started_at", "late_s", "run_id", "ready", "not_ready", "note"]
     call_cols = ["site_id", "site_name", "province_name", "status", "left_early", "precheck", "precheck_reason",
                  "contact_name", "contact_phone"]

@@ -14,9 +14,11 @@ nothing here sleeps or reads the time.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from itertools import groupby
 from typing import Any
 
+from ccctl.errors import CcctlError
 from ccctl.meetings.readiness import not_ready, site_readiness, summary
 from ccctl.meetings.times import offset_text
 from ccctl.models import Site
@@ -55,9 +57,25 @@ def _release_dead(db: Database, now: float) -> list[dict[str, Any]]:
     return actions
 
 
-async def tick(db: Database, now: float, options: RollcallOptions, *, late_grace_s: float = 90.0) -> list[dict[str, Any]]:
-    """Run the checks due by ``now``; return what this tick did, one dict per check (or meeting) it touched."""
+async def tick(db: Database, now: float, options: RollcallOptions, *, late_grace_s: float = 90.0,
+               start: Callable[[int], dict[str, Any]] | None = None,
+               start_window_s: float = 600.0) -> list[dict[str, Any]]:
+    """Run the checks due by ``now``; return what this tick did, one dict per check (or meeting) it touched.
+
+    With ``start`` (called with a meeting id, ``starting.start_meeting`` behind it), a planned
+    meeting whose time came in the last ``start_window_s`` is started, by one tick only; one
+    older than that waits for an operator (``meeting start``) rather than starting hours late.
+    """
     actions = _release_dead(db, now)
+    if start is not None:
+        for meeting_id in store.claim_start(db, now, start_window_s):
+            try:
+                result = start(meeting_id)
+            except CcctlError as exc:
+                actions.append({"meeting_id": meeting_id, "action": "start failed", "note": str(exc)})
+            else:
+                actions.append({"meeting_id": meeting_id, "action": "started",
+                                "note": f"broadcast {result['id']} to {result['sites']} site(s)"})
     for meeting_id in store.settle_ended(db, now):
         actions.append({"meeting_id": meeting_id, "action": "ended", "note": "its broadcast has ended"})
     for _meeting, group in groupby(store.due_checks(db, now), key=lambda r: r["meeting_id"]):

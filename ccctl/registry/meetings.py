@@ -195,6 +195,15 @@ def events(db: Database, meeting_id: int) -> list[dict[str, Any]]:
     return rows
 
 
+def claim_start(db: Database, now: float, window_s: float) -> list[int]:
+    """Take the planned meetings whose time came within the last ``window_s`` for this tick to
+    start (status ``starting``); another tick gets none of them."""
+    ids = [int(r[0]) for r in db.query("SELECT id FROM meetings WHERE status = 'planned' AND starts_at <= ? "
+                                       "AND starts_at > ? ORDER BY starts_at, id", (now, now - window_s))]
+    return [i for i in ids if db.execute("UPDATE meetings SET status = 'starting', updated_at = ? "
+                                         "WHERE id = ? AND status = 'planned'", (now, i)) == 1]
+
+
 def settle_ended(db: Database, now: float) -> list[int]:
     """Mark ended the live meetings whose broadcast has ended; return their ids."""
     ids = [int(r[0]) for r in db.query(

@@ -5,6 +5,7 @@ site never joining; the report says who was present, on sound only, and absent."
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 
@@ -34,17 +35,30 @@ def server(ccctl: Ccctl, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ccctl]:
 
 
 def test_meeting_start_and_attendance(server: Ccctl) -> None:
-    at = local_text(time.time() + 600, TZ)
+    start = (int(time.time()) // 60 + 10) * 60
+    at = local_text(start, TZ)
     assert at is not None
     planned = server.json("meeting", "plan", "--at", at[:16], "--title", "Họp trực tuyến", "--site", "bn-1",
                           "--site", "px-1", "--site", "bl-1", "--checks", "-5m", "--record")
     meeting = str(planned["id"])
-    started = server("meeting", "start", meeting)
+    other = str(server.json("meeting", "plan", "--at", at[:16], "--title", "Họp khác", "--site", "bl-1")["id"])
+    early = server.json("meeting", "tick", "--start", "--now", local_text(start - 60, TZ) or "")
+    assert [(str(a["meeting_id"]), a["action"], a["ready"]) for a in early] == [(meeting, "ran late", 0)]
+    calls = server.json("meeting", "readiness", meeting)  # these sites have no SSH endpoint registered
+    assert {(c["site_id"], c["reason"], c["contact_phone"]) for c in calls} == {
+        (s, "no endpoint configured", "0987 654 321") for s in ("bn-1", "px-1", "bl-1")}
+    # At the time, one tick starts the first meeting; the second finds the broadcast taken and stays planned.
+    started = server("meeting", "tick", "--start", "--now", local_text(start + 5, TZ) or "", "--json")
     assert started.exit_code == 0, started.stderr
-    assert f"meeting {meeting} live: broadcast" in started.stderr and "to 3 site(s)" in started.stderr
+    actions = {str(a["meeting_id"]): a for a in json.loads(started.stdout)}
+    assert actions[meeting]["action"] == "started" and "to 3 site(s)" in actions[meeting]["note"]
+    assert actions[other]["action"] == "start failed" and "already live" in actions[other]["note"]
+    assert server.json("meeting", "show", other)["status"] == "planned"
+    refused = server("meeting", "start", other)
+    assert refused.exit_code == 1 and "already live" in refused.stderr
     shown = server.json("meeting", "show", meeting)
     assert shown["status"] == "live" and shown["recording"].startswith(str(server.home / "recordings"))
-    assert [c["status"] for c in shown["checks"]] == ["cancelled"]  # started before its pre-check
+    assert [c["status"] for c in shown["checks"]] == ["done"]
     again = server("meeting", "start", meeting)
     assert again.exit_code == 2 and "is live" in again.stderr
     links = {r["site_id"]: r for r in server.json("broadcast", "links")}
@@ -71,5 +85,6 @@ def test_meeting_start_and_attendance(server: Ccctl) -> None:
     with open(shown["recording"], "rb") as fh:
         assert len(fh.read(4096)) == 4096  # the program was recorded
     kinds = [e["kind"] for e in server.json("meeting", "events", meeting)]
-    assert kinds == ["planned", "started", "ended"]
+    # (the ticks ran on the injected clock, ten minutes ahead: compare the kinds, not their order)
+    assert sorted(kinds) == ["check_done", "check_late", "ended", "planned", "started"]
     assert server.json("meeting", "show", meeting)["status"] == "ended"
