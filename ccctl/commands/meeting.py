@@ -249,6 +249,56 @@ def start(obj: AppContext, ref: str) -> None:
         say(f"recording the program to {result['record']}")
 
 
+@meeting.command("rehearse")
+@click.argument("ref", metavar="ID")
+@click.option("--seconds", type=click.FloatRange(5, 3600), default=120.0, show_default=True,
+              help="Longest the test broadcast runs (it ends sooner once every site has reported back).")
+@format_options
+@click.pass_obj
+def rehearse(obj: AppContext, ref: str, seconds: float, fmt: str | None, as_json: bool, as_csv: bool) -> None:
+    """A short test broadcast (pattern with tone) to the audience: which sites received it,
+    which joined without reporting back, which never came; with whom to call."""
+    from ccctl.meetings import rehearsal
+    from ccctl.meetings.readiness import site_directory
+    from ccctl.registry import meetings as store
+
+    m = store.get_meeting(obj.db, _meeting_id(ref))
+    if m["status"] != "planned":
+        raise UsageError(f"meeting {m['id']} is {m['status']}; rehearse a planned meeting")
+    members = store.audience(obj.db, m["id"])
+    wanted = {r["site_id"] for r in members}
+    client = _control(obj)
+    started = client.call("POST", "/api/broadcast", {"source": "testsrc", "title": f"Tổng duyệt: {m['title']}",
+                                                     "sites": sorted(wanted)})
+    say(f"rehearsal of meeting {m['id']}: test broadcast {started['id']} live for up to {seconds:.0f} s "
+        "(the sites open their join links now)")
+    seen = rehearsal.Observed()
+    deadline = time.monotonic() + seconds
+    try:
+        while True:
+            data = client.call("GET", "/api/broadcast")
+            if not data.get("live") or data.get("id") != started["id"]:
+                say("the test broadcast was stopped from elsewhere")
+                break
+            seen.add([s for s in data["sessions"] if s["site_id"] in wanted])
+            if wanted <= seen.received() or time.monotonic() >= deadline:
+                break
+            time.sleep(1.0)  # the polling cadence of a command an operator watches, not a synchronisation
+    finally:
+        live = client.call("GET", "/api/broadcast")
+        if live.get("live") and live.get("id") == started["id"]:
+            client.call("DELETE", "/api/broadcast")
+    rows = rehearsal.judge(members, site_directory(obj.db, sorted(wanted)), seen)
+    counts = {v: sum(1 for r in rows if r["verdict"] == v) for v in ("received", "joined, nothing reported back",
+                                                                     "absent")}
+    store.add_event(obj.db, m["id"], time.time(), "rehearsal", {"broadcast_id": started["id"], **counts,
+                                                                "missing": [r["site_id"] for r in rows
+                                                                            if r["verdict"] != "received"][:200]})
+    say(f"{counts['received']}/{len(rows)} site(s) received the test broadcast, "
+        f"{counts['joined, nothing reported back']} joined without reporting back, {counts['absent']} absent")
+    emit(rows, resolve_format(obj, fmt, as_json, as_csv), rehearsal.COLUMNS)
+
+
 @meeting.command("stop")
 @click.argument("ref", metavar="ID")
 @click.pass_obj

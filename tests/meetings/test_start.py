@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import aioice.ice
 import pytest
@@ -88,3 +90,53 @@ def test_meeting_start_and_attendance(server: Ccctl) -> None:
     # (the ticks ran on the injected clock, ten minutes ahead: compare the kinds, not their order)
     assert sorted(kinds) == ["check_done", "check_late", "ended", "planned", "started"]
     assert server.json("meeting", "show", meeting)["status"] == "ended"
+
+
+def test_rehearsal_says_who_received(server: Ccctl) -> None:
+    """Two sites join the test broadcast (one on sound only); the rehearsal ends as soon as both
+    have reported back, and says so."""
+    from ccctl.media.client import ControlClient
+
+    at = local_text(time.time() + 3600, TZ)
+    assert at is not None
+    meeting = str(server.json("meeting", "plan", "--at", at[:16], "--title", "Tổng duyệt", "--site", "bn-1",
+                              "--site", "px-1")["id"])
+
+    async def scenario() -> Any:
+        run = asyncio.ensure_future(asyncio.to_thread(server, "meeting", "rehearse", meeting, "--seconds", "300",
+                                                      "--json"))
+        client = ControlClient(server.home, os.environ["CCCTL_SERVE_LISTEN"])
+        for _ in range(2400):  # bounded: the rehearsal's broadcast goes live within the command's first call
+            if (await asyncio.to_thread(client.call, "GET", "/api/broadcast"))["live"] or run.done():
+                break
+            await asyncio.sleep(0.05)
+        links = {r["site_id"]: r for r in await asyncio.to_thread(server.json, "broadcast", "links")}
+        bn, _, _ = await _join(links["bn-1"]["whep_url"], links["bn-1"]["token"])
+        px, _, _ = await _join(links["px-1"]["whep_url"], links["px-1"]["token"], kinds=("audio",))
+        result = await asyncio.wait_for(run, 300)
+        await bn.close()
+        await px.close()
+        return result
+
+    result = asyncio.run(scenario())
+    assert result.exit_code == 0, result.stderr
+    rows = {r["site_id"]: r for r in json.loads(result.stdout)}
+    assert (rows["bn-1"]["verdict"], rows["bn-1"]["sent"]) == ("received", "picture and sound")
+    assert (rows["px-1"]["verdict"], rows["px-1"]["sent"]) == ("received", "sound only")
+    assert "2/2 site(s) received the test broadcast" in result.stderr
+    assert server.json("broadcast", "status") == []  # the test broadcast was stopped
+    assert server.json("meeting", "show", meeting)["status"] == "planned"
+    [event] = [e for e in server.json("meeting", "events", meeting) if e["kind"] == "rehearsal"]
+    assert event["detail"]["received"] == 2 and event["detail"]["missing"] == []
+
+
+def test_rehearsal_verdicts() -> None:
+    from ccctl.meetings.rehearsal import Observed, judge
+
+    seen = Observed()
+    seen.add([{"site_id": "a", "tier": "high", "packets_sent": 0, "rtt_ms": None, "fraction_lost": None},
+              {"site_id": "b", "tier": "low", "packets_sent": 40, "rtt_ms": None, "fraction_lost": None}])
+    seen.add([{"site_id": "a", "tier": "high", "packets_sent": 90, "rtt_ms": 3.5, "fraction_lost": 0.0}])
+    members = [{"site_id": s, "site_name": s, "province_code": "01"} for s in ("a", "b", "c")]
+    rows = {r["site_id"]: r["verdict"] for r in judge(members, {}, seen)}
+    assert rows == {"a": "received", "b": "joined, nothing reported back", "c": "absent"}
