@@ -188,6 +188,39 @@ def tick_cmd(obj: AppContext, now_text: str | None, quiet: bool, autostart: bool
         emit(actions, resolve_format(obj, fmt, as_json, as_csv), TICK_COLUMNS)
 
 
+@meeting.command("watch")
+@click.option("--interval", "interval_s", type=click.FloatRange(5, 3600), default=60.0, show_default=True)
+@click.option("--start", "autostart", is_flag=True, help="Also start each meeting's broadcast at its time.")
+@click.pass_obj
+def watch(obj: AppContext, interval_s: float, autostart: bool) -> None:
+    """Tick every minute in the foreground (instead of cron) until interrupted; what each tick
+    does goes to stderr."""
+    import asyncio
+
+    from ccctl.meetings.loop import run_scheduler
+    from ccctl.meetings.starting import start_meeting
+    from ccctl.rollcall.session import options_from_config
+
+    config = obj.config
+
+    def starter(meeting_id: int) -> dict[str, Any]:
+        return start_meeting(obj.db, meeting_id, _control(obj), config.home, time.time(), claimed=True)
+
+    def report(actions: list[dict[str, Any]]) -> None:
+        for a in actions:
+            say(f"meeting {a['meeting_id']}: {a.get('offset', '')} {a['action']}"
+                + (f" (run {a['run_id']})" if a.get("run_id") else "") + (f": {a['note']}" if a.get("note") else ""))
+
+    async def main() -> int:
+        return await run_scheduler(obj.db, options_from_config(config), asyncio.Event(), interval_s=interval_s,
+                                   late_grace_s=config.meetings.late_grace_s,
+                                   start=starter if autostart else None, on_actions=report,
+                                   on_error=lambda exc: say(f"tick failed: {exc}"))
+
+    say(f"ticking every {interval_s:.0f} s; Ctrl-C to stop")
+    run_async(main())
+
+
 @meeting.command("readiness")
 @click.argument("ref", metavar="ID")
 @click.option("--check", "check_ref", metavar="OFFSET|CHECK_ID", help="Which check (default: the latest that ran).")

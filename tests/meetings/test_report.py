@@ -122,3 +122,27 @@ def test_printable_report_opens_in_chromium(units_db: Database, tmp_path: Path) 
     assert all(w > 100 for _, w in bars.values())  # drawn, half or all of a 490 px bar
     assert sorted(seen["dots"]) == sorted(EXPECTED.values()) and seen["calls"] == 2
     assert (tmp_path / "report.pdf").stat().st_size > 5000
+
+
+def test_scheduler_loop_ticks_until_stopped(units_db: Database) -> None:
+    """The loop ticks on its clock and stops when told (here after the third tick); no pause between ticks (interval 0)."""
+    from ccctl.meetings.loop import run_scheduler
+
+    meeting = _meeting_with_broadcast(units_db)
+    store.update_meeting(units_db, meeting, {"status": "live"}, at("2026-12-05 09:00"))
+    clock = iter([at("2026-12-05 09:01"), at("2026-12-05 09:02"), at("2026-12-05 09:03")])
+    seen: list[list[dict[str, Any]]] = []
+
+    async def main() -> int:
+        stop = asyncio.Event()
+
+        def collect(actions: list[dict[str, Any]]) -> None:
+            seen.append(actions)
+            if len(seen) == 3:
+                stop.set()
+
+        return await run_scheduler(units_db, options_from_config(load_config(env={})), stop, interval_s=0,
+                                   clock=lambda: next(clock), on_actions=collect)
+
+    assert asyncio.run(main()) == 3
+    assert [len(a) for a in seen] == [1, 0, 0] and seen[0][0]["action"] == "ended"
