@@ -54,6 +54,11 @@ def test_plan_check_report(fleet: Ccctl, tmp_path: Path) -> None:
     edited = fleet("meeting", "edit", str(other["id"]), "--remove-site", "2021-31813", "--title", "Khác 2")
     assert edited.exit_code == 0 and "63 site(s)" in edited.stderr
     assert fleet("meeting", "edit", str(other["id"]), "--remove-site", "ghost").exit_code == 2
+    moved = fleet("meeting", "edit", str(other["id"]), "--at", _local(start + 7200)[:16], "--checks", "-30m")
+    assert moved.exit_code == 0, moved.stderr
+    assert [(c["offset"], c["status"], c["due_at"]) for c in fleet.json("meeting", "checks", str(other["id"]))] == [
+        ("-30m", "due", _local(start + 7200 - 1800))]
+    assert [m["id"] for m in fleet.json("meeting", "list", "--since", _local(start + 60)[:16])] == [other["id"]]
     assert fleet("meeting", "cancel", str(other["id"]), "--yes").exit_code == 0
     assert {c["status"] for c in fleet.json("meeting", "checks", str(other["id"]))} == {"cancelled"}
     again = fleet("meeting", "edit", str(other["id"]), "--title", "y")

@@ -146,3 +146,25 @@ def test_scheduler_loop_ticks_until_stopped(units_db: Database) -> None:
 
     assert asyncio.run(main()) == 3
     assert [len(a) for a in seen] == [1, 0, 0] and seen[0][0]["action"] == "ended"
+
+
+def test_a_check_held_by_a_dead_tick_is_given_back(units_db: Database) -> None:
+    """A tick killed while running a check leaves it ``running``; the next tick sees its owner is
+    gone (same host, the process has exited), gives the check back and runs it."""
+    import subprocess
+    import sys
+
+    meeting = _meeting_with_broadcast(units_db)
+    store.update_meeting(units_db, meeting, {"status": "planned", "broadcast_id": None}, at("2026-12-05 07:00"))
+    owner = json.loads(subprocess.run(
+        [sys.executable, "-c", "import json; from ccctl.rollcall.history import run_owner; print(json.dumps(run_owner()))"],
+        check=True, capture_output=True, text=True).stdout)  # that process has exited: a dead owner
+    [check] = store.checks(units_db, meeting)
+    assert store.claim_check(units_db, check["id"], owner, at("2026-12-05 07:45"), None)
+    assert not store.claim_check(units_db, check["id"], owner, at("2026-12-05 07:45"), None)  # taken: no second claim
+    actions = asyncio.run(tick(units_db, at("2026-12-05 07:46"), options_from_config(load_config(env={}))))
+    assert [a["action"] for a in actions] == ["released", "ran"]
+    assert actions[1]["not_ready"] == 6  # these sites have no endpoint
+    [check] = store.checks(units_db, meeting)
+    assert check["status"] == "done" and check["run_id"] == actions[1]["run_id"]
+    assert "check_released" in [e["kind"] for e in store.events(units_db, meeting)]
