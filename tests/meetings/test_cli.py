@@ -101,3 +101,10 @@ def test_plan_check_report(fleet: Ccctl, tmp_path: Path) -> None:
     names = [c for c in wb["Site"]["B"] if str(c.value).startswith("=")]
     assert [(c.value, c.data_type) for c in names] == [('=HYPERLINK("http://x")', "s")]  # text, not a formula
     assert fleet("meeting", "report", meeting, "--format", "xlsx").exit_code == 2
+    page = tmp_path / "report.html"
+    printed = fleet("meeting", "report", meeting, "--html", str(page))
+    assert printed.exit_code == 0 and printed.stdout == "" and f"to {page}" in printed.stderr
+    html = page.read_text("utf-8")
+    assert '<svg id="chart"' in html and '<svg id="map"' in html and html.count('class="site absent"') == 6
+    calls_table = html.split('<table class="calls">')[1].split("</table>")[0]  # before the start: the not-ready
+    assert "Kỹ thuật viên 1" in calls_table and "Kỹ thuật viên 0" not in calls_table
