@@ -83,6 +83,17 @@ class ServeConfig:
 
 
 @dataclass(frozen=True)
+class MeetingsConfig:
+    """Meetings: the operators' time zone, default pre-checks and attendance tolerances."""
+
+    timezone: str = "Asia/Ho_Chi_Minh"
+    checks: str = "-60m,-15m"
+    late_grace_s: float = 90.0  # a check run later than this after its time is reported late
+    late_after_s: float = 300.0  # a site joining later than this after the start is late
+    left_early_s: float = 300.0  # a site gone for good earlier than this before the end left early
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     """Default listing format."""
 
@@ -99,6 +110,7 @@ class Config:
     rollcall: RollcallConfig = RollcallConfig()
     sim: SimConfig = SimConfig()
     serve: ServeConfig = ServeConfig()
+    meetings: MeetingsConfig = MeetingsConfig()
     output: OutputConfig = OutputConfig()
 
     @property
@@ -112,7 +124,7 @@ class Config:
         return Path(self.ssh.client_key) if self.ssh.client_key else self.home / "keys" / "id_ed25519"
 
 
-SECTIONS = ("registry", "ssh", "rollcall", "sim", "serve", "output")
+SECTIONS = ("registry", "ssh", "rollcall", "sim", "serve", "meetings", "output")
 
 
 def default_home() -> Path:

@@ -63,6 +63,28 @@ MIGRATIONS: list[list[str]] = [
         """CREATE TABLE site_tokens (
             site_id TEXT PRIMARY KEY, generation INTEGER NOT NULL)""",
     ],
+    # 4: meetings: their audience (kept as planned), pre-checks claimed by one tick, events.
+    [
+        """CREATE TABLE meetings (
+            id {serial}, title TEXT NOT NULL, starts_at {real} NOT NULL, tz TEXT NOT NULL,
+            source TEXT NOT NULL, record INTEGER NOT NULL, status TEXT NOT NULL, filters TEXT NOT NULL,
+            broadcast_id INTEGER, recording TEXT, created_at {real} NOT NULL, updated_at {real} NOT NULL)""",
+        "CREATE INDEX meetings_by_start ON meetings (starts_at)",
+        """CREATE TABLE meeting_sites (
+            meeting_id INTEGER NOT NULL REFERENCES meetings (id) ON DELETE CASCADE,
+            site_id TEXT NOT NULL, site_name TEXT NOT NULL, province_code TEXT,
+            PRIMARY KEY (meeting_id, site_id))""",
+        """CREATE TABLE meeting_checks (
+            id {serial}, meeting_id INTEGER NOT NULL REFERENCES meetings (id) ON DELETE CASCADE,
+            offset_s INTEGER NOT NULL, due_at {real} NOT NULL, status TEXT NOT NULL,
+            claimed_by TEXT, started_at {real}, finished_at {real}, late_s {real}, run_id INTEGER,
+            summary TEXT, note TEXT)""",
+        "CREATE INDEX meeting_checks_due ON meeting_checks (status, due_at)",
+        """CREATE TABLE meeting_events (
+            id {serial}, meeting_id INTEGER NOT NULL REFERENCES meetings (id) ON DELETE CASCADE,
+            ts {real} NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL)""",
+        "CREATE INDEX meeting_events_by_meeting ON meeting_events (meeting_id, ts)",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)
