@@ -136,7 +136,9 @@ def alert_events(db: Database, spec: FeedSpec, checked: Checked, units: dict[str
         for group, day, value in crossings(alert, series):
             if day != newest:
                 continue
-            detail = f"{alert.text()}: {value:g} on {day}"
+            unit = units.get(group)
+            place = unit.full_name if unit and not alert.level else group
+            detail = f"{place}: {alert.text()}: {value:g} on {day}"
             if (group, alert.indicator, detail) not in done:
                 events.append(("alert", group, alert.indicator, detail))
     return events
