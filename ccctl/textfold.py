@@ -48,3 +48,19 @@ def strip_unit_prefix(text: str) -> str | None:
                 stripped = fold_name(rest)
                 return stripped or None
     return None
+
+
+_TONES = frozenset("\u0300\u0301\u0303\u0309\u0323")  # grave, acute, tilde, hook above, dot below
+
+
+@lru_cache(maxsize=65536)
+def tone_fold(text: str) -> str:
+    """Lowercase text that keeps its diacritics but not where the tone mark sits: ``Hoà`` and
+    ``Hòa`` are one, ``Sa Pa`` and ``Sa Pả`` two (for names that ``fold`` makes equal)."""
+    decomposed = unicodedata.normalize("NFD", text.replace("Ð", "Đ").replace("ð", "đ").lower())
+    words = []
+    for word in re.split(r"[^\w\u0300-\u036f]+", decomposed):
+        if word:
+            tones = "".join(sorted(ch for ch in word if ch in _TONES))
+            words.append(_LEADING_ZEROS.sub("", "".join(ch for ch in word if ch not in _TONES)) + tones)
+    return " ".join(words)

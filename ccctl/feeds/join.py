@@ -4,7 +4,8 @@ A GSO code joins directly (leading zeros optional). A name joins by ``fold_name`
 diacritics, either tone-mark placement, decomposed Unicode, dashes and spacing do not
 matter; the full name with its type (``Xã Tân Phong``) is tried first, then the name with
 any type prefix dropped (``TP. Hồ Chí Minh``). Where several units share a name, the
-source's province or district column decides; otherwise the row is reported as ambiguous.
+source's province or district column decides, then the marks themselves (``Sa Pa`` is not
+``Sa Pả``, wherever the tone mark sits); otherwise the row is reported as ambiguous.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ccctl.textfold import fold_name, strip_unit_prefix
+from ccctl.textfold import fold_name, strip_unit_prefix, tone_fold
 
 CODE_WIDTH = {"province": 2, "district": 3, "commune": 5}
 ALIASES = {"hcm": "ho chi minh", "tphcm": "ho chi minh", "sai gon": "ho chi minh", "hn": "ha noi"}
@@ -90,6 +91,12 @@ class UnitJoiner:
             if not narrowed:
                 return f"no {self.level} named {text.strip()!r} in {lvl} {cell!r}"
             found = narrowed
+        if len(found) > 1:
+            # Names that fold alike (Sa Pa, Sa Pả) differ in their marks, wherever the tone sits.
+            exact = tone_fold(text)
+            same = [u for u in found if exact in (tone_fold(u.full_name), tone_fold(u.name))
+                    or exact.endswith(" " + tone_fold(u.name))]
+            found = same or found
         if len(found) > 1:
             where = ", ".join(f"{u.code} {u.full_name}" for u in found[:4])
             return (f"{len(found)} {self.level}s are named {text.strip()!r} ({where}); "

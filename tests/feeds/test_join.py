@@ -72,3 +72,13 @@ def test_2025_scheme(units_db: Database) -> None:
     j = joiner(units_db, "province", "2025")
     assert code(j, "Thành phố Huế") == code(j, "Huế") == code(j, "Hue")
     assert isinstance(j.join("Bà Rịa - Vũng Tàu"), str)  # merged into Hồ Chí Minh in 2025
+
+
+def test_names_that_fold_alike_are_told_apart_by_their_marks(units_db: Database) -> None:
+    j = joiner(units_db, "commune")
+    # Two wards of one district fold to "sa pa"; their marks (wherever the tone sits) decide.
+    assert code(j, "Phường Sa Pa", province="Lào Cai") == "03001"
+    assert code(j, "Phường Sa Pả", province="Lào Cai") == "03002"
+    assert code(j, unicodedata.normalize("NFD", "phường sa pả"), province="10") == "03002"
+    plain = j.join("Phuong Sa Pa", {"province": "Lào Cai"})
+    assert isinstance(plain, str) and plain.startswith("2 communes are named")
