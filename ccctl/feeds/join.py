@@ -91,8 +91,9 @@ class UnitJoiner:
             if not narrowed:
                 return f"no {self.level} named {text.strip()!r} in {lvl} {cell!r}"
             found = narrowed
-        if len(found) > 1:
-            # Names that fold alike (Sa Pa, Sa Pả) differ in their marks, wherever the tone sits.
+        if len(found) > 1 and not text.isascii():
+            # Names that fold alike (Sa Pa, Sa Pả) differ in their marks, wherever the tone sits;
+            # text typed without any marks cannot tell them apart.
             exact = tone_fold(text)
             same = [u for u in found if exact in (tone_fold(u.full_name), tone_fold(u.name))
                     or exact.endswith(" " + tone_fold(u.name))]
