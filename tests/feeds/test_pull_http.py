@@ -54,6 +54,7 @@ class Source:
         self.mode = "good"
         self.release = asyncio.Event()
         self.seen_if_none_match: list[str | None] = []
+        self.seen_if_modified_since: list[str | None] = []
         self.url = ""
 
     async def provinces(self, request: web.Request) -> web.StreamResponse:
@@ -78,11 +79,25 @@ class Source:
         return web.Response(body=_edited(edits[mode]), content_type="application/json")
 
 
+    async def by_date(self, request: web.Request) -> web.StreamResponse:
+        """Validated by Last-Modified only (no ETag)."""
+        stamp = "Fri, 15 Oct 2021 11:00:00 GMT"
+        self.seen_if_modified_since.append(request.headers.get("If-Modified-Since"))
+        if request.headers.get("If-Modified-Since") == stamp:
+            return web.Response(status=304)
+        return web.Response(body=PROVINCES, content_type="application/json", headers={"Last-Modified": stamp})
+
+    async def moved(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("http://127.0.0.2:9/elsewhere?key=abc")
+
+
 @pytest_asyncio.fixture
 async def source() -> AsyncIterator[Source]:
     src = Source()
     app = web.Application()
     app.router.add_get("/api/v3/covid/provinces", src.provinces)
+    app.router.add_get("/by-date/provinces", src.by_date)
+    app.router.add_get("/moved", src.moved)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -168,3 +183,23 @@ async def test_alerts_fire_once_when_crossed(units_db: Database, source: Source,
     store.add_feed(units_db, FeedSpec("cases", source.url, header_file=str(tmp_path / "token"),
                                       alerts=("new_cases>500",)), replace=True)  # forgets the ETag
     assert (await pull_feed(units_db, "cases")).alerts == []
+
+
+@pytest.mark.asyncio
+async def test_last_modified_redirects_and_secrets_in_urls(units_db: Database, source: Source) -> None:
+    base = source.url.split("/api/")[0]
+    store.add_feed(units_db, FeedSpec("dated", f"{base}/by-date/provinces"))
+    assert (await pull_feed(units_db, "dated")).status == "ok"
+    assert (await pull_feed(units_db, "dated")).status == "not_modified"
+    assert source.seen_if_modified_since == [None, "Fri, 15 Oct 2021 11:00:00 GMT"]
+    # A redirect is refused (it would carry the token elsewhere); keys in URLs are never shown.
+    store.add_feed(units_db, FeedSpec("moved", f"{base}/moved?key=SECRETKEY"))
+    with pytest.raises(FeedError) as raised:
+        await pull_feed(units_db, "moved")
+    assert "HTTP 302" in str(raised.value) and "redirects are not followed" in str(raised.value)
+    store.add_feed(units_db, FeedSpec("refused", "http://user:PASSWORD@127.0.0.1:9/x?key=SECRETKEY"))
+    with pytest.raises(FeedError) as refused:
+        await pull_feed(units_db, "refused")
+    assert "cannot fetch http://127.0.0.1:9/x?…: " in str(refused.value)
+    logged = json.dumps(store.feed_events(units_db)) + str(units_db.query("SELECT last_error FROM feeds"))
+    assert "SECRETKEY" not in logged and "PASSWORD" not in logged and "key=abc" not in logged
