@@ -63,8 +63,10 @@ def add(obj: AppContext, name: str, source: str, replace: bool, **options: Any) 
 
 
 def _shown_source(source: str) -> str:
-    """A URL without its query (it may carry a key); paths as they are."""
-    return source.split("?", 1)[0] + "?…" if "?" in source else source
+    """A URL without user, password or query (they may carry keys); paths as they are."""
+    from ccctl.feeds.fetch import is_url, safe_url
+
+    return safe_url(source) if is_url(source) else source
 
 
 def _status(state: dict[str, Any], now: float) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from ccctl.feeds.dates import day_in_name
 from ccctl.feeds.spec import Document, FeedSpec
@@ -31,6 +32,13 @@ class Fetched:
 def is_url(source: str) -> bool:
     """Whether a feed source is an http(s) URL."""
     return source.startswith(("http://", "https://"))
+
+
+def safe_url(url: str) -> str:
+    """A URL fit for messages and events: no user, password or query (they may carry keys)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, host, parts.path, "…" if parts.query else "", ""))
 
 
 def read_stable(path: Path, during: Callable[[Path], None] | None = None) -> bytes:

@@ -7,12 +7,12 @@ or error page served with 200), a body cut short, no answer within the timeout.
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from ccctl.feeds.dates import day_in_name
-from ccctl.feeds.fetch import MAX_BYTES, Fetched
+from ccctl.feeds.fetch import MAX_BYTES, Fetched, safe_url
 from ccctl.feeds.spec import Document, FeedSpec
 
 
@@ -35,13 +35,6 @@ def read_headers(path: str) -> dict[str, str]:
             raise ValueError(f"header file {path}: line {n} is not 'Name: value'")
         headers[name.strip()] = value.strip()
     return headers
-
-
-def safe_url(url: str) -> str:
-    """A URL fit for messages and events: no user, password or query (they may carry keys)."""
-    parts = urlsplit(url)
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit((parts.scheme, host, parts.path, "…" if parts.query else "", ""))
 
 
 async def _body(resp: aiohttp.ClientResponse, url: str) -> bytes:
