@@ -95,10 +95,12 @@ def list_cmd(obj: AppContext, fmt: str | None, as_json: bool, as_csv: bool) -> N
 @click.argument("name")
 @click.option("--at", metavar="DATE", help="As of this day (d/m/yyyy or yyyy-mm-dd): each indicator's newest day up to it.")
 @click.option("--by", type=click.Choice(LEVELS), help="Summed up to this level (risk levels: the worst).")
+@click.option("--scheme", type=click.Choice(["2021", "2025"]),
+              help="Units of this scheme (a 2021 feed in 2025 units: through the units map).")
 @click.option("--long", "long_", is_flag=True, help="One row per unit, day and indicator.")
 @format_options
 @click.pass_obj
-def show(obj: AppContext, name: str, at: str | None, by: str | None, long_: bool,
+def show(obj: AppContext, name: str, at: str | None, by: str | None, scheme: str | None, long_: bool,
          fmt: str | None, as_json: bool, as_csv: bool) -> None:
     """A feed's values per unit (one column per indicator), with its state on stderr."""
     from ccctl.feeds import views
@@ -110,10 +112,10 @@ def show(obj: AppContext, name: str, at: str | None, by: str | None, long_: bool
     say(f"feed {name}: {info['status']}, newest day {info['newest_day'] or '-'}, {age}{error}")
     try:
         if long_:
-            emit(views.long_rows(obj.db, name, at, by), resolve_format(obj, fmt, as_json, as_csv),
+            emit(views.long_rows(obj.db, name, at, by, scheme), resolve_format(obj, fmt, as_json, as_csv),
                  ["unit_code", "unit_name", "day", "indicator", "value"])
         else:
-            rows, columns = views.wide_rows(obj.db, name, at, by)
+            rows, columns = views.wide_rows(obj.db, name, at, by, scheme)
             emit(rows, resolve_format(obj, fmt, as_json, as_csv), columns)
     except ValueError as exc:  # a bad --at
         from ccctl.errors import UsageError

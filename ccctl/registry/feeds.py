@@ -193,3 +193,38 @@ def unit_places(db: Database, scheme: str, level: str) -> dict[str, tuple[str, s
     return {c: (n, p, d) for c, n, p, d in db.query(
         "SELECT code, full_name, province_code, district_code FROM units WHERE scheme = ? AND level = ?",
         (scheme, level))}
+
+
+def successors_2025(db: Database, level: str) -> dict[str, tuple[str | None, str]]:
+    """2021 unit code -> (2025 commune code or None, 2025 province code) through the units map.
+
+    A commune goes to its default successor (else its first); a district or province to the
+    2025 province most of its communes went to (the 2025 scheme has no districts). A 2021
+    commune the map does not know (merged before 2025) keeps its province's 2025 province,
+    with no commune.
+    """
+    old = {c: (d, p) for c, d, p in db.query(
+        "SELECT code, district_code, province_code FROM units WHERE scheme = '2021' AND level = 'commune'")}
+    new = {c: p for c, p in db.query("SELECT code, province_code FROM units WHERE scheme = '2025' AND level = 'commune'")}
+    first: dict[str, str] = {}
+    for code, successor, _ in sorted(db.query("SELECT old_code, new_code, is_default FROM unit_map"),
+                                     key=lambda r: (r[0], -r[2], r[1])):
+        if code in old and successor in new:
+            first.setdefault(code, successor)  # the default successor, else the first
+    votes: dict[str, dict[str, dict[str, int]]] = {"district": {}, "province": {}}
+    for code, successor in first.items():
+        district, province = old[code]
+        for lvl, key in (("district", district), ("province", province)):
+            if key:
+                tally = votes[lvl].setdefault(key, {})
+                tally[new[successor]] = tally.get(new[successor], 0) + 1
+    moved = {lvl: {k: max(sorted(t), key=lambda c: t[c]) for k, t in v.items()} for lvl, v in votes.items()}
+    if level != "commune":
+        return {k: (None, p) for k, p in moved[level].items()}
+    out: dict[str, tuple[str | None, str]] = {}
+    for code, (_, province) in old.items():
+        if code in first:
+            out[code] = (first[code], new[first[code]])
+        elif province in moved["province"]:
+            out[code] = (None, moved["province"][province])
+    return out

@@ -10,7 +10,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from ccctl.errors import FeedError
+from ccctl.errors import FeedError, UsageError
 from ccctl.feeds import views
 from ccctl.feeds.pull import pull_feed
 from ccctl.feeds.spec import FeedSpec
@@ -137,3 +137,27 @@ def test_cli_pull_show_and_error_line(ccctl: Ccctl, tmp_path: Path) -> None:
     assert events[0]["kind"] == "pull_failed" and {e["kind"] for e in events[1:]} == {"pull_ok", "alert"}
     assert ccctl("feed", "pull", "nope").exit_code == 4
     assert ccctl("feed", "show", "cases", "--at", "31/2/2021").exit_code == 2
+
+
+def test_2021_feeds_in_2025_units_through_the_map(units_db: Database) -> None:
+    store.add_feed(units_db, FeedSpec("cases", str(FIXTURES / "covid-provinces.json")))
+    store.add_feed(units_db, FeedSpec("risk", str(FIXTURES / "ca-mau-communes.csv"), level="commune"))
+    pull(units_db, "cases")
+    pull(units_db, "risk")
+    old = views.wide_rows(units_db, "cases")[0]
+    new = views.wide_rows(units_db, "cases", scheme="2025")[0]
+    assert len(old) == 63 and len(new) == 34
+    assert sum(r["new_cases"] for r in new) == sum(r["new_cases"] for r in old)
+    hcm = next(r for r in new if r["unit_name"] == "Thành phố Hồ Chí Minh")  # with Bình Dương, Bà Rịa - Vũng Tàu
+    assert hcm["new_cases"] == sum(r["new_cases"] for r in old if r["unit_code"] in ("79", "74", "77"))
+    communes = views.wide_rows(units_db, "risk")[0]
+    merged = views.wide_rows(units_db, "risk", scheme="2025")[0]
+    assert 0 < len(merged) < len(communes)
+    assert sum(r["new_cases"] for r in merged) == sum(r["new_cases"] for r in communes)
+    province = views.wide_rows(units_db, "risk", by="province", scheme="2025")[0]
+    assert [r["unit_name"] for r in province] == ["Tỉnh Cà Mau"]
+    store.add_feed(units_db, FeedSpec("new", str(FIXTURES / "cases-long.csv"), scheme="2025"))
+    with pytest.raises(UsageError, match="cannot be shown in the 2021 scheme"):
+        views.wide_rows(units_db, "new", scheme="2021")
+    with pytest.raises(UsageError, match="no districts"):
+        views.wide_rows(units_db, "risk", by="district", scheme="2025")
