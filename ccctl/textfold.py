@@ -29,6 +29,7 @@ _UNIT_PREFIXES_ASCII = ("thanh pho", "thi tran", "thi xa", "tinh", "quan", "huye
 _LEADING_ZEROS = re.compile(r"\b0+(?=\d)")
 
 
+@lru_cache(maxsize=65536)
 def fold_name(text: str) -> str:
     """``fold`` for unit names as real sheets spell them: composed or decomposed Unicode,
     Icelandic ``Ð`` typed for ``Đ``, either tone-mark placement (Hoà/Hòa), any dash or

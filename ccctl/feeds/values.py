@@ -49,6 +49,8 @@ def parse_value(indicator: str, cell: object) -> float | None:
         return float(risk_level(cell))
     if isinstance(cell, (int, float)):
         number = float(cell)
+    elif isinstance(cell, str) and cell.isascii() and cell.isdigit():  # the common case, parsed directly
+        return float(cell)
     else:
         text = str(cell).strip().replace("\u00a0", "").replace(" ", "")
         if not text or text in ("-", "—"):
