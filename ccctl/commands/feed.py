@@ -53,6 +53,10 @@ def add(obj: AppContext, name: str, source: str, replace: bool, **options: Any) 
         from pathlib import Path
 
         source = str(Path(source).expanduser().resolve())
+    if options["header_file"]:  # serve and cron read it from elsewhere
+        from pathlib import Path
+
+        options["header_file"] = str(Path(options["header_file"]).expanduser().resolve())
     options["alerts"] = tuple(options["alerts"])
     options["format"] = options.pop("fmt")
     spec = FeedSpec(name=name, source=source, **options)

@@ -24,6 +24,9 @@ def sniff(doc: Document) -> str:
 
 def parse_document(doc: Document, spec: FeedSpec) -> list[RawRow]:
     """Rows of one document; ValueError saying what is wrong with it."""
+    head = doc.body[:512].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        raise ValueError("an HTML page, not data (an error or login page?)")
     fmt = spec.format if spec.format != "auto" else sniff(doc)
     if fmt == "csv":
         try:

@@ -92,7 +92,10 @@ class Layout:
             if date is not None and rec[date] is not None and str(rec[date]).strip():
                 row.day = rec[date]
             if self.indicator is not None and self.value is not None:
-                row.values = {indicator_name(str(rec[self.indicator])): rec[self.value]}
+                name = indicator_name(str(rec[self.indicator] or ""))
+                if not name:
+                    raise ValueError(f"line {line}: empty indicator")
+                row.values = {name: rec[self.value]}
             else:
                 row.values = {name: rec[i] for i, name in indicators.items()}
             out.append(row)

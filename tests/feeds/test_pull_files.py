@@ -161,3 +161,16 @@ def test_2021_feeds_in_2025_units_through_the_map(units_db: Database) -> None:
         views.wide_rows(units_db, "new", scheme="2021")
     with pytest.raises(UsageError, match="no districts"):
         views.wide_rows(units_db, "risk", by="district", scheme="2025")
+
+
+def test_saved_html_page_and_empty_indicator(units_db: Database, tmp_path: Path) -> None:
+    page = tmp_path / "cases.csv"
+    page.write_text("<!DOCTYPE html>\n<html><body>Phiên đăng nhập đã hết hạn</body></html>\n", "utf-8")
+    store.add_feed(units_db, FeedSpec("page", str(page)))
+    with pytest.raises(FeedError, match="cases.csv: an HTML page, not data"):
+        pull(units_db, "page")
+    long = tmp_path / "long.csv"
+    long.write_text("code,date,indicator,value\n79,2021-10-15,new_cases,5\n79,2021-10-15,,6\n", "utf-8")
+    store.add_feed(units_db, FeedSpec("long", str(long)))
+    with pytest.raises(FeedError, match="line 3: empty indicator"):
+        pull(units_db, "long")
