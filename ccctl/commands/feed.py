@@ -127,6 +127,30 @@ def show(obj: AppContext, name: str, at: str | None, by: str | None, scheme: str
         raise UsageError(f"--at: {exc}") from None
 
 
+@feed.command("history")
+@click.argument("name")
+@click.argument("indicator")
+@click.option("--by", type=click.Choice(LEVELS), help="Summed up to this level (risk levels: the worst).")
+@click.option("--since", metavar="DATE", help="From this day on (d/m/yyyy or yyyy-mm-dd).")
+@click.option("--unit", "unit_codes", multiple=True, metavar="CODE", help="Only this unit code (feed's level; repeatable).")
+@format_options
+@click.pass_obj
+def history_cmd(obj: AppContext, name: str, indicator: str, by: str | None, since: str | None,
+                unit_codes: tuple[str, ...], fmt: str | None, as_json: bool, as_csv: bool) -> None:
+    """One indicator's daily history per unit, oldest first (what a sparkline draws)."""
+    from ccctl.errors import UsageError
+    from ccctl.feeds import views
+    from ccctl.feeds.values import show_value
+
+    try:
+        series = views.history(obj.db, name, indicator, by, since, list(unit_codes) or None)
+    except ValueError as exc:  # a bad --since
+        raise UsageError(f"--since: {exc}") from None
+    rows = [{"unit_code": unit, "day": day, "value": show_value(indicator, value)}
+            for unit, points in series.items() for day, value in points]
+    emit(rows, resolve_format(obj, fmt, as_json, as_csv), ["unit_code", "day", "value"])
+
+
 @feed.command("pull")
 @click.argument("name")
 @format_options

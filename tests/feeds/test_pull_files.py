@@ -174,3 +174,18 @@ def test_saved_html_page_and_empty_indicator(units_db: Database, tmp_path: Path)
     store.add_feed(units_db, FeedSpec("long", str(long)))
     with pytest.raises(FeedError, match="line 3: empty indicator"):
         pull(units_db, "long")
+
+
+def test_history_for_sparklines(ccctl: Ccctl) -> None:
+    assert ccctl("feed", "add", "risk", str(FIXTURES / "ca-mau-communes.csv"), "--level", "commune").exit_code == 0
+    assert ccctl("feed", "add", "cases", str(FIXTURES / "covid-provinces.json")).exit_code == 0
+    assert ccctl("feed", "pull", "cases").exit_code == 0 and ccctl("feed", "pull", "risk").exit_code == 0
+    data = json.loads((FIXTURES / "covid-provinces.json").read_text("utf-8"))["data"]
+    hanoi = next(p for p in data if p["name"] == "Hà Nội")
+    rows = ccctl.json("feed", "history", "cases", "new_cases", "--unit", "01", "--since", "10/10/2021")
+    assert [r["day"] for r in rows] == [f"2021-10-{d}" for d in range(10, 16)]
+    assert [r["value"] for r in rows] == [hanoi["case_by_day"][f"{d}/10/2021"] for d in range(10, 16)]
+    communes = ccctl.json("feed", "show", "risk")
+    by_province = ccctl.json("feed", "history", "risk", "new_cases", "--by", "province")
+    assert by_province == [{"unit_code": "96", "day": "2021-10-15", "value": sum(r["new_cases"] for r in communes)}]
+    assert ccctl("feed", "history", "cases", "new_cases", "--since", "yesterday").exit_code == 2
