@@ -77,7 +77,7 @@ def _status(state: dict[str, Any], now: float) -> dict[str, Any]:
     ok, err = state["last_ok_at"], state["last_error_at"]
     status = "never pulled" if ok is None and err is None else "failing" if err and (ok is None or err > ok) else "ok"
     return {"status": status, "newest_day": state["newest_day"],
-            "data_age_s": None if ok is None else round(now - ok), "values": state["row_count"],
+            "data_age_s": None if ok is None else round(now - ok), "last_pull_values": state["row_count"],
             "last_error": state["last_error"]}
 
 
@@ -92,7 +92,7 @@ def list_cmd(obj: AppContext, fmt: str | None, as_json: bool, as_csv: bool) -> N
             for s, st in store.list_feeds(obj.db)]
     emit(rows, resolve_format(obj, fmt, as_json, as_csv),
          ["name", "source", "format", "level", "scheme", "every_s", "status", "newest_day", "data_age_s",
-          "values", "last_error", "alerts"])
+          "last_pull_values", "last_error", "alerts"])
 
 
 @feed.command("show")

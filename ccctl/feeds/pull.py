@@ -158,7 +158,7 @@ async def pull_feed(db: Database, name: str, today: dt.date | None = None,
 
     joiner = _joiner(db, spec)
     try:
-        fetched = await fetch(spec, state["etag"], state["last_modified"], during)
+        fetched = await fetch(spec, state["etag"], state["last_modified"], during, state["cursor"])
     except ValueError as exc:
         raise fail(str(exc)) from None
     if fetched.not_modified:
@@ -172,7 +172,8 @@ async def pull_feed(db: Database, name: str, today: dt.date | None = None,
             raise fail(f"{doc.name}: {exc}") from None
     if not rows:
         raise fail("no data rows")
-    checked = check_rows(rows, joiner, day0, len(fetched.documents) > 1)
+    from_folder = len(fetched.documents) > 1 or fetched.cursor is not None  # name the file in problems
+    checked = check_rows(rows, joiner, day0, from_folder)
     if checked.problems:
         first = checked.problems[0]
         raise fail(f"{len(checked.problems)} bad row(s), first on line {first[0]}: {first[1]}", checked.problems)
@@ -183,5 +184,5 @@ async def pull_feed(db: Database, name: str, today: dt.date | None = None,
     values = [(i, u, d, v) for (i, u, d), v in checked.values.items()]
     summary = f"{len(values)} values for {len(checked.units)} units, newest day {newest}"
     store.store_pull(db, name, values, newest, spec.keep_days, cutoff, fetched.etag, fetched.last_modified,
-                     [("pull_ok", None, None, summary), *events], len(values))
+                     [("pull_ok", None, None, summary), *events], len(values), fetched.cursor)
     return PullResult(name, "ok", len(values), len(checked.units), newest, [e[3] for e in events])

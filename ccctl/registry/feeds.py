@@ -17,7 +17,7 @@ from ccctl.feeds.spec import FeedSpec
 from ccctl.registry.db import Database
 
 _STATE = ("created_at", "last_pull_at", "last_ok_at", "last_error", "last_error_at", "etag",
-          "last_modified", "newest_day", "row_count")
+          "last_modified", "cursor", "newest_day", "row_count")
 
 
 def _spec(row: dict[str, Any]) -> FeedSpec:
@@ -39,7 +39,7 @@ def add_feed(db: Database, spec: FeedSpec, replace: bool = False) -> None:
                   json.dumps(list(spec.alerts)), spec.options_json())
         if exists:
             db.execute("UPDATE feeds SET source = ?, every_s = ?, format = ?, level = ?, scheme = ?, "
-                       "unit_column = ?, alerts = ?, options = ?, etag = NULL, last_modified = NULL "
+                       "unit_column = ?, alerts = ?, options = ?, etag = NULL, last_modified = NULL, cursor = NULL "
                        "WHERE name = ?", (*values, spec.name))
         else:
             db.execute("INSERT INTO feeds (name, source, every_s, format, level, scheme, unit_column, alerts, "
@@ -102,9 +102,11 @@ def alerted(db: Database, feed: str) -> set[tuple[str, str, str]]:
 
 def store_pull(db: Database, feed: str, values: Iterable[tuple[str, str, str, float]], newest_day: str | None,
                keep_days: int, cutoff: str | None, etag: str | None, last_modified: str | None,
-               events: Sequence[tuple[str, str | None, str | None, str]], count: int) -> None:
+               events: Sequence[tuple[str, str | None, str | None, str]], count: int,
+               cursor: str | None = None) -> None:
     """Store a good pull in one transaction: values (indicator, unit, day, value), retention,
-    the feed's state and its events (kind, unit, indicator, detail)."""
+    the feed's state (cache validators; for a folder, the files read) and its events
+    (kind, unit, indicator, detail)."""
     now = time.time()
     with db.transaction():
         db.lock(f"ccctl-feed-{feed}")
@@ -114,10 +116,10 @@ def store_pull(db: Database, feed: str, values: Iterable[tuple[str, str, str, fl
             ((feed, i, u, d, v) for i, u, d, v in values))
         if cutoff:
             db.execute("DELETE FROM feed_values WHERE feed = ? AND day < ?", (feed, cutoff))
-        db.execute("UPDATE feeds SET last_pull_at = ?, last_ok_at = ?, etag = ?, last_modified = ?, "
+        db.execute("UPDATE feeds SET last_pull_at = ?, last_ok_at = ?, etag = ?, last_modified = ?, cursor = ?, "
                    "newest_day = CASE WHEN newest_day IS NULL OR newest_day < ? THEN ? ELSE newest_day END, "
                    "row_count = ? WHERE name = ?",
-                   (now, now, etag, last_modified, newest_day, newest_day, count, feed))
+                   (now, now, etag, last_modified, cursor, newest_day, newest_day, count, feed))
         add_events(db, feed, events, now)
 
 

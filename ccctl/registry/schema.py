@@ -71,7 +71,7 @@ MIGRATIONS: list[list[str]] = [
             format TEXT NOT NULL, level TEXT NOT NULL, scheme TEXT NOT NULL, unit_column TEXT,
             alerts TEXT NOT NULL, options TEXT NOT NULL, created_at {real} NOT NULL,
             last_pull_at {real}, last_ok_at {real}, last_error TEXT, last_error_at {real},
-            etag TEXT, last_modified TEXT, newest_day TEXT, row_count INTEGER)""",
+            etag TEXT, last_modified TEXT, cursor TEXT, newest_day TEXT, row_count INTEGER)""",
         """CREATE TABLE feed_values (
             feed TEXT NOT NULL REFERENCES feeds (name) ON DELETE CASCADE,
             indicator TEXT NOT NULL, unit_code TEXT NOT NULL, day TEXT NOT NULL,

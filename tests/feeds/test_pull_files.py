@@ -189,3 +189,24 @@ def test_history_for_sparklines(ccctl: Ccctl) -> None:
     by_province = ccctl.json("feed", "history", "risk", "new_cases", "--by", "province")
     assert by_province == [{"unit_code": "96", "day": "2021-10-15", "value": sum(r["new_cases"] for r in communes)}]
     assert ccctl("feed", "history", "cases", "new_cases", "--since", "yesterday").exit_code == 2
+
+
+def test_a_folder_is_read_incrementally(units_db: Database, tmp_path: Path) -> None:
+    folder = tmp_path / "daily"
+    folder.mkdir()
+
+    def day_file(day: int, cases: str) -> None:
+        (folder / f"cases-2021-10-{day}.csv").write_text(f"tỉnh,ca mới\nCần Thơ,{cases}\nHậu Giang,1\n", "utf-8")
+
+    day_file(13, "4")
+    day_file(14, "5")
+    store.add_feed(units_db, FeedSpec("daily", str(folder)))
+    assert pull(units_db, "daily").values == 4  # type: ignore[attr-defined]
+    assert pull(units_db, "daily").status == "not_modified"  # type: ignore[attr-defined]
+    day_file(15, "-2")  # a bad new file: nothing stored, and it is read again next time
+    with pytest.raises(FeedError, match="cases-2021-10-15.csv: Thành phố Cần Thơ: new_cases: negative count"):
+        pull(units_db, "daily")
+    day_file(15, "6")
+    done = pull(units_db, "daily")
+    assert done.values == 2 and done.newest_day == "2021-10-15"  # type: ignore[attr-defined]
+    assert [v for u, _, v in store.series(units_db, "daily", "new_cases") if u == "92"] == [4.0, 5.0, 6.0]
