@@ -156,7 +156,12 @@ def history_cmd(obj: AppContext, name: str, indicator: str, by: str | None, sinc
 @format_options
 @click.pass_obj
 def pull(obj: AppContext, name: str, fmt: str | None, as_json: bool, as_csv: bool) -> None:
-    """Pull a feed once (for cron): all or nothing; exit 10 when it failed (data kept)."""
+    """Pull a feed once (for cron): all or nothing.
+
+    Exit 0: stored, or not modified; 10: the pull failed or the data were malformed (nothing
+    stored, the last good data kept; bad rows listed by line, then one Error line); 4: no
+    such feed; 7: the feed's units are not loaded.
+    """
     from ccctl.feeds.pull import pull_feed
 
     result = run_async(pull_feed(obj.db, name))
