@@ -153,9 +153,10 @@ def history_cmd(obj: AppContext, name: str, indicator: str, by: str | None, sinc
 
 @feed.command("pull")
 @click.argument("name")
+@click.option("--quiet", "-q", is_flag=True, help="Nothing on stdout, only errors and alerts on stderr (cron).")
 @format_options
 @click.pass_obj
-def pull(obj: AppContext, name: str, fmt: str | None, as_json: bool, as_csv: bool) -> None:
+def pull(obj: AppContext, name: str, quiet: bool, fmt: str | None, as_json: bool, as_csv: bool) -> None:
     """Pull a feed once (for cron): all or nothing.
 
     Exit 0: stored, or not modified; 10: the pull failed or the data were malformed (nothing
@@ -167,6 +168,8 @@ def pull(obj: AppContext, name: str, fmt: str | None, as_json: bool, as_csv: boo
     result = run_async(pull_feed(obj.db, name))
     for alert in result.alerts:
         say(f"alert: feed {name}: {alert}")
+    if quiet:
+        return
     if result.status == "not_modified":
         say(f"feed {name}: not modified since the last pull")
     else:

@@ -116,6 +116,8 @@ def test_cli_pull_show_and_error_line(ccctl: Ccctl, tmp_path: Path) -> None:
     assert good.exit_code == 0, good.stderr
     done = ccctl.json("feed", "pull", "cases")
     assert done[0]["status"] == "ok" and done[0]["units"] == 63
+    quiet = ccctl("feed", "pull", "cases", "--quiet")
+    assert quiet.exit_code == 0 and quiet.stdout == "" and quiet.stderr == ""
     shown = ccctl.json("feed", "show", "cases", "--at", "2021-10-14")
     hcm = next(r for r in shown if r["unit_code"] == "79")
     assert hcm["day"] == "2021-10-14" and set(hcm) == {"unit_code", "unit_name", "day", "new_cases", "new_deaths"}
