@@ -21,7 +21,6 @@ def fold(text: str) -> str:
     return _SPACES.sub(" ", stripped.lower()).strip()
 
 
-
 # Admin-type prefixes as written before names, longest first; matched with their diacritics
 # (so "Quản Bạ" keeps its first word) and, for text typed without any, in plain ASCII.
 _UNIT_PREFIXES = ("thành phố", "thị trấn", "thị xã", "tỉnh", "quận", "huyện", "phường", "xã", "tp.", "tp")
