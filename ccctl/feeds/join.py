@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ccctl.textfold import fold_name, strip_unit_prefix, tone_fold
 
@@ -20,9 +20,8 @@ CODE_WIDTH = {"province": 2, "district": 3, "commune": 5}
 ALIASES = {"hcm": "ho chi minh", "tphcm": "ho chi minh", "sai gon": "ho chi minh", "hn": "ha noi"}
 
 
-@dataclass(frozen=True)
-class Unit:
-    """One official unit as the joiner needs it."""
+class Unit(NamedTuple):
+    """One official unit as the joiner needs it (a tuple: a country's worth is built per pull)."""
 
     code: str
     name: str

@@ -78,7 +78,7 @@ def join_units(db: Database, scheme: str, levels: Sequence[str]) -> list[Unit]:
     marks = ", ".join("?" for _ in levels)
     rows = db.query(f"SELECT code, name, full_name, level, province_code, district_code FROM units "
                     f"WHERE scheme = ? AND level IN ({marks})", (scheme, *levels))
-    return [Unit(*r) for r in rows]
+    return [Unit._make(r) for r in rows]
 
 
 def values_on(db: Database, feed: str, indicator: str, day: str) -> dict[str, float]:
