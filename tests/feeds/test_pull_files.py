@@ -212,3 +212,26 @@ def test_a_folder_is_read_incrementally(units_db: Database, tmp_path: Path) -> N
     done = pull(units_db, "daily")
     assert done.values == 2 and done.newest_day == "2021-10-15"  # type: ignore[attr-defined]
     assert [v for u, _, v in store.series(units_db, "daily", "new_cases") if u == "92"] == [4.0, 5.0, 6.0]
+
+
+def test_json_records_unit_column_and_csv_dialects(ccctl: Ccctl, tmp_path: Path) -> None:
+    records = tmp_path / "records.json"
+    records.write_text(json.dumps({"rows": [
+        {"province": "Hà Nội", "date": "2021-10-15", "new_cases": 7, "Cấp độ": "vàng"},
+        {"province": 79, "date": "2021-10-15", "new_cases": "1.234", "Cấp độ": "Rất cao"},
+    ]}, ensure_ascii=False), "utf-8")
+    assert ccctl("feed", "add", "rec", str(records)).exit_code == 0
+    assert ccctl("feed", "pull", "rec").exit_code == 0
+    shown = {r["unit_code"]: r for r in ccctl.json("feed", "show", "rec")}
+    assert shown["01"]["new_cases"] == 7 and shown["01"]["risk_level"] == "2 medium (yellow)"
+    assert shown["79"]["new_cases"] == 1234 and shown["79"]["risk_level"] == "4 very high (red)"
+    # A header no rule knows, named with --unit-column; ';' separated, with a byte-order mark.
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_bytes("\ufeffĐịa bàn báo cáo;Ngày;Ca mới\nTP. Cần Thơ;15/10/2021;3\n".encode())
+    assert ccctl("feed", "add", "sheet", str(sheet)).exit_code == 0
+    refused = ccctl("feed", "pull", "sheet")
+    assert refused.exit_code == 10 and "no unit column for level province" in refused.stderr
+    assert ccctl("feed", "add", "sheet", str(sheet), "--unit-column", "Địa bàn báo cáo", "--replace").exit_code == 0
+    assert ccctl("feed", "pull", "sheet").exit_code == 0
+    assert ccctl.json("feed", "show", "sheet") == [
+        {"unit_code": "92", "unit_name": "Thành phố Cần Thơ", "day": "2021-10-15", "new_cases": 3}]
