@@ -110,10 +110,7 @@ def store_pull(db: Database, feed: str, values: Iterable[tuple[str, str, str, fl
     now = time.time()
     with db.transaction():
         db.lock(f"ccctl-feed-{feed}")
-        db.executemany(
-            "INSERT INTO feed_values (feed, indicator, unit_code, day, value) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (feed, indicator, unit_code, day) DO UPDATE SET value = excluded.value",
-            ((feed, i, u, d, v) for i, u, d, v in values))
+        _upsert_values(db, feed, values)
         if cutoff:
             db.execute("DELETE FROM feed_values WHERE feed = ? AND day < ?", (feed, cutoff))
         db.execute("UPDATE feeds SET last_pull_at = ?, last_ok_at = ?, etag = ?, last_modified = ?, cursor = ?, "
@@ -121,6 +118,24 @@ def store_pull(db: Database, feed: str, values: Iterable[tuple[str, str, str, fl
                    "row_count = ? WHERE name = ?",
                    (now, now, etag, last_modified, cursor, newest_day, newest_day, count, feed))
         add_events(db, feed, events, now)
+
+
+_CONFLICT = "ON CONFLICT (feed, indicator, unit_code, day) DO UPDATE SET value = excluded.value"
+
+
+def _upsert_values(db: Database, feed: str, values: Iterable[tuple[str, str, str, float]]) -> None:
+    """Insert or update values: one prepared statement for SQLite (fast in process); for
+    PostgreSQL one statement over four arrays (one round trip instead of one per row)."""
+    rows = list(values)
+    if db.dialect != "postgresql":
+        db.executemany("INSERT INTO feed_values (feed, indicator, unit_code, day, value) VALUES (?, ?, ?, ?, ?) "
+                       + _CONFLICT, [(feed, *row) for row in rows])
+        return
+    if rows:
+        columns = [list(c) for c in zip(*rows, strict=True)]
+        db.execute("INSERT INTO feed_values (feed, indicator, unit_code, day, value) SELECT ?, i, u, d, v FROM "
+                   "unnest(?::text[], ?::text[], ?::text[], ?::double precision[]) AS t (i, u, d, v) " + _CONFLICT,
+                   [feed, *columns])
 
 
 def add_events(db: Database, feed: str, events: Sequence[tuple[str, str | None, str | None, str]],
