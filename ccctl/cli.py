@@ -2,8 +2,9 @@
 
 Exit codes of every command: 0 success; 1 failure; 2 bad usage or configuration;
 4 not found; 5 registry error; 6 import rejected; 7 units not loaded; 8 busy (another run
-holds the lock); 9 no ccctl server answers; 130 interrupted; 141 stdout closed early
-(``ccctl ... | head``: the output is cut quietly, as coreutils do). Monitoring commands (``rollcall run``) use the Nagios
+holds the lock); 9 no ccctl server answers; 10 a feed's pull failed or its data were malformed
+(its last good data kept); 130 interrupted; 141 stdout closed early (``ccctl ... | head``: the
+output is cut quietly, as coreutils do). Monitoring commands (``rollcall run``) use the Nagios
 convention instead: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 """
 
@@ -112,6 +113,7 @@ COMMANDS = {
     "broadcast": "ccctl.commands.broadcast:broadcast",
     "demo": "ccctl.commands.demo:demo",
     "meeting": "ccctl.commands.meeting:meeting",
+    "feed": "ccctl.commands.feed:feed",
 }
 
 

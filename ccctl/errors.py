@@ -57,3 +57,12 @@ class Busy(CcctlError):
     """Another ccctl process holds the lock this operation needs."""
 
     exit_code = 8
+
+
+class FeedError(ImportRejected):
+    """A feed could not be pulled or its data was malformed; its last good data are kept.
+
+    Like an import, a pull is all or nothing, so the bad rows travel in ``problems``.
+    """
+
+    exit_code = 10

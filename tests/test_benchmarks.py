@@ -72,3 +72,13 @@ def test_crash_benchmark_quick() -> None:
     assert "results in the registry before the kill, lost after it: 0 of " in out
     assert "server SIGKILLed 1 time with 4 sites joined" in out
     assert "every site back (new session, receiving) after the kill: p50 " in out
+
+
+def test_feeds_benchmark_quick() -> None:
+    out = bench("feeds")
+    lines = out.splitlines()
+    assert lines[0].split() == ["operation", "seconds", "target"]
+    assert any(line.startswith("pull+parse+validate+join+store, 101 communes x 6 indicators (HTTP)") for line in lines)
+    assert any(line.startswith("peer: pandas read_csv + merge on exact names (101 joined") for line in lines)
+    assert any(line.startswith("feed show (in process), 63 provinces, 30 days, 11340 values") for line in lines)
+    assert any(line.startswith("ccctl feed show history --format json (process") for line in lines)

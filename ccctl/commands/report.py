@@ -23,9 +23,10 @@ def report() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Shorthand for --format json.")
 @click.option("--csv", "as_csv", is_flag=True, help="Shorthand for --format csv.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="File to write (xlsx needs one).")
+@click.option("--with-feed", metavar="FEED", help="The feed's newest indicators beside readiness (ccctl feed list).")
 @click.pass_obj
 def rollcall_report(obj: AppContext, run_ref: str | None, by: str, fmt: str | None, as_json: bool, as_csv: bool,
-                    output: Path | None) -> None:
+                    output: Path | None, with_feed: str | None = None) -> None:
     """Counts by state and share ready per province (or district), worst first."""
     from ccctl.reports import frame_records, rollcall_frame
     from ccctl.rollcall.history import resolve_run, run_results
@@ -33,6 +34,10 @@ def rollcall_report(obj: AppContext, run_ref: str | None, by: str, fmt: str | No
     chosen = "json" if as_json else "csv" if as_csv else fmt or obj.config.output.format
     run_id = resolve_run(obj.db, run_ref)
     frame = rollcall_frame(run_results(obj.db, run_id), by)
+    if with_feed:
+        from ccctl.feeds.beside import with_feed as add_feed_columns
+
+        frame = add_feed_columns(frame, obj.db, with_feed, by)
     if chosen == "xlsx":
         if output is None:
             raise UsageError("--format xlsx needs --output FILE")

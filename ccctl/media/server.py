@@ -575,6 +575,9 @@ async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None
 
         factory = functools.partial(ShardedCore, workers=workers)
     app = create_app(db_url, home, factory, media_network=network)
+    from ccctl.feeds.poller import feed_poller
+
+    app.cleanup_ctx.append(feed_poller(db_url))  # pulls the feeds on their intervals
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

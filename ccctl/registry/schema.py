@@ -85,6 +85,26 @@ MIGRATIONS: list[list[str]] = [
             ts {real} NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL)""",
         "CREATE INDEX meeting_events_by_meeting ON meeting_events (meeting_id, ts)",
     ],
+    # 5: data feeds from the national platforms, their history per indicator, unit and
+    # day, and their events (pulls, failures, alerts).
+    [
+        """CREATE TABLE feeds (
+            name TEXT PRIMARY KEY, source TEXT NOT NULL, every_s {real} NOT NULL,
+            format TEXT NOT NULL, level TEXT NOT NULL, scheme TEXT NOT NULL, unit_column TEXT,
+            alerts TEXT NOT NULL, options TEXT NOT NULL, created_at {real} NOT NULL,
+            last_pull_at {real}, last_ok_at {real}, last_error TEXT, last_error_at {real},
+            etag TEXT, last_modified TEXT, cursor TEXT, newest_day TEXT, row_count INTEGER)""",
+        """CREATE TABLE feed_values (
+            feed TEXT NOT NULL REFERENCES feeds (name) ON DELETE CASCADE,
+            indicator TEXT NOT NULL, unit_code TEXT NOT NULL, day TEXT NOT NULL,
+            value {real} NOT NULL,
+            PRIMARY KEY (feed, indicator, unit_code, day))""",
+        "CREATE INDEX feed_values_by_day ON feed_values (feed, indicator, day)",
+        """CREATE TABLE feed_events (
+            id {serial}, feed TEXT NOT NULL, ts {real} NOT NULL, kind TEXT NOT NULL,
+            unit_code TEXT, indicator TEXT, detail TEXT NOT NULL)""",
+        "CREATE INDEX feed_events_by_feed ON feed_events (feed, ts)",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)
