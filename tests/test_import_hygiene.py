@@ -10,7 +10,9 @@ import pytest
 
 HEAVY = ("textual", "rich", "aiortc", "av", "pandas", "click")
 CORE = ["ccctl.models", "ccctl.config", "ccctl.errors", "ccctl.textfold", "ccctl.output", "ccctl.registry",
-        "ccctl.registry.units", "ccctl.registry.sites", "ccctl.registry.schema"]
+        "ccctl.registry.units", "ccctl.registry.sites", "ccctl.registry.schema",
+        "ccctl.meetings.scheduler", "ccctl.meetings.printable", "ccctl.registry.meetings",
+        "ccctl.feeds.pull", "ccctl.feeds.views", "ccctl.registry.feeds"]
 
 
 def _loaded(code: str) -> set[str]:
