@@ -10,8 +10,6 @@ move to a lower tier), and the broadcast's status is printed per tier; then ever
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from ccctl.cli import AppContext, run_async, say
@@ -78,6 +76,7 @@ def _broadcast(ctx: click.Context, joining: int) -> None:
 
     from ccctl.commands import broadcast, serve, sim
     from ccctl.media.client import ControlClient
+    from ccctl.reports import tier_summary
 
     obj: AppContext = ctx.obj
     client = ControlClient(obj.config.home, obj.config.serve.listen)
@@ -88,8 +87,8 @@ def _broadcast(ctx: click.Context, joining: int) -> None:
         ctx.invoke(sim.join, count=joining, fault_spec=DEMO_JOIN_FAULTS, wait=120.0)
         time.sleep(SETTLE_S)  # let the program run before the figures are read
         data = client.call("GET", "/api/broadcast")
-        emit(_by_tier(data["sessions"]), "table", ["tier", "sites", "connected", "kbps_avg", "packets_sent",
-                                                    "lost_pct_max", "rtt_ms_max"])
+        emit(tier_summary(data["sessions"]), "table", ["tier", "sites", "connected", "kbps_avg", "packets_sent",
+                                                      "lost_pct_max", "rtt_ms_max"])
         moved = sum(1 for s in data["sessions"] if s["tier"] != "high")  # every demo site is registered high
         say(f"broadcast {data['id']}: {data['title']}, {len(data['sessions'])} site(s); {moved} with a lossy link "
             "moved down by their own RTCP reports; `ccctl broadcast status` lists every site")
@@ -98,24 +97,3 @@ def _broadcast(ctx: click.Context, joining: int) -> None:
         ctx.invoke(broadcast.stop)
         if server_here:
             ctx.invoke(serve.serve, stop_=True)
-
-
-def _by_tier(sessions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Sessions summed per tier, best tier first."""
-    rows: dict[str, dict[str, Any]] = {}
-    for s in sessions:
-        row = rows.setdefault(s["tier"], {"tier": s["tier"], "sites": 0, "connected": 0, "kbps_sum": 0.0,
-                                          "packets_sent": 0, "lost_pct_max": 0.0, "rtt_ms_max": 0.0})
-        row["sites"] += 1
-        row["connected"] += s["state"] == "connected"
-        row["kbps_sum"] += s.get("kbps") or 0.0
-        row["packets_sent"] += s["packets_sent"]
-        row["lost_pct_max"] = max(row["lost_pct_max"], round((s.get("fraction_lost") or 0.0) * 100, 1))
-        row["rtt_ms_max"] = max(row["rtt_ms_max"], s.get("rtt_ms") or 0.0)
-    order = {"high": 0, "low": 1, "audio": 2}
-    out = []
-    for tier in sorted(rows, key=lambda t: order.get(t, 9)):
-        row = rows[tier]
-        row["kbps_avg"] = round(row.pop("kbps_sum") / row["sites"], 1)
-        out.append(row)
-    return out

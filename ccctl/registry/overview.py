@@ -1,0 +1,136 @@
+"""Read-side queries of the dashboard and the reports: every site with its latest state, the
+changes since a cursor, one site's check history, sites per tier, commune coordinates.
+
+A site's state is its result in the latest roll-call that checked it; a site never checked is
+``UNCHECKED``. Aggregations (counts per level, worst first) live in ``ccctl.reports``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from ccctl.registry.db import Database
+
+UNCHECKED = "UNCHECKED"
+
+_SITES = (
+    "SELECT s.id, s.name, s.scheme, s.unit_code, s.province_code, s.district_code, s.tier, s.host, "
+    "s.enabled, p.name AS province_name, d.full_name AS district_name, u.full_name AS unit_name, s.fold "
+    "FROM sites s "
+    "LEFT JOIN units u ON u.scheme = s.scheme AND u.level = 'commune' AND u.code = s.unit_code "
+    "LEFT JOIN units p ON p.scheme = s.scheme AND p.level = 'province' AND p.code = s.province_code "
+    "LEFT JOIN units d ON d.scheme = s.scheme AND d.level = 'district' AND d.code = s.district_code "
+    "ORDER BY s.scheme, s.province_code, s.district_code, s.unit_code, s.id"
+)
+
+_LATEST = (
+    "SELECT r.site_id, r.run_id, r.state, r.reason, r.stage, r.rtt_ms, r.started_at, r.duration_ms "
+    "FROM rollcall_results r JOIN (SELECT site_id, MAX(run_id) AS run_id FROM rollcall_results "
+    "GROUP BY site_id) l ON l.site_id = r.site_id AND l.run_id = r.run_id"
+)
+
+
+def _result_fields(row: dict[str, Any]) -> dict[str, Any]:
+    return {"state": row["state"], "reason": row["reason"], "stage": row["stage"], "rtt_ms": row["rtt_ms"],
+            "run_id": row["run_id"], "checked_at": row["started_at"] + (row["duration_ms"] or 0.0) / 1000}
+
+
+def site_states(db: Database) -> list[dict[str, Any]]:
+    """Every site with its place, tier and latest roll-call state, in registry order.
+
+    Each row carries ``id``, ``name``, ``scheme``, ``unit_code``, ``province_code``,
+    ``district_code`` (None in the 2025 scheme), the three place names, ``tier``, ``host``,
+    ``enabled``, ``fold`` (folded search text) and ``state``, ``reason``, ``stage``,
+    ``rtt_ms``, ``run_id``, ``checked_at`` (None while never checked).
+    """
+    latest = {r["site_id"]: r for r in db.query_dicts(_LATEST)}
+    rows = db.query_dicts(_SITES)
+    for row in rows:
+        row["enabled"] = bool(row["enabled"])
+        result = latest.get(row["id"])
+        if result is None:
+            row.update(state=UNCHECKED, reason="", stage="", rtt_ms=None, run_id=None, checked_at=None)
+        else:
+            row.update(_result_fields(result))
+    return rows
+
+
+@dataclass
+class ChangeCursor:
+    """Where a reader of roll-call results stands: the first run it has not read to the end."""
+
+    run_id: int = 0
+
+
+def latest_run_id(db: Database) -> int:
+    """The id of the newest roll-call (0 when none ran)."""
+    return int(db.query("SELECT COALESCE(MAX(id), 0) FROM rollcall_runs")[0][0])
+
+
+def results_since(db: Database, cursor: ChangeCursor) -> list[dict[str, Any]]:
+    """Results of every run from ``cursor`` on (in run order), and move the cursor.
+
+    Runs still running stay under the cursor and are read again next time; a finished run is
+    read once more after it finished and then passed, so a poller reads each result a bounded
+    number of times and never re-reads the whole history.
+    """
+    runs = db.query("SELECT id, status FROM rollcall_runs WHERE id >= ? ORDER BY id", (cursor.run_id,))
+    if not runs:
+        return []
+    rows = db.query_dicts(
+        "SELECT site_id, run_id, state, reason, stage, rtt_ms, started_at, duration_ms FROM rollcall_results "
+        "WHERE run_id >= ? ORDER BY run_id", (cursor.run_id,))
+    running = [run_id for run_id, status in runs if status == "running"]
+    cursor.run_id = min(running) if running else int(runs[-1][0]) + 1
+    return [{"site_id": r["site_id"], **_result_fields(r)} for r in rows]
+
+
+def site_history(db: Database, site_id: str, limit: int = 20) -> list[dict[str, Any]]:
+    """A site's last ``limit`` roll-call results, newest first."""
+    rows = db.query_dicts(
+        "SELECT run_id, state, hard, flapping, stage, reason, rtt_ms, attempts, facts, started_at, duration_ms "
+        "FROM rollcall_results WHERE site_id = ? ORDER BY run_id DESC LIMIT ?", (site_id, limit))
+    for r in rows:
+        r["hard"] = bool(r["hard"])
+        r["flapping"] = bool(r["flapping"])
+        r["facts"] = json.loads(r["facts"]) if r["facts"] else {}
+    return rows
+
+
+def sites_per_tier(db: Database) -> dict[str, int]:
+    """Enabled sites by registry tier: how many each tier expects in a broadcast."""
+    return {tier: int(n) for tier, n in db.query("SELECT tier, COUNT(*) FROM sites WHERE enabled = 1 GROUP BY tier")}
+
+
+def commune_points() -> dict[tuple[str, str], tuple[float, float]]:
+    """(scheme, commune code) -> (latitude, longitude), from ``vietnamadminunits``'s dataset.
+
+    A 2021 commune without its own point takes its district's, then its province's; the
+    dataset has none for Hoàng Sa and Trường Sa, which the map draws itself.
+    """
+    from ccctl.registry.units import _vau_dataset
+
+    conn = _vau_dataset()
+    points: dict[tuple[str, str], tuple[float, float]] = {}
+    try:
+        for code, lat, lon, dlat, dlon, plat, plon in conn.execute(
+                "SELECT wardCode, wardLat, wardLon, districtLat, districtLon, provinceLat, provinceLon "
+                "FROM admin_units_legacy"):
+            for la, lo in ((lat, lon), (dlat, dlon), (plat, plon)):
+                if la is not None and lo is not None:
+                    points[("2021", code)] = (float(la), float(lo))
+                    break
+        for code, lat, lon, plat, plon in conn.execute(
+                "SELECT wardCode, wardLat, wardLon, provinceLat, provinceLon FROM admin_units"):
+            for la, lo in ((lat, lon), (plat, plon)):
+                if la is not None and lo is not None:
+                    points[("2025", code)] = (float(la), float(lo))
+                    break
+    except sqlite3.Error:
+        return points
+    finally:
+        conn.close()
+    return points
