@@ -109,6 +109,7 @@ COMMANDS = {
     "serve": "ccctl.commands.serve:serve",
     "broadcast": "ccctl.commands.broadcast:broadcast",
     "demo": "ccctl.commands.demo:demo",
+    "dashboard": "ccctl.commands.dashboard:dashboard",
 }
 
 

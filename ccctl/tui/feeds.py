@@ -1,0 +1,73 @@
+"""Where the dashboard's data comes from: the registry (a full read, then results since a
+cursor) and the server's broadcast status. Blocking calls, run by the app's thread workers."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from ccctl.registry.db import Database
+
+BUSY_TIMEOUT_MS = 2000  # a locked registry shows as such within two seconds, then is retried
+
+
+class RegistryFeed:
+    """One registry connection for the dashboard's reads; every call holds its lock, so the
+    poll worker and the detail worker never share the connection at the same moment."""
+
+    def __init__(self, url: str) -> None:
+        from ccctl.registry.overview import ChangeCursor
+
+        self.url = url
+        self.db: Database | None = None
+        self.cursor = ChangeCursor()
+        self.lock = threading.Lock()
+
+    def _open(self) -> Database:
+        if self.db is None:
+            from ccctl.registry import open_registry
+
+            self.db = open_registry(self.url, BUSY_TIMEOUT_MS)
+        return self.db
+
+    def load(self) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """Every site with its latest state, and enabled sites per tier; resets the cursor."""
+        from ccctl.registry.overview import ChangeCursor, latest_run_id, site_states, sites_per_tier
+
+        with self.lock:
+            db = self._open()
+            run = latest_run_id(db)
+            rows = site_states(db)
+            self.cursor = ChangeCursor(run)  # the newest run is read once more: it may be running
+            return rows, sites_per_tier(db)
+
+    def poll(self) -> list[dict[str, Any]]:
+        """Results written since the last call."""
+        from ccctl.registry.overview import results_since
+
+        with self.lock:
+            return results_since(self._open(), self.cursor)
+
+    def detail(self, site_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """A site's registry record and its last checks."""
+        from ccctl.registry.overview import site_history
+        from ccctl.registry.sites import get_site, site_record
+
+        with self.lock:
+            db = self._open()
+            return site_record(get_site(db, site_id)), site_history(db, site_id, 12)
+
+    def close(self) -> None:
+        """Close the connection (the app's shutdown)."""
+        with self.lock:
+            if self.db is not None:
+                self.db.close()
+                self.db = None
+
+
+def broadcast_status(home: Path, listen: str, timeout: float = 3.0) -> dict[str, Any]:
+    """The server's ``GET /api/broadcast``; ServerDown when it does not answer."""
+    from ccctl.media.client import ControlClient
+
+    return dict(ControlClient(home, listen).call("GET", "/api/broadcast", timeout=timeout))

@@ -1,0 +1,85 @@
+"""The map screen (``m``): every commune coloured by state; the current province lit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from ccctl.tui.fleet import Fleet
+from ccctl.tui.widgets.map import MapView, Point
+
+REDRAW_S = 1.0
+
+
+class MapScreen(Screen[None]):
+    """Redraws from the fleet at most once a second."""
+
+    BINDINGS = [Binding("escape,m,q", "close", "Back")]
+
+    class PointsLoaded(Message):
+        """Commune coordinates read from the units dataset."""
+
+        def __init__(self, points: dict[tuple[str, str], tuple[float, float]]) -> None:
+            super().__init__()
+            self.points = points
+
+    def __init__(self, fleet: Fleet) -> None:
+        super().__init__()
+        self.fleet = fleet
+        self.coords: dict[tuple[str, str], tuple[float, float]] | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("loading the communes' coordinates...", id="map-title")
+        yield MapView(id="map")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.load_points()
+        self.set_interval(REDRAW_S, self.redraw)
+
+    @work(thread=True, exclusive=True, exit_on_error=False)
+    def load_points(self) -> None:
+        """The coordinates, read once in a thread."""
+        from ccctl.registry.overview import commune_points
+
+        self.post_message(self.PointsLoaded(commune_points()))
+
+    def on_map_screen_points_loaded(self, message: PointsLoaded) -> None:
+        self.coords = message.points
+        self.redraw()
+
+    def redraw(self) -> None:
+        """Points of every site with a known place; the operator's province lit."""
+        if self.coords is None:
+            return
+        here = self.fleet.here
+        province = next((p for p in reversed(self.fleet.path) if p.level == "province"), None)
+        points: list[Point] = []
+        missing = 0
+        for site in self.fleet.order:
+            coord = self.coords.get((site["scheme"], site["unit_code"]))
+            if coord is None:
+                missing += 1
+                continue
+            lit = province is not None and site["scheme"] == province.scheme and \
+                site["province_code"] == province.code
+            points.append((coord[0], coord[1], site["state"], lit))
+        where = f"lit: {province.name}" if province is not None else "Việt Nam"
+        self.query_one("#map-title", Static).update(
+            f"{len(points):,} sites on the map ({where}; {here.name})" + (f", {missing} without coordinates"
+                                                                        if missing else ""))
+        self.query_one("#map", MapView).show(points)
+
+    def action_close(self) -> None:
+        """Back to the lists."""
+        self.app.pop_screen()
+
+    def points(self) -> Any:
+        """The points drawn last (tests read them)."""
+        return self.query_one("#map", MapView).points
