@@ -105,32 +105,44 @@ def sites_per_tier(db: Database) -> dict[str, int]:
     return {tier: int(n) for tier, n in db.query("SELECT tier, COUNT(*) FROM sites WHERE enabled = 1 GROUP BY tier")}
 
 
-def commune_points() -> dict[tuple[str, str], tuple[float, float]]:
-    """(scheme, commune code) -> (latitude, longitude), from ``vietnamadminunits``'s dataset.
+def place_points() -> dict[tuple[str, str, str], tuple[float, float]]:
+    """(scheme, level, code) -> (latitude, longitude) of communes, 2021 districts and provinces,
+    from ``vietnamadminunits``'s dataset (empty if it cannot be read).
 
-    A 2021 commune without its own point takes its district's, then its province's; the
-    dataset has none for Hoàng Sa and Trường Sa, which the map draws itself.
+    A map looks a site up by its commune, then its district, then its province; the dataset has
+    no points for Hoàng Sa and Trường Sa, which the map draws itself.
     """
     from ccctl.registry.units import _vau_dataset
 
+    points: dict[tuple[str, str, str], tuple[float, float]] = {}
+
+    def put(scheme: str, level: str, code: str | None, lat: float | None, lon: float | None) -> None:
+        if code and lat is not None and lon is not None:
+            points.setdefault((scheme, level, str(code)), (float(lat), float(lon)))
+
     conn = _vau_dataset()
-    points: dict[tuple[str, str], tuple[float, float]] = {}
     try:
-        for code, lat, lon, dlat, dlon, plat, plon in conn.execute(
-                "SELECT wardCode, wardLat, wardLon, districtLat, districtLon, provinceLat, provinceLon "
-                "FROM admin_units_legacy"):
-            for la, lo in ((lat, lon), (dlat, dlon), (plat, plon)):
-                if la is not None and lo is not None:
-                    points[("2021", code)] = (float(la), float(lo))
-                    break
-        for code, lat, lon, plat, plon in conn.execute(
-                "SELECT wardCode, wardLat, wardLon, provinceLat, provinceLon FROM admin_units"):
-            for la, lo in ((lat, lon), (plat, plon)):
-                if la is not None and lo is not None:
-                    points[("2025", code)] = (float(la), float(lo))
-                    break
+        for row in conn.execute(
+                "SELECT wardCode, wardLat, wardLon, districtCode, districtLat, districtLon, provinceCode, "
+                "provinceLat, provinceLon FROM admin_units_legacy"):
+            put("2021", "commune", *row[0:3])
+            put("2021", "district", *row[3:6])
+            put("2021", "province", *row[6:9])
+        for row in conn.execute(
+                "SELECT wardCode, wardLat, wardLon, provinceCode, provinceLat, provinceLon FROM admin_units"):
+            put("2025", "commune", *row[0:3])
+            put("2025", "province", *row[3:6])
     except sqlite3.Error:
         return points
     finally:
         conn.close()
     return points
+
+
+def site_point(points: dict[tuple[str, str, str], tuple[float, float]], site: dict[str, Any]
+               ) -> tuple[float, float] | None:
+    """A site's point: its commune's, else its district's, else its province's."""
+    scheme = site["scheme"]
+    return (points.get((scheme, "commune", site["unit_code"]))
+            or points.get((scheme, "district", site.get("district_code") or ""))
+            or points.get((scheme, "province", site["province_code"])))

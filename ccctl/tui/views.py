@@ -28,7 +28,7 @@ def unit_columns(level: str) -> list[Column]:
         Column("unit", 30, lambda r: str(r["name"])),
         Column("scheme", 6, lambda r: str(r["scheme"])),
         Column("sites", 6, lambda r: f"{r['sites']:,}", right=True),
-        Column("ready", 6, lambda r: f"{r['ok']:,}", right=True),
+        Column("ok", 6, lambda r: f"{r['ok']:,}", right=True),
         Column("degr.", 6, lambda r: f"{r['degraded']:,}", right=True),
         Column("down", 6, lambda r: f"{r['down']:,}", right=True),
         Column("unchk", 6, lambda r: f"{r['unchecked']:,}", right=True),

@@ -7,7 +7,8 @@ from ccctl.registry import Database
 from ccctl.registry.overview import (
     UNCHECKED,
     ChangeCursor,
-    commune_points,
+    place_points,
+    site_point,
     latest_run_id,
     results_since,
     site_history,
@@ -77,7 +78,12 @@ def test_tiers_and_points(dash_db: Database) -> None:
     assert [r["tier"] for r in tier_summary(sessions, expected)] == ["high", "audio"]
     assert (summary["high"]["connected"], summary["high"]["expected"], summary["high"]["sites"]) == (1, expected["high"], 2)
     assert summary["audio"]["lost_pct_max"] == 2.0
-    points = commune_points()
-    assert len([k for k in points if k[0] == "2021"]) > 10000 and len([k for k in points if k[0] == "2025"]) > 3000
-    lat, lon = points[("2021", "00001")]  # Phúc Xá, Hà Nội
+    points = place_points()
+    assert len([k for k in points if k[:2] == ("2021", "commune")]) > 10000
+    assert len([k for k in points if k[:2] == ("2025", "commune")]) > 3000
+    lat, lon = points[("2021", "commune", "00001")]  # Phúc Xá, Hà Nội
     assert 20.9 < lat < 21.2 and 105.7 < lon < 106.0
+    sites = site_states(dash_db)
+    assert all(site_point(points, s) is not None for s in sites)  # commune, else district, else province
+    site = dict(sites[0], unit_code="no-such-commune")
+    assert site_point(points, site) == points[("2021", "district", site["district_code"])]

@@ -11,6 +11,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from ccctl.registry.overview import site_point
 from ccctl.tui.fleet import Fleet
 from ccctl.tui.widgets.map import MapView, Point
 
@@ -25,14 +26,14 @@ class MapScreen(Screen[None]):
     class PointsLoaded(Message):
         """Commune coordinates read from the units dataset."""
 
-        def __init__(self, points: dict[tuple[str, str], tuple[float, float]]) -> None:
+        def __init__(self, points: dict[tuple[str, str, str], tuple[float, float]]) -> None:
             super().__init__()
             self.points = points
 
     def __init__(self, fleet: Fleet) -> None:
         super().__init__()
         self.fleet = fleet
-        self.coords: dict[tuple[str, str], tuple[float, float]] | None = None
+        self.coords: dict[tuple[str, str, str], tuple[float, float]] | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("loading the communes' coordinates...", id="map-title")
@@ -46,9 +47,9 @@ class MapScreen(Screen[None]):
     @work(thread=True, exclusive=True, exit_on_error=False)
     def load_points(self) -> None:
         """The coordinates, read once in a thread."""
-        from ccctl.registry.overview import commune_points
+        from ccctl.registry.overview import place_points
 
-        self.post_message(self.PointsLoaded(commune_points()))
+        self.post_message(self.PointsLoaded(place_points()))
 
     def on_map_screen_points_loaded(self, message: PointsLoaded) -> None:
         self.coords = message.points
@@ -63,7 +64,7 @@ class MapScreen(Screen[None]):
         points: list[Point] = []
         missing = 0
         for site in self.fleet.order:
-            coord = self.coords.get((site["scheme"], site["unit_code"]))
+            coord = site_point(self.coords, site)
             if coord is None:
                 missing += 1
                 continue

@@ -31,10 +31,16 @@ _DOTS = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))  # braille bit 
 Point = tuple[float, float, str, bool]  # latitude, longitude, state, highlighted
 
 
+LON_SCALE = 0.96  # a degree of longitude near 16° N is cos(16°) of a degree of latitude
+
+
 def _cell_of(lat: float, lon: float, width: int, height: int) -> tuple[int, int, int, int]:
-    x = (lon - LON_MIN) / (LON_MAX - LON_MIN) * (width * 2 - 1)
-    y = (LAT_MAX - lat) / (LAT_MAX - LAT_MIN) * (height * 4 - 1)
-    xi, yi = int(round(x)), int(round(y))
+    """The cell and the dot in it; one scale on both axes (braille dots are about square)."""
+    dots_x, dots_y = width * 2 - 1, height * 4 - 1
+    scale = min(dots_x / ((LON_MAX - LON_MIN) * LON_SCALE), dots_y / (LAT_MAX - LAT_MIN))
+    pad_x = (dots_x - (LON_MAX - LON_MIN) * LON_SCALE * scale) / 2
+    xi = int(round(pad_x + (lon - LON_MIN) * LON_SCALE * scale))
+    yi = int(round((LAT_MAX - lat) * scale))
     return xi // 2, yi // 4, yi % 4, xi % 2
 
 
