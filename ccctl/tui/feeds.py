@@ -31,23 +31,41 @@ class RegistryFeed:
             self.db = open_registry(self.url, BUSY_TIMEOUT_MS)
         return self.db
 
+    def _reopen_next_time(self) -> None:
+        """After a failure the connection is dropped, so the next call starts afresh."""
+        if self.db is not None:
+            try:
+                self.db.close()
+            finally:
+                self.db = None
+
     def load(self) -> tuple[list[dict[str, Any]], dict[str, int]]:
         """Every site with its latest state, and enabled sites per tier; resets the cursor."""
+        from ccctl.errors import CcctlError
         from ccctl.registry.overview import ChangeCursor, latest_run_id, site_states, sites_per_tier
 
         with self.lock:
-            db = self._open()
-            run = latest_run_id(db)
-            rows = site_states(db)
-            self.cursor = ChangeCursor(run)  # the newest run is read once more: it may be running
-            return rows, sites_per_tier(db)
+            try:
+                db = self._open()
+                run = latest_run_id(db)
+                rows = site_states(db)
+                self.cursor = ChangeCursor(run)  # the newest run is read once more: it may be running
+                return rows, sites_per_tier(db)
+            except CcctlError:
+                self._reopen_next_time()
+                raise
 
     def poll(self) -> list[dict[str, Any]]:
         """Results written since the last call."""
+        from ccctl.errors import CcctlError
         from ccctl.registry.overview import results_since
 
         with self.lock:
-            return results_since(self._open(), self.cursor)
+            try:
+                return results_since(self._open(), self.cursor)
+            except CcctlError:
+                self._reopen_next_time()
+                raise
 
     def detail(self, site_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """A site's registry record and its last checks."""

@@ -7,11 +7,11 @@ from ccctl.registry import Database
 from ccctl.registry.overview import (
     UNCHECKED,
     ChangeCursor,
-    place_points,
-    site_point,
     latest_run_id,
+    place_points,
     results_since,
     site_history,
+    site_point,
     site_states,
     sites_per_tier,
 )
