@@ -64,3 +64,13 @@ def test_janus_benchmark_quick() -> None:
     else:
         assert len(lines) == 1 and lines[0].startswith("janus N=   3 "), out
         assert "us/pkt/sub" in lines[0] and "delivered" in lines[0]
+
+
+def test_dashboard_benchmark_quick() -> None:
+    out = bench("dashboard")
+    lines = out.splitlines()
+    assert lines[0].startswith("dashboard: 165 sites, 200 state changes/s")
+    assert lines[1].split() == ["figure", "line-api", "datatable", "target"]
+    for label in ("first full screen", "filter keypress p50/p95", "sort keypress p50/p95", "scroll keypress p50/p95",
+                  "drill-down key p50/p95", "worst event-loop stall", "peak RSS"):
+        assert any(line.startswith(label) for line in lines), label

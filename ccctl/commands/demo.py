@@ -1,5 +1,9 @@
 """``ccctl demo``: the main job on the embedded defaults, end to end.
 
+On a terminal (stdin and stdout both ttys) the demo opens the dashboard once the roll-call
+and the broadcast are up, with the fleet and the server still running, and stops them when
+the operator quits; in a pipe, under cron or in CI it prints the reports below.
+
 Loads the official units, generates one site per commune of the 19 Directive-16 provinces,
 starts the simulated fleet with a few seeded faults, runs a roll-call (TCP + SSH +
 diagnostics) and prints the per-province report; the fleet is stopped at the end. Then the
@@ -9,6 +13,10 @@ move to a lower tier), and the broadcast's status is printed per tier; then ever
 """
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import IO
 
 import click
 
@@ -25,16 +33,38 @@ SETTLE_S = 8.0  # seconds of broadcast before the status is taken (lossy sites n
 @click.option("--timeout", "timeout_s", type=float, default=3.0, show_default=True, help="Seconds per stage.")
 @click.option("--join", "joining", type=click.IntRange(min=0), default=200, show_default=True,
               help="Simulated sites joining the broadcast (0: no broadcast part).")
+@click.option("--no-dashboard", is_flag=True, help="Print the reports even on a terminal.")
 @click.pass_context
-def demo(ctx: click.Context, faults: str, timeout_s: float, joining: int) -> None:
+def demo(ctx: click.Context, faults: str, timeout_s: float, joining: int, no_dashboard: bool) -> None:
     """Units, the 19 provinces' sites, a simulated fleet, a roll-call, the report; then a
-    broadcast that simulated sites join, and its status."""
-    _rollcall(ctx.obj, faults, timeout_s)
-    if joining:
-        _broadcast(ctx, joining)
+    broadcast that simulated sites join, and its status. On a terminal, the dashboard instead
+    of the reports, while the fleet and the broadcast run."""
+    if no_dashboard or not interactive(sys.stdin, sys.stdout):
+        _rollcall(ctx.obj, faults, timeout_s)
+        if joining:
+            _broadcast(ctx, joining)
+        return
+
+    def dashboard() -> None:
+        from ccctl.commands.dashboard import run_dashboard
+
+        run_dashboard(ctx.obj)
+
+    _rollcall(ctx.obj, faults, timeout_s, inside=(lambda: _broadcast(ctx, joining, inside=dashboard))
+              if joining else dashboard)
 
 
-def _rollcall(obj: AppContext, faults: str, timeout_s: float) -> None:
+def interactive(stdin: IO[str], stdout: IO[str]) -> bool:
+    """True when both ends are a terminal: an operator is there to use the dashboard."""
+    try:
+        return stdin.isatty() and stdout.isatty()
+    except (AttributeError, ValueError):  # closed or replaced streams
+        return False
+
+
+def _rollcall(obj: AppContext, faults: str, timeout_s: float, inside: Callable[[], None] | None = None) -> None:
+    """The roll-call part; ``inside`` (the dashboard) runs instead of the report while the
+    fleet is up."""
     from ccctl.registry import sites as core
     from ccctl.registry.units import load_units
     from ccctl.reports import frame_records, rollcall_frame
@@ -62,6 +92,9 @@ def _rollcall(obj: AppContext, faults: str, timeout_s: float) -> None:
         with run_lock(config.home):
             outcome = run_async(rollcall(db, sites, options))[-1]
         say(outcome.line())
+        if inside is not None:
+            inside()
+            return
         frame = rollcall_frame(run_results(db, outcome.run_id), "province")
         emit(frame_records(frame), "table", list(frame.columns))
     finally:
@@ -70,8 +103,9 @@ def _rollcall(obj: AppContext, faults: str, timeout_s: float) -> None:
             say("simulated fleet stopped")
 
 
-def _broadcast(ctx: click.Context, joining: int) -> None:
-    """The server, a test-pattern broadcast, ``joining`` simulated sites, the status by tier."""
+def _broadcast(ctx: click.Context, joining: int, inside: Callable[[], None] | None = None) -> None:
+    """The server, a test-pattern broadcast, ``joining`` simulated sites, the status by tier
+    (or, with ``inside``, the dashboard while the broadcast runs)."""
     import time
 
     from ccctl.commands import broadcast, serve, sim
@@ -85,6 +119,9 @@ def _broadcast(ctx: click.Context, joining: int) -> None:
     ctx.invoke(broadcast.start, title="Hội nghị trực tuyến toàn quốc (demo)")
     try:
         ctx.invoke(sim.join, count=joining, fault_spec=DEMO_JOIN_FAULTS, wait=120.0)
+        if inside is not None:
+            inside()
+            return
         time.sleep(SETTLE_S)  # let the program run before the figures are read
         data = client.call("GET", "/api/broadcast")
         emit(tier_summary(data["sessions"]), "table", ["tier", "sites", "connected", "kbps_avg", "packets_sent",

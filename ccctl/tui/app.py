@@ -46,7 +46,7 @@ WALL_CYCLE_S = 10.0
 class Dashboard(ActionsMixin, App[None]):
     """``ccctl dashboard``: the whole country on one screen."""
 
-    CSS_PATH = "ccctl.tcss"
+    CSS_PATH = str(Path(__file__).with_name("ccctl.tcss"))  # absolute: subclasses live elsewhere
     TITLE = "ccctl dashboard"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "go_back", "Back"),

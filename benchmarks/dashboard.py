@@ -1,0 +1,338 @@
+"""The dashboard with the whole country: 10,599 sites while 2,000 states change each second.
+
+Two apps run on the same registry, each in a process of its own (for a fair peak RSS), headless
+through Textual's Pilot, with the same state changes delivered as the app's message
+(``ResultsArrived``, as the registry poll delivers them) and the same keys:
+
+- ``line``: ``ccctl dashboard`` (the Line-API site list over a plain list);
+- ``datatable``: a plain Textual ``DataTable`` holding the same sites, its cells updated per
+  change, rebuilt for a filter or a drill-down and sorted with ``sort``.
+
+Figures: time to the first full screen, keypress-to-screen p50/p95 for filter (typing), sort,
+scroll (page down) and drill-down (Enter then Esc), the event loop's worst stall (a 5 ms
+ticker's lateness while keys and changes flow) and peak RSS, beside each other with the
+target. ``--quick`` runs about 200 sites for the test suite.
+
+    .venv/bin/python benchmarks/dashboard.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SIZE = (160, 50)
+TARGETS = {"first_screen_s": "< 1.5 s", "filter": "p95 < 50 ms", "sort": "p95 < 50 ms", "scroll": "p95 < 50 ms",
+           "drill": "p95 < 50 ms", "stall_ms": "< 50 ms", "rss_mb": "< 300 MB"}
+STATES = ["OK"] * 6 + ["DEGRADED", "UNREACHABLE", "TIMEOUT", "AUTH_FAILED"]
+
+
+def build_registry(path: Path, quick: bool) -> int:
+    """Units, one site per 2021 commune (two provinces with --quick), one recorded roll-call."""
+    from ccctl.models import CheckResult, CheckState
+    from ccctl.registry import open_registry
+    from ccctl.registry.sites import generate_sites, select_sites
+    from ccctl.registry.units import load_units
+    from ccctl.rollcall.history import RunRecorder
+
+    with open_registry(f"sqlite:///{path}") as db:
+        load_units(db, "2021")
+        provinces = ["95", "96"] if quick else [r[0] for r in db.query(
+            "SELECT code FROM units WHERE scheme = '2021' AND level = 'province'")]
+        generate_sites(db, "2021", provinces)
+        ids = [s.id for s in select_sites(db)]
+        rng = random.Random(2021)
+        recorder = RunRecorder(db, {"stages": ["tcp"], "sites": len(ids)})
+        now = time.time()
+        for site_id in ids:
+            recorder.add(CheckResult(site_id=site_id, state=CheckState(rng.choice(STATES)), stage="tcp",
+                                     started_at=now - 60, duration_ms=20.0))
+        recorder.finish("finished", {"sites": len(ids)})
+        return len(ids)
+
+
+class Stalls:
+    """A ticker that wakes every 5 ms and keeps the worst lateness: the event loop's longest stall."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self.running = True
+
+    async def run(self) -> None:
+        period = 0.005
+        last = time.perf_counter()
+        while self.running:
+            await asyncio.sleep(period)
+            now = time.perf_counter()
+            self.worst = max(self.worst, now - last - period)
+            last = now
+
+
+def changes(ids: list[str], count: int, rng: random.Random, run_id: int) -> list[dict[str, Any]]:
+    """``count`` random state changes, shaped as the registry poll delivers them."""
+    now = time.time()
+    return [{"site_id": rng.choice(ids), "state": rng.choice(STATES), "reason": "bench", "stage": "tcp",
+             "rtt_ms": 10.0, "run_id": run_id, "checked_at": now} for _ in range(count)]
+
+
+async def feed_changes(app: Any, ids: list[str], rate: int, stop: asyncio.Event) -> int:
+    """Post ``rate`` changes a second to the app, in ten batches a second, until ``stop``."""
+    from ccctl.tui.messages import ResultsArrived
+
+    rng = random.Random(7)
+    sent = 0
+    while not stop.is_set():
+        app.post_message(ResultsArrived(changes(ids, rate // 10, rng, 10**9), "bench"))
+        sent += rate // 10
+        try:
+            await asyncio.wait_for(stop.wait(), 0.1)  # the cadence of the feed, not a synchronisation
+        except TimeoutError:
+            pass
+    return sent
+
+
+class FrameClock:
+    """Mixed into both apps: counts the frames the compositor hands to the driver, with the
+    time of the last one (headless, the driver then drops them; the work is done)."""
+
+    frames = 0
+    last_frame = 0.0
+
+    def _display(self, screen: Any, renderable: Any) -> None:
+        if renderable is not None:
+            self.frames += 1
+            self.last_frame = time.perf_counter()
+        super()._display(screen, renderable)  # type: ignore[misc]
+
+
+_NAMED = {"/": ("slash", "/"), " ": ("space", " ")}
+
+
+def send_key(app: Any, key: str) -> None:
+    """The key as the terminal driver delivers it (no waiting, unlike Pilot.press)."""
+    from textual import events
+
+    name, char = _NAMED.get(key, (key, key if len(key) == 1 else None))
+    event = events.Key(name, char)
+    event.set_sender(app)
+    app._driver.send_message(event)
+
+
+async def timed(app: Any, pilot: Any, keys: list[str]) -> list[float]:
+    """Milliseconds from each key's arrival to the first frame drawn after the app handled it."""
+    out = []
+    for key in keys:
+        start = time.perf_counter()
+        send_key(app, key)
+        await pilot._wait_for_screen()  # every message queued so far (the key among them) handled
+        mark = app.frames
+        deadline = time.perf_counter() + 5.0
+        while app.frames == mark and time.perf_counter() < deadline:  # bounded: the next frame
+            await asyncio.sleep(0.0005)
+        out.append((app.last_frame - start) * 1000 if app.frames != mark else 5000.0)
+    return out
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+async def run_line(db_url: str, quick: bool, rate: int) -> dict[str, Any]:
+    """The dashboard itself."""
+    from ccctl.tui.app import Dashboard
+
+    home = Path(tempfile.mkdtemp(prefix="ccctl-bench-home-"))
+    start = time.perf_counter()
+    class Measured(FrameClock, Dashboard):
+        pass
+
+    app = Measured(db_url, home, "127.0.0.1:9", poll_s=3600, server_poll_s=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        deadline = time.monotonic() + 120
+        while not (app.loaded and app.rowlist.rows):  # bounded: the first read of the registry
+            if time.monotonic() > deadline:
+                raise SystemExit("the dashboard did not load within 120 s")
+            await pilot.pause(0.005)
+        await pilot._wait_for_screen()
+        first = time.perf_counter() - start
+        ids = list(app.fleet.sites)
+        return await _measure(app, pilot, ids, first, quick, rate, sites_key="s")
+
+
+async def _measure(app: Any, pilot: Any, ids: list[str], first: float, quick: bool, rate: int,
+                   sites_key: str | None) -> dict[str, Any]:
+    stalls = Stalls()
+    stop = asyncio.Event()
+    ticker = asyncio.create_task(stalls.run())
+    feeder = asyncio.create_task(feed_changes(app, ids, rate, stop))
+    rounds = 1 if quick else 3
+    figures: dict[str, list[float]] = {"filter": [], "sort": [], "scroll": [], "drill": []}
+    for _ in range(rounds):
+        figures["drill"] += await timed(app, pilot, ["enter", "escape"])
+        if sites_key:
+            await timed(app, pilot, [sites_key])
+        await timed(app, pilot, ["/"])
+        figures["filter"] += await timed(app, pilot, list("xa t"))
+        figures["filter"] += await timed(app, pilot, ["backspace"] * 4)
+        await timed(app, pilot, ["enter"])
+        figures["sort"] += await timed(app, pilot, ["N", "N", "C", "W"])
+        figures["scroll"] += await timed(app, pilot, ["pagedown"] * (3 if quick else 20) + ["home"])
+        if sites_key:
+            await timed(app, pilot, ["escape"])
+    stop.set()
+    sent = await feeder
+    stalls.running = False
+    await ticker
+    out: dict[str, Any] = {"first_screen_s": first, "stall_ms": stalls.worst * 1000, "changes": sent,
+                           "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    for name, values in figures.items():
+        out[name] = (_pct(values, 0.5), _pct(values, 0.95))
+    return out
+
+
+async def run_datatable(db_url: str, quick: bool, rate: int) -> dict[str, Any]:
+    """The peer: a plain DataTable with the same sites, changes, filter, sort and drill-down."""
+    from textual.app import App, ComposeResult
+    from textual.binding import Binding
+    from textual.widgets import DataTable, Input
+
+    from ccctl.registry import open_registry
+    from ccctl.registry.overview import site_states
+    from ccctl.textfold import fold
+    from ccctl.tui.messages import ResultsArrived
+
+    columns = ("state", "site", "name", "province", "tier", "reason")
+
+    class TableApp(FrameClock, App[None]):
+        BINDINGS = [Binding("slash", "filter", "Filter"), Binding("N", "sort('name')"), Binding("C", "sort('site')"),
+                    Binding("W", "sort('state')"), Binding("escape", "back")]
+        CSS = "#prompt { height: 1; border: none; }"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.sites: dict[str, dict[str, Any]] = {}
+            self.province: str | None = None
+
+        def compose(self) -> ComposeResult:
+            yield DataTable(id="table")
+            yield Input(id="prompt")
+
+        def on_mount(self) -> None:
+            with open_registry(db_url) as db:
+                rows = site_states(db)
+            self.sites = {r["id"]: r for r in rows}
+            table = self.query_one(DataTable)
+            for c in columns:
+                table.add_column(c, key=c)
+            self.fill("")
+            table.focus()
+
+        def fill(self, text: str) -> None:
+            table = self.query_one(DataTable)
+            table.clear()
+            words = fold(text).split()
+            table.add_rows(
+                [(r["state"], r["id"], r["name"], r["province_name"], r["tier"], r["reason"])
+                 for r in self.sites.values()
+                 if all(w in r["fold"] for w in words) and (self.province is None or r["province_code"] == self.province)],
+            )
+            # add_rows gives generated keys; keep our own index for update_cell_at
+            self.index = {table.get_row_at(i)[1]: i for i in range(table.row_count)}
+
+        def on_results_arrived(self, message: ResultsArrived) -> None:
+            table = self.query_one(DataTable)
+            for change in message.results:
+                self.sites[change["site_id"]]["state"] = change["state"]
+                row = self.index.get(change["site_id"])
+                if row is not None:
+                    table.update_cell_at((row, 0), change["state"])
+
+        def action_filter(self) -> None:
+            self.query_one(Input).focus()
+
+        def on_input_changed(self, event: Input.Changed) -> None:
+            self.fill(event.value)
+
+        def on_input_submitted(self, event: Input.Submitted) -> None:
+            self.query_one(DataTable).focus()
+
+        def action_sort(self, column: str) -> None:
+            table = self.query_one(DataTable)
+            table.sort(column)
+            self.index = {table.get_row_at(i)[1]: i for i in range(table.row_count)}
+
+        def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+            row = self.query_one(DataTable).get_row(event.row_key)
+            self.province = self.sites[row[1]]["province_code"]  # drill into the site's province
+            self.fill("")
+
+        def action_back(self) -> None:
+            self.province = None
+            self.fill("")
+
+    start = time.perf_counter()
+    app = TableApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot._wait_for_screen()
+        first = time.perf_counter() - start
+        return await _measure(app, pilot, list(app.sites), first, quick, rate, sites_key=None)
+
+
+def child(args: argparse.Namespace) -> None:
+    """One variant in this process; its figures as JSON on stdout."""
+    runner = run_line if args.variant == "line" else run_datatable
+    print(json.dumps(asyncio.run(runner(args.db, args.quick, args.rate))))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="about 200 sites (for the test suite)")
+    parser.add_argument("--variant", choices=["line", "datatable"], help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
+    parser.add_argument("--rate", type=int, default=None, help="state changes per second (default 2000)")
+    args = parser.parse_args()
+    if args.variant:
+        child(args)
+        return
+    rate = args.rate or (200 if args.quick else 2000)
+    tmp = Path(tempfile.mkdtemp(prefix="ccctl-bench-dash-"))
+    path = tmp / "registry.db"
+    sites = build_registry(path, args.quick)
+    results = {}
+    for variant in ("line", "datatable"):
+        cmd = [sys.executable, __file__, "--variant", variant, "--db", f"sqlite:///{path}", "--rate", str(rate)]
+        done = subprocess.run(cmd + (["--quick"] if args.quick else []), capture_output=True, text=True,
+                              timeout=1800, cwd=ROOT)
+        if done.returncode != 0:
+            raise SystemExit(f"{variant} failed:\n{done.stderr[-3000:]}")
+        results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
+    line, table = results["line"], results["datatable"]
+    print(f"dashboard: {sites:,} sites, {rate:,} state changes/s (line {line['changes']:,}, "
+          f"datatable {table['changes']:,} delivered)")
+    print(f"{'figure':<28} {'line-api':>16} {'datatable':>16}   target")
+    print(f"{'first full screen':<28} {line['first_screen_s']:>14.2f} s {table['first_screen_s']:>14.2f} s   "
+          f"{TARGETS['first_screen_s']}")
+    for name, label in (("filter", "filter keypress p50/p95"), ("sort", "sort keypress p50/p95"),
+                        ("scroll", "scroll keypress p50/p95"), ("drill", "drill-down key p50/p95")):
+        a, b = line[name], table[name]
+        print(f"{label:<28} {a[0]:>6.1f}/{a[1]:>6.1f} ms {b[0]:>6.1f}/{b[1]:>6.1f} ms   {TARGETS[name]}")
+    print(f"{'worst event-loop stall':<28} {line['stall_ms']:>13.1f} ms {table['stall_ms']:>13.1f} ms   "
+          f"{TARGETS['stall_ms']}")
+    print(f"{'peak RSS':<28} {line['rss_mb']:>13.0f} MB {table['rss_mb']:>13.0f} MB   {TARGETS['rss_mb']}")
+
+
+if __name__ == "__main__":
+    main()
