@@ -23,6 +23,7 @@ import asyncio
 import json
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -154,7 +155,7 @@ async def run_line(db_url: str, quick: bool, rate: int) -> dict[str, Any]:
     """The dashboard itself."""
     from ccctl.tui.app import Dashboard
 
-    home = Path(tempfile.mkdtemp(prefix="ccctl-bench-home-"))
+    home = Path(db_url[len("sqlite:///"):]).parent / "home"
     start = time.perf_counter()
     class Measured(FrameClock, Dashboard):
         pass
@@ -310,15 +311,18 @@ def main() -> None:
     rate = args.rate or (200 if args.quick else 2000)
     tmp = Path(tempfile.mkdtemp(prefix="ccctl-bench-dash-"))
     path = tmp / "registry.db"
-    sites = build_registry(path, args.quick)
-    results = {}
-    for variant in ("line", "datatable"):
-        cmd = [sys.executable, __file__, "--variant", variant, "--db", f"sqlite:///{path}", "--rate", str(rate)]
-        done = subprocess.run(cmd + (["--quick"] if args.quick else []), capture_output=True, text=True,
-                              timeout=1800, cwd=ROOT)
-        if done.returncode != 0:
-            raise SystemExit(f"{variant} failed:\n{done.stderr[-3000:]}")
-        results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
+    try:
+        sites = build_registry(path, args.quick)
+        results = {}
+        for variant in ("line", "datatable"):
+            cmd = [sys.executable, __file__, "--variant", variant, "--db", f"sqlite:///{path}", "--rate", str(rate)]
+            done = subprocess.run(cmd + (["--quick"] if args.quick else []), capture_output=True, text=True,
+                                  timeout=1800, cwd=ROOT)
+            if done.returncode != 0:
+                raise SystemExit(f"{variant} failed:\n{done.stderr[-3000:]}")
+            results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     line, table = results["line"], results["datatable"]
     print(f"dashboard: {sites:,} sites, {rate:,} state changes/s (line {line['changes']:,}, "
           f"datatable {table['changes']:,} delivered)")

@@ -41,6 +41,8 @@ POLL_S = 2.0
 SERVER_POLL_S = 3.0
 FULL_READ_S = 60.0  # sites added or removed show within a minute
 WALL_CYCLE_S = 10.0
+LOG_PER_BATCH = 50
+RESORT_S = 3.0  # a site list under a flood of changes is re-filtered and re-sorted this often
 
 
 class Dashboard(ActionsMixin, App[None]):
@@ -88,6 +90,8 @@ class Dashboard(ActionsMixin, App[None]):
         self.last_full = 0.0
         self.details: dict[str, tuple[dict[str, Any] | None, list[dict[str, Any]]]] = {}
         self.recheck_line = ""
+        self.last_sorted = 0.0
+        self.crumbs = ""
 
     # --- layout -------------------------------------------------------------------------
 
@@ -194,11 +198,13 @@ class Dashboard(ActionsMixin, App[None]):
         if message.source == "registry":
             self._registry_ok()
         changed = self.fleet.apply(message.results)
-        for site, before in changed[:200]:  # a flood of changes is summed up, not listed line by line
+        lines = []
+        for site, before in changed[:LOG_PER_BATCH]:  # a flood of changes is summed up, not listed
             severity = "alert" if SEVERITY.get(site["state"], 0) < SEVERITY["DEGRADED"] else "info"
-            self.log_event(f"{site['id']} {site['name']}: {before} -> {site['state']} {site['reason']}", severity)
-        if len(changed) > 200:
-            self.log_event(f"... and {len(changed) - 200} more state changes", "warn")
+            lines.append((f"{site['id']} {site['name']}: {before} -> {site['state']} {site['reason']}", severity))
+        if len(changed) > LOG_PER_BATCH:
+            lines.append((f"... and {len(changed) - LOG_PER_BATCH} more state changes", "warn"))
+        self.widget("#log", EventLog).add_lines(lines)
         if changed or message.results:
             self.dirty = True
 
@@ -238,12 +244,24 @@ class Dashboard(ActionsMixin, App[None]):
     # --- drawing -------------------------------------------------------------------------
 
     def repaint_if_dirty(self) -> None:
-        if self.dirty:
-            self.repaint()
+        """The timer's repaint: a site list keeps its order and only redraws the visible lines
+        (their rows are the sites themselves, changed in place) unless ``RESORT_S`` passed;
+        unit counts are recounted."""
+        if not self.dirty:
+            return
+        if self.fleet.showing_sites() and time.monotonic() - self.last_sorted < RESORT_S:
+            self.dirty = False
+            fleet = self.fleet
+            self.rowlist.refresh_visible()
+            self.widget("#header", Header).show(counts=fleet.totals(), newest=fleet.newest_check(), now=self.clock())
+            self.show_detail()
+            return
+        self.repaint()
 
     def repaint(self, keep_cursor: bool = True) -> None:
         """Recount and redraw the list, the header and the breadcrumbs."""
         self.dirty = False
+        self.last_sorted = time.monotonic()
         fleet = self.fleet
         rows = fleet.rows()
         is_sites = fleet.showing_sites()
@@ -262,7 +280,10 @@ class Dashboard(ActionsMixin, App[None]):
             parts.append(f"{len(rows):,} rows, sort {fleet.sort}{' reversed' if fleet.reverse else ''}")
             if self.recheck_line:
                 parts.append(self.recheck_line)
-            self.widget("#crumbs", Static).update("  ·  ".join(parts))
+            crumbs = "  ·  ".join(parts)
+            if crumbs != self.crumbs:
+                self.crumbs = crumbs
+                self.widget("#crumbs", Static).update(crumbs, layout=False)
             self.get_screen_main().set_class(is_sites, "sites")
             self.show_detail()
 
@@ -274,13 +295,13 @@ class Dashboard(ActionsMixin, App[None]):
         row = self.rowlist.current()
         panel = self.widget("#detail", Detail)
         if row is None or "level" in row:
-            panel.update("")
+            panel.show(None)
             return
         site = self.fleet.sites.get(row["id"], row)
         record, history = self.details.get(site["id"], (None, []))
         sessions = (self.server_status or {}).get("sessions", [])
         session = next((s for s in sessions if s.get("site_id") == site["id"]), None)
-        panel.update(detail_text(site, record, history, session))
+        panel.show(detail_text(site, record, history, session))
 
     def on_row_list_highlighted(self, message: RowList.Highlighted) -> None:
         row = message.row
@@ -387,7 +408,7 @@ class Dashboard(ActionsMixin, App[None]):
 
     def status(self, line: str) -> None:
         """One line of feedback under the list."""
-        self.widget("#status", Static).update(line)
+        self.widget("#status", Static).update(line, layout=False)
 
     # --- palette -------------------------------------------------------------------------
 

@@ -64,4 +64,12 @@ def detail_text(site: dict[str, Any], record: dict[str, Any] | None, history: li
 
 
 class Detail(Static):
-    """Shows ``detail_text`` of the highlighted site."""
+    """Shows ``detail_text`` of the highlighted site; an unchanged text is not redrawn."""
+
+    shown: Text | None = None
+
+    def show(self, text: Text | None) -> None:
+        """Show ``text`` (None: nothing)."""
+        if text != self.shown:
+            self.shown = text
+            self.update(text or "")

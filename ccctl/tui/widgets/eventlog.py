@@ -26,11 +26,18 @@ class EventLog(ScrollView, can_focus=True):
 
     def add(self, text: str, severity: str = "info", when: float | None = None) -> None:
         """Append one line, stamped with the UTC time."""
+        self.add_lines([(text, severity)], when)
+
+    def add_lines(self, lines: list[tuple[str, str]], when: float | None = None) -> None:
+        """Append (text, severity) lines at once: one resize and one repaint for a whole batch."""
+        if not lines:
+            return
         stamp = time.strftime("%H:%M:%S", time.gmtime(time.time() if when is None else when))
-        line = f"{stamp} {text}"
         following = self.scroll_y >= self.max_scroll_y
-        self.lines.append((line, severity))
-        self.width = max(self.width, len(line))
+        for text, severity in lines:
+            line = f"{stamp} {text}"
+            self.lines.append((line, severity))
+            self.width = max(self.width, len(line))
         self.virtual_size = Size(self.width, len(self.lines))
         if following:
             self.scroll_end(animate=False, immediate=True)

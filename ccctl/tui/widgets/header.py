@@ -33,6 +33,7 @@ class Header(Static):
         self.registry = "loading"
         self.server = "not polled yet"
         self.broadcast: list[str] = []
+        self.last: Text | None = None
 
     def show(self, counts: dict[str, int] | None = None, newest: float | None = None, registry: str | None = None,
              server: str | None = None, broadcast: list[str] | None = None, now: float | None = None) -> None:
@@ -68,7 +69,9 @@ class Header(Static):
         text.append(self.server, style="green" if self.server.startswith("up") else "bold red")
         if self.broadcast:
             text.append("   " + "  ".join(self.broadcast))
-        self.update(text)
+        if text != self.last:
+            self.last = text
+            self.update(text, layout=False)  # two lines always: no layout pass
 
 
 def broadcast_lines(status: dict[str, Any], tiers: list[dict[str, Any]]) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any
 from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
@@ -72,7 +72,8 @@ class RowList(ScrollView, can_focus=True):
         self.columns: Sequence[Column] = ()
         self.cursor = 0
         self.key_field = "id"
-        self.renders = 0  # lines rendered since mount (the benchmark reads it)
+        self.renders = 0  # lines rendered since mount (tests read it)
+        self._frame_style: Style | None = None
 
     def set_rows(self, rows: list[Row], columns: Sequence[Column], key_field: str = "id",
                  keep_cursor: bool = True) -> None:
@@ -98,11 +99,19 @@ class RowList(ScrollView, can_focus=True):
         """The row under the cursor."""
         return self.rows[self.cursor] if 0 <= self.cursor < len(self.rows) else None
 
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """The widget's style is looked up once per frame, not once per line."""
+        self._frame_style = self.rich_style
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._frame_style = None
+
     def render_line(self, y: int) -> Strip:
         """One screen line: the header on line 0, then the row at the scroll position."""
         scroll_x, scroll_y = self.scroll_offset
         width = self.size.width
-        base = self.rich_style
+        base = self._frame_style or self.rich_style
         if y == 0:
             text = " ".join(_cell(c.title, c.width, c.right) for c in self.columns)
             strip = Strip([Segment(text, base + Style(bold=True, underline=True))])
