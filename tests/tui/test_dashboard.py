@@ -126,3 +126,19 @@ async def test_dead_server_shows_as_such(dash_db_url: str, tmp_path: Path) -> No
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: "down" in app.widget("#header", object).server, "the server shown down")
         assert "no ccctl server" in app.widget("#header", object).server
+
+
+@pytest.mark.asyncio
+async def test_wall_is_readonly_and_cycles_through_provinces_with_sites_down(dash_db_url: str, tmp_path: Path) -> None:
+    app = make_app(dash_db_url, tmp_path / "home", wall=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.loaded, "the first read of the registry")
+        assert app.readonly and app.has_class("wall") and not app.check_action("revoke", ())
+        seen = []
+        for _ in range(4):
+            app.wall_cycle()  # what the wall's timer calls every WALL_CYCLE_S
+            await pilot.pause()
+            assert app.fleet.here.level == "province"
+            seen.append((app.fleet.here.scheme, app.fleet.here.code))
+        # Three provinces have sites down in the fixture: each in turn, then the first again.
+        assert len(set(seen[:3])) == 3 and seen[3] == seen[0]
