@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import resource
 import shutil
@@ -176,6 +177,7 @@ async def run_line(db_url: str, quick: bool, rate: int) -> dict[str, Any]:
 async def _measure(app: Any, pilot: Any, ids: list[str], first: float, quick: bool, rate: int,
                    sites_key: str | None) -> dict[str, Any]:
     stalls = Stalls()
+    cpu_start, wall_start = time.process_time(), time.perf_counter()
     stop = asyncio.Event()
     ticker = asyncio.create_task(stalls.run())
     feeder = asyncio.create_task(feed_changes(app, ids, rate, stop))
@@ -197,7 +199,8 @@ async def _measure(app: Any, pilot: Any, ids: list[str], first: float, quick: bo
     sent = await feeder
     stalls.running = False
     await ticker
-    out: dict[str, Any] = {"first_screen_s": first, "stall_ms": stalls.worst * 1000, "changes": sent,
+    cpu_pct = (time.process_time() - cpu_start) * 100 / (time.perf_counter() - wall_start)
+    out: dict[str, Any] = {"first_screen_s": first, "stall_ms": stalls.worst * 1000, "changes": sent, "cpu_pct": cpu_pct,
                            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     for name, values in figures.items():
         out[name] = (_pct(values, 0.5), _pct(values, 0.95))
@@ -324,8 +327,9 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     line, table = results["line"], results["datatable"]
+    load = os.getloadavg()[0]
     print(f"dashboard: {sites:,} sites, {rate:,} state changes/s (line {line['changes']:,}, "
-          f"datatable {table['changes']:,} delivered)")
+          f"datatable {table['changes']:,} delivered); machine load {load:.1f} on {os.cpu_count()} CPUs")
     print(f"{'figure':<28} {'line-api':>16} {'datatable':>16}   target")
     print(f"{'first full screen':<28} {line['first_screen_s']:>14.2f} s {table['first_screen_s']:>14.2f} s   "
           f"{TARGETS['first_screen_s']}")
@@ -335,6 +339,7 @@ def main() -> None:
         print(f"{label:<28} {a[0]:>6.1f}/{a[1]:>6.1f} ms {b[0]:>6.1f}/{b[1]:>6.1f} ms   {TARGETS[name]}")
     print(f"{'worst event-loop stall':<28} {line['stall_ms']:>13.1f} ms {table['stall_ms']:>13.1f} ms   "
           f"{TARGETS['stall_ms']}")
+    print(f"{'CPU while measured':<28} {line['cpu_pct']:>14.0f} % {table['cpu_pct']:>14.0f} %   (one core = 100 %)")
     print(f"{'peak RSS':<28} {line['rss_mb']:>13.0f} MB {table['rss_mb']:>13.0f} MB   {TARGETS['rss_mb']}")
 
 

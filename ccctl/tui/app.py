@@ -92,6 +92,7 @@ class Dashboard(ActionsMixin, App[None]):
         self.recheck_line = ""
         self.last_sorted = 0.0
         self.crumbs = ""
+        self.changed_ids: set[str] = set()  # sites changed since the list was last drawn
 
     # --- layout -------------------------------------------------------------------------
 
@@ -207,6 +208,7 @@ class Dashboard(ActionsMixin, App[None]):
         self.widget("#log", EventLog).add_lines(lines)
         if changed or message.results:
             self.dirty = True
+            self.changed_ids.update(c["site_id"] for c in message.results)
 
     def on_registry_failed(self, message: msg.RegistryFailed) -> None:
         if self.registry_state != message.reason:
@@ -252,7 +254,8 @@ class Dashboard(ActionsMixin, App[None]):
         if self.fleet.showing_sites() and time.monotonic() - self.last_sorted < RESORT_S:
             self.dirty = False
             fleet = self.fleet
-            self.rowlist.refresh_visible()
+            self.rowlist.refresh_keys(self.changed_ids)
+            self.changed_ids = set()
             self.widget("#header", Header).show(counts=fleet.totals(), newest=fleet.newest_check(), now=self.clock())
             self.show_detail()
             return
@@ -261,6 +264,7 @@ class Dashboard(ActionsMixin, App[None]):
     def repaint(self, keep_cursor: bool = True) -> None:
         """Recount and redraw the list, the header and the breadcrumbs."""
         self.dirty = False
+        self.changed_ids = set()
         self.last_sorted = time.monotonic()
         fleet = self.fleet
         rows = fleet.rows()

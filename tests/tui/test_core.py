@@ -87,3 +87,24 @@ def test_tiers_and_points(dash_db: Database) -> None:
     assert all(site_point(points, s) is not None for s in sites)  # commune, else district, else province
     site = dict(sites[0], unit_code="no-such-commune")
     assert site_point(points, site) == points[("2021", "district", site["district_code"])]
+
+
+def test_queries_on_each_backend(units_db: Database) -> None:
+    """The same queries on SQLite and PostgreSQL (the units_db fixture runs both)."""
+    from ccctl.registry.sites import generate_sites
+
+    generate_sites(units_db, "2025", ["96"])
+    rows = site_states(units_db)
+    assert rows and {r["state"] for r in rows} == {UNCHECKED}
+    cursor = ChangeCursor(latest_run_id(units_db))
+    run = record_run(units_db, {rows[0]["id"]: CheckState.DEGRADED, rows[1]["id"]: CheckState.OK})
+    assert sorted((c["site_id"], c["state"]) for c in results_since(units_db, cursor)) == sorted(
+        [(rows[0]["id"], "DEGRADED"), (rows[1]["id"], "OK")])
+    assert cursor.run_id == run + 1
+    states = {r["id"]: r["state"] for r in site_states(units_db)}
+    assert states[rows[0]["id"]] == "DEGRADED" and states[rows[2]["id"]] == UNCHECKED
+    assert [h["state"] for h in site_history(units_db, rows[0]["id"])] == ["DEGRADED"]
+    assert sites_per_tier(units_db) == {"high": len(rows)}
+    (province,) = level_counts(site_states(units_db), "province")
+    assert (province["sites"], province["ok"], province["degraded"], province["unchecked"]) == (len(rows), 1, 1,
+                                                                                                   len(rows) - 2)

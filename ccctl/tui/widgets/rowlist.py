@@ -139,6 +139,16 @@ class RowList(ScrollView, can_focus=True):
         """Redraw the lines on screen (after the rows' values changed in place)."""
         self.refresh()
 
+    def refresh_keys(self, keys: set[Any]) -> int:
+        """Redraw only the visible rows whose key is in ``keys`` (changed in place); how many."""
+        top = int(self.scroll_y)
+        drawn = 0
+        for index in range(top, min(top + self.size.height, len(self.rows))):
+            if self.rows[index].get(self.key_field) in keys:
+                self.refresh_line(index + 1)  # line 0 is the column titles
+                drawn += 1
+        return drawn
+
     def _keep_cursor_visible(self) -> None:
         height = max(self.size.height - 1, 1)
         top = int(self.scroll_y)
