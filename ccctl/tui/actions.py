@@ -16,10 +16,12 @@ from textual.app import SystemCommand
 from textual.binding import Binding
 
 from ccctl.tui import messages as msg
+from ccctl.tui.guard import while_shown
 from ccctl.tui.screens.confirm import ConfirmScreen
 
 if TYPE_CHECKING:
     from ccctl.tui.app import Dashboard
+
 
 ACTIONS = frozenset({"recheck", "floor", "release", "tier", "revoke"})
 PROGRESS_S = 0.2  # results of a re-check reach the screen in batches at most this far apart
@@ -120,6 +122,7 @@ class ActionsMixin:
         finally:
             db.close()
 
+    @while_shown
     def on_recheck_progress(self: Dashboard, message: msg.RecheckProgress) -> None:  # type: ignore[misc]
         if message.finished:
             self.recheck_line = ""
@@ -213,6 +216,7 @@ class ActionsMixin:
         except CcctlError as exc:
             self.post_message(msg.ActionDone(f"{verb} {site_id or ''}: {exc}".replace("  ", " "), ok=False))
 
+    @while_shown
     def on_action_done(self: Dashboard, message: msg.ActionDone) -> None:  # type: ignore[misc]
         self.log_event(message.line, "info" if message.ok else "alert")
         self.status(message.line)

@@ -28,6 +28,7 @@ from ccctl.tui.actions import ACTIONS, ActionsMixin
 from ccctl.tui.commands import run_command
 from ccctl.tui.feeds import RegistryFeed, broadcast_status
 from ccctl.tui.fleet import Fleet
+from ccctl.tui.guard import while_shown
 from ccctl.tui.screens.help import HelpScreen
 from ccctl.tui.screens.main import MainScreen
 from ccctl.tui.views import site_columns, unit_columns
@@ -170,6 +171,7 @@ class Dashboard(ActionsMixin, App[None]):
         except CcctlError as exc:
             self.post_message(msg.DetailLoaded(site_id, None, [], str(exc)))
 
+    @while_shown
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Schedule the next poll once this one ended, whatever its outcome."""
         worker = event.worker
@@ -184,6 +186,7 @@ class Dashboard(ActionsMixin, App[None]):
 
     # --- messages from workers -----------------------------------------------------------
 
+    @while_shown
     def on_sites_loaded(self, message: msg.SitesLoaded) -> None:
         self.fleet.load(message.rows)
         self.expected = message.expected
@@ -195,6 +198,7 @@ class Dashboard(ActionsMixin, App[None]):
             self.log_event(f"registry read: {len(message.rows):,} sites")
         self.repaint()
 
+    @while_shown
     def on_results_arrived(self, message: msg.ResultsArrived) -> None:
         if message.source == "registry":
             self._registry_ok()
@@ -210,6 +214,7 @@ class Dashboard(ActionsMixin, App[None]):
             self.dirty = True
             self.changed_ids.update(c["site_id"] for c in message.results)
 
+    @while_shown
     def on_registry_failed(self, message: msg.RegistryFailed) -> None:
         if self.registry_state != message.reason:
             self.log_event(f"registry: {message.reason} (retrying)", "alert")
@@ -223,6 +228,7 @@ class Dashboard(ActionsMixin, App[None]):
             self.registry_state = "ok"
             self.widget("#header", Header).show(registry="ok")
 
+    @while_shown
     def on_server_polled(self, message: msg.ServerPolled) -> None:
         was_up = self.server_status is not None
         self.server_status = message.status
@@ -237,6 +243,7 @@ class Dashboard(ActionsMixin, App[None]):
         tiers = tier_summary(message.status.get("sessions", []), self.expected)
         header.show(server="up", broadcast=broadcast_lines(message.status, tiers))
 
+    @while_shown
     def on_detail_loaded(self, message: msg.DetailLoaded) -> None:
         self.details[message.site_id] = (message.record, message.history)
         if message.reason:
@@ -245,6 +252,7 @@ class Dashboard(ActionsMixin, App[None]):
 
     # --- drawing -------------------------------------------------------------------------
 
+    @while_shown
     def repaint_if_dirty(self) -> None:
         """The timer's repaint: a site list keeps its order and only redraws the visible lines
         (their rows are the sites themselves, changed in place) unless ``RESORT_S`` passed;
@@ -291,6 +299,7 @@ class Dashboard(ActionsMixin, App[None]):
             self.get_screen_main().set_class(is_sites, "sites")
             self.show_detail()
 
+    @while_shown
     def _tick_header(self) -> None:
         self.widget("#header", Header).redraw(self.clock())
 
@@ -362,6 +371,7 @@ class Dashboard(ActionsMixin, App[None]):
 
         self.push_screen(MapScreen(self.fleet))
 
+    @while_shown
     def wall_cycle(self) -> None:
         """``--wall``: show the next province with sites down, in turn."""
         fleet = self.fleet
