@@ -1,6 +1,6 @@
 """``ccctl demo``: the main job on the embedded defaults, end to end.
 
-On a terminal (stdin and stdout both ttys) the demo opens the dashboard once the roll-call
+On a terminal (stdin, stdout and stderr all ttys) the demo opens the dashboard once the roll-call
 and the broadcast are up, with the fleet and the server still running, and stops them when
 the operator quits; in a pipe, under cron or in CI it prints the reports below.
 
@@ -39,7 +39,7 @@ def demo(ctx: click.Context, faults: str, timeout_s: float, joining: int, no_das
     """Units, the 19 provinces' sites, a simulated fleet, a roll-call, the report; then a
     broadcast that simulated sites join, and its status. On a terminal, the dashboard instead
     of the reports, while the fleet and the broadcast run."""
-    if no_dashboard or not interactive(sys.stdin, sys.stdout):
+    if no_dashboard or not interactive(sys.stdin, sys.stdout, sys.stderr):
         _rollcall(ctx.obj, faults, timeout_s)
         if joining:
             _broadcast(ctx, joining)
@@ -54,10 +54,11 @@ def demo(ctx: click.Context, faults: str, timeout_s: float, joining: int, no_das
               if joining else dashboard)
 
 
-def interactive(stdin: IO[str], stdout: IO[str]) -> bool:
-    """True when both ends are a terminal: an operator is there to use the dashboard."""
+def interactive(stdin: IO[str], stdout: IO[str], stderr: IO[str] | None = None) -> bool:
+    """True when stdin and stdout are a terminal (an operator is there to use the dashboard),
+    and stderr too when given: Textual draws on stderr, so ``ccctl demo 2>log`` gets the reports."""
     try:
-        return stdin.isatty() and stdout.isatty()
+        return stdin.isatty() and stdout.isatty() and (stderr is None or stderr.isatty())
     except (AttributeError, ValueError):  # closed or replaced streams
         return False
 

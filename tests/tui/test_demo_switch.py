@@ -15,6 +15,7 @@ def test_only_a_terminal_on_both_ends_gets_the_dashboard() -> None:
         assert interactive(tty, tty)
         assert not interactive(pipe_in, tty)  # `ccctl demo < file`
         assert not interactive(tty, pipe_out)  # `ccctl demo | less`, the README's command
+        assert interactive(tty, tty, tty) and not interactive(tty, tty, pipe_out)  # `ccctl demo 2>log`
         pipe_out.close()
         assert not interactive(tty, pipe_out)  # a closed stream is no terminal
     os.close(leader)

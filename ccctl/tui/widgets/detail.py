@@ -55,11 +55,11 @@ def detail_text(site: dict[str, Any], record: dict[str, Any] | None, history: li
                  f"({quality(session.get('fraction_lost'))})  rtt {session.get('rtt_ms') or 0:.0f} ms  "
                  f"jitter {session.get('jitter_ms') or 0:.0f} ms\n")
     if history:
-        t.append("\nlast checks\n", style="bold")
-        for h in history:
-            t.append(f"  run {h['run_id']:>5} {_when(h['started_at'])} ")
-            t.append(f"{h['state']:<11}", style=STATE_STYLES.get(h["state"]))
-            t.append(f" {h['reason'][:40]}\n" if h.get("reason") else "\n")
+        t.append("\nlast checks (run, when, state, why)\n", style="bold")
+        for h in history:  # one line each, to fit the panel
+            t.append(f" {h['run_id']:>5} {time.strftime('%m-%d %H:%M', time.gmtime(h['started_at']))} ")
+            t.append(f"{h['state']:<16}", style=STATE_STYLES.get(h["state"]))
+            t.append(f" {h['reason'][:14]}\n" if h.get("reason") else "\n")
     return t
 
 
