@@ -316,6 +316,7 @@ class Dashboard(ActionsMixin, App[None]):
         session = next((s for s in sessions if s.get("site_id") == site["id"]), None)
         panel.show(detail_text(site, record, history, session))
 
+    @while_shown
     def on_row_list_highlighted(self, message: RowList.Highlighted) -> None:
         row = message.row
         if row is not None and "level" not in row and self.fleet.showing_sites():
@@ -323,6 +324,7 @@ class Dashboard(ActionsMixin, App[None]):
                 self.load_detail(row["id"])
             self.show_detail()
 
+    @while_shown
     def on_row_list_chosen(self, message: RowList.Chosen) -> None:
         if self.fleet.enter(message.row):
             self.repaint(keep_cursor=False)
@@ -409,11 +411,13 @@ class Dashboard(ActionsMixin, App[None]):
         self.get_screen_main().remove_class("prompting")
         self.rowlist.focus()
 
+    @while_shown
     def on_input_changed(self, event: Input.Changed) -> None:
         if self.prompt_mode == "/":
             self.fleet.query.text = event.value
             self.repaint(keep_cursor=False)
 
+    @while_shown
     def on_input_submitted(self, event: Input.Submitted) -> None:
         mode = self.prompt_mode
         self.close_prompt()

@@ -17,7 +17,10 @@ def while_shown(method: F) -> F:
 
     @functools.wraps(method)
     def guarded(self: Any, *args: Any, **kwargs: Any) -> None:
-        if any(isinstance(screen, MainScreen) for screen in self.screen_stack):
+        if not self.is_running:  # shutting down: the widgets are being taken apart
+            return
+        main = next((s for s in self.screen_stack if isinstance(s, MainScreen)), None)
+        if main is not None and main.is_attached and main.children:
             method(self, *args, **kwargs)
 
     return guarded  # type: ignore[return-value]
