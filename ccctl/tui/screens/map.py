@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -34,6 +32,7 @@ class MapScreen(Screen[None]):
         super().__init__()
         self.fleet = fleet
         self.coords: dict[tuple[str, str, str], tuple[float, float]] | None = None
+        self.sites_drawn: list[Point] = []
 
     def compose(self) -> ComposeResult:
         yield Static("loading the communes' coordinates...", id="map-title")
@@ -63,6 +62,10 @@ class MapScreen(Screen[None]):
         province = next((p for p in reversed(self.fleet.path) if p.level == "province"), None)
         points: list[Point] = []
         missing = 0
+        sited = {(s["scheme"], s["unit_code"]) for s in self.fleet.order}
+        # Every 2021 commune without a site, faint: the country's shape under the sites.
+        outline = [(lat, lon, "", False) for (scheme, level, code), (lat, lon) in self.coords.items()
+                   if scheme == "2021" and level == "commune" and (scheme, code) not in sited]
         for site in self.fleet.order:
             coord = site_point(self.coords, site)
             if coord is None:
@@ -71,16 +74,17 @@ class MapScreen(Screen[None]):
             lit = province is not None and site["scheme"] == province.scheme and \
                 site["province_code"] == province.code
             points.append((coord[0], coord[1], site["state"], lit))
-        where = f"lit: {province.name}" if province is not None else "Việt Nam"
+        where = f"{province.name} lit" if province is not None else here.name
         self.query_one("#map-title", Static).update(
-            f"{len(points):,} sites on the map ({where}; {here.name})" + (f", {missing} without coordinates"
-                                                                        if missing else ""))
-        self.query_one("#map", MapView).show(points)
+            f"{len(points):,} sites on the map, coloured by state ({where}); communes without a site faint"
+            + (f"; {missing} sites without coordinates" if missing else ""))
+        self.sites_drawn = points
+        self.query_one("#map", MapView).show(outline + points)
 
     def action_close(self) -> None:
         """Back to the lists."""
         self.app.pop_screen()
 
-    def points(self) -> Any:
-        """The points drawn last (tests read them)."""
-        return self.query_one("#map", MapView).points
+    def points(self) -> list[Point]:
+        """The sites' points drawn last (tests read them)."""
+        return self.sites_drawn

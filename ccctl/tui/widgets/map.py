@@ -28,7 +28,8 @@ ARCHIPELAGOS = (
       (8.87, 112.83), (9.72, 113.25), (11.05, 114.28), (8.95, 113.70)]),
 )
 _DOTS = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))  # braille bit of (row, column) in a cell
-Point = tuple[float, float, str, bool]  # latitude, longitude, state, highlighted
+Point = tuple[float, float, str, bool]  # latitude, longitude, state ("" for a commune without a site), lit
+BACKGROUND = 99  # rank of a commune without a site: drawn only where no site is
 
 
 LON_SCALE = 0.96  # a degree of longitude near 16° N is cos(16°) of a degree of latitude
@@ -54,7 +55,7 @@ def draw(points: Iterable[Point], width: int, height: int) -> list[Text]:
         if not (0 <= cx < width and 0 <= cy < height):
             continue
         bits[cy][cx] |= _DOTS[row][col]
-        rank = SEVERITY.get(state, 0)
+        rank = SEVERITY.get(state, 0) if state else BACKGROUND
         held = worst[cy][cx]
         if held is None or rank < held[0] or (lit and not held[2]):
             worst[cy][cx] = (rank, state, lit or bool(held and held[2]))
@@ -82,7 +83,8 @@ def draw(points: Iterable[Point], width: int, height: int) -> list[Text]:
                 text.append(char, style=Style(color="cyan") if bits[cy][cx] else None)
             else:
                 _, state, lit = held
-                text.append(char, style=Style(color=STATE_COLOURS.get(state, "white"), bold=lit, dim=not lit))
+                colour = STATE_COLOURS.get(state, "white") if state else "grey30"
+                text.append(char, style=Style(color=colour, bold=lit and bool(state), dim=not lit and bool(state)))
             cx += 1
         lines.append(text)
     return lines
