@@ -214,7 +214,7 @@ class ActionsMixin:
                 return
             self.post_message(msg.ActionDone(line))
         except CcctlError as exc:
-            self.post_message(msg.ActionDone(f"{verb} {site_id or ''}: {exc}".replace("  ", " "), ok=False))
+            self.post_message(msg.ActionDone(" ".join(filter(None, (verb, site_id))) + f": {exc}", ok=False))
 
     @while_shown
     def on_action_done(self: Dashboard, message: msg.ActionDone) -> None:  # type: ignore[misc]

@@ -127,6 +127,14 @@ async def test_control_actions_against_a_real_server(dash_db_url: str, tmp_path:
         await pilot.press("f")  # the server refuses: the site is not in a broadcast
         await until(pilot, lambda: "floor" in str(app.query_one("#status").render()), "the floor's answer")
         assert "server said" in str(app.query_one("#status").render())
+        assert "no live broadcast" in str(app.query_one("#status").render())
+        await pilot.press("colon", *"move audio", "enter")  # the server refuses: not connected
+        await until(pilot, lambda: "tier" in str(app.query_one("#status").render()), "the tier's answer")
+        assert "is not connected to a live broadcast" in str(app.query_one("#status").render())
+        await pilot.press("F")
+        await until(pilot, lambda: str(app.query_one("#status").render()).startswith("release"),
+                    "the release's answer")
+        assert "no live broadcast" in str(app.query_one("#status").render())
         await pilot.press("x", "y")  # revoke, confirmed
         await until(pilot, lambda: "revoked" in str(app.query_one("#status").render()), "the revocation")
         with open_registry(dash_db_url) as db:
