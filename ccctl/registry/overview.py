@@ -146,3 +146,18 @@ def site_point(points: dict[tuple[str, str, str], tuple[float, float]], site: di
     return (points.get((scheme, "commune", site["unit_code"]))
             or points.get((scheme, "district", site.get("district_code") or ""))
             or points.get((scheme, "province", site["province_code"])))
+
+
+def last_broadcast_event_id(db: Database) -> int:
+    """The id of the newest broadcast event (0 when none)."""
+    return int(db.query("SELECT COALESCE(MAX(id), 0) FROM broadcast_events")[0][0])
+
+
+def broadcast_events_since(db: Database, after_id: int, limit: int = 5000) -> list[dict[str, Any]]:
+    """Broadcast events (join, leave, tier, floor, ...) with an id above ``after_id``, oldest first."""
+    rows = db.query_dicts(
+        "SELECT id, broadcast_id, ts, site_id, kind, detail FROM broadcast_events WHERE id > ? ORDER BY id LIMIT ?",
+        (after_id, limit))
+    for r in rows:
+        r["detail"] = json.loads(r["detail"]) if r["detail"] else {}
+    return rows

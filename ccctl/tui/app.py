@@ -43,6 +43,7 @@ SERVER_POLL_S = 3.0
 FULL_READ_S = 60.0  # sites added or removed show within a minute
 WALL_CYCLE_S = 10.0
 LOG_PER_BATCH = 50
+STREAM_RETRY_S = 2.0  # the change stream is reopened this long after it ended
 RESORT_S = 3.0  # a site list under a flood of changes is re-filtered and re-sorted this often
 
 
@@ -94,6 +95,8 @@ class Dashboard(ActionsMixin, App[None]):
         self.last_sorted = 0.0
         self.crumbs = ""
         self.changed_ids: set[str] = set()  # sites changed since the list was last drawn
+        self.stream_state = "not connected"
+        self.stream_id: str | None = None  # the last change-stream event taken, to resume after
 
     # --- layout -------------------------------------------------------------------------
 
@@ -102,11 +105,13 @@ class Dashboard(ActionsMixin, App[None]):
 
     def on_ready(self) -> None:
         """The main screen is up: start the polls and the timers."""
+        self.widget("#header", Header).clock = self.clock
         if self.wall:
             self.add_class("wall")
         self.log_event("dashboard started" + (" (read-only)" if self.readonly else ""))
         self.poll_registry()
         self.poll_server()
+        self.follow_changes()
         self.set_interval(REPAINT_S, self.repaint_if_dirty)
         self.set_interval(1.0, self._tick_header)
         if self.wall:
@@ -160,6 +165,24 @@ class Dashboard(ActionsMixin, App[None]):
         except CcctlError as exc:
             self.post_message(msg.ServerPolled(None, str(exc)))
 
+    @work(exclusive=True, group="stream", exit_on_error=False)
+    async def follow_changes(self) -> None:
+        """The server's change stream: roll-call results and broadcast events as they are
+        written, resumed after the last event taken (the registry poll stays as the fallback)."""
+        from ccctl.errors import CcctlError
+        from ccctl.media.changes import follow
+        from ccctl.media.client import parse_listen
+        from ccctl.media.tokens import control_token, load_secret
+
+        try:
+            host, port = parse_listen(self.listen)
+            token = control_token(load_secret(self.home))
+            async for event_id, name, data in follow(f"http://{host}:{port}", token, self.stream_id):
+                self.post_message(msg.StreamEvent(event_id, name, data))
+            self.post_message(msg.StreamState("ended by the server"))
+        except CcctlError as exc:
+            self.post_message(msg.StreamState(f"down: {exc}"))
+
     @work(thread=True, exclusive=True, group="detail", exit_on_error=False)
     def load_detail(self, site_id: str) -> None:
         """A site's record and history for the detail panel."""
@@ -183,6 +206,8 @@ class Dashboard(ActionsMixin, App[None]):
             self.set_timer(self.poll_s, self.poll_registry)
         elif worker.group == "server" and event.state != WorkerState.CANCELLED:
             self.set_timer(self.server_poll_s, self.poll_server)
+        elif worker.group == "stream" and event.state != WorkerState.CANCELLED:
+            self.set_timer(STREAM_RETRY_S, self.follow_changes)
 
     # --- messages from workers -----------------------------------------------------------
 
@@ -202,7 +227,11 @@ class Dashboard(ActionsMixin, App[None]):
     def on_results_arrived(self, message: msg.ResultsArrived) -> None:
         if message.source == "registry":
             self._registry_ok()
-        changed = self.fleet.apply(message.results)
+        self.merge(message.results)
+
+    def merge(self, results: list[dict[str, Any]]) -> None:
+        """Newer results into the fleet: the event log tells the changes, the list redraws soon."""
+        changed = self.fleet.apply(results)
         lines = []
         for site, before in changed[:LOG_PER_BATCH]:  # a flood of changes is summed up, not listed
             severity = "alert" if SEVERITY.get(site["state"], 0) < SEVERITY["DEGRADED"] else "info"
@@ -210,9 +239,9 @@ class Dashboard(ActionsMixin, App[None]):
         if len(changed) > LOG_PER_BATCH:
             lines.append((f"... and {len(changed) - LOG_PER_BATCH} more state changes", "warn"))
         self.widget("#log", EventLog).add_lines(lines)
-        if changed or message.results:
+        if changed or results:
             self.dirty = True
-            self.changed_ids.update(c["site_id"] for c in message.results)
+            self.changed_ids.update(c["site_id"] for c in results)
 
     @while_shown
     def on_registry_failed(self, message: msg.RegistryFailed) -> None:
@@ -242,6 +271,32 @@ class Dashboard(ActionsMixin, App[None]):
             self.log_event("server: answering")
         tiers = tier_summary(message.status.get("sessions", []), self.expected)
         header.show(server="up", broadcast=broadcast_lines(message.status, tiers))
+
+    @while_shown
+    def on_stream_event(self, message: msg.StreamEvent) -> None:
+        if message.event_id:
+            self.stream_id = message.event_id
+        if message.name == "hello":
+            self._stream("live")
+        elif message.name == "reset":  # the server cannot continue from our last event: read all once
+            self.log_event("change stream: resumed with a gap; reading the registry in full", "warn")
+            self.action_refresh()
+        elif message.name == "rollcall":
+            self.merge([message.data])
+        elif message.name == "broadcast":
+            data = message.data
+            detail = " ".join(f"{k}={v}" for k, v in (data.get("detail") or {}).items())
+            self.log_event(f"{data.get('site_id')}: {data.get('kind')} {detail}".rstrip())
+
+    @while_shown
+    def on_stream_state(self, message: msg.StreamState) -> None:
+        self._stream(message.state)
+
+    def _stream(self, state: str) -> None:
+        if state != self.stream_state and (state == "live" or self.stream_state == "live"):
+            self.log_event(f"change stream: {state}", "info" if state == "live" else "warn")
+        self.stream_state = state
+        self.widget("#header", Header).show(stream="live" if state == "live" else "polling the registry")
 
     @while_shown
     def on_detail_loaded(self, message: msg.DetailLoaded) -> None:

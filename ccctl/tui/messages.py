@@ -73,3 +73,21 @@ class ActionDone(Message):
         super().__init__()
         self.line = line
         self.ok = ok
+
+
+class StreamEvent(Message):
+    """One event of the server's change stream (``GET /api/events``)."""
+
+    def __init__(self, event_id: str, name: str, data: dict[str, Any]) -> None:
+        super().__init__()
+        self.event_id = event_id
+        self.name = name
+        self.data = data
+
+
+class StreamState(Message):
+    """The change stream ended or could not be opened (``state`` says why)."""
+
+    def __init__(self, state: str) -> None:
+        super().__init__()
+        self.state = state

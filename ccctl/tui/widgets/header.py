@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.text import Text
@@ -33,10 +34,13 @@ class Header(Static):
         self.registry = "loading"
         self.server = "not polled yet"
         self.broadcast: list[str] = []
+        self.stream = "polling the registry"
         self.last: Text | None = None
+        self.clock: Callable[[], float] = time.time  # the app's clock (tests freeze it)
 
     def show(self, counts: dict[str, int] | None = None, newest: float | None = None, registry: str | None = None,
-             server: str | None = None, broadcast: list[str] | None = None, now: float | None = None) -> None:
+             server: str | None = None, broadcast: list[str] | None = None, now: float | None = None,
+             stream: str | None = None) -> None:
         """Update the given parts and redraw."""
         if counts is not None:
             self.counts = counts
@@ -47,11 +51,13 @@ class Header(Static):
             self.server = server
         if broadcast is not None:
             self.broadcast = broadcast
+        if stream is not None:
+            self.stream = stream
         self.redraw(now)
 
     def redraw(self, now: float | None = None) -> None:
         """Draw the figures as they stand."""
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         text = Text()
         total = sum(self.counts.values())
         text.append(f"{total:,} sites ", style="bold")
@@ -67,6 +73,8 @@ class Header(Static):
         text.append(self.registry, style=reg_style)
         text.append("   server ", style="dim")
         text.append(self.server, style="green" if self.server.startswith("up") else "bold red")
+        text.append("   changes ", style="dim")
+        text.append(self.stream, style="green" if self.stream == "live" else "yellow")
         if self.broadcast:
             text.append("   " + "  ".join(self.broadcast))
         if text != self.last:
