@@ -1,4 +1,5 @@
-"""The server's change stream: ``GET /api/events``, Server-Sent Events behind the control token.
+"""The server's change stream: ``GET /api/events``, Server-Sent Events behind the control token;
+and what a remote dashboard reads once beside it (``GET /api/overview``, a site's detail).
 
 A feed task reads the registry a few times a second for what was written since its last look
 (roll-call results from any process, the broadcast's joins, leaves, tier and floor events)
@@ -160,6 +161,52 @@ async def stream(request: web.Request) -> web.StreamResponse:
 AUTH_KEY: web.AppKey[Callable[[web.Request], None]] = web.AppKey("changes_auth", None)  # type: ignore[arg-type]
 
 
+def _overview(db_url: str) -> dict[str, Any]:
+    from ccctl.registry import open_registry
+    from ccctl.registry.overview import site_states, sites_per_tier
+
+    with open_registry(db_url, 5000) as db:
+        return {"sites": site_states(db), "expected": sites_per_tier(db)}
+
+
+async def overview(request: web.Request) -> web.Response:
+    """``GET /api/overview``: every site with its latest state and the sites per tier (what a
+    remote dashboard reads once), with the change-stream id to follow from without a gap."""
+    from ccctl.errors import CcctlError
+
+    feed = request.app[EVENTS_KEY]
+    request.app[AUTH_KEY](request)
+    last = f"{feed.epoch}-{feed.seq}"  # taken before the read: a change made meanwhile comes twice, never not
+    try:
+        data = await asyncio.to_thread(_overview, feed.db_url)
+    except CcctlError as exc:
+        raise web.HTTPServiceUnavailable(text=f"{exc}\n", headers={"Retry-After": "2"}) from None
+    return web.json_response({**data, "last_event_id": last}, dumps=lambda v: json.dumps(v, ensure_ascii=False))
+
+
+def _detail(db_url: str, site_id: str) -> dict[str, Any]:
+    from ccctl.registry import open_registry
+    from ccctl.registry.overview import site_history
+    from ccctl.registry.sites import get_site, site_record
+
+    with open_registry(db_url, 5000) as db:
+        return {"record": site_record(get_site(db, site_id)), "history": site_history(db, site_id, 12)}
+
+
+async def site_detail(request: web.Request) -> web.Response:
+    """``GET /api/sites/{site}/detail``: a site's registry record and its last checks."""
+    from ccctl.errors import CcctlError, NotFound
+
+    request.app[AUTH_KEY](request)
+    try:
+        data = await asyncio.to_thread(_detail, request.app[EVENTS_KEY].db_url, request.match_info["site"])
+    except NotFound as exc:
+        raise web.HTTPNotFound(text=f"{exc}\n") from None
+    except CcctlError as exc:
+        raise web.HTTPServiceUnavailable(text=f"{exc}\n", headers={"Retry-After": "2"}) from None
+    return web.json_response(data, dumps=lambda v: json.dumps(v, ensure_ascii=False))
+
+
 def add_change_routes(app: web.Application, db_url: str, authorize: Callable[[web.Request], None]) -> None:
     """Serve ``GET /api/events`` on ``app``; ``authorize`` raises unless the request holds the
     control token. The feed starts and stops with the application."""
@@ -167,6 +214,8 @@ def add_change_routes(app: web.Application, db_url: str, authorize: Callable[[we
     app[EVENTS_KEY] = feed
     app[AUTH_KEY] = authorize
     app.router.add_get("/api/events", stream)
+    app.router.add_get("/api/overview", overview)
+    app.router.add_get("/api/sites/{site}/detail", site_detail)
 
     async def on_startup(app: web.Application) -> None:
         feed.start()

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 
 ACTIONS = frozenset({"recheck", "floor", "release", "tier", "revoke"})
+REGISTRY_ACTIONS = frozenset({"recheck", "revoke"})  # not on a remote console (--server)
 PROGRESS_S = 0.2  # results of a re-check reach the screen in batches at most this far apart
 
 
@@ -186,10 +187,10 @@ class ActionsMixin:
         from urllib.parse import quote
 
         from ccctl.errors import CcctlError
-        from ccctl.media.client import ControlClient
+        from ccctl.tui.feeds import control_client
 
         try:
-            client = ControlClient(self.home, self.listen)
+            client = control_client(self.home, self.listen, self.server_url, self.token)
             if verb == "floor" and site_id:
                 result = client.set_floor(site_id)
                 was = result.get("previous")

@@ -24,9 +24,9 @@ from textual.worker import Worker, WorkerState
 
 from ccctl.reports import SEVERITY, tier_summary
 from ccctl.tui import messages as msg
-from ccctl.tui.actions import ACTIONS, ActionsMixin
+from ccctl.tui.actions import ACTIONS, REGISTRY_ACTIONS, ActionsMixin
 from ccctl.tui.commands import run_command
-from ccctl.tui.feeds import RegistryFeed, broadcast_status
+from ccctl.tui.feeds import RegistryFeed, RemoteFeed, broadcast_status
 from ccctl.tui.fleet import Fleet
 from ccctl.tui.guard import while_shown
 from ccctl.tui.screens.help import HelpScreen
@@ -70,7 +70,7 @@ class Dashboard(ActionsMixin, App[None]):
 
     def __init__(self, db_url: str, home: Path, listen: str, *, readonly: bool = False, wall: bool = False,
                  rollcall_options: Any = None, poll_s: float = POLL_S, server_poll_s: float = SERVER_POLL_S,
-                 clock: Any = time.time) -> None:
+                 clock: Any = time.time, server_url: str | None = None, token: str | None = None) -> None:
         super().__init__()
         self.db_url = db_url
         self.home = home
@@ -81,7 +81,11 @@ class Dashboard(ActionsMixin, App[None]):
         self.poll_s = poll_s
         self.server_poll_s = server_poll_s
         self.clock = clock
-        self.feed = RegistryFeed(db_url)
+        self.server_url = server_url.rstrip("/") if server_url else None
+        self.token = token
+        # A remote console reads everything from the server; the registry is not on this machine.
+        self.feed: RegistryFeed | RemoteFeed = RemoteFeed(self.server_url, token or "") if self.server_url \
+            else RegistryFeed(db_url)
         self.fleet = Fleet()
         self.loaded = False
         self.registry_state = "loading"
@@ -111,7 +115,8 @@ class Dashboard(ActionsMixin, App[None]):
         self.log_event("dashboard started" + (" (read-only)" if self.readonly else ""))
         self.poll_registry()
         self.poll_server()
-        self.follow_changes()
+        if self.server_url is None:  # remote: the stream starts after the overview, from its id
+            self.follow_changes()
         self.set_interval(REPAINT_S, self.repaint_if_dirty)
         self.set_interval(1.0, self._tick_header)
         if self.wall:
@@ -161,7 +166,8 @@ class Dashboard(ActionsMixin, App[None]):
         from ccctl.errors import CcctlError
 
         try:
-            self.post_message(msg.ServerPolled(broadcast_status(self.home, self.listen)))
+            self.post_message(msg.ServerPolled(broadcast_status(self.home, self.listen, server_url=self.server_url,
+                                                                token=self.token)))
         except CcctlError as exc:
             self.post_message(msg.ServerPolled(None, str(exc)))
 
@@ -175,9 +181,12 @@ class Dashboard(ActionsMixin, App[None]):
         from ccctl.media.tokens import control_token, load_secret
 
         try:
-            host, port = parse_listen(self.listen)
-            token = control_token(load_secret(self.home))
-            async for event_id, name, data in follow(f"http://{host}:{port}", token, self.stream_id):
+            if self.server_url:
+                base, token = self.server_url, self.token or ""
+            else:
+                host, port = parse_listen(self.listen)
+                base, token = f"http://{host}:{port}", control_token(load_secret(self.home))
+            async for event_id, name, data in follow(base, token, self.stream_id):
                 self.post_message(msg.StreamEvent(event_id, name, data))
             self.post_message(msg.StreamState("ended by the server"))
         except CcctlError as exc:
@@ -218,6 +227,9 @@ class Dashboard(ActionsMixin, App[None]):
         self.last_full = time.monotonic()
         first = not self.loaded
         self.loaded = True
+        if first and isinstance(self.feed, RemoteFeed):
+            self.stream_id = self.feed.last_event_id  # follow from the overview's moment: no gap
+            self.follow_changes()
         self._registry_ok()
         if first:
             self.log_event(f"registry read: {len(message.rows):,} sites")
@@ -492,10 +504,12 @@ class Dashboard(ActionsMixin, App[None]):
         yield SystemCommand("Event log", "Show or hide the event log", self.action_toggle_log)
         yield SystemCommand("Refresh", "Read the registry in full now", self.action_refresh)
         if not self.readonly:
-            yield from self.action_commands()
+            yield from (c for c in self.action_commands() if self.check_action(c.callback.__name__[7:], ()))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """In read-only mode the actions do not exist: no key, no footer entry."""
         if self.readonly and action in ACTIONS:
+            return False
+        if self.server_url and action in REGISTRY_ACTIONS:  # they write the registry, not here
             return False
         return True

@@ -36,7 +36,7 @@ def run_command(app: Dashboard, line: str) -> str:
         return ""
     verb = ALIASES.get(words[0].lower())
     arg = words[1].strip() if len(words) > 1 else ""
-    if verb is None or (verb in ACTION_VERBS and app.readonly):
+    if verb is None or (verb in ACTION_VERBS and not app.check_action("tier" if verb == "move" else verb, ())):
         return f"unknown command {words[0]!r} (? for help)"
     fleet = app.fleet
     if verb == "province":

@@ -84,8 +84,51 @@ class RegistryFeed:
                 self.db = None
 
 
-def broadcast_status(home: Path, listen: str, timeout: float = 3.0) -> dict[str, Any]:
-    """The server's ``GET /api/broadcast``; ServerDown when it does not answer."""
+class RemoteFeed:
+    """The same reads from a server the operator's machine does not run (``--server URL``):
+    the overview once, then the change stream carries the deltas; a site's detail on demand."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.last_event_id: str | None = None
+
+    def _client(self) -> Any:
+        from ccctl.media.client import ControlClient
+
+        return ControlClient.remote(self.base_url, self.token)
+
+    def load(self) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """Every site with its state (``GET /api/overview``), and the stream id to follow from."""
+        data = self._client().call("GET", "/api/overview", timeout=30)
+        self.last_event_id = data.get("last_event_id")
+        return list(data["sites"]), dict(data["expected"])
+
+    def poll(self) -> list[dict[str, Any]]:
+        """Nothing: the change stream brings the results."""
+        return []
+
+    def detail(self, site_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """A site's record and last checks (``GET /api/sites/{site}/detail``)."""
+        from urllib.parse import quote
+
+        data = self._client().call("GET", f"/api/sites/{quote(site_id, safe='')}/detail", timeout=10)
+        return dict(data["record"]), list(data["history"])
+
+    def close(self) -> None:
+        """Nothing held open."""
+
+
+def control_client(home: Path, listen: str, server_url: str | None, token: str | None) -> Any:
+    """The control client of the local server, or of the remote one with the given token."""
     from ccctl.media.client import ControlClient
 
-    return dict(ControlClient(home, listen).call("GET", "/api/broadcast", timeout=timeout))
+    if server_url and token:
+        return ControlClient.remote(server_url, token)
+    return ControlClient(home, listen)
+
+
+def broadcast_status(home: Path, listen: str, timeout: float = 3.0, server_url: str | None = None,
+                     token: str | None = None) -> dict[str, Any]:
+    """The server's ``GET /api/broadcast``; ServerDown when it does not answer."""
+    return dict(control_client(home, listen, server_url, token).call("GET", "/api/broadcast", timeout=timeout))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import Ccctl
 
@@ -20,3 +21,13 @@ def test_cli_does_not_load_textual_until_the_dashboard_runs() -> None:
             "print('textual' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_server_needs_a_token_file_and_a_live_server(ccctl: Ccctl, tmp_path: Path) -> None:
+    result = ccctl("dashboard", "--server", "http://127.0.0.1:9")
+    assert result.exit_code == 2 and "--server and --token-file go together" in result.stderr
+    token = tmp_path / "token"
+    token.write_text("t" * 64)
+    down = ccctl("dashboard", "--server", "http://127.0.0.1:9", "--token-file", str(token))
+    assert down.exit_code == 9 and "no ccctl server" in down.stderr  # nothing listens on port 9
+    assert "t" * 64 not in down.stderr + down.stdout  # the token is never printed
