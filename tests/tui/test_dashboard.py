@@ -142,3 +142,23 @@ async def test_wall_is_readonly_and_cycles_through_provinces_with_sites_down(das
             seen.append((app.fleet.here.scheme, app.fleet.here.code))
         # Three provinces have sites down in the fixture: each in turn, then the first again.
         assert len(set(seen[:3])) == 3 and seen[3] == seen[0]
+
+
+@pytest.mark.asyncio
+async def test_the_site_list_renders_only_visible_lines(dash_db_url: str, tmp_path: Path) -> None:
+    app = make_app(dash_db_url, tmp_path / "home", poll_s=3600, server_poll_s=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.loaded, "the first read of the registry")
+        await pilot.press("s")
+        rows = app.rowlist
+        assert len(rows.rows) > 2 * rows.size.height  # far more sites than lines on screen
+        await pilot.pause()
+        rows.renders = 0
+        rows.refresh()
+        await pilot.pause()
+        assert 0 < rows.renders <= rows.size.height  # one full redraw: the visible lines only
+        rows.renders = 0
+        changed = {r["id"] for r in rows.rows[:3]}
+        assert rows.refresh_keys(changed) == 3  # three changed rows on screen: three lines redrawn
+        await pilot.pause()
+        assert 0 < rows.renders <= 3
