@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ccctl.registry.db import Database
@@ -60,9 +60,11 @@ def site_states(db: Database) -> list[dict[str, Any]]:
 
 @dataclass
 class ChangeCursor:
-    """Where a reader of roll-call results stands: the first run it has not read to the end."""
+    """Where a reader of roll-call results stands: the first run it has not read to the end,
+    and the sites already read in runs still running (each result is returned once)."""
 
     run_id: int = 0
+    seen: dict[int, set[str]] = field(default_factory=dict)
 
 
 def latest_run_id(db: Database) -> int:
@@ -71,11 +73,11 @@ def latest_run_id(db: Database) -> int:
 
 
 def results_since(db: Database, cursor: ChangeCursor) -> list[dict[str, Any]]:
-    """Results of every run from ``cursor`` on (in run order), and move the cursor.
+    """Results written since the last call with ``cursor`` (in run order), and move the cursor.
 
-    Runs still running stay under the cursor and are read again next time; a finished run is
-    read once more after it finished and then passed, so a poller reads each result a bounded
-    number of times and never re-reads the whole history.
+    Runs still running stay under the cursor and are read again next time, returning only the
+    sites not returned before; a finished run is read once more after it finished and then
+    passed, so a poller gets every result exactly once and never re-reads the whole history.
     """
     runs = db.query("SELECT id, status FROM rollcall_runs WHERE id >= ? ORDER BY id", (cursor.run_id,))
     if not runs:
@@ -83,9 +85,17 @@ def results_since(db: Database, cursor: ChangeCursor) -> list[dict[str, Any]]:
     rows = db.query_dicts(
         "SELECT site_id, run_id, state, reason, stage, rtt_ms, started_at, duration_ms FROM rollcall_results "
         "WHERE run_id >= ? ORDER BY run_id", (cursor.run_id,))
+    out = []
+    for r in rows:
+        seen = cursor.seen.setdefault(int(r["run_id"]), set())
+        if r["site_id"] in seen:
+            continue
+        seen.add(r["site_id"])
+        out.append({"site_id": r["site_id"], **_result_fields(r)})
     running = [run_id for run_id, status in runs if status == "running"]
     cursor.run_id = min(running) if running else int(runs[-1][0]) + 1
-    return [{"site_id": r["site_id"], **_result_fields(r)} for r in rows]
+    cursor.seen = {run: sites for run, sites in cursor.seen.items() if run >= cursor.run_id}
+    return out
 
 
 def site_history(db: Database, site_id: str, limit: int = 20) -> list[dict[str, Any]]:

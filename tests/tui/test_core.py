@@ -108,3 +108,23 @@ def test_queries_on_each_backend(units_db: Database) -> None:
     (province,) = level_counts(site_states(units_db), "province")
     assert (province["sites"], province["ok"], province["degraded"], province["unchecked"]) == (len(rows), 1, 1,
                                                                                                    len(rows) - 2)
+
+
+def test_a_running_run_is_read_as_it_grows_each_result_once(dash_db: Database) -> None:
+    from ccctl.models import CheckResult
+    from ccctl.rollcall.history import RunRecorder
+
+    sites = [s["id"] for s in site_states(dash_db)][:4]
+    cursor = ChangeCursor(latest_run_id(dash_db) + 1)
+    recorder = RunRecorder(dash_db, {"stages": ["tcp"], "sites": 4})
+    for site in sites[:2]:
+        recorder.add(CheckResult(site_id=site, state=CheckState.OK, started_at=1_900_000_000.0))
+    recorder.flush()
+    assert [c["site_id"] for c in results_since(dash_db, cursor)] == sites[:2]
+    assert results_since(dash_db, cursor) == []  # still running: nothing read twice
+    for site in sites[2:]:
+        recorder.add(CheckResult(site_id=site, state=CheckState.TIMEOUT, started_at=1_900_000_001.0))
+    recorder.flush()
+    assert sorted(c["site_id"] for c in results_since(dash_db, cursor)) == sorted(sites[2:])
+    recorder.finish("finished", {"sites": 4})
+    assert results_since(dash_db, cursor) == [] and cursor.run_id == recorder.run_id + 1 and not cursor.seen
