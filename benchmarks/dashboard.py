@@ -1,8 +1,10 @@
 """The dashboard with the whole country: 10,599 sites while 2,000 states change each second.
 
 Two apps run on the same registry, each in a process of its own (for a fair peak RSS), headless
-through Textual's Pilot, with the same state changes delivered as the app's message
-(``ResultsArrived``, as the registry poll delivers them) and the same keys:
+through Textual's Pilot, with the same keys and the same flow of state changes: a writer process
+records roll-call results into the registry at the rate (the real recorder), ``ccctl serve``
+(another process) carries them on its change stream (``GET /api/events``), and each app takes
+them from the stream with the same client (``--direct`` posts them to the apps instead):
 
 - ``line``: ``ccctl dashboard`` (the Line-API site list over a plain list);
 - ``datatable``: a plain Textual ``DataTable`` holding the same sites, its cells updated per
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +66,44 @@ def build_registry(path: Path, quick: bool) -> int:
                                      started_at=now - 60, duration_ms=20.0))
         recorder.finish("finished", {"sites": len(ids)})
         return len(ids)
+
+
+def writer(db_url: str, rate: int, max_s: float = 300.0) -> None:
+    """Write ``rate`` roll-call results a second into the registry, as a roll-call does (runs of
+    every site in a random order, through the real recorder), until killed or ``max_s`` passed."""
+    import signal
+
+    from ccctl.models import CheckResult, CheckState
+    from ccctl.registry import open_registry
+    from ccctl.registry.overview import site_states
+    from ccctl.rollcall.history import RunRecorder
+
+    stop = False
+
+    def on_term(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    rng = random.Random(11)
+    end = time.monotonic() + max_s  # bounded in time whatever happens to the parent
+    with open_registry(db_url) as db:
+        ids = [s["id"] for s in site_states(db)]
+        while not stop and time.monotonic() < end:
+            order = rng.sample(ids, len(ids))
+            recorder = RunRecorder(db, {"stages": ["tcp"], "sites": len(ids), "bench": True})
+            tick = time.monotonic()
+            for i, site_id in enumerate(order):
+                if stop or time.monotonic() > end:
+                    break
+                recorder.add(CheckResult(site_id=site_id, state=CheckState(rng.choice(STATES)), reason="bench",
+                                         stage="tcp", started_at=time.time(), duration_ms=5.0))
+                if i % max(rate // 20, 1) == 0:
+                    tick += 0.05
+                    pause = tick - time.monotonic()
+                    if pause > 0:
+                        time.sleep(pause)  # the writer's cadence: rate results a second
+            recorder.finish("finished", {"sites": len(ids)})
 
 
 class Stalls:
@@ -152,16 +193,17 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def run_line(db_url: str, quick: bool, rate: int) -> dict[str, Any]:
-    """The dashboard itself."""
+async def run_line(db_url: str, quick: bool, rate: int, listen: str | None) -> dict[str, Any]:
+    """The dashboard itself; with ``listen``, it takes the changes from that server's stream."""
     from ccctl.tui.app import Dashboard
 
     home = Path(db_url[len("sqlite:///"):]).parent / "home"
     start = time.perf_counter()
+
     class Measured(FrameClock, Dashboard):
         pass
 
-    app = Measured(db_url, home, "127.0.0.1:9", poll_s=3600, server_poll_s=3600)
+    app = Measured(db_url, home, listen or "127.0.0.1:9", poll_s=3600, server_poll_s=3600)
     async with app.run_test(size=SIZE) as pilot:
         deadline = time.monotonic() + 120
         while not (app.loaded and app.rowlist.rows):  # bounded: the first read of the registry
@@ -171,16 +213,36 @@ async def run_line(db_url: str, quick: bool, rate: int) -> dict[str, Any]:
         await pilot._wait_for_screen()
         first = time.perf_counter() - start
         ids = list(app.fleet.sites)
-        return await _measure(app, pilot, ids, first, quick, rate, sites_key="s")
+        if listen is None:
+            return await _measure(app, pilot, first, quick, "s", lambda stop: feed_changes(app, ids, rate, stop))
+        deadline = time.monotonic() + 60
+        while app.stream_state != "live":  # bounded: the dashboard's own stream worker connects
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the dashboard did not follow the change stream: {app.stream_state}")
+            await pilot.pause(0.01)
+        taken = [0]
+        merge = app.merge
+
+        def counted(results: list[dict[str, Any]]) -> None:
+            taken[0] += len(results)
+            merge(results)
+
+        app.merge = counted  # counts what the stream delivers
+
+        async def delivered(stop: asyncio.Event) -> int:
+            await stop.wait()
+            return taken[0]
+
+        return await _measure(app, pilot, first, quick, "s", delivered)
 
 
-async def _measure(app: Any, pilot: Any, ids: list[str], first: float, quick: bool, rate: int,
-                   sites_key: str | None) -> dict[str, Any]:
+async def _measure(app: Any, pilot: Any, first: float, quick: bool, sites_key: str | None,
+                   deliver: Callable[[asyncio.Event], Awaitable[int]]) -> dict[str, Any]:
     stalls = Stalls()
     cpu_start, wall_start = time.process_time(), time.perf_counter()
     stop = asyncio.Event()
     ticker = asyncio.create_task(stalls.run())
-    feeder = asyncio.create_task(feed_changes(app, ids, rate, stop))
+    feeder = asyncio.create_task(deliver(stop))
     rounds = 1 if quick else 3
     figures: dict[str, list[float]] = {"filter": [], "sort": [], "scroll": [], "drill": []}
     for _ in range(rounds):
@@ -207,7 +269,38 @@ async def _measure(app: Any, pilot: Any, ids: list[str], first: float, quick: bo
     return out
 
 
-async def run_datatable(db_url: str, quick: bool, rate: int) -> dict[str, Any]:
+async def follow_into(app: Any, listen: str, home: Path, stop: asyncio.Event) -> int:
+    """The DataTable's side of the stream: the same client (``follow``), its roll-call events
+    posted to the app in batches a tenth of a second apart, as the dashboard merges them."""
+    from ccctl.media.changes import follow
+    from ccctl.media.tokens import control_token, load_secret
+    from ccctl.tui.messages import ResultsArrived
+
+    batch: list[dict[str, Any]] = []
+    count = 0
+    last = time.monotonic()
+
+    async def consume() -> None:
+        nonlocal batch, count, last
+        async for _, name, data in follow(f"http://{listen}", control_token(load_secret(home))):
+            if name == "rollcall":
+                batch.append(data)
+                count += 1
+                if time.monotonic() - last >= 0.1:
+                    app.post_message(ResultsArrived(batch, "stream"))
+                    batch, last = [], time.monotonic()
+
+    task = asyncio.create_task(consume())
+    await stop.wait()
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    return count
+
+
+async def run_datatable(db_url: str, quick: bool, rate: int, listen: str | None) -> dict[str, Any]:
     """The peer: a plain DataTable with the same sites, changes, filter, sort and drill-down."""
     from textual.app import App, ComposeResult
     from textual.binding import Binding
@@ -259,6 +352,8 @@ async def run_datatable(db_url: str, quick: bool, rate: int) -> dict[str, Any]:
         def on_results_arrived(self, message: ResultsArrived) -> None:
             table = self.query_one(DataTable)
             for change in message.results:
+                if change["site_id"] not in self.sites:
+                    continue
                 self.sites[change["site_id"]]["state"] = change["state"]
                 row = self.index.get(change["site_id"])
                 if row is not None:
@@ -292,13 +387,43 @@ async def run_datatable(db_url: str, quick: bool, rate: int) -> dict[str, Any]:
     async with app.run_test(size=SIZE) as pilot:
         await pilot._wait_for_screen()
         first = time.perf_counter() - start
-        return await _measure(app, pilot, list(app.sites), first, quick, rate, sites_key=None)
+        ids = list(app.sites)
+        if listen is None:
+            return await _measure(app, pilot, first, quick, None, lambda stop: feed_changes(app, ids, rate, stop))
+        home = Path(db_url[len("sqlite:///"):]).parent / "home"
+        return await _measure(app, pilot, first, quick, None, lambda stop: follow_into(app, listen, home, stop))
+
+
+def start_server(tmp: Path, url: str) -> tuple[str, subprocess.Popen[bytes]]:
+    """``ccctl serve`` on a free loopback port, its change stream on; (address, process) once it answers."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    listen = f"127.0.0.1:{port}"
+    env = {**os.environ, "CCCTL_HOME": str(tmp / "home"), "CCCTL_DB": url}
+    proc = subprocess.Popen([sys.executable, "-m", "ccctl", "serve", "--listen", listen], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # bounded wait for the server to answer
+        try:
+            with opener.open(f"http://{listen}/healthz", timeout=2):
+                return listen, proc
+        except OSError:
+            if proc.poll() is not None:
+                raise SystemExit(f"ccctl serve exited with {proc.returncode}") from None
+            time.sleep(0.1)
+    proc.terminate()
+    raise SystemExit("ccctl serve did not answer within 60 s")
 
 
 def child(args: argparse.Namespace) -> None:
     """One variant in this process; its figures as JSON on stdout."""
     runner = run_line if args.variant == "line" else run_datatable
-    print(json.dumps(asyncio.run(runner(args.db, args.quick, args.rate))))
+    print(json.dumps(asyncio.run(runner(args.db, args.quick, args.rate, args.listen))))
 
 
 def main() -> None:
@@ -307,28 +432,52 @@ def main() -> None:
     parser.add_argument("--variant", choices=["line", "datatable"], help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=int, default=None, help="state changes per second (default 2000)")
+    parser.add_argument("--direct", action="store_true",
+                        help="post the changes to the apps directly instead of through a server's change stream")
+    parser.add_argument("--listen", help=argparse.SUPPRESS)
+    parser.add_argument("--writer", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.writer:
+        writer(args.db, args.rate)
+        return
     if args.variant:
         child(args)
         return
     rate = args.rate or (200 if args.quick else 2000)
     tmp = Path(tempfile.mkdtemp(prefix="ccctl-bench-dash-"))
     path = tmp / "registry.db"
+    url = f"sqlite:///{path}"
+    server: subprocess.Popen[bytes] | None = None
     try:
         sites = build_registry(path, args.quick)
+        listen = None if args.direct else start_server(tmp, url)
+        server = listen[1] if listen else None
         results = {}
         for variant in ("line", "datatable"):
-            cmd = [sys.executable, __file__, "--variant", variant, "--db", f"sqlite:///{path}", "--rate", str(rate)]
-            done = subprocess.run(cmd + (["--quick"] if args.quick else []), capture_output=True, text=True,
-                                  timeout=1800, cwd=ROOT)
+            cmd = [sys.executable, __file__, "--variant", variant, "--db", url, "--rate", str(rate)]
+            if listen:
+                cmd += ["--listen", listen[0]]
+            feeding = None if listen is None else subprocess.Popen(
+                [sys.executable, __file__, "--writer", "--db", url, "--rate", str(rate)], cwd=ROOT)
+            try:
+                done = subprocess.run(cmd + (["--quick"] if args.quick else []), capture_output=True, text=True,
+                                      timeout=1800, cwd=ROOT)
+            finally:
+                if feeding is not None:
+                    feeding.terminate()
+                    feeding.wait(timeout=60)
             if done.returncode != 0:
                 raise SystemExit(f"{variant} failed:\n{done.stderr[-3000:]}")
             results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
     finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=60)
         shutil.rmtree(tmp, ignore_errors=True)
     line, table = results["line"], results["datatable"]
     load = os.getloadavg()[0]
-    print(f"dashboard: {sites:,} sites, {rate:,} state changes/s (line {line['changes']:,}, "
+    how = "posted to the apps" if args.direct else "written to the registry, through the change stream"
+    print(f"dashboard: {sites:,} sites, {rate:,} state changes/s {how} (line {line['changes']:,}, "
           f"datatable {table['changes']:,} delivered); machine load {load:.1f} on {os.cpu_count()} CPUs")
     print(f"{'figure':<28} {'line-api':>16} {'datatable':>16}   target")
     print(f"{'first full screen':<28} {line['first_screen_s']:>14.2f} s {table['first_screen_s']:>14.2f} s   "
