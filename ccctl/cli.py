@@ -114,6 +114,7 @@ COMMANDS = {
     "demo": "ccctl.commands.demo:demo",
     "meeting": "ccctl.commands.meeting:meeting",
     "feed": "ccctl.commands.feed:feed",
+    "dashboard": "ccctl.commands.dashboard:dashboard",
 }
 
 

@@ -82,3 +82,13 @@ def test_feeds_benchmark_quick() -> None:
     assert any(line.startswith("peer: pandas read_csv + merge on exact names (101 joined") for line in lines)
     assert any(line.startswith("feed show (in process), 63 provinces, 30 days, 11340 values") for line in lines)
     assert any(line.startswith("ccctl feed show history --format json (process") for line in lines)
+
+
+def test_dashboard_benchmark_quick() -> None:
+    out = bench("dashboard")
+    lines = out.splitlines()
+    assert lines[0].startswith("dashboard: 165 sites, 200 state changes/s")
+    assert lines[1].split() == ["figure", "line-api", "datatable", "target"]
+    for label in ("first full screen", "filter keypress p50/p95", "sort keypress p50/p95", "scroll keypress p50/p95",
+                  "drill-down key p50/p95", "worst event-loop stall", "CPU while measured", "peak RSS"):
+        assert any(line.startswith(label) for line in lines), label

@@ -1,5 +1,9 @@
 """``ccctl demo``: the main job on the embedded defaults, end to end.
 
+On a terminal (stdin, stdout and stderr all ttys) the demo opens the dashboard once the roll-call
+and the broadcast are up, with the fleet and the server still running, and stops them when
+the operator quits; in a pipe, under cron or in CI it prints the reports below.
+
 Loads the official units, generates one site per commune of the 19 Directive-16 provinces,
 starts the simulated fleet with a few seeded faults, runs a roll-call (TCP + SSH +
 diagnostics) and prints the per-province report; the fleet is stopped at the end. Then the
@@ -10,7 +14,9 @@ move to a lower tier), and the broadcast's status is printed per tier; then ever
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from collections.abc import Callable
+from typing import IO
 
 import click
 
@@ -27,16 +33,39 @@ SETTLE_S = 8.0  # seconds of broadcast before the status is taken (lossy sites n
 @click.option("--timeout", "timeout_s", type=float, default=3.0, show_default=True, help="Seconds per stage.")
 @click.option("--join", "joining", type=click.IntRange(min=0), default=200, show_default=True,
               help="Simulated sites joining the broadcast (0: no broadcast part).")
+@click.option("--no-dashboard", is_flag=True, help="Print the reports even on a terminal.")
 @click.pass_context
-def demo(ctx: click.Context, faults: str, timeout_s: float, joining: int) -> None:
+def demo(ctx: click.Context, faults: str, timeout_s: float, joining: int, no_dashboard: bool) -> None:
     """Units, the 19 provinces' sites, a simulated fleet, a roll-call, the report; then a
-    broadcast that simulated sites join, and its status."""
-    _rollcall(ctx.obj, faults, timeout_s)
-    if joining:
-        _broadcast(ctx, joining)
+    broadcast that simulated sites join, and its status. On a terminal, the dashboard instead
+    of the reports, while the fleet and the broadcast run."""
+    if no_dashboard or not interactive(sys.stdin, sys.stdout, sys.stderr):
+        _rollcall(ctx.obj, faults, timeout_s)
+        if joining:
+            _broadcast(ctx, joining)
+        return
+
+    def dashboard() -> None:
+        from ccctl.commands.dashboard import run_dashboard
+
+        run_dashboard(ctx.obj)
+
+    _rollcall(ctx.obj, faults, timeout_s, inside=(lambda: _broadcast(ctx, joining, inside=dashboard))
+              if joining else dashboard)
 
 
-def _rollcall(obj: AppContext, faults: str, timeout_s: float) -> None:
+def interactive(stdin: IO[str], stdout: IO[str], stderr: IO[str] | None = None) -> bool:
+    """True when stdin and stdout are a terminal (an operator is there to use the dashboard),
+    and stderr too when given: Textual draws on stderr, so ``ccctl demo 2>log`` gets the reports."""
+    try:
+        return stdin.isatty() and stdout.isatty() and (stderr is None or stderr.isatty())
+    except (AttributeError, ValueError):  # closed or replaced streams
+        return False
+
+
+def _rollcall(obj: AppContext, faults: str, timeout_s: float, inside: Callable[[], None] | None = None) -> None:
+    """The roll-call part; ``inside`` (the dashboard) runs instead of the report while the
+    fleet is up."""
     from ccctl.registry import sites as core
     from ccctl.registry.units import load_units
     from ccctl.reports import frame_records, rollcall_frame
@@ -64,6 +93,9 @@ def _rollcall(obj: AppContext, faults: str, timeout_s: float) -> None:
         with run_lock(config.home):
             outcome = run_async(rollcall(db, sites, options))[-1]
         say(outcome.line())
+        if inside is not None:
+            inside()
+            return
         frame = rollcall_frame(run_results(db, outcome.run_id), "province")
         emit(frame_records(frame), "table", list(frame.columns))
     finally:
@@ -72,12 +104,14 @@ def _rollcall(obj: AppContext, faults: str, timeout_s: float) -> None:
             say("simulated fleet stopped")
 
 
-def _broadcast(ctx: click.Context, joining: int) -> None:
-    """The server, a test-pattern broadcast, ``joining`` simulated sites, the status by tier."""
+def _broadcast(ctx: click.Context, joining: int, inside: Callable[[], None] | None = None) -> None:
+    """The server, a test-pattern broadcast, ``joining`` simulated sites, the status by tier
+    (or, with ``inside``, the dashboard while the broadcast runs)."""
     import time
 
     from ccctl.commands import broadcast, serve, sim
     from ccctl.media.client import ControlClient
+    from ccctl.reports import tier_summary
 
     obj: AppContext = ctx.obj
     client = ControlClient(obj.config.home, obj.config.serve.listen)
@@ -86,10 +120,13 @@ def _broadcast(ctx: click.Context, joining: int) -> None:
     ctx.invoke(broadcast.start, title="Hội nghị trực tuyến toàn quốc (demo)")
     try:
         ctx.invoke(sim.join, count=joining, fault_spec=DEMO_JOIN_FAULTS, wait=120.0)
+        if inside is not None:
+            inside()
+            return
         time.sleep(SETTLE_S)  # let the program run before the figures are read
         data = client.call("GET", "/api/broadcast")
-        emit(_by_tier(data["sessions"]), "table", ["tier", "sites", "connected", "kbps_avg", "packets_sent",
-                                                    "lost_pct_max", "rtt_ms_max"])
+        emit(tier_summary(data["sessions"]), "table", ["tier", "sites", "connected", "kbps_avg", "packets_sent",
+                                                      "lost_pct_max", "rtt_ms_max"])
         moved = sum(1 for s in data["sessions"] if s["tier"] != "high")  # every demo site is registered high
         say(f"broadcast {data['id']}: {data['title']}, {len(data['sessions'])} site(s); {moved} with a lossy link "
             "moved down by their own RTCP reports; `ccctl broadcast status` lists every site")
@@ -98,24 +135,3 @@ def _broadcast(ctx: click.Context, joining: int) -> None:
         ctx.invoke(broadcast.stop)
         if server_here:
             ctx.invoke(serve.serve, stop_=True)
-
-
-def _by_tier(sessions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Sessions summed per tier, best tier first."""
-    rows: dict[str, dict[str, Any]] = {}
-    for s in sessions:
-        row = rows.setdefault(s["tier"], {"tier": s["tier"], "sites": 0, "connected": 0, "kbps_sum": 0.0,
-                                          "packets_sent": 0, "lost_pct_max": 0.0, "rtt_ms_max": 0.0})
-        row["sites"] += 1
-        row["connected"] += s["state"] == "connected"
-        row["kbps_sum"] += s.get("kbps") or 0.0
-        row["packets_sent"] += s["packets_sent"]
-        row["lost_pct_max"] = max(row["lost_pct_max"], round((s.get("fraction_lost") or 0.0) * 100, 1))
-        row["rtt_ms_max"] = max(row["rtt_ms_max"], s.get("rtt_ms") or 0.0)
-    order = {"high": 0, "low": 1, "audio": 2}
-    out = []
-    for tier in sorted(rows, key=lambda t: order.get(t, 9)):
-        row = rows[tier]
-        row["kbps_avg"] = round(row.pop("kbps_sum") / row["sites"], 1)
-        out.append(row)
-    return out

@@ -46,6 +46,16 @@ class ControlClient:
         self.base = "http://{}:{}".format(*parse_listen(listen))
         self.token = control_token(load_secret(home))
 
+    @classmethod
+    def remote(cls, base_url: str, token: str) -> ControlClient:
+        """A client of a server this installation does not run, with a control token given to
+        the operator (``dashboard --server URL --token-file F``); no local secret is read."""
+        client = cls.__new__(cls)
+        client.home = Path()
+        client.base = base_url.rstrip("/")
+        client.token = token
+        return client
+
     def call(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 60.0) -> Any:
         """One JSON call; CcctlError with the server's one-line reason on failure."""
         data = json.dumps(body).encode() if body is not None else None

@@ -40,6 +40,7 @@ from aiohttp import web
 from ccctl.errors import CcctlError, NotFound, UsageError
 from ccctl.limits import raise_nofile_limit
 from ccctl.media import state, tokens
+from ccctl.media.changes import add_change_routes
 from ccctl.media.net import keep_candidates, pin_ice
 from ccctl.registry import open_registry
 from ccctl.registry.db import Database
@@ -529,6 +530,7 @@ def create_app(db_url: str, home: Path, core_factory: Any = None, media_network:
     app.router.add_delete("/api/floor", server.floor_release)
     app.router.add_get("/api/sites/{site}/floor", server.site_floor)
     app.router.add_get("/join/{site}", server.join_page)
+    add_change_routes(app, db_url, server._require_control)  # GET /api/events: ccctl/media/changes.py
 
     async def on_startup(app: web.Application) -> None:
         await server.resume()

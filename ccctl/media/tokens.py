@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import threading
 from pathlib import Path
 
 from ccctl.errors import CcctlError
@@ -29,7 +30,7 @@ def load_secret(home: Path) -> bytes:
     path = home / SECRET_FILE
     if not path.exists():
         home.mkdir(parents=True, exist_ok=True)
-        tmp = home / f".{SECRET_FILE}.{os.getpid()}"
+        tmp = home / f".{SECRET_FILE}.{os.getpid()}.{threading.get_ident()}"  # two threads may race too
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32))

@@ -1,0 +1,221 @@
+"""The dashboard's state of the fleet: every site's latest state, where the operator stands
+(breadcrumbs), the filter and the sort, and the rows the current view shows.
+
+Plain Python (no Textual), so the app, the tests and the benchmark drive the same logic. The
+counts come from ``ccctl.reports``: the dashboard and the CLI's report count the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ccctl.reports import SEVERITY, child_level, level_counts
+from ccctl.textfold import fold
+
+Row = dict[str, Any]
+SORTS = ("worst", "name", "code")
+
+
+@dataclass(frozen=True)
+class Place:
+    """One step of the breadcrumbs: a unit of a level (the country has no scheme or code)."""
+
+    level: str
+    scheme: str | None = None
+    code: str | None = None
+    name: str = "Việt Nam"
+
+    def holds(self, site: Row) -> bool:
+        """True when ``site`` lies inside this place."""
+        if self.level == "country":
+            return True
+        if site["scheme"] != self.scheme:
+            return False
+        if self.level == "province":
+            return bool(site["province_code"] == self.code)
+        if self.level == "district":
+            return bool(site["district_code"] == self.code)
+        return bool(site["unit_code"] == self.code)
+
+
+@dataclass
+class Query:
+    """What narrows the current list: folded text (``!`` inverts), states, a tier."""
+
+    text: str = ""
+    states: frozenset[str] = frozenset()
+    tier: str | None = None
+
+    def predicate(self, is_site: bool) -> Callable[[Row], bool]:
+        """The query as one function of a row (the folded words computed once, not per row)."""
+        states, tier, text = self.states if is_site else frozenset(), self.tier if is_site else None, self.text
+        invert = text.startswith("!")
+        words = fold(text[1:] if invert else text).split()
+        if not (states or tier or words):
+            return lambda row: True
+
+        def passes(row: Row) -> bool:
+            if states and row["state"] not in states:
+                return False
+            if tier and row["tier"] != tier:
+                return False
+            if not words:
+                return True
+            haystack = row["fold"]
+            return all(w in haystack for w in words) != invert
+
+        return passes
+
+
+@dataclass
+class Fleet:
+    """Sites by id and the operator's position, filter and sort."""
+
+    sites: dict[str, Row] = field(default_factory=dict)
+    order: list[Row] = field(default_factory=list)
+    path: list[Place] = field(default_factory=lambda: [Place("country")])
+    query: Query = field(default_factory=Query)
+    sort: str = "worst"
+    reverse: bool = False
+    flat: bool = False  # show the sites under the current place, not its units
+
+    def load(self, rows: Iterable[Row]) -> None:
+        """Replace every site (a full read of the registry)."""
+        self.order = list(rows)
+        self.sites = {r["id"]: r for r in self.order}
+        for r in self.order:
+            r["name_fold"] = fold(r["name"] or "")  # the name sort's key, folded once
+
+    def apply(self, changes: Iterable[Row]) -> list[tuple[Row, str]]:
+        """Merge newer results into the sites; return (site, previous state) of each change."""
+        changed: list[tuple[Row, str]] = []
+        for change in changes:
+            site = self.sites.get(change["site_id"])
+            if site is None:
+                continue
+            run_id = change.get("run_id")
+            if site["run_id"] is not None and run_id is not None and run_id < site["run_id"]:
+                continue  # an older run's result arriving late never overwrites a newer one
+            before = site["state"]
+            for key in ("state", "reason", "stage", "rtt_ms", "run_id", "checked_at"):
+                if key in change:
+                    site[key] = change[key]
+            if site["state"] != before:
+                changed.append((site, before))
+        return changed
+
+    @property
+    def here(self) -> Place:
+        """The place the operator stands in."""
+        return self.path[-1]
+
+    def showing_sites(self) -> bool:
+        """True when the list holds sites (a commune, or the flat list of a wider place)."""
+        return self.flat or self.here.level == "commune"
+
+    def sites_here(self) -> list[Row]:
+        """The sites inside the current place, registry order."""
+        here = self.here
+        return self.order if here.level == "country" else [s for s in self.order if here.holds(s)]
+
+    def rows(self) -> list[Row]:
+        """The rows of the current view: units under the current place, or its sites."""
+        sites = self.sites_here()
+        if self.showing_sites():
+            passes = self.query.predicate(True)
+            rows = [s for s in sites if passes(s)]
+            return self._sorted(rows, True)
+        passes = self.query.predicate(False)
+        rows = [r for r in self.units_under(self.here, sites) if passes(r)]
+        return self._sorted(rows, False)
+
+    def units_under(self, place: Place, sites: list[Row] | None = None) -> list[Row]:
+        """Counts by state of each unit one level under ``place`` (by each site's scheme)."""
+        if sites is None:
+            sites = [s for s in self.order if place.holds(s)]
+        rows: list[Row] = []
+        by_scheme: dict[str | None, list[Row]] = {}
+        for s in sites:
+            by_scheme.setdefault(s["scheme"], []).append(s)
+        for scheme, members in sorted(by_scheme.items(), key=lambda kv: kv[0] or ""):
+            for unit in level_counts(members, child_level(place.level, scheme)):
+                unit["scheme"] = scheme
+                unit["fold"] = fold(f"{unit['code']} {unit['name']} {scheme}")
+                rows.append(unit)
+        return rows
+
+    def _sorted(self, rows: list[Row], is_site: bool) -> list[Row]:
+        if self.sort == "name":
+            key: Any = (lambda r: (r["name_fold"], r["id"])) if is_site else \
+                (lambda r: (fold(r["name"] or ""), r["code"]))
+        elif self.sort == "code":
+            key = (lambda r: r["id"]) if is_site else (lambda r: (r["scheme"], r["code"]))
+        else:
+            key = (lambda r: (SEVERITY.get(r["state"], 0), r["id"])) if is_site else \
+                (lambda r: (r["ready_pct"] if r["ready_pct"] is not None else 101.0, -r["down"], r["scheme"],
+                            r["code"]))
+        return sorted(rows, key=key, reverse=self.reverse)
+
+    def set_sort(self, sort: str) -> None:
+        """Sort by ``sort``; asking for the same sort again reverses it."""
+        if sort not in SORTS:
+            raise ValueError(f"unknown sort {sort!r}")
+        self.reverse = (not self.reverse) if sort == self.sort else False
+        self.sort = sort
+
+    def enter(self, row: Row) -> bool:
+        """Step into a unit row (units down to communes); False for a site row."""
+        if "level" not in row:
+            return False
+        self.path.append(Place(row["level"], row["scheme"], row["code"], row["name"]))
+        self.flat = False
+        self.query = Query()
+        return True
+
+    def back(self) -> bool:
+        """One step back along the breadcrumbs (the flat list first); False at the top."""
+        if self.flat and self.here.level != "commune":
+            self.flat = False
+            return True
+        if len(self.path) == 1:
+            return False
+        self.path.pop()
+        self.flat = False
+        self.query = Query()
+        return True
+
+    def go_province(self, query: str) -> Place | None:
+        """Jump to the province whose code or folded name matches ``query``; None if none."""
+        wanted = fold(query)
+        hits: dict[tuple[str, str], Place] = {}
+        for s in self.order:
+            code, name = s["province_code"], s["province_name"] or ""
+            if query.strip() == code or (wanted and wanted in fold(name)):
+                hits.setdefault((s["scheme"], code), Place("province", s["scheme"], code, name))
+        if not hits:
+            return None
+        place = hits[sorted(hits)[0]]  # the 2021 unit first when a code is in both schemes
+        self.path = [self.path[0], place]
+        self.flat = False
+        self.query = Query()
+        return place
+
+    def breadcrumbs(self) -> str:
+        """The path as the operator reads it: ``Việt Nam › Cà Mau › Xã Tân Hưng``."""
+        names = [p.name if p.level == "country" else f"{p.name} ({p.scheme})" if p.level == "province" else p.name
+                 for p in self.path]
+        return " › ".join(names) + (" › sites" if self.flat and self.here.level != "commune" else "")
+
+    def totals(self) -> dict[str, int]:
+        """Counts by state over every site (the header's figures)."""
+        counts: dict[str, int] = {}
+        for s in self.order:
+            counts[s["state"]] = counts.get(s["state"], 0) + 1
+        return counts
+
+    def newest_check(self) -> float | None:
+        """When the newest result was taken (for the data age), or None."""
+        times = [s["checked_at"] for s in self.order if s["checked_at"] is not None]
+        return max(times) if times else None

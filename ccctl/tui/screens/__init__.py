@@ -1,0 +1,1 @@
+"""The dashboard's screens: the main view, help, confirmation, the map."""

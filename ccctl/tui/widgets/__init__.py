@@ -1,0 +1,1 @@
+"""The dashboard's widgets: they display what the app hands them and post what the operator does."""

@@ -1,0 +1,192 @@
+"""A list of rows drawn with Textual's Line API: only the visible lines are rendered.
+
+Not a DataTable: with 10,599 sites changing state a DataTable takes seconds to load and stalls
+on updates, while a ScrollView over a plain list costs the same whatever the length (only
+``render_line`` for the lines on screen). Columns are (title, width, function of a row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rich.segment import Segment
+from rich.style import Style
+from textual.binding import Binding
+from textual.geometry import Region, Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from ccctl.tui.style import STATE_STYLES
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: its title, its width in cells and how a row shows in it."""
+
+    title: str
+    width: int
+    text: Callable[[Row], str]
+    right: bool = False
+
+
+def _cell(text: str, width: int, right: bool) -> str:
+    text = text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+    return text.rjust(width) if right else text.ljust(width)
+
+
+class RowList(ScrollView, can_focus=True):
+    """Rows under a header line, a cursor, Enter to choose; only visible lines are drawn."""
+
+    BINDINGS = [
+        Binding("up,k", "cursor(-1)", "Up", show=False),
+        Binding("down,j", "cursor(1)", "Down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("home,g", "jump(0)", "Top", show=False),
+        Binding("end,G", "jump(-1)", "Bottom", show=False),
+        Binding("enter", "choose", "Open", show=True),
+    ]
+
+    class Highlighted(Message):
+        """The cursor moved to ``row`` (None when the list is empty)."""
+
+        def __init__(self, row: Row | None) -> None:
+            super().__init__()
+            self.row = row
+
+    class Chosen(Message):
+        """Enter on ``row``."""
+
+        def __init__(self, row: Row) -> None:
+            super().__init__()
+            self.row = row
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.rows: list[Row] = []
+        self.columns: Sequence[Column] = ()
+        self.cursor = 0
+        self.key_field = "id"
+        self.renders = 0  # lines rendered since mount (tests read it)
+        self._frame_style: Style | None = None
+
+    def set_rows(self, rows: list[Row], columns: Sequence[Column], key_field: str = "id",
+                 keep_cursor: bool = True) -> None:
+        """Show ``rows``; the cursor stays on the same row (by ``key_field``) when it is still there."""
+        current = self.current() if keep_cursor else None
+        self.rows = rows
+        self.columns = columns
+        self.key_field = key_field
+        self.cursor = 0
+        if current is not None:
+            key = current.get(key_field)
+            for i, row in enumerate(rows):
+                if row.get(key_field) == key:
+                    self.cursor = i
+                    break
+        width = sum(c.width + 1 for c in columns)
+        self.virtual_size = Size(width, len(rows) + 1)
+        self._keep_cursor_visible()
+        self.refresh()
+        self.post_message(self.Highlighted(self.current()))
+
+    def current(self) -> Row | None:
+        """The row under the cursor."""
+        return self.rows[self.cursor] if 0 <= self.cursor < len(self.rows) else None
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """The widget's style is looked up once per frame, not once per line."""
+        self._frame_style = self.rich_style
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._frame_style = None
+
+    def render_line(self, y: int) -> Strip:
+        """One screen line: the header on line 0, then the row at the scroll position."""
+        scroll_x, scroll_y = self.scroll_offset
+        width = self.size.width
+        base = self._frame_style or self.rich_style
+        if y == 0:
+            text = " ".join(_cell(c.title, c.width, c.right) for c in self.columns)
+            strip = Strip([Segment(text, base + Style(bold=True, underline=True))])
+            return strip.crop_extend(scroll_x, scroll_x + width, base)
+        index = scroll_y + y - 1
+        if index >= len(self.rows):
+            return Strip.blank(width, base)
+        self.renders += 1
+        row = self.rows[index]
+        style = base
+        state = row.get("state")
+        segments = []
+        for column in self.columns:
+            cell = _cell(column.text(row), column.width, column.right) + " "
+            cell_style = style
+            if column.title == "state" and isinstance(state, str):
+                cell_style = style + STATE_STYLES.get(state, Style())
+            segments.append(Segment(cell, cell_style))
+        strip = Strip(segments)
+        if index == self.cursor:
+            strip = strip.apply_style(Style(reverse=True) if self.has_focus else Style(bgcolor="grey23"))
+        return strip.crop_extend(scroll_x, scroll_x + width, base)
+
+    def refresh_visible(self) -> None:
+        """Redraw the lines on screen (after the rows' values changed in place)."""
+        self.refresh()
+
+    def refresh_keys(self, keys: set[Any]) -> int:
+        """Redraw only the visible rows whose key is in ``keys`` (changed in place); how many."""
+        top = int(self.scroll_y)
+        drawn = 0
+        for index in range(top, min(top + self.size.height, len(self.rows))):
+            if self.rows[index].get(self.key_field) in keys:
+                self.refresh_line(index + 1)  # line 0 is the column titles
+                drawn += 1
+        return drawn
+
+    def _keep_cursor_visible(self) -> None:
+        height = max(self.size.height - 1, 1)
+        top = int(self.scroll_y)
+        if self.cursor < top:
+            self.scroll_to(y=self.cursor, animate=False, immediate=True)
+        elif self.cursor >= top + height:
+            self.scroll_to(y=self.cursor - height + 1, animate=False, immediate=True)
+
+    def _move(self, index: int) -> None:
+        if not self.rows:
+            return
+        old = self.cursor
+        self.cursor = max(0, min(index, len(self.rows) - 1))
+        if old != self.cursor:
+            self._keep_cursor_visible()
+            self.refresh()
+            self.post_message(self.Highlighted(self.current()))
+
+    def action_cursor(self, step: int) -> None:
+        """Move the cursor ``step`` rows."""
+        self._move(self.cursor + step)
+
+    def action_page(self, pages: int) -> None:
+        """Move the cursor a screenful."""
+        self._move(self.cursor + pages * max(self.size.height - 2, 1))
+
+    def action_jump(self, index: int) -> None:
+        """To the first (0) or last (-1) row."""
+        self._move(len(self.rows) - 1 if index < 0 else index)
+
+    def action_choose(self) -> None:
+        """Enter: announce the row under the cursor."""
+        row = self.current()
+        if row is not None:
+            self.post_message(self.Chosen(row))
+
+    def on_click(self, event: Any) -> None:
+        """A click moves the cursor to the clicked row."""
+        y = getattr(event, "y", 0)
+        if y >= 1:
+            self._move(int(self.scroll_y) + y - 1)

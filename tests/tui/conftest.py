@@ -1,0 +1,61 @@
+"""A real SQLite registry for the dashboard: units loaded, sites generated for two 2021
+provinces and one 2025 province, and one recorded roll-call with a known mix of states."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ccctl.models import CheckResult, CheckState
+from ccctl.registry import Database, open_registry
+from ccctl.registry.sites import generate_sites, select_sites
+from ccctl.rollcall.history import RunRecorder
+
+# Bạc Liêu and Cà Mau in the 2021 scheme; Cà Mau (which took in Bạc Liêu) in the 2025 one.
+PROVINCES_2021 = ("95", "96")
+PROVINCES_2025 = ("96",)
+
+
+def planned_state(index: int) -> CheckState:
+    """The state the fixture's run gives the index-th site: mostly OK, some of each other state."""
+    if index % 10 == 3:
+        return CheckState.UNREACHABLE
+    if index % 10 == 7:
+        return CheckState.DEGRADED
+    if index % 50 == 11:
+        return CheckState.AUTH_FAILED
+    return CheckState.OK
+
+
+def record_run(db: Database, states: dict[str, CheckState], started_at: float = 1_800_000_000.0) -> int:
+    """One finished roll-call run with the given states, written through the real recorder."""
+    recorder = RunRecorder(db, {"stages": ["tcp"], "sites": len(states)})
+    for site_id, state in states.items():
+        recorder.add(CheckResult(site_id=site_id, state=state, reason="" if state is CheckState.OK else "seeded",
+                                 stage="tcp", rtt_ms=12.5, started_at=started_at, duration_ms=40.0))
+    recorder.finish("finished", {"sites": len(states)})
+    return recorder.run_id
+
+
+@pytest.fixture
+def dash_db_url(tmp_path: Path, units_template: Path) -> str:
+    """A registry URL with sites and one roll-call (all but the last 5 sites checked)."""
+    path = tmp_path / "registry.db"
+    shutil.copy(units_template, path)
+    url = f"sqlite:///{path}"
+    with open_registry(url) as db:
+        generate_sites(db, "2021", PROVINCES_2021)
+        generate_sites(db, "2025", PROVINCES_2025)
+        ids = [s.id for s in select_sites(db)]
+        record_run(db, {site_id: planned_state(i) for i, site_id in enumerate(ids[:-5])})
+    return url
+
+
+@pytest.fixture
+def dash_db(dash_db_url: str) -> Iterator[Database]:
+    """The same registry, open."""
+    with open_registry(dash_db_url) as db:
+        yield db
