@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 
+from ccctl.config import load_config
 from ccctl.models import CheckState
 from ccctl.registry import open_registry
 from ccctl.registry.overview import site_states
 from ccctl.registry.sites import update_endpoints
-from ccctl.rollcall.session import RollcallOptions
+from ccctl.rollcall.session import options_from_config
 from ccctl.tui.widgets.eventlog import EventLog
 from ccctl.tui.widgets.header import Header
 from tests.tui.conftest import record_run
@@ -53,7 +54,8 @@ async def test_recheck_from_the_dashboard(dash_db_url: str, tmp_path: Path) -> N
     with open_registry(dash_db_url) as db:
         sites = [s for s in site_states(db) if s["state"] == "UNREACHABLE"][:3]
         update_endpoints(db, {s["id"]: {"host": "127.0.0.1", "ssh_port": port, "ssh_user": "ccctl"} for s in sites})
-    options = RollcallOptions(stages=("tcp",), timeout_s=5.0, retries=0, verify_host_keys=False)
+    options = options_from_config(load_config(env={}), stages="tcp", timeout_s=5.0, retries=0,
+                                  verify_host_keys=False)
     app = make_app(dash_db_url, tmp_path / "home", rollcall_options=options)
     try:
         async with app.run_test(size=SIZE) as pilot:
