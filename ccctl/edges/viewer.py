@@ -1,0 +1,137 @@
+"""A site's viewer of a Janus edge: aiortc through Janus's plain HTTP protocol.
+
+What a site's join page does in a browser, done with aiortc (for tests, drills and the
+benchmark): create a session, attach ``janus.plugin.streaming``, ``watch`` the mountpoint
+with its pin, long-poll the session for the plugin's offer, answer it, and ``start`` with the
+answer. The long poll runs for as long as the viewer does, which also keeps Janus's session
+alive. Janus 1.1.2 has no WHEP, hence this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from typing import Any
+
+import aiohttp
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from ccctl.edges import EdgeError
+from ccctl.edges.janus import PLUGIN
+
+POLL_MAX_EVENTS = 10
+
+
+class EdgeViewer:
+    """One peer connection watching mountpoint ``mount_id`` of the Janus at ``url``."""
+
+    def __init__(self, url: str, mount_id: int, pin: str, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.mount_id = mount_id
+        self.pin = pin
+        self.timeout = timeout
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.tracks: dict[str, Any] = {}
+        self.connected = asyncio.Event()
+        self.hangup = asyncio.Event()  # Janus hung up (the edge destroyed the mountpoint, or died)
+        self._http: aiohttp.ClientSession | None = None
+        self._session = self._handle = 0
+        self._tx = itertools.count(1)
+        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._poller: asyncio.Task[None] | None = None
+
+        @self.pc.on("track")
+        def on_track(track: Any) -> None:
+            self.tracks[track.kind] = track
+
+        @self.pc.on("connectionstatechange")
+        def on_state() -> None:
+            if self.pc.connectionState == "connected":
+                self.connected.set()
+            elif self.pc.connectionState in ("failed", "closed"):
+                self.hangup.set()
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        assert self._http is not None
+        try:
+            async with self._http.post(f"{self.url}{path}", json=body) as r:
+                reply: dict[str, Any] = await r.json(content_type=None)
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            raise EdgeError(f"edge {self.url}: not answering ({type(exc).__name__})") from None
+        if reply.get("janus") == "error":
+            raise EdgeError(f"edge {self.url}: {(reply.get('error') or {}).get('reason')}")
+        return reply
+
+    async def _message(self, body: dict[str, Any], jsep: dict[str, str] | None = None) -> dict[str, Any]:
+        """A plugin message whose answer comes as an event on the long poll."""
+        tx = f"v{next(self._tx)}"
+        future = self._waiting[tx] = asyncio.get_running_loop().create_future()
+        try:
+            msg: dict[str, Any] = {"janus": "message", "body": body, "transaction": tx}
+            if jsep is not None:
+                msg["jsep"] = jsep
+            reply = await self._post(f"/{self._session}/{self._handle}", msg)
+            if reply.get("janus") == "event":
+                return reply
+            return await asyncio.wait_for(future, self.timeout)
+        finally:
+            self._waiting.pop(tx, None)
+
+    async def _poll(self) -> None:
+        assert self._http is not None
+        while True:
+            try:
+                async with self._http.get(f"{self.url}/{self._session}", params={"maxev": str(POLL_MAX_EVENTS)},
+                                          timeout=aiohttp.ClientTimeout(total=60)) as r:
+                    events = await r.json(content_type=None)
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+                self.hangup.set()  # the edge is gone
+                return
+            for event in events if isinstance(events, list) else [events]:
+                if not isinstance(event, dict):
+                    continue
+                if event.get("janus") == "hangup":
+                    self.hangup.set()
+                waiter = self._waiting.get(str(event.get("transaction")))
+                if waiter is None or waiter.done() or event.get("janus") != "event":
+                    continue
+                data = (event.get("plugindata") or {}).get("data") or {}
+                if "error" in data:
+                    waiter.set_exception(EdgeError(f"edge {self.url}: {data['error']}"))
+                else:
+                    waiter.set_result(event)
+
+    async def start(self) -> EdgeViewer:
+        """Watch: session, attach, ``watch`` with the pin, answer the offer, ``start``."""
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        try:
+            self._session = int((await self._post("", {"janus": "create", "transaction": "c"}))["data"]["id"])
+            reply = await self._post(f"/{self._session}", {"janus": "attach", "plugin": PLUGIN, "transaction": "a"})
+            self._handle = int(reply["data"]["id"])
+            self._poller = asyncio.create_task(self._poll())
+            event = await self._message({"request": "watch", "id": self.mount_id, "pin": self.pin})
+            offer = event.get("jsep")
+            if not offer:
+                raise EdgeError(f"edge {self.url}: watch gave no offer")
+            await self.pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+            await self._message({"request": "start"}, {"type": "answer", "sdp": self.pc.localDescription.sdp})
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def close(self) -> None:
+        """Leave: close the peer connection, stop polling, destroy the session (best effort)."""
+        await self.pc.close()
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+        http, self._http = self._http, None
+        if http is not None:
+            if self._session:
+                with contextlib.suppress(EdgeError, aiohttp.ClientError, OSError, TimeoutError):
+                    async with http.post(f"{self.url}/{self._session}", json={"janus": "destroy", "transaction": "d"}):
+                        pass
+            await http.close()
