@@ -111,6 +111,7 @@ COMMANDS = {
     "serve": "ccctl.commands.serve:serve",
     "broadcast": "ccctl.commands.broadcast:broadcast",
     "demo": "ccctl.commands.demo:demo",
+    "edge": "ccctl.commands.edge:edge",
 }
 
 
