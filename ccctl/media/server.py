@@ -67,6 +67,7 @@ class Server:
         self.secret = tokens.load_secret(home)
         self.core: Any = None
         self.ingest: Ingest | None = None
+        self.edges: Any = None  # the live broadcast's EdgeManager (ccctl.edges.manager)
         self.broadcast: dict[str, Any] | None = None
         self.started_at = time.time()
         self._core_factory = core_factory
@@ -101,10 +102,16 @@ class Server:
         self.ingest = Ingest(self.core.program, self.board, record, main_is_whip=broadcast["source"] == "whip")
         await self.ingest.start()
         self.ingest.set_floor(broadcast.get("floor_site"))  # a restarted server gives it back
+        from ccctl.edges.manager import start_edges  # edges: fed while the broadcast is live
+
+        self.edges = await start_edges(self.db, self.core.program, bid)
         self.broadcast = broadcast
 
     async def _stop_core(self) -> None:
         """End the publishers, release the floor (pages stop publishing), close the core."""
+        if self.edges is not None:  # edges: stop feeding, remove the mountpoints
+            await self.edges.close()
+            self.edges = None
         if self.ingest is not None:
             await self.ingest.close()
             self.ingest = None
@@ -529,6 +536,9 @@ def create_app(db_url: str, home: Path, core_factory: Any = None, media_network:
     app.router.add_delete("/api/floor", server.floor_release)
     app.router.add_get("/api/sites/{site}/floor", server.site_floor)
     app.router.add_get("/join/{site}", server.join_page)
+    from ccctl.edges.routes import add_routes  # edges: where a site plays from
+
+    add_routes(app, server)
 
     async def on_startup(app: web.Application) -> None:
         await server.resume()

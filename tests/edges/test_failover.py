@@ -1,0 +1,151 @@
+"""Sites served by edges through ccctl's server: assignment by room, and failover when an edge dies.
+
+The real server (aiohttp app, media core, registry on a SQLite file) runs a broadcast; two
+real Janus edges in their own namespaces are registered; sites ask ccctl where to play
+from (``GET /api/sites/{site}/edge``) and watch there with an aiortc viewer over Janus's
+HTTP protocol, or from ccctl itself over WHEP when no edge has room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import shutil
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiohttp.test_utils import TestClient, TestServer
+
+from ccctl.edges.janus import JanusClient
+from ccctl.edges.viewer import EdgeViewer
+from ccctl.media import tokens
+from ccctl.media.core import MediaCore
+from ccctl.media.server import SERVER_KEY, create_app
+from ccctl.registry import open_registry
+from ccctl.registry.edges import Edge, add_edge, remove_edge
+from ccctl.registry.sites import add_site
+from tests.edges.janusedge import ADMIN_KEY, JanusEdge
+from tests.edges.test_feed import TIERS, frames
+from tests.media.conftest import Site
+
+SITES = ("s1", "s2", "s3")
+MOVE_S = 10.0  # the issue's bound: a dead edge's sites are back within 10 s
+
+
+class Harness:
+    def __init__(self, client: TestClient, secret: bytes, db_url: str, edges: list[JanusEdge]) -> None:
+        self.client, self.secret, self.db_url, self.edges = client, secret, db_url, edges
+        self.ctl = {"Authorization": f"Bearer {tokens.control_token(secret)}"}
+
+    def site_auth(self, site: str) -> dict[str, str]:
+        with open_registry(self.db_url) as db:
+            return {"Authorization": f"Bearer {tokens.site_token(self.secret, site, tokens.generation(db, site))}"}
+
+    async def where(self, site: str) -> dict[str, Any]:
+        r = await self.client.get(f"/api/sites/{site}/edge", headers=self.site_auth(site))
+        assert r.status == 200
+        return dict(await r.json())
+
+    async def watch(self, where: dict[str, Any]) -> EdgeViewer:
+        viewer = await EdgeViewer(where["url"], where["mount"], where["pin"]).start()
+        await asyncio.wait_for(viewer.connected.wait(), 30)
+        assert len(await frames(viewer, "video", 3)) == 3 and len(await frames(viewer, "audio", 3)) == 3
+        return viewer
+
+
+@pytest_asyncio.fixture
+async def harness(two_edges: list[JanusEdge], units_template: Path, tmp_path: Path) -> AsyncIterator[Harness]:
+    db_path = tmp_path / "registry.db"
+    shutil.copy(units_template, db_path)
+    db_url = f"sqlite:///{db_path}"
+    with open_registry(db_url) as db:
+        for site in SITES:
+            add_site(db, {"id": site, "name": f"Điểm cầu {site}", "unit_code": "26740", "tier": "low"})
+        for e in two_edges:
+            add_edge(db, Edge(name=f"e{e.index}", api_url=e.url, admin_key_file=str(e.key_file), capacity=2))
+    app = create_app(db_url, tmp_path / "home", core_factory=functools.partial(MediaCore, tiers=TIERS))
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    h = Harness(client, tokens.load_secret(tmp_path / "home"), db_url, two_edges)
+    try:
+        r = await client.post("/api/broadcast", json={"title": "Họp trực tuyến"}, headers=h.ctl)
+        assert r.status == 201, await r.text()
+        yield h
+    finally:
+        await client.close()
+
+
+async def edge_mounts(e: JanusEdge) -> list[dict[str, Any]]:
+    async with JanusClient(e.url, ADMIN_KEY) as client:
+        return await client.list()
+
+
+@pytest.mark.asyncio
+async def test_sites_spread_by_room_and_move_when_an_edge_dies(harness: Harness) -> None:
+    h = harness
+    where = {s: await h.where(s) for s in SITES}
+    # Most room first (capacity 2 each), then fewest sites, then name.
+    assert {s: w["edge"] for s, w in where.items()} == {"s1": "e0", "s2": "e1", "s3": "e0"}
+    assert all(w["tier"] == "low" for w in where.values())
+    viewers = {s: await h.watch(w) for s, w in where.items()}
+    try:
+        h.edges[0].kill()
+        killed = time.monotonic()
+        for s in ("s1", "s3"):  # their edge is gone: their viewers notice
+            await asyncio.wait_for(viewers[s].hangup.wait(), MOVE_S)
+        # They ask ccctl again until it stops sending them to the dead edge (a bounded poll:
+        # the health loop probes every 2 s).
+        moved: dict[str, dict[str, Any]] = {}
+        while len(moved) < 2 and time.monotonic() - killed < MOVE_S:
+            for s in ("s1", "s3"):
+                if s not in moved and (w := await h.where(s))["edge"] != "e0":
+                    moved[s] = w
+            await asyncio.sleep(0.2)
+        assert len(moved) == 2, f"not moved within {MOVE_S:g} s: {set(('s1', 's3')) - set(moved)}"
+        # e1 has room for one more (capacity 2): s1 goes there, s3 to ccctl itself.
+        assert moved["s1"]["edge"] == "e1" and moved["s3"] == {"edge": None}
+        for s in ("s1", "s3"):
+            await viewers.pop(s).close()
+        viewers["s1"] = await h.watch(moved["s1"])
+        site = Site()  # s3 plays from ccctl over WHEP
+        offer = await site.offer()
+        r = await h.client.post("/whep/s3", data=offer,
+                                headers={**h.site_auth("s3"), "Content-Type": "application/sdp"})
+        assert r.status == 201, await r.text()
+        await site.accept(await r.text())
+        assert len(await site.frames(3)) == 3
+        await site.close()
+        r = await h.client.get("/api/edges", headers=h.ctl)
+        status = {e["name"]: e for e in (await r.json())["edges"]}
+        assert status["e0"]["up"] is False and status["e1"]["up"] is True and status["e1"]["sites"] == 2
+        # s2 never noticed anything.
+        assert not viewers["s2"].hangup.is_set() and len(await frames(viewers["s2"], "video", 3)) == 3
+    finally:
+        for viewer in viewers.values():
+            await viewer.close()
+    r = await h.client.delete("/api/broadcast", headers=h.ctl)
+    assert r.status == 200
+    assert await edge_mounts(h.edges[1]) == []  # the broadcast over, its mountpoints are gone
+
+
+@pytest.mark.asyncio
+async def test_a_removed_edge_is_unfed_and_its_sites_move(harness: Harness) -> None:
+    h = harness
+    first = await h.where("s1")
+    assert first["edge"] == "e0"
+    viewer = await h.watch(first)
+    try:
+        with open_registry(h.db_url) as db:
+            remove_edge(db, "e0")
+        await asyncio.wait_for(viewer.hangup.wait(), MOVE_S)  # its mountpoints destroyed
+        assert await edge_mounts(h.edges[0]) == []
+        again = await h.where("s1")
+        assert again["edge"] == "e1"
+    finally:
+        await viewer.close()
+    manager = h.client.server.app[SERVER_KEY].edges
+    assert [e["name"] for e in manager.status()] == ["e1"]
