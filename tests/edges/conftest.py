@@ -10,7 +10,7 @@ import aioice.ice
 import pytest
 import pytest_asyncio
 
-from tests.edges.janusedge import JanusEdge, why_unavailable
+from ccctl.edges.local import JanusEdge, why_unavailable
 
 
 @pytest.fixture

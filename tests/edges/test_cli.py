@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from ccctl.edges.feed import EdgeFeed
+from ccctl.edges.local import ADMIN_KEY, JanusEdge
 from ccctl.media.program import Program
 from ccctl.registry import open_registry
 from ccctl.registry.edges import get_edge, list_edges
 from tests.conftest import Ccctl
-from tests.edges.janusedge import ADMIN_KEY, JanusEdge
 from tests.edges.test_feed import TIERS
 
 

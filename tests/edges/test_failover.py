@@ -21,6 +21,7 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
 from ccctl.edges.janus import JanusClient
+from ccctl.edges.local import ADMIN_KEY, JanusEdge
 from ccctl.edges.viewer import EdgeViewer
 from ccctl.media import tokens
 from ccctl.media.core import MediaCore
@@ -28,7 +29,6 @@ from ccctl.media.server import SERVER_KEY, create_app
 from ccctl.registry import open_registry
 from ccctl.registry.edges import Edge, add_edge, remove_edge
 from ccctl.registry.sites import add_site
-from tests.edges.janusedge import ADMIN_KEY, JanusEdge
 from tests.edges.test_feed import TIERS, frames
 from tests.media.conftest import Site
 

@@ -10,11 +10,11 @@ import pytest
 
 from ccctl.edges import EdgeError
 from ccctl.edges.feed import EdgeFeed
+from ccctl.edges.local import JanusEdge
 from ccctl.edges.viewer import EdgeViewer
 from ccctl.media.program import Program, read_counter
 from ccctl.media.tiers import TierSpec
 from ccctl.registry.edges import Edge
-from tests.edges.janusedge import JanusEdge
 
 TIERS = {"high": TierSpec("high", 320, 180, 300_000), "low": TierSpec("low", 160, 90, 120_000),
          "audio": TierSpec("audio")}
@@ -69,7 +69,7 @@ async def test_two_edges_carry_sound_and_picture(no_leftover_namespaces: None, t
     # The broadcast over, the mountpoints are gone from both edges.
     for e in two_edges:
         from ccctl.edges.janus import JanusClient
-        from tests.edges.janusedge import ADMIN_KEY
+        from ccctl.edges.local import ADMIN_KEY
 
         async with JanusClient(e.url, ADMIN_KEY) as client:
             assert await client.list() == []

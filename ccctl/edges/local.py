@@ -1,11 +1,11 @@
-"""A real Janus edge for the tests, in a network namespace of its own.
+"""A real Janus edge on this machine, in a network namespace of its own (tests, benchmarks, drills).
 
 Janus gathers no ICE candidates on ``lo`` (see benchmarks/janus.py), so each edge gets a
-fresh network namespace joined to the test's own by a veth pair with a private /30
-(``10.213.(100+i).1`` on the test's side, ``.2`` on the edge's): Janus's HTTP API, its RTP
+fresh network namespace joined to the caller's by a veth pair with a private /30
+(``10.213.(100+i).1`` on the caller's side, ``.2`` on the edge's): Janus's HTTP API, its RTP
 ports and its only ICE candidate are on ``.2``. The namespace holds nothing else, has no
 route anywhere else, and is deleted (with the veth and whatever runs inside) by
-:meth:`JanusEdge.close`; a namespace left by a test process that died is removed by the next
+:meth:`JanusEdge.close`; a namespace left by a process that died is removed by the next
 one (``ccctl.sim.netns.clean_stale``: the name carries the pid).
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import os
 import shutil
 import socket
@@ -20,10 +21,26 @@ import subprocess
 import time
 from pathlib import Path
 
-from benchmarks.janus import janus_binary, janus_module_dirs
 from ccctl.sim.netns import NetnsError, clean_stale, ip, ip_binary, remove_namespace, veth
 
-ADMIN_KEY = "edge-admin-key-for-tests"  # written to a 0600 file the registry points at
+ADMIN_KEY = "edge-admin-key-of-a-local-edge"  # a private, throw-away edge: written to a 0600 file
+
+
+def janus_binary() -> str | None:
+    """The ``janus`` executable, or None."""
+    return shutil.which("janus") or next((p for p in ("/usr/bin/janus", "/opt/janus/bin/janus")
+                                          if os.access(p, os.X_OK)), None)
+
+
+def janus_module_dirs() -> tuple[Path, Path] | None:
+    """Janus's plugins and transports folders (Debian's multiarch path or /opt), or None."""
+    for pattern in ("/usr/lib/*/janus/plugins/libjanus_streaming.so", "/usr/lib/janus/plugins/libjanus_streaming.so",
+                    "/opt/janus/lib/janus/plugins/libjanus_streaming.so"):
+        for hit in sorted(glob.glob(pattern)):
+            base = Path(hit).parent.parent
+            if (base / "transports" / "libjanus_http.so").exists():
+                return base / "plugins", base / "transports"
+    return None
 
 
 def why_unavailable() -> str | None:
@@ -45,7 +62,7 @@ class JanusEdge:
         self.folder = folder
         self.netns = f"ccctl-{os.getpid()}-e{index}"
         self.dev, self.peer = f"cce{os.getpid()}{index}"[:15], "edge0"
-        self.local_addr = f"10.213.{100 + index}.1"  # the test's (ccctl's and the viewers') side
+        self.local_addr = f"10.213.{100 + index}.1"  # the caller's (ccctl's and the viewers') side
         self.addr = f"10.213.{100 + index}.2"  # Janus's side
         self.port = 8088
         self.url = f"http://{self.addr}:{self.port}/janus"
