@@ -66,6 +66,7 @@ class EdgeFeed:
         self.broadcast_id = broadcast_id
         self.mounts: dict[str, Mount] = {}
         self.sinks: list[RtpOut] = []
+        self.tier_sinks: dict[str, list[RtpOut]] = {}  # the sinks of each tier's mountpoint
         self.client: JanusClient | None = None
 
     async def open(self) -> EdgeFeed:
@@ -87,10 +88,12 @@ class EdgeFeed:
                 self.mounts[tier] = Mount(tier, mount.id, pin, secret)
                 audio = RtpOut("audio", (host, mount.ports["a"]), AUDIO_PT)
                 self.sinks.append(audio)
+                self.tier_sinks[tier] = [audio]
                 audio.attach(self.program.audio_feed)
                 if spec.has_video:
                     video = RtpOut("video", (host, mount.ports["v"]), VIDEO_PT)
                     self.sinks.append(video)
+                    self.tier_sinks[tier].append(video)
                     video.attach(self.program.feed(tier))
         except BaseException:
             await self.close()
@@ -109,7 +112,7 @@ class EdgeFeed:
 
     def stop_sending(self) -> None:
         """Stop the RTP sinks (the program encodes nothing more for this edge)."""
-        sinks, self.sinks = self.sinks, []
+        sinks, self.sinks, self.tier_sinks = self.sinks, [], {}
         for sink in sinks:
             sink.stop()
 
