@@ -12,7 +12,11 @@ an :class:`~ccctl.edges.feed.EdgeFeed` on every registered edge, then every
   are created anew).
 
 A site asks :meth:`EdgeManager.edge_for` (the join flow's route) and gets an edge of its
-region with room left (:mod:`ccctl.edges.assign`), or None: ccctl serves it itself. So a dead
+region with room left (:mod:`ccctl.edges.assign`), or None: ccctl serves it itself. Once it
+plays, it says so (:meth:`EdgeManager.watching_from`): a ``join`` event naming the edge, so
+attendance counts it; its ``leave`` is recorded when it says it left, or at once when its edge
+goes down or is removed. (Self-reported joins, with the token proving who: Janus's admin API
+or event handlers would let the edge say it instead; not done.) So a dead
 edge's sites move at the latest one interval plus one probe timeout after it died, plus the
 time their viewers take to ask again (they do as soon as Janus hangs up or stops answering).
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +41,7 @@ if TYPE_CHECKING:
     from ccctl.registry.db import Database
 
 log = logging.getLogger(__name__)
+Recorder = Callable[[str, str, dict[str, Any]], None]  # (kind, site, detail): the server's event log
 
 HEALTH_INTERVAL_S = 2.0
 PROBE_TIMEOUT_S = 2.0
@@ -53,8 +59,10 @@ class EdgeManager:
     """The edges of one live broadcast (see the module doc)."""
 
     def __init__(self, db: Database, program: Program, broadcast_id: int,
-                 interval: float = HEALTH_INTERVAL_S) -> None:
+                 interval: float = HEALTH_INTERVAL_S, record: Recorder | None = None) -> None:
         self.db = db
+        self.record = record  # the broadcast's event log (join/leave of sites served by edges)
+        self.watching: dict[str, str] = {}  # site -> the edge it reported watching from
         self.program = program
         self.broadcast_id = broadcast_id
         self.interval = interval
@@ -75,7 +83,8 @@ class EdgeManager:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        await asyncio.gather(*(self._stop(name) for name in list(self.edges)), return_exceptions=True)
+        await asyncio.gather(*(self._stop(name, "broadcast_ended") for name in list(self.edges)),
+                             return_exceptions=True)
         self.edges.clear()
 
     # -- the health loop ------------------------------------------------------------------------
@@ -130,15 +139,17 @@ class EdgeManager:
             self._release(e)
             self._changed()
 
-    def _release(self, e: _Edge) -> None:
+    def _release(self, e: _Edge, reason: str = "edge_down") -> None:
         for site in e.load.assigned:
             self.sites.pop(site, None)
         e.load.assigned.clear()
+        for site in [s for s, name in self.watching.items() if name == e.edge.name]:
+            self.left(site, name=e.edge.name, reason=reason)
 
-    async def _stop(self, name: str) -> None:
+    async def _stop(self, name: str, reason: str = "edge_removed") -> None:
         e = self.edges[name]
         e.load.up = False
-        self._release(e)
+        self._release(e, reason)
         if e.feed is not None:
             feed, e.feed = e.feed, None
             await feed.close()
@@ -164,12 +175,38 @@ class EdgeManager:
             return None
         return {"edge": name, "url": e.edge.api_url, "mount": mount.id, "pin": mount.pin, "tier": mount.tier}
 
+    def watching_from(self, site: str, name: str, tier: str) -> bool:
+        """A site says it plays from edge ``name`` now (its token checked by the route): a
+        ``join`` event with the edge. False (nothing recorded) unless that is the edge it was
+        given and the edge is up."""
+        e = self.edges.get(name)
+        if self.sites.get(site) != name or e is None or not e.load.up:
+            return False
+        if self.watching.get(site) != name:
+            if site in self.watching:
+                self.left(site, reason="moved")
+            self.watching[site] = name
+            if self.record is not None:
+                self.record("join", site, {"session_id": f"edge:{name}", "tier": tier, "edge": name})
+        return True
+
+    def left(self, site: str, name: str | None = None, reason: str = "left") -> None:
+        """A site stopped playing from its edge (it said so, or the edge went away): ``leave``."""
+        current = self.watching.get(site)
+        if current is None or (name is not None and current != name):
+            return
+        del self.watching[site]
+        if self.record is not None:
+            self.record("leave", site, {"session_id": f"edge:{current}", "reason": reason, "edge": current})
+
     def status(self) -> list[dict[str, Any]]:
         """Each edge of this broadcast: up, viewers, sites given to it, the last error."""
         return [{"name": name, "up": e.load.up, "viewers": e.load.viewers, "sites": len(e.load.assigned),
+                 "watching": sorted(s for s, n in self.watching.items() if n == name),
                  "capacity": e.edge.capacity, "error": e.error} for name, e in sorted(self.edges.items())]
 
 
-async def start_edges(db: Database, program: Program, broadcast_id: int) -> EdgeManager:
-    """The server's hook at broadcast start: an :class:`EdgeManager`, started."""
-    return await EdgeManager(db, program, broadcast_id).start()
+async def start_edges(db: Database, program: Program, broadcast_id: int, record: Recorder | None = None) -> EdgeManager:
+    """The server's hook at broadcast start: an :class:`EdgeManager`, started; ``record``
+    logs the joins and leaves of the sites served by edges."""
+    return await EdgeManager(db, program, broadcast_id, record=record).start()

@@ -104,7 +104,7 @@ class Server:
         self.ingest.set_floor(broadcast.get("floor_site"))  # a restarted server gives it back
         from ccctl.edges.manager import start_edges  # edges: fed while the broadcast is live
 
-        self.edges = await start_edges(self.db, self.core.program, bid)
+        self.edges = await start_edges(self.db, self.core.program, bid, record)
         self.broadcast = broadcast
 
     async def _stop_core(self) -> None:

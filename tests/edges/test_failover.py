@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import shutil
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from ccctl.edges.viewer import EdgeViewer
 from ccctl.media import tokens
 from ccctl.media.core import MediaCore
 from ccctl.media.server import SERVER_KEY, create_app
+from ccctl.media.state import attendance, resolve_broadcast
 from ccctl.registry import open_registry
 from ccctl.registry.edges import Edge, add_edge, remove_edge
 from ccctl.registry.sites import add_site
@@ -50,11 +52,22 @@ class Harness:
         assert r.status == 200
         return dict(await r.json())
 
-    async def watch(self, where: dict[str, Any]) -> EdgeViewer:
+    async def watch(self, site: str, where: dict[str, Any]) -> EdgeViewer:
+        """Play from the edge ccctl named, then tell ccctl (attendance)."""
         viewer = await EdgeViewer(where["url"], where["mount"], where["pin"]).start()
         await asyncio.wait_for(viewer.connected.wait(), 30)
         assert len(await frames(viewer, "video", 3)) == 3 and len(await frames(viewer, "audio", 3)) == 3
+        r = await self.client.post(f"/api/sites/{site}/edge", json={"state": "watching", "edge": where["edge"]},
+                                   headers=self.site_auth(site))
+        assert r.status == 204, await r.text()
         return viewer
+
+    def events(self, site: str) -> list[tuple[str, dict[str, Any]]]:
+        """The site's join/leave events in the broadcast's log."""
+        with open_registry(self.db_url) as db:
+            rows = db.query("SELECT kind, detail FROM broadcast_events WHERE site_id = ? AND kind IN ('join', 'leave') "
+                            "ORDER BY id", (site,))
+        return [(kind, json.loads(detail)) for kind, detail in rows]
 
 
 @pytest_asyncio.fixture
@@ -91,7 +104,7 @@ async def test_sites_spread_by_room_and_move_when_an_edge_dies(harness: Harness)
     # Most room first (capacity 2 each), then fewest sites, then name.
     assert {s: w["edge"] for s, w in where.items()} == {"s1": "e0", "s2": "e1", "s3": "e0"}
     assert all(w["tier"] == "low" for w in where.values())
-    viewers = {s: await h.watch(w) for s, w in where.items()}
+    viewers = {s: await h.watch(s, w) for s, w in where.items()}
     try:
         h.edges[0].kill()
         killed = time.monotonic()
@@ -110,7 +123,16 @@ async def test_sites_spread_by_room_and_move_when_an_edge_dies(harness: Harness)
         assert moved["s1"]["edge"] == "e1" and moved["s3"] == {"edge": None}
         for s in ("s1", "s3"):
             await viewers.pop(s).close()
-        viewers["s1"] = await h.watch(moved["s1"])
+        viewers["s1"] = await h.watch("s1", moved["s1"])
+        # Attendance: s1 joined by e0, left when e0 went down (recorded by ccctl, not the site),
+        # joined again by e1; s3 left e0 the same way.
+        assert [(k, d["edge"], d.get("reason")) for k, d in h.events("s1")] == [
+            ("join", "e0", None), ("leave", "e0", "edge_down"), ("join", "e1", None)]
+        assert [(k, d["edge"], d.get("reason")) for k, d in h.events("s3")] == [
+            ("join", "e0", None), ("leave", "e0", "edge_down")]
+        stale = await h.client.post("/api/sites/s3/edge", json={"state": "watching", "edge": "e0"},
+                                    headers=h.site_auth("s3"))
+        assert stale.status == 409  # not the edge it was given (that one is dead)
         site = Site()  # s3 plays from ccctl over WHEP
         offer = await site.offer()
         r = await h.client.post("/whep/s3", data=offer,
@@ -130,6 +152,11 @@ async def test_sites_spread_by_room_and_move_when_an_edge_dies(harness: Harness)
     r = await h.client.delete("/api/broadcast", headers=h.ctl)
     assert r.status == 200
     assert await edge_mounts(h.edges[1]) == []  # the broadcast over, its mountpoints are gone
+    assert h.events("s2")[-1][0] == "leave"
+    with open_registry(h.db_url) as db:
+        rows = {r["site_id"]: r for r in attendance(db, resolve_broadcast(db, None))}
+    assert rows["s2"]["joins"] == 1 and not rows["s2"]["connected"] and rows["s2"]["seconds"] > 0
+    assert rows["s1"]["joins"] == 2 and rows["s3"]["joins"] == 2  # s3: e0, then ccctl itself by WHEP
 
 
 @pytest.mark.asyncio
@@ -137,14 +164,19 @@ async def test_a_removed_edge_is_unfed_and_its_sites_move(harness: Harness) -> N
     h = harness
     first = await h.where("s1")
     assert first["edge"] == "e0"
-    viewer = await h.watch(first)
+    viewer = await h.watch("s1", first)
     try:
         with open_registry(h.db_url) as db:
             remove_edge(db, "e0")
         await asyncio.wait_for(viewer.hangup.wait(), MOVE_S)  # its mountpoints destroyed
         assert await edge_mounts(h.edges[0]) == []
+        assert [(k, d["edge"], d.get("reason")) for k, d in h.events("s1")] == [
+            ("join", "e0", None), ("leave", "e0", "edge_removed")]
         again = await h.where("s1")
         assert again["edge"] == "e1"
+        bad = await h.client.post("/api/sites/s1/edge", json={"state": "dancing"}, headers=h.site_auth("s1"))
+        assert bad.status == 400
+        assert (await h.client.post("/api/sites/s1/edge", json={"state": "left"})).status == 401
     finally:
         await viewer.close()
     manager = h.client.server.app[SERVER_KEY].edges
