@@ -117,7 +117,8 @@ class EdgeFeed:
             sink.stop()
 
     async def close(self, destroy: bool = True) -> None:
-        """Stop sending and destroy the mountpoints (errors logged: the edge may be gone)."""
+        """Stop sending and destroy the mountpoints (errors logged: the edge may be gone);
+        ``destroy=False`` (the edge is dead): nothing more is sent to it."""
         self.stop_sending()
         client, self.client = self.client, None
         if client is None:
@@ -130,4 +131,4 @@ class EdgeFeed:
             log.warning("edge %s: mountpoints not removed: %s", self.edge.name, exc)
         finally:
             self.mounts = {}
-            await client.close()
+            await client.close(goodbye=destroy)

@@ -66,12 +66,13 @@ class JanusClient:
             raise
         return self
 
-    async def close(self) -> None:
-        """Destroy the session (best effort: a dead edge has none left) and the HTTP client."""
+    async def close(self, goodbye: bool = True) -> None:
+        """Destroy the session (best effort; not with ``goodbye=False``, for an edge known
+        dead) and the HTTP client."""
         http, self._http = self._http, None
         if http is None:
             return
-        if self.session:
+        if self.session and goodbye:
             try:
                 async with http.post(f"{self.url}/{self.session}", json={"janus": "destroy", "transaction": "bye"}):
                     pass

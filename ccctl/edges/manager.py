@@ -8,8 +8,9 @@ an :class:`~ccctl.edges.feed.EdgeFeed` on every registered edge, then every
   its viewers are hung up and come back to ask), a new one is fed, a changed one refed;
 - asks each fed edge for its viewers (``info``): one that does not answer within
   :data:`PROBE_TIMEOUT_S` is down: its sinks stop, its sites are released at once;
-- tries again to feed an edge that is down (it may have been restarted: its mountpoints
-  are created anew).
+- tries again, in the background, to feed an edge that is down (it may have been restarted:
+  its mountpoints are created anew), so that an edge that stays silent never holds up the
+  round of the others.
 
 A site asks :meth:`EdgeManager.edge_for` (the join flow's route) and gets an edge of its
 region with room left (:mod:`ccctl.edges.assign`), or None: ccctl serves it itself. Once it
@@ -45,6 +46,7 @@ Recorder = Callable[[str, str, dict[str, Any]], None]  # (kind, site, detail): t
 
 HEALTH_INTERVAL_S = 2.0
 PROBE_TIMEOUT_S = 2.0
+OPEN_TIMEOUT_S = 6.0  # connect and create every tier's mountpoint
 
 
 @dataclass
@@ -53,6 +55,7 @@ class _Edge:
     load: EdgeLoad
     feed: EdgeFeed | None = None
     error: str = ""
+    opening: asyncio.Task[None] | None = None  # feeding it (again) in the background
 
 
 class EdgeManager:
@@ -74,6 +77,8 @@ class EdgeManager:
     async def start(self) -> EdgeManager:
         """Feed every registered edge (those that fail count as down) and start the health loop."""
         await self.refresh()
+        await asyncio.gather(*(e.opening for e in self.edges.values() if e.opening is not None),
+                             return_exceptions=True)
         self._task = asyncio.create_task(self._health(), name="edges-health")
         return self
 
@@ -106,25 +111,41 @@ class EdgeManager:
             if name not in self.edges:
                 region = frozenset(s.id for s in select_sites(self.db, edge.site_filter()))
                 self.edges[name] = _Edge(edge, EdgeLoad(name, False, region, edge.capacity))
-        await asyncio.gather(*(self._check(e) for e in self.edges.values()))
+        for e in self.edges.values():  # an edge not fed is retried aside: a silent one must not hold up the round
+            if e.feed is None and e.opening is None:
+                e.opening = asyncio.create_task(self._open(e), name=f"edges-open-{e.edge.name}")
+        await asyncio.gather(*(self._probe(e) for e in self.edges.values() if e.feed is not None))
 
-    async def _check(self, e: _Edge) -> None:
-        if e.feed is None:
-            try:
-                feed = EdgeFeed(e.edge, self.program, self.broadcast_id)
-                await asyncio.wait_for(feed.open(), PROBE_TIMEOUT_S * 3)
-                e.feed = feed
-            except (CcctlError, TimeoutError) as exc:
-                self._down(e, str(exc) or "no answer to create")
-                return
+    async def _open(self, e: _Edge) -> None:
         try:
-            viewers = await asyncio.wait_for(e.feed.viewers(), PROBE_TIMEOUT_S)
+            feed = EdgeFeed(e.edge, self.program, self.broadcast_id)
+            try:
+                await asyncio.wait_for(feed.open(), OPEN_TIMEOUT_S)
+            except (CcctlError, TimeoutError) as exc:
+                self._down(e, str(exc) or f"no answer within {OPEN_TIMEOUT_S:g} s")
+                return
+            if self.edges.get(e.edge.name) is not e:  # removed meanwhile
+                await feed.close()
+                return
+            e.feed = feed
+            self._up(e)
+        finally:
+            e.opening = None
+
+    async def _probe(self, e: _Edge) -> None:
+        feed = e.feed
+        assert feed is not None
+        try:
+            viewers = await asyncio.wait_for(feed.viewers(), PROBE_TIMEOUT_S)
         except (EdgeError, TimeoutError) as exc:
             self._down(e, str(exc) or f"no answer within {PROBE_TIMEOUT_S:g} s")
-            feed, e.feed = e.feed, None
-            await feed.close(destroy=False)
+            e.feed = None
+            await feed.close(destroy=False)  # nothing sent to a dead edge: no goodbye to wait for
             return
         e.load.viewers = sum(viewers.values())
+        self._up(e)
+
+    def _up(self, e: _Edge) -> None:
         e.error = ""
         if not e.load.up:
             e.load.up = True
@@ -148,6 +169,9 @@ class EdgeManager:
 
     async def _stop(self, name: str, reason: str = "edge_removed") -> None:
         e = self.edges[name]
+        if e.opening is not None:
+            e.opening.cancel()
+            await asyncio.gather(e.opening, return_exceptions=True)
         e.load.up = False
         self._release(e, reason)
         if e.feed is not None:

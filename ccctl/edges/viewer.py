@@ -4,7 +4,9 @@ What a site's join page does in a browser, done with aiortc (for tests, drills a
 benchmark): create a session, attach ``janus.plugin.streaming``, ``watch`` the mountpoint
 with its pin, long-poll the session for the plugin's offer, answer it, and ``start`` with the
 answer. The long poll runs for as long as the viewer does, which also keeps Janus's session
-alive. Janus 1.1.2 has no WHEP, hence this.
+alive. Janus 1.1.2 has no WHEP, hence this. :attr:`EdgeViewer.hangup` is set when Janus hangs
+up, stops answering the long poll, or sends no media for :data:`MEDIA_TIMEOUT_S`: the site's
+cue to ask ccctl again where to play from.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 from typing import Any
 
 import aiohttp
@@ -21,13 +24,19 @@ from ccctl.edges import EdgeError
 from ccctl.edges.janus import PLUGIN
 
 POLL_MAX_EVENTS = 10
+#: Seconds without a new RTP packet, once connected, after which the edge counts as gone (a
+#: silent edge: no hangup, no error, the long poll just hangs), as a browser's ICE goes
+#: ``disconnected`` after a few seconds.
+MEDIA_TIMEOUT_S = 3.0
 
 
 class EdgeViewer:
     """One peer connection watching mountpoint ``mount_id`` of the Janus at ``url``."""
 
-    def __init__(self, url: str, mount_id: int, pin: str, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, mount_id: int, pin: str, timeout: float = 30.0,
+                 media_timeout: float | None = MEDIA_TIMEOUT_S) -> None:
         self.url = url.rstrip("/")
+        self.media_timeout = media_timeout
         self.mount_id = mount_id
         self.pin = pin
         self.timeout = timeout
@@ -40,6 +49,7 @@ class EdgeViewer:
         self._tx = itertools.count(1)
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._poller: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
 
         @self.pc.on("track")
         def on_track(track: Any) -> None:
@@ -102,6 +112,21 @@ class EdgeViewer:
                 else:
                     waiter.set_result(event)
 
+    async def _watch_media(self, timeout: float) -> None:
+        """Hang up when no RTP has arrived for ``timeout`` seconds (checked every second)."""
+        await self.connected.wait()
+        last, since = -1, time.monotonic()
+        while not self.hangup.is_set():
+            stats = await self.pc.getStats()
+            packets = sum(getattr(s, "packetsReceived", 0) for s in stats.values() if s.type == "inbound-rtp")
+            now = time.monotonic()
+            if packets != last:
+                last, since = packets, now
+            elif now - since >= timeout:
+                self.hangup.set()
+                return
+            await asyncio.sleep(1.0)  # a watchdog's period, not a synchronisation
+
     async def start(self) -> EdgeViewer:
         """Watch: session, attach, ``watch`` with the pin, answer the offer, ``start``."""
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
@@ -117,6 +142,8 @@ class EdgeViewer:
             await self.pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
             await self.pc.setLocalDescription(await self.pc.createAnswer())
             await self._message({"request": "start"}, {"type": "answer", "sdp": self.pc.localDescription.sdp})
+            if self.media_timeout is not None:
+                self._watchdog = asyncio.create_task(self._watch_media(self.media_timeout))
         except BaseException:
             await self.close()
             raise
@@ -125,12 +152,13 @@ class EdgeViewer:
     async def close(self) -> None:
         """Leave: close the peer connection, stop polling, destroy the session (best effort)."""
         await self.pc.close()
-        if self._poller is not None:
-            self._poller.cancel()
-            await asyncio.gather(self._poller, return_exceptions=True)
+        for task in (self._poller, self._watchdog):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         http, self._http = self._http, None
         if http is not None:
-            if self._session:
+            if self._session and not self.hangup.is_set():  # a gone edge: no goodbye to wait for
                 with contextlib.suppress(EdgeError, aiohttp.ClientError, OSError, TimeoutError):
                     async with http.post(f"{self.url}/{self._session}", json={"janus": "destroy", "transaction": "d"}):
                         pass

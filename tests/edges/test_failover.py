@@ -181,3 +181,35 @@ async def test_a_removed_edge_is_unfed_and_its_sites_move(harness: Harness) -> N
         await viewer.close()
     manager = h.client.server.app[SERVER_KEY].edges
     assert [e["name"] for e in manager.status()] == ["e1"]
+
+
+@pytest.mark.asyncio
+async def test_a_silent_edge_is_found_dead_and_its_sites_move(harness: Harness) -> None:
+    """An edge that stops answering (its link blackholed both ways: no error, no hangup, only
+    silence) is as dead as a killed one: its sites are elsewhere within 10 s."""
+    from ccctl.sim.netns import shape, why_unavailable
+
+    reason = why_unavailable()
+    if reason:
+        pytest.skip(reason)
+    h = harness
+    first = await h.where("s1")
+    assert first["edge"] == "e0"
+    viewer = await h.watch("s1", first)
+    try:
+        e0 = h.edges[0]
+        shape(e0.dev, loss_pct=100)  # what ccctl and the sites send to it
+        shape(e0.peer, loss_pct=100, netns=e0.netns)  # what it sends back
+        silent = time.monotonic()
+        await asyncio.wait_for(viewer.hangup.wait(), MOVE_S)  # no media: the site's cue
+        moved: dict[str, Any] = {}
+        while time.monotonic() - silent < MOVE_S:  # bounded poll, as a site would ask again
+            if (moved := await h.where("s1"))["edge"] != "e0":
+                break
+            await asyncio.sleep(0.2)
+        assert moved.get("edge") == "e1", f"not moved within {MOVE_S:g} s: {moved}"
+        assert [(k, d.get("reason")) for k, d in h.events("s1")] == [("join", None), ("leave", "edge_down")]
+    finally:
+        await viewer.close()
+    viewer = await h.watch("s1", moved)
+    await viewer.close()
