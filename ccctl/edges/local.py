@@ -182,4 +182,9 @@ admin: {{
             self._made = False
             with contextlib.suppress(NetnsError):
                 remove_namespace(self.netns)
+            # The kernel frees a namespace (and its veth) in the background: wait until our end
+            # is gone, so that the next edge of this process can take its name and address.
+            deadline = time.monotonic() + 10
+            while Path(f"/sys/class/net/{self.dev}").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)  # a bounded poll on the kernel's cleanup, not a synchronisation
         shutil.rmtree(self.folder / "modules", ignore_errors=True)
