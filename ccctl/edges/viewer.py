@@ -27,7 +27,7 @@ POLL_MAX_EVENTS = 10
 #: Seconds without a new RTP packet, once connected, after which the edge counts as gone (a
 #: silent edge: no hangup, no error, the long poll just hangs), as a browser's ICE goes
 #: ``disconnected`` after a few seconds.
-MEDIA_TIMEOUT_S = 3.0
+MEDIA_TIMEOUT_S = 5.0
 
 
 class EdgeViewer:
