@@ -115,6 +115,7 @@ COMMANDS = {
     "meeting": "ccctl.commands.meeting:meeting",
     "feed": "ccctl.commands.feed:feed",
     "dashboard": "ccctl.commands.dashboard:dashboard",
+    "edge": "ccctl.commands.edge:edge",
 }
 
 

@@ -29,6 +29,21 @@ if ! command -v sshd >/dev/null 2>&1 && [ ! -x /usr/sbin/sshd ]; then
   _apt_install openssh-server || echo "services: sshd not available; the OpenSSH tests will say so" >&2
 fi
 
+# - Janus: Debian's janus, for the edge tests (tests/edges start their own in network
+#   namespaces). The package's own service must not start: policy-rc.d says so during the
+#   install (only if the machine has no policy of its own), as scripts/bench-setup.sh does.
+if ! command -v janus >/dev/null 2>&1 && [ ! -x /usr/bin/janus ] && _can_apt; then
+  _janus_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    _janus_policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' >"$_janus_policy" && chmod +x "$_janus_policy"
+  fi
+  _apt_install --no-install-recommends janus iproute2 || echo "services: janus not available; the edge tests will say so" >&2
+  if [ -n "$_janus_policy" ]; then rm -f "$_janus_policy"; fi
+  if [ -d /run/systemd/system ]; then systemctl disable janus >/dev/null 2>&1 || true; fi
+  unset _janus_policy
+fi
+
 # Run a command as the owner of the private cluster: postgres when we are root (initdb
 # refuses root), else ourselves.
 _as_pg() { if [ "$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "$1"; else sh -c "$1"; fi; }

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from ccctl.edges.routes import add_routes as add_edge_routes
 from ccctl.errors import CcctlError, NotFound, UsageError
 from ccctl.limits import raise_nofile_limit
 from ccctl.media import state, tokens
@@ -68,6 +69,7 @@ class Server:
         self.secret = tokens.load_secret(home)
         self.core: Any = None
         self.ingest: Ingest | None = None
+        self.edges: Any = None  # the live broadcast's EdgeManager (ccctl.edges.manager)
         self.broadcast: dict[str, Any] | None = None
         self.started_at = time.time()
         self._core_factory = core_factory
@@ -102,10 +104,16 @@ class Server:
         self.ingest = Ingest(self.core.program, self.board, record, main_is_whip=broadcast["source"] == "whip")
         await self.ingest.start()
         self.ingest.set_floor(broadcast.get("floor_site"))  # a restarted server gives it back
+        from ccctl.edges.manager import start_edges  # edges: fed while the broadcast is live
+
+        self.edges = await start_edges(self.db, self.core.program, bid, record)
         self.broadcast = broadcast
 
     async def _stop_core(self) -> None:
         """End the publishers, release the floor (pages stop publishing), close the core."""
+        if self.edges is not None:  # edges: stop feeding, remove the mountpoints
+            await self.edges.close()
+            self.edges = None
         if self.ingest is not None:
             await self.ingest.close()
             self.ingest = None
@@ -531,6 +539,7 @@ def create_app(db_url: str, home: Path, core_factory: Any = None, media_network:
     app.router.add_get("/api/sites/{site}/floor", server.site_floor)
     app.router.add_get("/join/{site}", server.join_page)
     add_change_routes(app, db_url, server._require_control)  # GET /api/events: ccctl/media/changes.py
+    add_edge_routes(app, server)  # where a site plays from: ccctl/edges/routes.py
 
     async def on_startup(app: web.Application) -> None:
         await server.resume()

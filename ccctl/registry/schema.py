@@ -105,6 +105,14 @@ MIGRATIONS: list[list[str]] = [
             unit_code TEXT, indicator TEXT, detail TEXT NOT NULL)""",
         "CREATE INDEX feed_events_by_feed ON feed_events (feed, ts)",
     ],
+    # 6: edges: media servers ccctl feeds and drives. The admin key is never stored: only the
+    # path of the file holding it. ``region`` is a JSON site filter; ``capacity`` in viewers.
+    [
+        """CREATE TABLE edges (
+            name TEXT PRIMARY KEY, kind TEXT NOT NULL, api_url TEXT NOT NULL,
+            admin_key_file TEXT NOT NULL, region TEXT NOT NULL, capacity INTEGER,
+            created_at {real} NOT NULL, updated_at {real} NOT NULL)""",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

@@ -263,6 +263,10 @@ class SimReceiver:
         Raises Refused or JoinFailed when it cannot start; a session that ends after it was
         up counts its reason in the stats and returns normally.
         """
+        from ccctl.edges.simsite import ask_edge, edge_session  # edges: play from one when ccctl says so
+
+        if (where := await ask_edge(self)) is not None:
+            return await edge_session(self, where, stop)
         self.stats.state = JOINING if not self.stats.joins else RETRYING
         pc = lean_peer(self.spec.kinds)
         self._pc = pc
