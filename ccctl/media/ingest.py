@@ -264,9 +264,15 @@ class Ingest(EventSource):
         except (ValueError, IndexError) as exc:
             raise MediaError(f"bad trickle fragment: {exc}") from None
 
-    async def unpublish(self, publisher: Publisher) -> None:
-        """End a publisher (its WHIP DELETE)."""
-        await self._end(publisher, "deleted")
+    async def unpublish(self, publisher: Publisher, reason: str = "deleted") -> None:
+        """End a publisher (its WHIP DELETE, or the control room's)."""
+        await self._end(publisher, reason)
+
+    async def end_site(self, site_id: str, reason: str) -> int:
+        """End every publisher of ``site_id`` now (its token was revoked, say); how many."""
+        mine = [p for p in self._publishers.values() if p.site_id == site_id]
+        await asyncio.gather(*(self._end(p, reason) for p in mine))
+        return len(mine)
 
     def stats(self) -> list[dict[str, Any]]:
         """Per publisher: who, state, whether on air, and input counters."""
@@ -276,11 +282,12 @@ class Ingest(EventSource):
                  "audio_dropped": p.source.audio_dropped} for p in self._publishers.values()]
 
     # -- the floor ------------------------------------------------------------------------------
-    def set_floor(self, site_id: str | None) -> str | None:
+    def set_floor(self, site_id: str | None, why: str = "lost the floor") -> str | None:
         """Give the floor to ``site_id`` (None: release it); returns the previous holder.
 
-        A site that loses the floor stops being published: its session is ended. The program
-        switches once the new holder's first picture is decoded.
+        A site that loses the floor stops being published: its session is ended (``why`` is
+        the reason its end event gives). The program switches once the new holder's first
+        picture is decoded.
         """
         previous = self.board.holder
         if not self.board.set(site_id):
@@ -288,7 +295,7 @@ class Ingest(EventSource):
         self._granted_at = time.monotonic() if site_id is not None else None
         for owner, publisher in list(self._by_owner.items()):
             if owner is not None and owner != site_id:
-                self._spawn(self._end(publisher, "lost the floor"))
+                self._spawn(self._end(publisher, why))
         self._refresh()
         return previous
 

@@ -4,7 +4,8 @@ Routes (all media and control routes need a token; only ``/healthz`` is open):
 - ``GET /healthz``: liveness and the live broadcast's id.
 - ``GET /metrics`` (control token): Prometheus text.
 - ``POST|GET|DELETE /api/broadcast`` (control token): start, status, stop.
-- ``DELETE /api/sites/{site}/session`` (control token): end that site's live session.
+- ``DELETE /api/sites/{site}/session`` (control token, optional ``{"why": REASON}``): end every
+  session of that site (WHEP and its WHIP uplink) and take the floor back if it holds it.
 - ``PUT /api/sites/{site}/tier`` (control token): move a connected site to ``{"tier": T}`` now;
   its RTCP reports may then move it down and back up to T, not above.
 - ``POST /whep/{site}`` (that site's token): WHEP offer -> 201 answer with Location and ETag;
@@ -13,7 +14,7 @@ Routes (all media and control routes need a token; only ``/healthz`` is open):
   ``POST /whip/{site}`` (that site's token, only while it holds the floor): WHIP (RFC 9725)
   offer -> 201 answer with Location, ETag and Accept-Patch; ``PATCH`` the Location with a
   trickle-ICE fragment (204; a stale If-Match -> 412; an ICE restart -> 422); ``DELETE``
-  ends the publisher; ``OPTIONS`` answers CORS preflight.
+  ends the publisher (its owner, or the control token for any); ``OPTIONS`` answers CORS preflight.
 - ``POST|DELETE /api/floor`` (control token): give the floor to ``{"site": ID}``, release it.
 - ``GET /api/sites/{site}/floor?since=V&wait=S`` (that site's token): whether the site holds
   the floor; with ``since`` (the version it last saw) a long-poll that answers as soon as
@@ -246,6 +247,26 @@ class Server:
             self.ingest.set_floor(site_id)
         return previous
 
+    async def end_site(self, site_id: str, why: str) -> dict[str, Any]:
+        """End everything ``site_id`` has live: the floor if it holds it (the program goes back
+        to the main source, the release event says ``why``), its WHIP uplink, its WHEP sessions.
+
+        The floor goes first, so an uplink still negotiating is refused when it finishes.
+        """
+        released, publishers, ended = False, 0, 0
+        async with self._lock:
+            if self.broadcast is not None and self.ingest is not None:
+                if self.board.holder == site_id:
+                    state.set_floor(self.db, self.broadcast["id"], None, why)
+                    self.ingest.set_floor(None, why)
+                    released = True
+                publishers = await self.ingest.end_site(site_id, why)
+        if self.core is not None:
+            for session in [s for s in self.core.sessions() if s.site_id == site_id]:
+                ended += int(await self.core.unsubscribe(session.session_id))
+        return {"site_id": site_id, "sessions_ended": ended, "publishers_ended": publishers,
+                "floor_released": released}
+
     async def site_floor(self, request: web.Request) -> web.Response:
         """Whether this site holds the floor; a long-poll when the page says what it last saw.
 
@@ -287,9 +308,14 @@ class Server:
         self._require_site(request, name)
         return name
 
-    def _whip_resource(self, request: web.Request) -> Any:
+    def _whip_resource(self, request: web.Request, control_ends_any: bool = False) -> Any:
+        """The publisher at ``/whip/{name}/{resource}`` if the caller may act on it: its owner,
+        or (``control_ends_any``: to end it) the control room, whoever owns it."""
         name, resource_id = request.match_info["name"], request.match_info["resource"]
-        owner = self._whip_owner(request, name)
+        if control_ends_any and tokens.check_control(self.secret, self._bearer(request)):
+            owner = None if name == MAIN_PUBLISH else name
+        else:
+            owner = self._whip_owner(request, name)
         publisher = self.ingest.publisher(resource_id) if self.ingest is not None else None
         if publisher is None or publisher.site_id != owner:
             raise web.HTTPNotFound(text="no such WHIP session\n", headers=CORS)
@@ -344,9 +370,10 @@ class Server:
 
     async def whip_delete(self, request: web.Request) -> web.Response:
         """The publisher is done: end its session (the program goes back to what it showed)."""
-        publisher = self._whip_resource(request)
+        publisher = self._whip_resource(request, control_ends_any=True)
         assert self.ingest is not None
-        await self.ingest.unpublish(publisher)
+        by_control = publisher.site_id is not None and tokens.check_control(self.secret, self._bearer(request))
+        await self.ingest.unpublish(publisher, "ended by the control room" if by_control else "deleted")
         return web.Response(status=200, headers=CORS)
 
     async def whip_preflight(self, request: web.Request) -> web.Response:
@@ -364,13 +391,18 @@ class Server:
             session_id, answer = await self.core.subscribe(site_id, offer, tier)
         except MediaError as exc:
             raise web.HTTPBadRequest(text=f"{exc}\n", headers=CORS) from None
+        if not tokens.check_site(self.secret, self.db, site_id, self._bearer(request)):  # revoked meanwhile
+            await self.core.unsubscribe(session_id)
+            raise web.HTTPUnauthorized(text="token not valid for this site\n",
+                                       headers={"WWW-Authenticate": "Bearer", **CORS})
         location = f"/whep/{site_id}/{session_id}"
         return web.Response(status=201, text=answer, content_type="application/sdp",
                             headers={"Location": location, "ETag": f'"{session_id}"', **CORS})
 
     async def whep_delete(self, request: web.Request) -> web.Response:
         site_id, session_id = request.match_info["site"], request.match_info["session"]
-        self._require_site(request, site_id)
+        if not tokens.check_control(self.secret, self._bearer(request)):  # the control room may end any
+            self._require_site(request, site_id)
         owned = self.core is not None and any(
             s.session_id == session_id and s.site_id == site_id for s in self.core.sessions())
         if not owned or not await self.core.unsubscribe(session_id):
@@ -378,14 +410,14 @@ class Server:
         return web.Response(status=200, headers=CORS)
 
     async def disconnect_site(self, request: web.Request) -> web.Response:
-        """End a site's live session (after its token was revoked, say); control token."""
+        """End every session of a site and take the floor back from it (see :meth:`end_site`);
+        control token. ``{"why": "revoked"}`` names the reason in the events."""
         self._require_control(request)
         site_id = request.match_info["site"]
-        ended = 0
-        if self.core is not None:
-            for session in [s for s in self.core.sessions() if s.site_id == site_id]:
-                ended += int(await self.core.unsubscribe(session.session_id))
-        return web.json_response({"site_id": site_id, "sessions_ended": ended})
+        why = (await _json_object(request)).get("why", "disconnected")
+        if not isinstance(why, str) or not why.isprintable() or not 0 < len(why) <= 64:
+            raise web.HTTPBadRequest(text="why must be a short one-line reason\n")
+        return web.json_response(await self.end_site(site_id, why))
 
     async def set_site_tier(self, request: web.Request) -> web.Response:
         """Move a connected site to another tier now (and cap its automatic moves there)."""
