@@ -33,12 +33,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCIceCandidate,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCSessionDescription,
+)
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from ccctl.media.events import EventSink, EventSource
-from ccctl.media.net import without_consent_checks
+from ccctl.media.net import close_quietly, without_consent_checks
 from ccctl.media.program import Program, RemoteSource
 from ccctl.media.tiers import MediaError
 
@@ -48,18 +55,26 @@ log = logging.getLogger(__name__)
 SILENCE_TIMEOUT = 10.0
 #: The video codecs a publisher may send, in our order of preference.
 VIDEO_CODECS = ("video/h264", "video/vp8")
+#: ICE candidate types (RFC 8445 section 5.1.1).
+CANDIDATE_TYPES = ("host", "srflx", "prflx", "relay")
 
 
 class FloorRefused(MediaError):
     """A site tried to publish without holding the floor."""
 
+    status = 403
+
 
 class SourceRefused(MediaError):
     """The main program was published to while the broadcast's source is not ``whip``."""
 
+    status = 409
+
 
 class IceRestartRefused(MediaError):
     """A PATCH asked for an ICE restart, which this server does not do."""
+
+    status = 422
 
 
 class FloorBoard:
@@ -120,6 +135,24 @@ class Publisher:
         return "main" if self.site_id is None else "floor"
 
 
+def _candidate(text: str, mid: str) -> RTCIceCandidate:
+    """A trickled ``a=candidate`` value (RFC 8839 section 5.1), checked field by field first:
+    aiortc's own parser asserts, or takes a candidate without ``typ`` for one."""
+    bits = text.split()
+    try:
+        good = (8 <= len(bits) <= 32 and len(bits) % 2 == 0 and bits[6] == "typ" and bits[7] in CANDIDATE_TYPES
+                and bits[2].lower() in ("udp", "tcp") and 1 <= int(bits[1]) <= 256
+                and 0 <= int(bits[3]) < 2**32 and 0 <= int(bits[5]) <= 65535)
+        candidate = candidate_from_sdp(text) if good else None
+    except ValueError:  # a field that is no number
+        candidate = None
+    if candidate is None:
+        raise MediaError("bad candidate in the trickle fragment (foundation component transport priority "
+                         "address port typ TYPE ...)")
+    candidate.sdpMid = mid
+    return candidate
+
+
 def _codecs(kind: str) -> list[RTCRtpCodecCapability]:
     capabilities = RTCRtpReceiver.getCapabilities(kind)
     caps = capabilities.codecs if capabilities is not None else []
@@ -178,7 +211,7 @@ class Ingest(EventSource):
         replaces the first.
         """
         if self._closed:
-            raise MediaError("the broadcast is ending")
+            raise MediaError("the broadcast is ending", status=503)
         if site_id is None and not self.main_is_whip:
             raise SourceRefused(f"the broadcast's source is {self.program.source_name}, not whip: "
                                 "start it with --source whip to publish the program")
@@ -203,11 +236,11 @@ class Ingest(EventSource):
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
-            await pc.close()
+            await close_quietly(pc)
             raise MediaError(f"cannot answer the offer: {exc}") from None
         if self._closed:
             await pc.close()
-            raise MediaError("the broadcast is ending")
+            raise MediaError("the broadcast is ending", status=503)
         if site_id is not None and self.board.holder != site_id:  # the floor moved while we answered
             await pc.close()
             raise FloorRefused(f"site {site_id} does not hold the floor")
@@ -254,14 +287,13 @@ class Ingest(EventSource):
                 end = True
         if (ufrag is not None and ufrag != publisher.remote_ice[0]) or (pwd is not None and pwd != publisher.remote_ice[1]):
             raise IceRestartRefused("ICE restarts are not supported: publish again instead")
+        parsed = [_candidate(text, publisher.mid) for text in candidates]  # all or nothing
         try:
-            for text in candidates:
-                candidate = candidate_from_sdp(text)
-                candidate.sdpMid = publisher.mid
+            for candidate in parsed:
                 await publisher.pc.addIceCandidate(candidate)
             if end:
                 await publisher.pc.addIceCandidate(None)
-        except (ValueError, IndexError) as exc:
+        except ValueError as exc:  # e.g. a candidate after end-of-candidates
             raise MediaError(f"bad trickle fragment: {exc}") from None
 
     async def unpublish(self, publisher: Publisher, reason: str = "deleted") -> None:

@@ -17,11 +17,13 @@ import contextlib
 import contextvars
 import functools
 import ipaddress
+import logging
 import random
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+log = logging.getLogger(__name__)
 
 def pin_ice(host: str) -> None:
     """Gather ICE host candidates on ``host`` only (for a server bound to one address)."""
@@ -50,6 +52,31 @@ def keep_candidates(sdp: str, network: str) -> str:
                 continue
         kept.append(line)
     return "\r\n".join(kept) + "\r\n"
+
+
+async def close_quietly(pc: Any) -> None:
+    """Close a peer connection whose negotiation failed, without raising.
+
+    aiortc's ``close()`` can itself fail on a half-applied offer (a transceiver without its
+    transport, say); the caller reports the negotiation's error, and this one is only logged.
+    """
+    try:
+        await pc.close()
+    except Exception as exc:  # whatever aiortc raises here, the first error is the one to report
+        log.info("closing a failed peer connection: %s: %s", type(exc).__name__, exc)
+        # aiortc stopped at the first transceiver without a transport: stop the others' (and
+        # so their sockets) one by one, drop its listeners, and mark it closed, or a later
+        # close() (a state-change handler's) would wait forever for the one that failed.
+        for transceiver in pc.getTransceivers():
+            dtls = transceiver.receiver.transport
+            for transport in (dtls, getattr(dtls, "transport", None)):
+                if transport is not None:
+                    with contextlib.suppress(Exception):
+                        await transport.stop()
+        pc.remove_all_listeners()
+        closed = getattr(pc, "_RTCPeerConnection__isClosed", None)  # aiortc's private "closed" future
+        if isinstance(closed, asyncio.Future) and not closed.done():
+            closed.set_result(True)
 
 
 # ``pin_ice`` pins the whole process to one address; a roll-call talks to

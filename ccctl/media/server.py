@@ -42,6 +42,14 @@ from ccctl.errors import CcctlError, NotFound, UsageError
 from ccctl.limits import raise_nofile_limit
 from ccctl.media import state, tokens
 from ccctl.media.net import keep_candidates, pin_ice
+from ccctl.media.webinput import (
+    BadInput,
+    error_middleware,
+    one_line,
+    quiet_protocol_errors,
+    read_json_object,
+    read_sdp,
+)
 from ccctl.registry import open_registry
 from ccctl.registry.db import Database
 
@@ -143,13 +151,14 @@ class Server:
         return str(rows[0][0])
 
     async def _read_offer(self, request: web.Request, live: bool) -> str:
-        """A WHIP/WHEP offer's SDP (415 unless application/sdp, 503 with no live broadcast),
-        without the candidates outside the media network."""
+        """A WHIP/WHEP offer's SDP (415 unless application/sdp, 503 with no live broadcast,
+        400 for an offer :func:`~ccctl.media.webinput.check_sdp` refuses), without the
+        candidates outside the media network."""
         if request.content_type != "application/sdp":
             raise web.HTTPUnsupportedMediaType(text="offer must be application/sdp\n", headers=CORS)
         if not live:
             raise web.HTTPServiceUnavailable(text="no live broadcast\n", headers={"Retry-After": "5", **CORS})
-        offer = await request.text()
+        offer = await read_sdp(request)
         return keep_candidates(offer, self.media_network) if self.media_network else offer
 
     # -- routes -------------------------------------------------------------------------------
@@ -159,39 +168,39 @@ class Server:
 
     async def start(self, request: web.Request) -> web.Response:
         self._require_control(request)
-        try:
-            body = await request.json() if request.can_read_body else {}
-        except ValueError:
-            raise web.HTTPBadRequest(text="body must be a JSON object\n") from None
-        if not isinstance(body, dict):
-            raise web.HTTPBadRequest(text="body must be a JSON object\n")
+        body = await read_json_object(request)
+        source = body.get("source") or "testsrc"
+        if not isinstance(source, str) or (source not in ("testsrc", "whip") and not source.startswith("file:")):
+            raise BadInput(f"unknown source {one_line(source, 80)!r}: use testsrc, file:PATH or whip")
+        title = body.get("title") or "Hội nghị trực tuyến"
+        if not isinstance(title, str) or len(title) > 200 or not title.isprintable():
+            raise BadInput("title must be one line of at most 200 characters")
+        record = body.get("record")
+        if record is not None and not (isinstance(record, str) and Path(record).is_absolute()):
+            raise BadInput("record must be an absolute path on the server")
+        sites = body.get("sites", [])
+        if not isinstance(sites, list) or not all(isinstance(x, str) for x in sites):
+            raise BadInput("sites must be a list of site ids")
         async with self._lock:
             if self.broadcast is not None:
                 raise web.HTTPConflict(text=f"broadcast {self.broadcast['id']} is already live\n")
-            source = str(body.get("source") or "testsrc")
-            if source not in ("testsrc", "whip") and not source.startswith("file:"):
-                raise web.HTTPBadRequest(text=f"unknown source {source!r}: use testsrc, file:PATH or whip\n")
-            title = str(body.get("title") or "Hội nghị trực tuyến")
-            record = body.get("record")
-            if record is not None and not (isinstance(record, str) and Path(record).is_absolute()):
-                raise web.HTTPBadRequest(text="record must be an absolute path on the server\n")
-            bid = state.start_broadcast(self.db, title, source, {"sites": body.get("sites", [])})
+            bid = state.start_broadcast(self.db, title, source, {"sites": sites})
             live = state.live_broadcast(self.db)
             assert live is not None and live["id"] == bid
             try:
                 await self._start_core(live)
                 if record is not None:
                     await self.core.record(record)
-            except CcctlError as exc:  # e.g. a recording path that cannot be written
+            except CcctlError as exc:  # e.g. a media file or recording path that cannot be used
                 await self._stop_core()
                 self.broadcast = None
                 state.end_broadcast(self.db, bid)
-                raise web.HTTPBadRequest(text=f"{exc}\n") from None
+                raise BadInput(str(exc)) from None
             except Exception as exc:
                 await self._stop_core()
                 self.broadcast = None
                 state.end_broadcast(self.db, bid)
-                raise web.HTTPInternalServerError(text=f"media core failed to start: {exc}\n") from None
+                raise CcctlError(f"media core failed to start: {type(exc).__name__}: {exc}") from None
         return web.json_response({"id": bid, "title": title, "source": source, "record": record}, status=201)
 
     async def status(self, request: web.Request) -> web.Response:
@@ -226,7 +235,7 @@ class Server:
     async def floor_grant(self, request: web.Request) -> web.Response:
         """Give the floor to a site: its join page publishes its camera, which becomes the program."""
         self._require_control(request)
-        body = await _json_object(request)
+        body = await read_json_object(request)
         site_id = body.get("site")
         if not isinstance(site_id, str) or not site_id:
             raise web.HTTPBadRequest(text='body must name the site: {"site": ID}\n')
@@ -327,20 +336,16 @@ class Server:
         owner = self._whip_owner(request, name)
         if owner is not None:
             self._site_tier(owner)  # 404 unless an enabled site
-        offer = await self._read_offer(request, self.ingest is not None)
-        from ccctl.media.ingest import FloorRefused, SourceRefused
-        from ccctl.media.tiers import MediaError
+            if request.content_type != "application/sdp":
+                raise web.HTTPUnsupportedMediaType(text="offer must be application/sdp\n", headers=CORS)
+            if self.ingest is not None and self.board.holder != owner:  # before reading its offer
+                from ccctl.media.ingest import FloorRefused
 
+                raise FloorRefused(f"site {owner} does not hold the floor")
+        offer = await self._read_offer(request, self.ingest is not None)
         if self.ingest is None:  # the broadcast ended while the offer was read
             raise web.HTTPServiceUnavailable(text="no live broadcast\n", headers={"Retry-After": "5", **CORS})
-        try:
-            publisher, answer = await self.ingest.publish(offer, owner)
-        except FloorRefused as exc:
-            raise web.HTTPForbidden(text=f"{exc}\n", headers=CORS) from None
-        except SourceRefused as exc:
-            raise web.HTTPConflict(text=f"{exc}\n", headers=CORS) from None
-        except MediaError as exc:
-            raise web.HTTPBadRequest(text=f"{exc}\n", headers=CORS) from None
+        publisher, answer = await self.ingest.publish(offer, owner)  # FloorRefused 403, SourceRefused 409
         return web.Response(status=201, text=answer, content_type="application/sdp", headers={
             "Location": f"/whip/{name}/{publisher.resource_id}", "ETag": f'"{publisher.etag}"',
             "Accept-Patch": TRICKLE, **CORS})
@@ -353,19 +358,11 @@ class Server:
         match = request.headers.get("If-Match")
         if match is not None and match.strip() not in ("*", f'"{publisher.etag}"'):
             raise web.HTTPPreconditionFailed(text="If-Match does not match this ICE session's ETag\n", headers=CORS)
-        fragment = await request.text()
+        fragment = await read_sdp(request, offer=False)
         if self.media_network:
             fragment = keep_candidates(fragment, self.media_network)
-        from ccctl.media.ingest import IceRestartRefused
-        from ccctl.media.tiers import MediaError
-
         assert self.ingest is not None
-        try:
-            await self.ingest.trickle(publisher, fragment)
-        except IceRestartRefused as exc:
-            raise web.HTTPUnprocessableEntity(text=f"{exc}\n", headers=CORS) from None
-        except MediaError as exc:
-            raise web.HTTPBadRequest(text=f"{exc}\n", headers=CORS) from None
+        await self.ingest.trickle(publisher, fragment)  # IceRestartRefused 422, a bad candidate 400
         return web.Response(status=204, headers=CORS)
 
     async def whip_delete(self, request: web.Request) -> web.Response:
@@ -385,12 +382,9 @@ class Server:
         self._require_site(request, site_id)
         tier = self._site_tier(site_id)
         offer = await self._read_offer(request, self.core is not None)
-        from ccctl.media.tiers import MediaError
-
-        try:
-            session_id, answer = await self.core.subscribe(site_id, offer, tier)
-        except MediaError as exc:
-            raise web.HTTPBadRequest(text=f"{exc}\n", headers=CORS) from None
+        if self.core is None:  # the broadcast ended while the offer was read
+            raise web.HTTPServiceUnavailable(text="no live broadcast\n", headers={"Retry-After": "5", **CORS})
+        session_id, answer = await self.core.subscribe(site_id, offer, tier)
         if not tokens.check_site(self.secret, self.db, site_id, self._bearer(request)):  # revoked meanwhile
             await self.core.unsubscribe(session_id)
             raise web.HTTPUnauthorized(text="token not valid for this site\n",
@@ -414,7 +408,7 @@ class Server:
         control token. ``{"why": "revoked"}`` names the reason in the events."""
         self._require_control(request)
         site_id = request.match_info["site"]
-        why = (await _json_object(request)).get("why", "disconnected")
+        why = (await read_json_object(request)).get("why", "disconnected")
         if not isinstance(why, str) or not why.isprintable() or not 0 < len(why) <= 64:
             raise web.HTTPBadRequest(text="why must be a short one-line reason\n")
         return web.json_response(await self.end_site(site_id, why))
@@ -425,7 +419,7 @@ class Server:
 
         self._require_control(request)
         site_id = request.match_info["site"]
-        body = await _json_object(request)
+        body = await read_json_object(request)
         tier = body.get("tier")
         if not isinstance(tier, str) or not tier:
             raise web.HTTPBadRequest(text='body must name the tier: {"tier": "high"|"low"|"audio"}\n')
@@ -516,20 +510,14 @@ def _site_metrics(sessions: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object body ({} when empty); 400 otherwise."""
-    try:
-        body = await request.json() if request.can_read_body else {}
-    except ValueError:
-        raise web.HTTPBadRequest(text="body must be a JSON object\n") from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text="body must be a JSON object\n")
-    return body
-
-
 def _script_literal(value: str) -> str:
     """A JSON string safe inside <script>: no ``</script>`` or HTML can break out of it."""
     return json.dumps(value, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _error_headers(request: web.Request) -> dict[str, str]:
+    """Headers every error answer carries: CORS on the routes a browser's page calls."""
+    return dict(CORS) if request.path.startswith(("/whep/", "/whip/")) else {}
 
 
 SERVER_KEY: web.AppKey[Server] = web.AppKey("server", Server)
@@ -539,7 +527,8 @@ def create_app(db_url: str, home: Path, core_factory: Any = None, media_network:
     """The aiohttp application; ``core_factory`` lets tests choose the media core, and
     ``media_network`` (e.g. ``127.0.0.0/8``) limits the remote candidates media may use."""
     server = Server(db_url, home, core_factory, media_network)
-    app = web.Application(client_max_size=256 * 1024)
+    quiet_protocol_errors()
+    app = web.Application(client_max_size=256 * 1024, middlewares=[error_middleware(_error_headers)])
     app[SERVER_KEY] = server
     app.router.add_get("/healthz", server.healthz)
     app.router.add_get("/metrics", server.metrics)
