@@ -6,9 +6,11 @@ The server runs in this process (aiohttp's TestServer on 127.0.0.1) with real ai
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import socket
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,7 +18,8 @@ import aioice.ice
 import pytest
 import pytest_asyncio
 
-from ccctl.media import webinput
+from ccctl.media import tokens, webinput
+from tests.conftest import Ccctl, free_port
 from tests.test_whip import AiortcPublisher, Api, Viewer, in_process_server
 
 SDP = {"Content-Type": "application/sdp"}
@@ -211,3 +214,56 @@ def raw_request(port: int, head: bytes) -> bytes:
         while chunk := sock.recv(65536):
             chunks.append(chunk)
     return b"".join(chunks)
+
+
+@pytest.mark.asyncio
+async def test_tokens_go_in_the_authorization_header_in_any_case(api: Api) -> None:
+    control = tokens.control_token(api.secret)
+    for header in (f"bearer {control}", f"BEARER {control}", f"Bearer  {control} "):
+        assert (await api.client.get("/api/broadcast", headers={"Authorization": header})).status == 200
+    for header in (f"Basic {control}", control, "Bearer", "Bearer "):
+        assert (await api.client.get("/api/broadcast", headers={"Authorization": header})).status == 401
+    # A query token opens the join page only: not a control route, not a site's media routes.
+    for path in ("/api/broadcast", "/metrics"):
+        assert (await api.client.get(f"{path}?t={control}")).status == 401
+    assert (await api.client.delete(f"/api/floor?t={control}")).status == 401
+    site = api.site_token("px-1")
+    assert (await api.client.get(f"/api/sites/px-1/floor?t={site}")).status == 401
+    assert (await api.client.post(f"/whep/px-1?t={site}", data=await viewer_offer(), headers=SDP)).status == 401
+    assert (await api.client.get(f"/join/px-1?t={site}")).status == 200
+    assert (await api.client.get("/api/sites/px-1/floor", headers={"Authorization": f"bearer {site}"})).status == 200
+
+
+MALFORMED = b"GET /api/broadcast HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ctl.secret-token-value\x01\x7f\r\n\r\n"
+
+
+@pytest.mark.asyncio
+async def test_a_malformed_authorization_line_stays_out_of_the_log(api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    assert api.client.port is not None
+    answer = await asyncio.to_thread(raw_request, api.client.port, MALFORMED)
+    assert answer.split(b" ", 2)[1] == b"400"
+    (record,) = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert record.getMessage().startswith("unreadable HTTP request from 127.0.0.1: ")
+    assert record.exc_info is None and "secret-token-value" not in caplog.text
+
+
+def test_serve_log_holds_no_token(ccctl: Ccctl, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real detached server: a malformed header and a join link's token stay out of serve.log."""
+    port = free_port()
+    monkeypatch.setenv("CCCTL_SERVE_LISTEN", f"127.0.0.1:{port}")
+    assert ccctl("sites", "add", "bn-1", "--name", "Bến Nghé", "--unit", "26740").exit_code == 0
+    started = ccctl("serve", "--detach")
+    assert started.exit_code == 0, started.stderr
+    try:
+        link = ccctl.json("broadcast", "links")[0]["join_url"]
+        token = link.split("?t=")[1]
+        assert raw_request(port, MALFORMED).split(b" ", 2)[1] == b"400"
+        bad = MALFORMED.replace(b"/api/broadcast", f"/join/bn-1?t={token}".encode())
+        assert raw_request(port, bad).split(b" ", 2)[1] == b"400"
+        with urllib.request.urlopen(link, timeout=30) as page:
+            assert page.status == 200
+    finally:
+        assert ccctl("serve", "--stop").exit_code == 0
+    log = (ccctl.home / "serve.log").read_text()
+    assert log.count("unreadable HTTP request from 127.0.0.1") == 2, log
+    assert "secret-token-value" not in log and token not in log and "Traceback" not in log, log

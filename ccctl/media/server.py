@@ -19,7 +19,8 @@ Routes (all media and control routes need a token; only ``/healthz`` is open):
 - ``GET /api/sites/{site}/floor?since=V&wait=S`` (that site's token): whether the site holds
   the floor; with ``since`` (the version it last saw) a long-poll that answers as soon as
   that changes for this site, or after ``wait`` seconds.
-- ``GET /join/{site}?t=TOKEN``: the join page a site opens in a browser.
+- ``GET /join/{site}?t=TOKEN``: the join page a site opens in a browser (the only route that
+  takes a token in the query string; the page sends it as ``Authorization: Bearer``).
 The live broadcast and its floor holder are kept in the registry, so a restarted server
 resumes them and sites rejoin (and the floor holder publishes again) on their own.
 """
@@ -31,6 +32,7 @@ import functools
 import inspect
 import ipaddress
 import json
+import logging
 import signal
 import time
 from pathlib import Path
@@ -44,6 +46,7 @@ from ccctl.media import state, tokens
 from ccctl.media.net import keep_candidates, pin_ice
 from ccctl.media.webinput import (
     BadInput,
+    SafeAccessLogger,
     error_middleware,
     one_line,
     quiet_protocol_errors,
@@ -129,18 +132,20 @@ class Server:
         self.db.close()
 
     # -- helpers ----------------------------------------------------------------------------
-    def _bearer(self, request: web.Request) -> str | None:
-        header = request.headers.get("Authorization", "")
-        if header.startswith("Bearer "):
-            return header[len("Bearer "):].strip()
-        return request.query.get("t")
+    def _bearer(self, request: web.Request, query_ok: bool = False) -> str | None:
+        """The token presented: ``Authorization: Bearer`` (the scheme in any case, RFC 9110
+        section 11.1), or for the join page only (``query_ok``) the link's ``?t=``."""
+        scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        return request.query.get("t") if query_ok else None
 
     def _require_control(self, request: web.Request) -> None:
         if not tokens.check_control(self.secret, self._bearer(request)):
             raise web.HTTPUnauthorized(text="control token required\n", headers={"WWW-Authenticate": "Bearer"})
 
-    def _require_site(self, request: web.Request, site_id: str) -> None:
-        if not tokens.check_site(self.secret, self.db, site_id, self._bearer(request)):
+    def _require_site(self, request: web.Request, site_id: str, query_ok: bool = False) -> None:
+        if not tokens.check_site(self.secret, self.db, site_id, self._bearer(request, query_ok)):
             raise web.HTTPUnauthorized(text="token not valid for this site\n",
                                        headers={"WWW-Authenticate": "Bearer", **CORS})
 
@@ -446,7 +451,7 @@ class Server:
 
     async def join_page(self, request: web.Request) -> web.Response:
         site_id = request.match_info["site"]
-        self._require_site(request, site_id)
+        self._require_site(request, site_id, query_ok=True)  # the link a site opens carries its token
         name = self.db.query("SELECT name FROM sites WHERE id = ?", (site_id,))
         page = JOIN_PAGE.read_text("utf-8").replace("{{SITE}}", _script_literal(site_id)).replace(
             "{{NAME}}", _script_literal(name[0][0] if name else site_id))
@@ -595,8 +600,12 @@ async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None
         from ccctl.media.shard import ShardedCore
 
         factory = functools.partial(ShardedCore, workers=workers)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(db_url, home, factory, media_network=network)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    # The access log (logger ccctl.media.access, INFO: off unless turned on) has method, path
+    # without the query, status, size and time: never a header or a join link's token.
+    runner = web.AppRunner(app, handle_signals=False, access_log=logging.getLogger("ccctl.media.access"),
+                           access_log_class=SafeAccessLogger)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ccctl.errors import CcctlError
@@ -196,3 +197,11 @@ def quiet_protocol_errors() -> None:
     logger = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, QuietProtocolErrors) for f in logger.filters):
         logger.addFilter(QuietProtocolErrors())
+
+
+class SafeAccessLogger(AbstractAccessLogger):
+    """An access log line without query string or headers: ``remote METHOD /path status bytes ms``."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info("%s %s %s %s %s %.1fms", request.remote, request.method,
+                         one_line(request.rel_url.raw_path, 200), response.status, response.body_length, time * 1000)
