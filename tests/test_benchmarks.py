@@ -64,3 +64,11 @@ def test_janus_benchmark_quick() -> None:
     else:
         assert len(lines) == 1 and lines[0].startswith("janus N=   3 "), out
         assert "us/pkt/sub" in lines[0] and "delivered" in lines[0]
+
+
+def test_fuzz_benchmark_quick() -> None:
+    out = bench("fuzz")
+    lines = out.splitlines()
+    assert [line.split()[0] for line in lines] == ["whep-offer", "whip-offer", "trickle-patch", "control-json"], out
+    for line in lines:
+        assert "cases     300 " in line and " 5xx   0 " in line and " tracebacks   0 " in line, line
