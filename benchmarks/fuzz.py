@@ -437,9 +437,9 @@ def trickle_patches(h: Harness) -> Case:
         headers = {"Content-Type": content_type(rng, "application/trickle-ice-sdpfrag"), **server.auth("fz-2")}
         if rng.random() < 0.1:
             headers["If-Match"] = rng.choice(['"x"', "*", "", "\u00e9".encode().decode("latin-1")])
-        status = server.request("PATCH", where["location"], body, headers)[0]
-        if status == 404:  # the resource ended (ICE failed: nobody publishes behind it): again
-            publish()
+        status, text = server.request("PATCH", where["location"], body, headers)
+        if status == 404 or "trickled candidates" in text:  # the resource ended (ICE failed: nobody
+            publish()  # publishes behind it), or had all the candidates it may: a new one
             status = server.request("PATCH", where["location"], body, headers)[0]
         return status
 

@@ -176,6 +176,11 @@ async def test_trickle_fragments_are_checked(api: Api) -> None:
     await refused(await api.client.patch(publisher.location, data=many, headers=headers), 400, "candidates")
     good = f"{ice}a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\na=end-of-candidates\r\n"
     assert (await api.client.patch(publisher.location, data=good, headers=headers)).status == 204
+    fifty = [ice + "".join(f"a=candidate:{n} 1 udp 1 127.0.0.1 {n} typ host\r\n" for n in range(k, k + 50))
+             for k in (2000, 3000)]
+    assert (await api.client.patch(publisher.location, data=fifty[0], headers=headers)).status == 204
+    await refused(await api.client.patch(publisher.location, data=fifty[1], headers=headers), 400,
+                  "more than 100 trickled candidates")
 
 
 @pytest.mark.asyncio

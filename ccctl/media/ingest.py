@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 SILENCE_TIMEOUT = 10.0
 #: The video codecs a publisher may send, in our order of preference.
 VIDEO_CODECS = ("video/h264", "video/vp8")
+#: Most candidates one publisher may trickle (each is a pair ICE keeps checking).
+MAX_TRICKLED = 100
 #: ICE candidate types (RFC 8445 section 5.1.1).
 CANDIDATE_TYPES = ("host", "srflx", "prflx", "relay")
 
@@ -128,6 +130,7 @@ class Publisher:
     created_at: float = field(default_factory=time.time)
     connected_at: float | None = None
     ended: bool = False
+    trickled: int = 0  # candidates added by PATCH so far
 
     @property
     def role(self) -> str:
@@ -288,6 +291,9 @@ class Ingest(EventSource):
         if (ufrag is not None and ufrag != publisher.remote_ice[0]) or (pwd is not None and pwd != publisher.remote_ice[1]):
             raise IceRestartRefused("ICE restarts are not supported: publish again instead")
         parsed = [_candidate(text, publisher.mid) for text in candidates]  # all or nothing
+        if publisher.trickled + len(parsed) > MAX_TRICKLED:
+            raise MediaError(f"more than {MAX_TRICKLED} trickled candidates for one session: publish again")
+        publisher.trickled += len(parsed)
         try:
             for candidate in parsed:
                 await publisher.pc.addIceCandidate(candidate)

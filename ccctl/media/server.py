@@ -21,7 +21,9 @@ Routes (all media and control routes need a token; only ``/healthz`` is open):
   that changes for this site, or after ``wait`` seconds.
 - ``GET /join/{site}?t=TOKEN``: the join page a site opens in a browser (the only route that
   takes a token in the query string; the page sends it as ``Authorization: Bearer``).
-The live broadcast and its floor holder are kept in the registry, so a restarted server
+Bodies are read through :mod:`ccctl.media.webinput` (UTF-8, bounded, SDP scanned before
+parsing) and every error becomes a one-line answer in its middleware; :data:`ROUTES` is the
+route table. The live broadcast and its floor holder are kept in the registry, so a restarted server
 resumes them and sites rejoin (and the floor holder publishes again) on their own.
 """
 
@@ -520,6 +522,32 @@ def _script_literal(value: str) -> str:
     return json.dumps(value, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+#: Every route: (method, path, the :class:`Server` method answering it). Errors raised by
+#: any of them are answered by the middleware of :mod:`ccctl.media.webinput`.
+ROUTES: tuple[tuple[str, str, str], ...] = (
+    ("GET", "/healthz", "healthz"),
+    ("GET", "/metrics", "metrics"),
+    ("POST", "/api/broadcast", "start"),
+    ("GET", "/api/broadcast", "status"),
+    ("DELETE", "/api/broadcast", "stop"),
+    ("POST", "/api/floor", "floor_grant"),
+    ("DELETE", "/api/floor", "floor_release"),
+    ("DELETE", "/api/sites/{site}/session", "disconnect_site"),
+    ("PUT", "/api/sites/{site}/tier", "set_site_tier"),
+    ("GET", "/api/sites/{site}/floor", "site_floor"),
+    ("POST", "/whep/{site}", "whep_offer"),
+    ("OPTIONS", "/whep/{site}", "preflight"),
+    ("DELETE", "/whep/{site}/{session}", "whep_delete"),
+    ("OPTIONS", "/whep/{site}/{session}", "preflight"),
+    ("POST", "/whip/{name}", "whip_offer"),
+    ("OPTIONS", "/whip/{name}", "whip_preflight"),
+    ("PATCH", "/whip/{name}/{resource}", "whip_patch"),
+    ("DELETE", "/whip/{name}/{resource}", "whip_delete"),
+    ("OPTIONS", "/whip/{name}/{resource}", "whip_preflight"),
+    ("GET", "/join/{site}", "join_page"),
+)
+
+
 def _error_headers(request: web.Request) -> dict[str, str]:
     """Headers every error answer carries: CORS on the routes a browser's page calls."""
     return dict(CORS) if request.path.startswith(("/whep/", "/whip/")) else {}
@@ -535,26 +563,12 @@ def create_app(db_url: str, home: Path, core_factory: Any = None, media_network:
     quiet_protocol_errors()
     app = web.Application(client_max_size=256 * 1024, middlewares=[error_middleware(_error_headers)])
     app[SERVER_KEY] = server
-    app.router.add_get("/healthz", server.healthz)
-    app.router.add_get("/metrics", server.metrics)
-    app.router.add_post("/api/broadcast", server.start)
-    app.router.add_get("/api/broadcast", server.status)
-    app.router.add_delete("/api/broadcast", server.stop)
-    app.router.add_post("/whep/{site}", server.whep_offer)
-    app.router.add_route("OPTIONS", "/whep/{site}", server.preflight)
-    app.router.add_delete("/whep/{site}/{session}", server.whep_delete)
-    app.router.add_delete("/api/sites/{site}/session", server.disconnect_site)
-    app.router.add_put("/api/sites/{site}/tier", server.set_site_tier)
-    app.router.add_route("OPTIONS", "/whep/{site}/{session}", server.preflight)
-    app.router.add_post("/whip/{name}", server.whip_offer)
-    app.router.add_route("OPTIONS", "/whip/{name}", server.whip_preflight)
-    app.router.add_patch("/whip/{name}/{resource}", server.whip_patch)
-    app.router.add_delete("/whip/{name}/{resource}", server.whip_delete)
-    app.router.add_route("OPTIONS", "/whip/{name}/{resource}", server.whip_preflight)
-    app.router.add_post("/api/floor", server.floor_grant)
-    app.router.add_delete("/api/floor", server.floor_release)
-    app.router.add_get("/api/sites/{site}/floor", server.site_floor)
-    app.router.add_get("/join/{site}", server.join_page)
+    for method, path, name in ROUTES:
+        handler = getattr(server, name)
+        if method == "GET":
+            app.router.add_get(path, handler)  # and HEAD
+        else:
+            app.router.add_route(method, path, handler)
 
     async def on_startup(app: web.Application) -> None:
         await server.resume()
