@@ -153,6 +153,11 @@ async def test_bodies_that_are_not_utf8_or_json_are_4xx(api: Api) -> None:
                  {"sites": [1]}, {"record": "relative.ts"}):
         await refused(await api.client.post("/api/broadcast", json=body, headers=api.control), 400)
     assert (await api.client.post("/api/broadcast", json={"source": "testsrc"}, headers=api.control)).status == 409
+    assert (await api.client.delete("/api/broadcast", headers=api.control)).status == 200
+    for body in ({"source": "file:/nonexistent.mp4"}, {"record": "/nonexistent-dir/x.ts"}):
+        await refused(await api.client.post("/api/broadcast", json=body, headers=api.control), 400, "/nonexistent")
+        assert (await api.status())["live"] is False  # nothing left half-started
+    await api.start("testsrc")
     await refused(await api.client.delete("/api/sites/px-1/session", json={"why": "a\nb"}, headers=api.control), 400)
 
 

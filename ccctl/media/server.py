@@ -198,11 +198,11 @@ class Server:
                 await self._start_core(live)
                 if record is not None:
                     await self.core.record(record)
-            except CcctlError as exc:  # e.g. a media file or recording path that cannot be used
+            except CcctlError:  # a media file or recording path that cannot be used: its status
                 await self._stop_core()
                 self.broadcast = None
                 state.end_broadcast(self.db, bid)
-                raise BadInput(str(exc)) from None
+                raise
             except Exception as exc:
                 await self._stop_core()
                 self.broadcast = None
