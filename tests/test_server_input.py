@@ -117,6 +117,9 @@ async def test_sdp_is_bounded_before_parsing(api: Api) -> None:
     candidates = offer + "".join(f"a=candidate:{i} 1 udp 1 127.0.0.1 {1000 + i} typ host\r\n"
                                  for i in range(webinput.MAX_CANDIDATES + 1))
     await refused(await api.client.post("/whep/px-1", data=candidates, headers=site), 400, "candidates")
+    for bad in ("1 1 udp 1 127.0.0.1 99999 typ host", "1 1 udp 1 127.0.0.1 9", "1 1 udp 1 127.0.0.1 9 typ host rport 70000"):
+        await refused(await api.client.post("/whep/px-1", data=f"{offer}a=candidate:{bad}\r\n", headers=site), 400,
+                      "not a valid candidate")
     big = offer + ("a=x-filler:" + "y" * 900 + "\r\n") * 40
     await refused(await api.client.post("/whep/px-1", data=big, headers=site), 413)
     await refused(await api.client.post("/whep/px-1", data="v=0\r\n", headers=site), 400, "no m-line")

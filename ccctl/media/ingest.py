@@ -45,7 +45,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from ccctl.media.events import EventSink, EventSource
-from ccctl.media.net import close_quietly, without_consent_checks
+from ccctl.media.net import candidate_ok, close_quietly, without_consent_checks
 from ccctl.media.program import Program, RemoteSource
 from ccctl.media.tiers import MediaError
 
@@ -57,8 +57,6 @@ SILENCE_TIMEOUT = 10.0
 VIDEO_CODECS = ("video/h264", "video/vp8")
 #: Most candidates one publisher may trickle (each is a pair ICE keeps checking).
 MAX_TRICKLED = 100
-#: ICE candidate types (RFC 8445 section 5.1.1).
-CANDIDATE_TYPES = ("host", "srflx", "prflx", "relay")
 
 
 class FloorRefused(MediaError):
@@ -141,17 +139,10 @@ class Publisher:
 def _candidate(text: str, mid: str) -> RTCIceCandidate:
     """A trickled ``a=candidate`` value (RFC 8839 section 5.1), checked field by field first:
     aiortc's own parser asserts, or takes a candidate without ``typ`` for one."""
-    bits = text.split()
-    try:
-        good = (8 <= len(bits) <= 32 and len(bits) % 2 == 0 and bits[6] == "typ" and bits[7] in CANDIDATE_TYPES
-                and bits[2].lower() in ("udp", "tcp") and 1 <= int(bits[1]) <= 256
-                and 0 <= int(bits[3]) < 2**32 and 0 <= int(bits[5]) <= 65535)
-        candidate = candidate_from_sdp(text) if good else None
-    except ValueError:  # a field that is no number
-        candidate = None
-    if candidate is None:
+    if not candidate_ok(text):
         raise MediaError("bad candidate in the trickle fragment (foundation component transport priority "
                          "address port typ TYPE ...)")
+    candidate = candidate_from_sdp(text)
     candidate.sdpMid = mid
     return candidate
 

@@ -79,6 +79,25 @@ async def close_quietly(pc: Any) -> None:
             closed.set_result(True)
 
 
+#: ICE candidate types (RFC 8445 section 5.1.1).
+CANDIDATE_TYPES = ("host", "srflx", "prflx", "relay")
+
+
+def candidate_ok(value: str) -> bool:
+    """Whether an ``a=candidate`` value has the fields RFC 8839 section 5.1 requires, in
+    range (aiortc's parser asserts on a short one, and aioice sends to a port over 65535
+    until the socket raises)."""
+    bits = value.split()
+    try:
+        return (8 <= len(bits) <= 32 and len(bits) % 2 == 0 and bits[6] == "typ" and bits[7] in CANDIDATE_TYPES
+                and bits[2].lower() in ("udp", "tcp") and 1 <= int(bits[1]) <= 256
+                and 0 <= int(bits[3]) < 2**32 and 0 <= int(bits[5]) <= 65535
+                and all(0 <= int(port) <= 65535 for key, port in zip(bits[8::2], bits[9::2], strict=True)
+                        if key == "rport"))
+    except ValueError:  # a field that is no number
+        return False
+
+
 # ``pin_ice`` pins the whole process to one address; a roll-call talks to
 # many boxes (and the simulator serves many addresses) in one process, so the pin is held in
 # a context variable that aiortc's gathering tasks inherit.

@@ -61,6 +61,7 @@ from ccctl.registry.db import Database
 if TYPE_CHECKING:
     from ccctl.media.ingest import Ingest
 
+log = logging.getLogger(__name__)
 JOIN_PAGE = Path(__file__).with_name("join.html")
 CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, PATCH, DELETE, OPTIONS",
         "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
@@ -585,6 +586,16 @@ def create_app(db_url: str, home: Path, core_factory: Any = None, media_network:
     return app
 
 
+def _background_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """An error in a task nobody awaits (aiortc's, mostly: a connection closed while it was
+    still connecting): one WARNING line; the traceback at DEBUG only."""
+    exc = context.get("exception")
+    what = f": {type(exc).__name__}: {one_line(exc)}" if exc is not None else ""
+    log.warning("background error: %s%s", one_line(context.get("message", "")), what)
+    if exc is not None:
+        log.debug("background error details", exc_info=exc)
+
+
 async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None, workers: int = 0) -> None:
     """Run the server until SIGTERM (``serve --stop``) or cancelled (Ctrl-C).
 
@@ -627,6 +638,7 @@ async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None
         ready()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_background_error)
     try:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
     except (NotImplementedError, RuntimeError, ValueError):  # no signals here (not the main thread)

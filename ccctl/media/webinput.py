@@ -26,6 +26,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ccctl.errors import CcctlError
+from ccctl.media.net import candidate_ok
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,8 @@ def check_sdp(text: str, *, offer: bool = True) -> None:
             kinds.append(line[2:].split(" ", 1)[0])
         elif line.startswith("a=candidate:"):
             candidates += 1
+            if offer and not candidate_ok(line[len("a=candidate:"):].strip()):
+                raise BadInput(f"SDP line {number} is not a valid candidate")
     if candidates > MAX_CANDIDATES:
         raise BadInput(f"SDP with over {MAX_CANDIDATES} candidates")
     if not offer:
