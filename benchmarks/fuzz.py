@@ -25,12 +25,15 @@ of which that many full offers/answers (half the trickle fragments are left unbr
 PATCH costs little).
 
 Measured on the 2-core machine (shared with other work), default options, 100,000 cases each:
-whep-offer 1,172 answered 201 and 98,828 refused with 4xx, 227 s; whip-offer 1,148 and
-98,852, 274 s; trickle-patch 28,934 2xx and 71,066 4xx, 57 s; control-json 27,551 and 72,449,
-44 s; 0 5xx and 0 tracebacks on every target; fds flat; RSS flat within 3 MB except
-whep-offer, 95 -> 106 MB (it tracks the full answers and levels off: +7 MB after 767 of them,
-+7 MB after 2,779). The same generator, 3,000 cases per target, against the server before
-issue 9's fixes: 1,724 5xx and 1,789 tracebacks (543, 512, 495 and 174 5xx: bodies not UTF-8
+whep-offer 1,131 answered 201 and 98,869 refused with 4xx, 354 s; whip-offer 1,133 and
+98,867, 172 s; trickle-patch 29,997 2xx and 70,003 4xx, 57 s; control-json 27,551 and 72,449,
+41 s; 0 5xx, 0 tracebacks and 0 background errors on every target; fds flat; RSS within
+4 MB except whep-offer, 95 -> 106 MB, and trickle-patch, 111 -> 117 MB (the former tracks the
+full answers and levels off: +7 MB after 767 of them in another run, +7 MB after 2,779; the
+latter publishes again every 100 candidates, a full offer/answer each).
+
+The same generator, 3,000 cases per target, against the server before issue 9's fixes:
+1,724 5xx and 1,789 tracebacks (543, 512, 495 and 174 5xx: bodies not UTF-8
 or of an unknown charset, aiortc's close() failing after a failed answer, candidates without
 ``typ``, deep JSON), 575 m-line bombs answered 201, and RSS 118 -> 145 MB in 3,000 PATCHes.
 
