@@ -1,18 +1,28 @@
-"""Every user-facing failure is a CcctlError; the CLI turns it into one line and an exit code."""
+"""Every user-facing failure is a CcctlError; the CLI turns it into one line and an exit code,
+and the server (``ccctl.media.webinput``) into one line and an HTTP status."""
 
 from __future__ import annotations
 
 
 class CcctlError(Exception):
-    """A failure the operator can act on. ``exit_code`` is what the CLI exits with."""
+    """A failure the operator can act on. ``exit_code`` is what the CLI exits with, ``status``
+    what the server answers a request that ends in it with (``status=`` overrides it for one
+    error, as in ``MediaError("shutting down", status=503)``)."""
 
     exit_code = 1
+    status = 500
+
+    def __init__(self, *args: object, status: int | None = None) -> None:
+        super().__init__(*args)
+        if status is not None:
+            self.status = status
 
 
 class UsageError(CcctlError):
     """Bad arguments or options (exit 2, like click's own usage errors)."""
 
     exit_code = 2
+    status = 400
 
 
 class ConfigError(CcctlError):
@@ -25,12 +35,14 @@ class NotFound(CcctlError):
     """A site, unit or run named by the operator does not exist."""
 
     exit_code = 4
+    status = 404
 
 
 class RegistryError(CcctlError):
     """The registry could not be opened, migrated or written."""
 
     exit_code = 5
+    status = 503
 
 
 class ImportRejected(CcctlError):
@@ -41,6 +53,7 @@ class ImportRejected(CcctlError):
     """
 
     exit_code = 6
+    status = 422
 
     def __init__(self, message: str, problems: list[tuple[int, str]]) -> None:
         super().__init__(message)
@@ -51,12 +64,14 @@ class UnitsMissing(CcctlError):
     """An operation needs administrative units that have not been loaded yet."""
 
     exit_code = 7
+    status = 409
 
 
 class Busy(CcctlError):
     """Another ccctl process holds the lock this operation needs."""
 
     exit_code = 8
+    status = 503
 
 
 class FeedError(ImportRejected):

@@ -92,3 +92,12 @@ def test_dashboard_benchmark_quick() -> None:
     for label in ("first full screen", "filter keypress p50/p95", "sort keypress p50/p95", "scroll keypress p50/p95",
                   "drill-down key p50/p95", "worst event-loop stall", "CPU while measured", "peak RSS"):
         assert any(line.startswith(label) for line in lines), label
+
+
+def test_fuzz_benchmark_quick() -> None:
+    out = bench("fuzz")
+    lines = out.splitlines()
+    assert [line.split()[0] for line in lines] == ["whep-offer", "whip-offer", "trickle-patch", "control-json"], out
+    for line in lines:
+        assert "cases     300 " in line and " 5xx   0 " in line, line
+        assert " tracebacks   0 " in line and "background errors" in line, line

@@ -23,11 +23,20 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from ccctl.media import state
+from ccctl.media import state, tokens
 from ccctl.media.program import read_counter
 from ccctl.registry import open_registry
 from tests.conftest import Ccctl, free_port
-from tests.test_whip import ORANGE, TONE_HZ, Api, Viewer, in_process_server, is_solid, yuv_stats
+from tests.test_whip import (
+    ORANGE,
+    TONE_HZ,
+    AiortcPublisher,
+    Api,
+    Viewer,
+    in_process_server,
+    is_solid,
+    yuv_stats,
+)
 
 TIMEOUT = 30.0
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -143,6 +152,66 @@ async def test_the_floor_survives_a_server_restart(units_db_url: str, tmp_path: 
         await viewer.until_picture(lambda f: is_solid(f, ORANGE), what="bn-1's camera after the restart")
 
 
+@pytest.mark.asyncio
+async def test_revoking_the_floor_holder_ends_everything_it_has_live(api: Api) -> None:
+    """Revoke cuts what the site watches and what it sends, and takes the floor back."""
+    bid = await api.start("testsrc")
+    viewer = await api.viewer("px-1")
+    await api.viewer("bn-1")  # bn-1 watches the program too
+    assert (await api.client.post("/api/floor", json={"site": "bn-1"}, headers=api.control)).status == 200
+    old = api.auth("bn-1")
+    uplink = await api.publish("bn-1", "bn-1")
+    await viewer.until_picture(lambda f: is_solid(f, ORANGE), what="bn-1's camera")
+    offer = await AiortcPublisher().offer()
+
+    with open_registry(api.db_url) as db:
+        tokens.revoke(db, "bn-1")
+    cut = await api.client.delete("/api/sites/bn-1/session", json={"why": "revoked"}, headers=api.control)
+    assert cut.status == 200
+    assert (await cut.json()) == {"site_id": "bn-1", "sessions_ended": 1, "publishers_ended": 1,
+                                  "floor_released": True}
+    assert increasing(await counting(viewer, 8))  # the test pattern is back, and stays
+    status = await api.status()
+    assert status["floor"] is None and status["on_air"] is None and status["publishers"] == []
+    assert [s["site_id"] for s in status["sessions"]] == ["px-1"]
+    told = await (await api.client.get("/api/sites/bn-1/floor", headers=api.auth("bn-1"))).json()
+    assert told["holder"] is False  # its page, with the new token, is told so
+
+    # The old token can do nothing more; the ended uplink is gone for the control room too.
+    sdp = {"Content-Type": "application/sdp"}
+    assert (await api.client.post("/whip/bn-1", data=offer, headers={**sdp, **old})).status == 401
+    assert (await api.client.post("/whep/bn-1", data=offer, headers={**sdp, **old})).status == 401
+    assert uplink.location is not None
+    assert (await api.client.delete(uplink.location, headers=old)).status == 401
+    assert (await api.client.delete(uplink.location, headers=api.control)).status == 404
+
+    with open_registry(api.db_url) as db:
+        floor = state.floor_events(db, bid)
+        ends = [json.loads(r[0]) for r in db.query(
+            "SELECT detail FROM broadcast_events WHERE broadcast_id = ? AND kind = 'publish' ORDER BY id", (bid,))]
+    assert (floor[-1]["site_id"], floor[-1]["action"], floor[-1]["why"]) == ("bn-1", "release", "revoked")
+    assert ends[-1]["action"] == "end" and ends[-1]["reason"] == "revoked"
+
+
+@pytest.mark.asyncio
+async def test_the_control_token_ends_any_uplink(api: Api) -> None:
+    await api.start("testsrc")
+    viewer = await api.viewer("px-1")
+    assert (await api.client.post("/api/floor", json={"site": "bn-1"}, headers=api.control)).status == 200
+    uplink = await api.publish("bn-1", "bn-1")
+    await viewer.until_picture(lambda f: is_solid(f, ORANGE), what="bn-1's camera")
+    assert uplink.location is not None
+    other = uplink.location.replace("/whip/bn-1/", "/whip/px-1/")
+    assert (await api.client.delete(other, headers=api.control)).status == 404  # not px-1's
+    assert (await api.client.delete(uplink.location, headers=api.control)).status == 200
+    assert increasing(await counting(viewer))
+    status = await api.status()
+    assert status["publishers"] == [] and status["floor"] == "bn-1"  # it keeps the floor; may publish again
+    assert (await api.client.delete(uplink.location, headers=api.control)).status == 404
+    session = status["sessions"][0]["session_id"]
+    assert (await api.client.delete(f"/whep/px-1/{session}", headers=api.control)).status == 200
+
+
 # -- end to end: the CLI, a detached server, the join page in Chromium -------------------------------
 
 @pytest.fixture
@@ -178,6 +247,25 @@ def test_floor_commands(server: Ccctl) -> None:
     assert server("broadcast", "stop").exit_code == 0
     whip = server("broadcast", "start", "--source", "whip")
     assert whip.exit_code == 0 and "waiting for the program at" in whip.stderr and "/whip/program" in whip.stderr
+
+
+def test_revoke_command_takes_the_floor_back(server: Ccctl) -> None:
+    assert server("broadcast", "start").exit_code == 0
+    assert server("broadcast", "floor", "bn-1").exit_code == 0
+    revoked = server("broadcast", "revoke", "bn-1")
+    assert revoked.exit_code == 0 and "took the floor back from bn-1" in revoked.stderr, revoked.stderr
+    status = server("broadcast", "status", "--json")
+    assert status.exit_code == 0 and "floor:" not in status.stderr
+    # With no server running, the registry's floor is released, so a restarted server does not
+    # give it back to the revoked site.
+    assert server("broadcast", "floor", "px-1").exit_code == 0
+    assert server("serve", "--stop").exit_code == 0
+    offline = server("broadcast", "revoke", "px-1")
+    assert offline.exit_code == 0 and "took the floor back from px-1" in offline.stderr, offline.stderr
+    with open_registry(server.db_url) as db:
+        live = state.live_broadcast(db)
+        assert live is not None and live["floor_site"] is None
+        assert state.floor_events(db, live["id"])[-1]["why"] == "revoked"
 
 
 def _fake_camera(directory: Path) -> tuple[Path, Path]:

@@ -147,10 +147,12 @@ def links(obj: AppContext, fmt: str | None, as_json: bool, as_csv: bool, program
 @click.argument("site_id")
 @click.pass_obj
 def revoke(obj: AppContext, site_id: str) -> None:
-    """Invalidate a site's token: its old links stop working and its live session is cut;
-    `links` prints the new one."""
+    """Invalidate a site's token: its old links stop working, every live session of it (what
+    it watches and what it sends) is cut, and the floor is taken back if it holds it; `links`
+    prints the new token."""
     from urllib.parse import quote
 
+    from ccctl.media import state
     from ccctl.media.tokens import revoke as revoke_token
     from ccctl.registry.sites import get_site
 
@@ -159,9 +161,19 @@ def revoke(obj: AppContext, site_id: str) -> None:
     say(f"revoked the tokens of {site_id}; generation is now {gen}")
     client = _client(obj)
     if client.alive():
-        ended = client.call("DELETE", f"/api/sites/{quote(site_id, safe='')}/session")["sessions_ended"]
-        if ended:
-            say(f"ended {site_id}'s live session")
+        result = client.call("DELETE", f"/api/sites/{quote(site_id, safe='')}/session", {"why": "revoked"})
+        released = result.get("floor_released", False)
+        ended = result["sessions_ended"] + result.get("publishers_ended", 0)
+    else:  # no server: a restarted one must not give the floor back to it
+        live = state.live_broadcast(obj.db)
+        released = bool(live and live["floor_site"] == site_id)
+        if live and released:
+            state.set_floor(obj.db, live["id"], None, "revoked")
+        ended = 0
+    if ended:
+        say(f"ended {site_id}'s live session(s): {ended}")
+    if released:
+        say(f"took the floor back from {site_id}: the program is the main source again")
 
 
 @broadcast.command("attendance")

@@ -18,6 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
+from ccctl.media.webinput import read_json_object
+
 CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
         "Access-Control-Allow-Headers": "Authorization, Content-Type"}
 
@@ -37,11 +39,8 @@ def add_routes(app: web.Application, server: Any) -> None:
         site = request.match_info["site"]
         server._require_site(request, site)
         tier = server._site_tier(site)
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict) or body.get("state") not in ("watching", "left"):
+        body = await read_json_object(request)  # bounded, UTF-8, nesting caught: 400 otherwise
+        if body.get("state") not in ("watching", "left"):
             raise web.HTTPBadRequest(text='body must be {"state": "watching"|"left", "edge": NAME}\n', headers=CORS)
         manager = server.edges
         if manager is None:

@@ -51,7 +51,7 @@ from ccctl.errors import NotFound, UsageError
 from ccctl.media.adapt import DEFAULT_ADAPT, AdaptPolicy, TierGovernor
 from ccctl.media.events import EventSink, EventSource
 from ccctl.media.fastpath import Forwarder, park_rtcp, send_reports
-from ccctl.media.net import patient_consent
+from ccctl.media.net import close_quietly, patient_consent
 from ccctl.media.program import Program
 from ccctl.media.record import Recorder
 from ccctl.media.tiers import DEFAULT_TIERS, MediaError, SubscriberTrack, TierSpec
@@ -202,7 +202,7 @@ class MediaCore(EventSource):
         expects. A site that subscribes again has its previous session replaced.
         """
         if not self._started:
-            raise MediaError("the media core is not running")
+            raise MediaError("the media core is not running", status=503)
         spec = self._spec(tier)
         kinds = {line[2:].split(" ", 1)[0] for line in offer_sdp.splitlines() if line.startswith("m=")}
         if not kinds & {"audio", "video"}:
@@ -220,7 +220,7 @@ class MediaCore(EventSource):
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
-            await pc.close()
+            await close_quietly(pc)
             raise MediaError(f"cannot answer {site_id}'s offer: {exc}") from None
         # A thin link's round trip can exceed aioice's 0.5 s consent answer; bundled transports
         # are final now, and ICE (whose end starts the checks) has not finished.
@@ -229,7 +229,7 @@ class MediaCore(EventSource):
             log.warning("aiortc changed: consent checks stay aioice's (sites over 0.5 s RTT drop)")
         if not self._started:  # close() ran while we were negotiating
             await pc.close()
-            raise MediaError("the media core is shutting down")
+            raise MediaError("the media core is shutting down", status=503)
         old = self._by_site.get(site_id)
         self._sessions[session.session_id] = session
         self._by_site[site_id] = session

@@ -33,12 +33,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCIceCandidate,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCSessionDescription,
+)
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from ccctl.media.events import EventSink, EventSource
-from ccctl.media.net import without_consent_checks
+from ccctl.media.net import candidate_ok, close_quietly, without_consent_checks
 from ccctl.media.program import Program, RemoteSource
 from ccctl.media.tiers import MediaError
 
@@ -48,18 +55,26 @@ log = logging.getLogger(__name__)
 SILENCE_TIMEOUT = 10.0
 #: The video codecs a publisher may send, in our order of preference.
 VIDEO_CODECS = ("video/h264", "video/vp8")
+#: Most candidates one publisher may trickle (each is a pair ICE keeps checking).
+MAX_TRICKLED = 100
 
 
 class FloorRefused(MediaError):
     """A site tried to publish without holding the floor."""
 
+    status = 403
+
 
 class SourceRefused(MediaError):
     """The main program was published to while the broadcast's source is not ``whip``."""
 
+    status = 409
+
 
 class IceRestartRefused(MediaError):
     """A PATCH asked for an ICE restart, which this server does not do."""
+
+    status = 422
 
 
 class FloorBoard:
@@ -113,11 +128,23 @@ class Publisher:
     created_at: float = field(default_factory=time.time)
     connected_at: float | None = None
     ended: bool = False
+    trickled: int = 0  # candidates added by PATCH so far
 
     @property
     def role(self) -> str:
         """``main`` (the control room's program) or ``floor`` (a site's uplink)."""
         return "main" if self.site_id is None else "floor"
+
+
+def _candidate(text: str, mid: str) -> RTCIceCandidate:
+    """A trickled ``a=candidate`` value (RFC 8839 section 5.1), checked field by field first:
+    aiortc's own parser asserts, or takes a candidate without ``typ`` for one."""
+    if not candidate_ok(text):
+        raise MediaError("bad candidate in the trickle fragment (foundation component transport priority "
+                         "address port typ TYPE ...)")
+    candidate = candidate_from_sdp(text)
+    candidate.sdpMid = mid
+    return candidate
 
 
 def _codecs(kind: str) -> list[RTCRtpCodecCapability]:
@@ -178,7 +205,7 @@ class Ingest(EventSource):
         replaces the first.
         """
         if self._closed:
-            raise MediaError("the broadcast is ending")
+            raise MediaError("the broadcast is ending", status=503)
         if site_id is None and not self.main_is_whip:
             raise SourceRefused(f"the broadcast's source is {self.program.source_name}, not whip: "
                                 "start it with --source whip to publish the program")
@@ -203,11 +230,11 @@ class Ingest(EventSource):
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
-            await pc.close()
+            await close_quietly(pc)
             raise MediaError(f"cannot answer the offer: {exc}") from None
         if self._closed:
             await pc.close()
-            raise MediaError("the broadcast is ending")
+            raise MediaError("the broadcast is ending", status=503)
         if site_id is not None and self.board.holder != site_id:  # the floor moved while we answered
             await pc.close()
             raise FloorRefused(f"site {site_id} does not hold the floor")
@@ -254,19 +281,27 @@ class Ingest(EventSource):
                 end = True
         if (ufrag is not None and ufrag != publisher.remote_ice[0]) or (pwd is not None and pwd != publisher.remote_ice[1]):
             raise IceRestartRefused("ICE restarts are not supported: publish again instead")
+        parsed = [_candidate(text, publisher.mid) for text in candidates]  # all or nothing
+        if publisher.trickled + len(parsed) > MAX_TRICKLED:
+            raise MediaError(f"more than {MAX_TRICKLED} trickled candidates for one session: publish again")
+        publisher.trickled += len(parsed)
         try:
-            for text in candidates:
-                candidate = candidate_from_sdp(text)
-                candidate.sdpMid = publisher.mid
+            for candidate in parsed:
                 await publisher.pc.addIceCandidate(candidate)
             if end:
                 await publisher.pc.addIceCandidate(None)
-        except (ValueError, IndexError) as exc:
+        except ValueError as exc:  # e.g. a candidate after end-of-candidates
             raise MediaError(f"bad trickle fragment: {exc}") from None
 
-    async def unpublish(self, publisher: Publisher) -> None:
-        """End a publisher (its WHIP DELETE)."""
-        await self._end(publisher, "deleted")
+    async def unpublish(self, publisher: Publisher, reason: str = "deleted") -> None:
+        """End a publisher (its WHIP DELETE, or the control room's)."""
+        await self._end(publisher, reason)
+
+    async def end_site(self, site_id: str, reason: str) -> int:
+        """End every publisher of ``site_id`` now (its token was revoked, say); how many."""
+        mine = [p for p in self._publishers.values() if p.site_id == site_id]
+        await asyncio.gather(*(self._end(p, reason) for p in mine))
+        return len(mine)
 
     def stats(self) -> list[dict[str, Any]]:
         """Per publisher: who, state, whether on air, and input counters."""
@@ -276,11 +311,12 @@ class Ingest(EventSource):
                  "audio_dropped": p.source.audio_dropped} for p in self._publishers.values()]
 
     # -- the floor ------------------------------------------------------------------------------
-    def set_floor(self, site_id: str | None) -> str | None:
+    def set_floor(self, site_id: str | None, why: str = "lost the floor") -> str | None:
         """Give the floor to ``site_id`` (None: release it); returns the previous holder.
 
-        A site that loses the floor stops being published: its session is ended. The program
-        switches once the new holder's first picture is decoded.
+        A site that loses the floor stops being published: its session is ended (``why`` is
+        the reason its end event gives). The program switches once the new holder's first
+        picture is decoded.
         """
         previous = self.board.holder
         if not self.board.set(site_id):
@@ -288,7 +324,7 @@ class Ingest(EventSource):
         self._granted_at = time.monotonic() if site_id is not None else None
         for owner, publisher in list(self._by_owner.items()):
             if owner is not None and owner != site_id:
-                self._spawn(self._end(publisher, "lost the floor"))
+                self._spawn(self._end(publisher, why))
         self._refresh()
         return previous
 

@@ -17,11 +17,13 @@ import contextlib
 import contextvars
 import functools
 import ipaddress
+import logging
 import random
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+log = logging.getLogger(__name__)
 
 def pin_ice(host: str) -> None:
     """Gather ICE host candidates on ``host`` only (for a server bound to one address)."""
@@ -50,6 +52,50 @@ def keep_candidates(sdp: str, network: str) -> str:
                 continue
         kept.append(line)
     return "\r\n".join(kept) + "\r\n"
+
+
+async def close_quietly(pc: Any) -> None:
+    """Close a peer connection whose negotiation failed, without raising.
+
+    aiortc's ``close()`` can itself fail on a half-applied offer (a transceiver without its
+    transport, say); the caller reports the negotiation's error, and this one is only logged.
+    """
+    try:
+        await pc.close()
+    except Exception as exc:  # whatever aiortc raises here, the first error is the one to report
+        log.info("closing a failed peer connection: %s: %s", type(exc).__name__, exc)
+        # aiortc stopped at the first transceiver without a transport: stop the others' (and
+        # so their sockets) one by one, drop its listeners, and mark it closed, or a later
+        # close() (a state-change handler's) would wait forever for the one that failed.
+        for transceiver in pc.getTransceivers():
+            dtls = transceiver.receiver.transport
+            for transport in (dtls, getattr(dtls, "transport", None)):
+                if transport is not None:
+                    with contextlib.suppress(Exception):
+                        await transport.stop()
+        pc.remove_all_listeners()
+        closed = getattr(pc, "_RTCPeerConnection__isClosed", None)  # aiortc's private "closed" future
+        if isinstance(closed, asyncio.Future) and not closed.done():
+            closed.set_result(True)
+
+
+#: ICE candidate types (RFC 8445 section 5.1.1).
+CANDIDATE_TYPES = ("host", "srflx", "prflx", "relay")
+
+
+def candidate_ok(value: str) -> bool:
+    """Whether an ``a=candidate`` value has the fields RFC 8839 section 5.1 requires, in
+    range (aiortc's parser asserts on a short one, and aioice sends to a port over 65535
+    until the socket raises)."""
+    bits = value.split()
+    try:
+        return (8 <= len(bits) <= 32 and len(bits) % 2 == 0 and bits[6] == "typ" and bits[7] in CANDIDATE_TYPES
+                and bits[2].lower() in ("udp", "tcp") and 1 <= int(bits[1]) <= 256
+                and 0 <= int(bits[3]) < 2**32 and 0 <= int(bits[5]) <= 65535
+                and all(0 <= int(port) <= 65535 for key, port in zip(bits[8::2], bits[9::2], strict=True)
+                        if key == "rport"))
+    except ValueError:  # a field that is no number
+        return False
 
 
 # ``pin_ice`` pins the whole process to one address; a roll-call talks to

@@ -4,7 +4,8 @@ Routes (all media and control routes need a token; only ``/healthz`` is open):
 - ``GET /healthz``: liveness and the live broadcast's id.
 - ``GET /metrics`` (control token): Prometheus text.
 - ``POST|GET|DELETE /api/broadcast`` (control token): start, status, stop.
-- ``DELETE /api/sites/{site}/session`` (control token): end that site's live session.
+- ``DELETE /api/sites/{site}/session`` (control token, optional ``{"why": REASON}``): end every
+  session of that site (WHEP and its WHIP uplink) and take the floor back if it holds it.
 - ``PUT /api/sites/{site}/tier`` (control token): move a connected site to ``{"tier": T}`` now;
   its RTCP reports may then move it down and back up to T, not above.
 - ``POST /whep/{site}`` (that site's token): WHEP offer -> 201 answer with Location and ETag;
@@ -13,13 +14,16 @@ Routes (all media and control routes need a token; only ``/healthz`` is open):
   ``POST /whip/{site}`` (that site's token, only while it holds the floor): WHIP (RFC 9725)
   offer -> 201 answer with Location, ETag and Accept-Patch; ``PATCH`` the Location with a
   trickle-ICE fragment (204; a stale If-Match -> 412; an ICE restart -> 422); ``DELETE``
-  ends the publisher; ``OPTIONS`` answers CORS preflight.
+  ends the publisher (its owner, or the control token for any); ``OPTIONS`` answers CORS preflight.
 - ``POST|DELETE /api/floor`` (control token): give the floor to ``{"site": ID}``, release it.
 - ``GET /api/sites/{site}/floor?since=V&wait=S`` (that site's token): whether the site holds
   the floor; with ``since`` (the version it last saw) a long-poll that answers as soon as
   that changes for this site, or after ``wait`` seconds.
-- ``GET /join/{site}?t=TOKEN``: the join page a site opens in a browser.
-The live broadcast and its floor holder are kept in the registry, so a restarted server
+- ``GET /join/{site}?t=TOKEN``: the join page a site opens in a browser (the only route that
+  takes a token in the query string; the page sends it as ``Authorization: Bearer``).
+Bodies are read through :mod:`ccctl.media.webinput` (UTF-8, bounded, SDP scanned before
+parsing) and every error becomes a one-line answer in its middleware; :data:`ROUTES` is the
+route table. The live broadcast and its floor holder are kept in the registry, so a restarted server
 resumes them and sites rejoin (and the floor holder publishes again) on their own.
 """
 
@@ -30,6 +34,7 @@ import functools
 import inspect
 import ipaddress
 import json
+import logging
 import signal
 import time
 from pathlib import Path
@@ -43,12 +48,22 @@ from ccctl.limits import raise_nofile_limit
 from ccctl.media import state, tokens
 from ccctl.media.changes import add_change_routes
 from ccctl.media.net import keep_candidates, pin_ice
+from ccctl.media.webinput import (
+    BadInput,
+    SafeAccessLogger,
+    error_middleware,
+    one_line,
+    quiet_protocol_errors,
+    read_json_object,
+    read_sdp,
+)
 from ccctl.registry import open_registry
 from ccctl.registry.db import Database
 
 if TYPE_CHECKING:
     from ccctl.media.ingest import Ingest
 
+log = logging.getLogger(__name__)
 JOIN_PAGE = Path(__file__).with_name("join.html")
 CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, PATCH, DELETE, OPTIONS",
         "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
@@ -129,18 +144,20 @@ class Server:
         self.db.close()
 
     # -- helpers ----------------------------------------------------------------------------
-    def _bearer(self, request: web.Request) -> str | None:
-        header = request.headers.get("Authorization", "")
-        if header.startswith("Bearer "):
-            return header[len("Bearer "):].strip()
-        return request.query.get("t")
+    def _bearer(self, request: web.Request, query_ok: bool = False) -> str | None:
+        """The token presented: ``Authorization: Bearer`` (the scheme in any case, RFC 9110
+        section 11.1), or for the join page only (``query_ok``) the link's ``?t=``."""
+        scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        return request.query.get("t") if query_ok else None
 
     def _require_control(self, request: web.Request) -> None:
         if not tokens.check_control(self.secret, self._bearer(request)):
             raise web.HTTPUnauthorized(text="control token required\n", headers={"WWW-Authenticate": "Bearer"})
 
-    def _require_site(self, request: web.Request, site_id: str) -> None:
-        if not tokens.check_site(self.secret, self.db, site_id, self._bearer(request)):
+    def _require_site(self, request: web.Request, site_id: str, query_ok: bool = False) -> None:
+        if not tokens.check_site(self.secret, self.db, site_id, self._bearer(request, query_ok)):
             raise web.HTTPUnauthorized(text="token not valid for this site\n",
                                        headers={"WWW-Authenticate": "Bearer", **CORS})
 
@@ -151,13 +168,14 @@ class Server:
         return str(rows[0][0])
 
     async def _read_offer(self, request: web.Request, live: bool) -> str:
-        """A WHIP/WHEP offer's SDP (415 unless application/sdp, 503 with no live broadcast),
-        without the candidates outside the media network."""
+        """A WHIP/WHEP offer's SDP (415 unless application/sdp, 503 with no live broadcast,
+        400 for an offer :func:`~ccctl.media.webinput.check_sdp` refuses), without the
+        candidates outside the media network."""
         if request.content_type != "application/sdp":
             raise web.HTTPUnsupportedMediaType(text="offer must be application/sdp\n", headers=CORS)
         if not live:
             raise web.HTTPServiceUnavailable(text="no live broadcast\n", headers={"Retry-After": "5", **CORS})
-        offer = await request.text()
+        offer = await read_sdp(request)
         return keep_candidates(offer, self.media_network) if self.media_network else offer
 
     # -- routes -------------------------------------------------------------------------------
@@ -167,39 +185,39 @@ class Server:
 
     async def start(self, request: web.Request) -> web.Response:
         self._require_control(request)
-        try:
-            body = await request.json() if request.can_read_body else {}
-        except ValueError:
-            raise web.HTTPBadRequest(text="body must be a JSON object\n") from None
-        if not isinstance(body, dict):
-            raise web.HTTPBadRequest(text="body must be a JSON object\n")
+        body = await read_json_object(request)
+        source = body.get("source") or "testsrc"
+        if not isinstance(source, str) or (source not in ("testsrc", "whip") and not source.startswith("file:")):
+            raise BadInput(f"unknown source {one_line(source, 80)!r}: use testsrc, file:PATH or whip")
+        title = body.get("title") or "Hội nghị trực tuyến"
+        if not isinstance(title, str) or len(title) > 200 or not title.isprintable():
+            raise BadInput("title must be one line of at most 200 characters")
+        record = body.get("record")
+        if record is not None and not (isinstance(record, str) and Path(record).is_absolute()):
+            raise BadInput("record must be an absolute path on the server")
+        sites = body.get("sites", [])
+        if not isinstance(sites, list) or not all(isinstance(x, str) for x in sites):
+            raise BadInput("sites must be a list of site ids")
         async with self._lock:
             if self.broadcast is not None:
                 raise web.HTTPConflict(text=f"broadcast {self.broadcast['id']} is already live\n")
-            source = str(body.get("source") or "testsrc")
-            if source not in ("testsrc", "whip") and not source.startswith("file:"):
-                raise web.HTTPBadRequest(text=f"unknown source {source!r}: use testsrc, file:PATH or whip\n")
-            title = str(body.get("title") or "Hội nghị trực tuyến")
-            record = body.get("record")
-            if record is not None and not (isinstance(record, str) and Path(record).is_absolute()):
-                raise web.HTTPBadRequest(text="record must be an absolute path on the server\n")
-            bid = state.start_broadcast(self.db, title, source, {"sites": body.get("sites", [])})
+            bid = state.start_broadcast(self.db, title, source, {"sites": sites})
             live = state.live_broadcast(self.db)
             assert live is not None and live["id"] == bid
             try:
                 await self._start_core(live)
                 if record is not None:
                     await self.core.record(record)
-            except CcctlError as exc:  # e.g. a recording path that cannot be written
+            except CcctlError:  # a media file or recording path that cannot be used: its status
                 await self._stop_core()
                 self.broadcast = None
                 state.end_broadcast(self.db, bid)
-                raise web.HTTPBadRequest(text=f"{exc}\n") from None
+                raise
             except Exception as exc:
                 await self._stop_core()
                 self.broadcast = None
                 state.end_broadcast(self.db, bid)
-                raise web.HTTPInternalServerError(text=f"media core failed to start: {exc}\n") from None
+                raise CcctlError(f"media core failed to start: {type(exc).__name__}: {exc}") from None
         return web.json_response({"id": bid, "title": title, "source": source, "record": record}, status=201)
 
     async def status(self, request: web.Request) -> web.Response:
@@ -234,7 +252,7 @@ class Server:
     async def floor_grant(self, request: web.Request) -> web.Response:
         """Give the floor to a site: its join page publishes its camera, which becomes the program."""
         self._require_control(request)
-        body = await _json_object(request)
+        body = await read_json_object(request)
         site_id = body.get("site")
         if not isinstance(site_id, str) or not site_id:
             raise web.HTTPBadRequest(text='body must name the site: {"site": ID}\n')
@@ -254,6 +272,26 @@ class Server:
             previous = state.set_floor(self.db, self.broadcast["id"], site_id)
             self.ingest.set_floor(site_id)
         return previous
+
+    async def end_site(self, site_id: str, why: str) -> dict[str, Any]:
+        """End everything ``site_id`` has live: the floor if it holds it (the program goes back
+        to the main source, the release event says ``why``), its WHIP uplink, its WHEP sessions.
+
+        The floor goes first, so an uplink still negotiating is refused when it finishes.
+        """
+        released, publishers, ended = False, 0, 0
+        async with self._lock:
+            if self.broadcast is not None and self.ingest is not None:
+                if self.board.holder == site_id:
+                    state.set_floor(self.db, self.broadcast["id"], None, why)
+                    self.ingest.set_floor(None, why)
+                    released = True
+                publishers = await self.ingest.end_site(site_id, why)
+        if self.core is not None:
+            for session in [s for s in self.core.sessions() if s.site_id == site_id]:
+                ended += int(await self.core.unsubscribe(session.session_id))
+        return {"site_id": site_id, "sessions_ended": ended, "publishers_ended": publishers,
+                "floor_released": released}
 
     async def site_floor(self, request: web.Request) -> web.Response:
         """Whether this site holds the floor; a long-poll when the page says what it last saw.
@@ -296,9 +334,14 @@ class Server:
         self._require_site(request, name)
         return name
 
-    def _whip_resource(self, request: web.Request) -> Any:
+    def _whip_resource(self, request: web.Request, control_ends_any: bool = False) -> Any:
+        """The publisher at ``/whip/{name}/{resource}`` if the caller may act on it: its owner,
+        or (``control_ends_any``: to end it) the control room, whoever owns it."""
         name, resource_id = request.match_info["name"], request.match_info["resource"]
-        owner = self._whip_owner(request, name)
+        if control_ends_any and tokens.check_control(self.secret, self._bearer(request)):
+            owner = None if name == MAIN_PUBLISH else name
+        else:
+            owner = self._whip_owner(request, name)
         publisher = self.ingest.publisher(resource_id) if self.ingest is not None else None
         if publisher is None or publisher.site_id != owner:
             raise web.HTTPNotFound(text="no such WHIP session\n", headers=CORS)
@@ -310,20 +353,16 @@ class Server:
         owner = self._whip_owner(request, name)
         if owner is not None:
             self._site_tier(owner)  # 404 unless an enabled site
-        offer = await self._read_offer(request, self.ingest is not None)
-        from ccctl.media.ingest import FloorRefused, SourceRefused
-        from ccctl.media.tiers import MediaError
+            if request.content_type != "application/sdp":
+                raise web.HTTPUnsupportedMediaType(text="offer must be application/sdp\n", headers=CORS)
+            if self.ingest is not None and self.board.holder != owner:  # before reading its offer
+                from ccctl.media.ingest import FloorRefused
 
+                raise FloorRefused(f"site {owner} does not hold the floor")
+        offer = await self._read_offer(request, self.ingest is not None)
         if self.ingest is None:  # the broadcast ended while the offer was read
             raise web.HTTPServiceUnavailable(text="no live broadcast\n", headers={"Retry-After": "5", **CORS})
-        try:
-            publisher, answer = await self.ingest.publish(offer, owner)
-        except FloorRefused as exc:
-            raise web.HTTPForbidden(text=f"{exc}\n", headers=CORS) from None
-        except SourceRefused as exc:
-            raise web.HTTPConflict(text=f"{exc}\n", headers=CORS) from None
-        except MediaError as exc:
-            raise web.HTTPBadRequest(text=f"{exc}\n", headers=CORS) from None
+        publisher, answer = await self.ingest.publish(offer, owner)  # FloorRefused 403, SourceRefused 409
         return web.Response(status=201, text=answer, content_type="application/sdp", headers={
             "Location": f"/whip/{name}/{publisher.resource_id}", "ETag": f'"{publisher.etag}"',
             "Accept-Patch": TRICKLE, **CORS})
@@ -336,26 +375,19 @@ class Server:
         match = request.headers.get("If-Match")
         if match is not None and match.strip() not in ("*", f'"{publisher.etag}"'):
             raise web.HTTPPreconditionFailed(text="If-Match does not match this ICE session's ETag\n", headers=CORS)
-        fragment = await request.text()
+        fragment = await read_sdp(request, offer=False)
         if self.media_network:
             fragment = keep_candidates(fragment, self.media_network)
-        from ccctl.media.ingest import IceRestartRefused
-        from ccctl.media.tiers import MediaError
-
         assert self.ingest is not None
-        try:
-            await self.ingest.trickle(publisher, fragment)
-        except IceRestartRefused as exc:
-            raise web.HTTPUnprocessableEntity(text=f"{exc}\n", headers=CORS) from None
-        except MediaError as exc:
-            raise web.HTTPBadRequest(text=f"{exc}\n", headers=CORS) from None
+        await self.ingest.trickle(publisher, fragment)  # IceRestartRefused 422, a bad candidate 400
         return web.Response(status=204, headers=CORS)
 
     async def whip_delete(self, request: web.Request) -> web.Response:
         """The publisher is done: end its session (the program goes back to what it showed)."""
-        publisher = self._whip_resource(request)
+        publisher = self._whip_resource(request, control_ends_any=True)
         assert self.ingest is not None
-        await self.ingest.unpublish(publisher)
+        by_control = publisher.site_id is not None and tokens.check_control(self.secret, self._bearer(request))
+        await self.ingest.unpublish(publisher, "ended by the control room" if by_control else "deleted")
         return web.Response(status=200, headers=CORS)
 
     async def whip_preflight(self, request: web.Request) -> web.Response:
@@ -367,19 +399,21 @@ class Server:
         self._require_site(request, site_id)
         tier = self._site_tier(site_id)
         offer = await self._read_offer(request, self.core is not None)
-        from ccctl.media.tiers import MediaError
-
-        try:
-            session_id, answer = await self.core.subscribe(site_id, offer, tier)
-        except MediaError as exc:
-            raise web.HTTPBadRequest(text=f"{exc}\n", headers=CORS) from None
+        if self.core is None:  # the broadcast ended while the offer was read
+            raise web.HTTPServiceUnavailable(text="no live broadcast\n", headers={"Retry-After": "5", **CORS})
+        session_id, answer = await self.core.subscribe(site_id, offer, tier)
+        if not tokens.check_site(self.secret, self.db, site_id, self._bearer(request)):  # revoked meanwhile
+            await self.core.unsubscribe(session_id)
+            raise web.HTTPUnauthorized(text="token not valid for this site\n",
+                                       headers={"WWW-Authenticate": "Bearer", **CORS})
         location = f"/whep/{site_id}/{session_id}"
         return web.Response(status=201, text=answer, content_type="application/sdp",
                             headers={"Location": location, "ETag": f'"{session_id}"', **CORS})
 
     async def whep_delete(self, request: web.Request) -> web.Response:
         site_id, session_id = request.match_info["site"], request.match_info["session"]
-        self._require_site(request, site_id)
+        if not tokens.check_control(self.secret, self._bearer(request)):  # the control room may end any
+            self._require_site(request, site_id)
         owned = self.core is not None and any(
             s.session_id == session_id and s.site_id == site_id for s in self.core.sessions())
         if not owned or not await self.core.unsubscribe(session_id):
@@ -387,14 +421,14 @@ class Server:
         return web.Response(status=200, headers=CORS)
 
     async def disconnect_site(self, request: web.Request) -> web.Response:
-        """End a site's live session (after its token was revoked, say); control token."""
+        """End every session of a site and take the floor back from it (see :meth:`end_site`);
+        control token. ``{"why": "revoked"}`` names the reason in the events."""
         self._require_control(request)
         site_id = request.match_info["site"]
-        ended = 0
-        if self.core is not None:
-            for session in [s for s in self.core.sessions() if s.site_id == site_id]:
-                ended += int(await self.core.unsubscribe(session.session_id))
-        return web.json_response({"site_id": site_id, "sessions_ended": ended})
+        why = (await read_json_object(request)).get("why", "disconnected")
+        if not isinstance(why, str) or not why.isprintable() or not 0 < len(why) <= 64:
+            raise web.HTTPBadRequest(text="why must be a short one-line reason\n")
+        return web.json_response(await self.end_site(site_id, why))
 
     async def set_site_tier(self, request: web.Request) -> web.Response:
         """Move a connected site to another tier now (and cap its automatic moves there)."""
@@ -402,7 +436,7 @@ class Server:
 
         self._require_control(request)
         site_id = request.match_info["site"]
-        body = await _json_object(request)
+        body = await read_json_object(request)
         tier = body.get("tier")
         if not isinstance(tier, str) or not tier:
             raise web.HTTPBadRequest(text='body must name the tier: {"tier": "high"|"low"|"audio"}\n')
@@ -429,7 +463,7 @@ class Server:
 
     async def join_page(self, request: web.Request) -> web.Response:
         site_id = request.match_info["site"]
-        self._require_site(request, site_id)
+        self._require_site(request, site_id, query_ok=True)  # the link a site opens carries its token
         name = self.db.query("SELECT name FROM sites WHERE id = ?", (site_id,))
         page = JOIN_PAGE.read_text("utf-8").replace("{{SITE}}", _script_literal(site_id)).replace(
             "{{NAME}}", _script_literal(name[0][0] if name else site_id))
@@ -493,20 +527,40 @@ def _site_metrics(sessions: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object body ({} when empty); 400 otherwise."""
-    try:
-        body = await request.json() if request.can_read_body else {}
-    except ValueError:
-        raise web.HTTPBadRequest(text="body must be a JSON object\n") from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text="body must be a JSON object\n")
-    return body
-
-
 def _script_literal(value: str) -> str:
     """A JSON string safe inside <script>: no ``</script>`` or HTML can break out of it."""
     return json.dumps(value, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+#: Every route: (method, path, the :class:`Server` method answering it). Errors raised by
+#: any of them are answered by the middleware of :mod:`ccctl.media.webinput`.
+ROUTES: tuple[tuple[str, str, str], ...] = (
+    ("GET", "/healthz", "healthz"),
+    ("GET", "/metrics", "metrics"),
+    ("POST", "/api/broadcast", "start"),
+    ("GET", "/api/broadcast", "status"),
+    ("DELETE", "/api/broadcast", "stop"),
+    ("POST", "/api/floor", "floor_grant"),
+    ("DELETE", "/api/floor", "floor_release"),
+    ("DELETE", "/api/sites/{site}/session", "disconnect_site"),
+    ("PUT", "/api/sites/{site}/tier", "set_site_tier"),
+    ("GET", "/api/sites/{site}/floor", "site_floor"),
+    ("POST", "/whep/{site}", "whep_offer"),
+    ("OPTIONS", "/whep/{site}", "preflight"),
+    ("DELETE", "/whep/{site}/{session}", "whep_delete"),
+    ("OPTIONS", "/whep/{site}/{session}", "preflight"),
+    ("POST", "/whip/{name}", "whip_offer"),
+    ("OPTIONS", "/whip/{name}", "whip_preflight"),
+    ("PATCH", "/whip/{name}/{resource}", "whip_patch"),
+    ("DELETE", "/whip/{name}/{resource}", "whip_delete"),
+    ("OPTIONS", "/whip/{name}/{resource}", "whip_preflight"),
+    ("GET", "/join/{site}", "join_page"),
+)
+
+
+def _error_headers(request: web.Request) -> dict[str, str]:
+    """Headers every error answer carries: CORS on the routes a browser's page calls."""
+    return dict(CORS) if request.path.startswith(("/whep/", "/whip/")) else {}
 
 
 SERVER_KEY: web.AppKey[Server] = web.AppKey("server", Server)
@@ -516,28 +570,15 @@ def create_app(db_url: str, home: Path, core_factory: Any = None, media_network:
     """The aiohttp application; ``core_factory`` lets tests choose the media core, and
     ``media_network`` (e.g. ``127.0.0.0/8``) limits the remote candidates media may use."""
     server = Server(db_url, home, core_factory, media_network)
-    app = web.Application(client_max_size=256 * 1024)
+    quiet_protocol_errors()
+    app = web.Application(client_max_size=256 * 1024, middlewares=[error_middleware(_error_headers)])
     app[SERVER_KEY] = server
-    app.router.add_get("/healthz", server.healthz)
-    app.router.add_get("/metrics", server.metrics)
-    app.router.add_post("/api/broadcast", server.start)
-    app.router.add_get("/api/broadcast", server.status)
-    app.router.add_delete("/api/broadcast", server.stop)
-    app.router.add_post("/whep/{site}", server.whep_offer)
-    app.router.add_route("OPTIONS", "/whep/{site}", server.preflight)
-    app.router.add_delete("/whep/{site}/{session}", server.whep_delete)
-    app.router.add_delete("/api/sites/{site}/session", server.disconnect_site)
-    app.router.add_put("/api/sites/{site}/tier", server.set_site_tier)
-    app.router.add_route("OPTIONS", "/whep/{site}/{session}", server.preflight)
-    app.router.add_post("/whip/{name}", server.whip_offer)
-    app.router.add_route("OPTIONS", "/whip/{name}", server.whip_preflight)
-    app.router.add_patch("/whip/{name}/{resource}", server.whip_patch)
-    app.router.add_delete("/whip/{name}/{resource}", server.whip_delete)
-    app.router.add_route("OPTIONS", "/whip/{name}/{resource}", server.whip_preflight)
-    app.router.add_post("/api/floor", server.floor_grant)
-    app.router.add_delete("/api/floor", server.floor_release)
-    app.router.add_get("/api/sites/{site}/floor", server.site_floor)
-    app.router.add_get("/join/{site}", server.join_page)
+    for method, path, name in ROUTES:
+        handler = getattr(server, name)
+        if method == "GET":
+            app.router.add_get(path, handler)  # and HEAD
+        else:
+            app.router.add_route(method, path, handler)
     add_change_routes(app, db_url, server._require_control)  # GET /api/events: ccctl/media/changes.py
     add_edge_routes(app, server)  # where a site plays from: ccctl/edges/routes.py
 
@@ -554,6 +595,16 @@ def create_app(db_url: str, home: Path, core_factory: Any = None, media_network:
     app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
     return app
+
+
+def _background_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """An error in a task nobody awaits (aiortc's, mostly: a connection closed while it was
+    still connecting): one WARNING line; the traceback at DEBUG only."""
+    exc = context.get("exception")
+    what = f": {type(exc).__name__}: {one_line(exc)}" if exc is not None else ""
+    log.warning("background error: %s%s", one_line(context.get("message", "")), what)
+    if exc is not None:
+        log.debug("background error details", exc_info=exc)
 
 
 async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None, workers: int = 0) -> None:
@@ -585,11 +636,15 @@ async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None
         from ccctl.media.shard import ShardedCore
 
         factory = functools.partial(ShardedCore, workers=workers)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(db_url, home, factory, media_network=network)
     from ccctl.feeds.poller import feed_poller
 
     app.cleanup_ctx.append(feed_poller(db_url))  # pulls the feeds on their intervals
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    # The access log (logger ccctl.media.access, INFO: off unless turned on) has method, path
+    # without the query, status, size and time: never a header or a join link's token.
+    runner = web.AppRunner(app, handle_signals=False, access_log=logging.getLogger("ccctl.media.access"),
+                           access_log_class=SafeAccessLogger)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -597,6 +652,7 @@ async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None
         ready()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_background_error)
     try:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
     except (NotImplementedError, RuntimeError, ValueError):  # no signals here (not the main thread)

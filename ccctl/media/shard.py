@@ -283,7 +283,7 @@ class ShardedCore:
         try:
             await asyncio.wait_for(asyncio.shield(worker.ready), START_TIMEOUT)
         except TimeoutError:
-            raise MediaError(f"fan-out worker {worker.index} did not start within {START_TIMEOUT:.0f} s") from None
+            raise MediaError(f"fan-out worker {worker.index} did not start within {START_TIMEOUT:.0f} s", status=503) from None
 
     async def _stop_worker(self, worker: _Worker) -> None:
         if worker.proc is None:
@@ -300,7 +300,7 @@ class ShardedCore:
 
     async def _call(self, worker: _Worker, op: str, *args: Any) -> Any:
         if worker.proc is None:
-            raise MediaError(f"fan-out worker {worker.index} is not running")
+            raise MediaError(f"fan-out worker {worker.index} is not running", status=503)
         call_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         worker.calls[call_id] = future
@@ -308,7 +308,7 @@ class ShardedCore:
         try:
             return await asyncio.wait_for(future, CALL_TIMEOUT)
         except TimeoutError:
-            raise MediaError(f"fan-out worker {worker.index} did not answer {op}") from None
+            raise MediaError(f"fan-out worker {worker.index} did not answer {op}", status=503) from None
         finally:
             worker.calls.pop(call_id, None)
 
@@ -369,7 +369,7 @@ class ShardedCore:
             worker.links.pop(name).stop()
         for future in worker.calls.values():
             if not future.done():
-                future.set_exception(MediaError(f"fan-out worker {worker.index} exited"))
+                future.set_exception(MediaError(f"fan-out worker {worker.index} exited", status=503))
         reason = "closed" if self._closing else "worker exited"
         for ref in [r for r in self._sessions.values() if r.worker == worker.index]:
             self._event(worker, "leave", ref.site_id, {"session_id": ref.session_id, "reason": reason})

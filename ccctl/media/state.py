@@ -61,9 +61,10 @@ def end_broadcast(db: Database, broadcast_id: int) -> None:
                    (now, broadcast_id))
 
 
-def set_floor(db: Database, broadcast_id: int, site_id: str | None) -> str | None:
+def set_floor(db: Database, broadcast_id: int, site_id: str | None, why: str | None = None) -> str | None:
     """Give the floor to ``site_id`` (None: release it), recording ``floor`` events; returns
-    the previous holder. Giving it to another site releases the previous one first."""
+    the previous holder. Giving it to another site releases the previous one first; ``why``
+    (e.g. ``revoked``) goes into the release event."""
     now = time.time()
     with db.transaction():
         rows = db.query("SELECT floor_site FROM broadcasts WHERE id = ?", (broadcast_id,))
@@ -72,7 +73,8 @@ def set_floor(db: Database, broadcast_id: int, site_id: str | None) -> str | Non
             return previous
         events = []
         if previous:
-            events.append((broadcast_id, now, previous, "floor", json.dumps({"action": "release"})))
+            release = {"action": "release", **({"why": why} if why else {})}
+            events.append((broadcast_id, now, previous, "floor", json.dumps(release)))
         if site_id:
             events.append((broadcast_id, now, site_id, "floor", json.dumps({"action": "grant"})))
         db.executemany("INSERT INTO broadcast_events (broadcast_id, ts, site_id, kind, detail) VALUES (?, ?, ?, ?, ?)",

@@ -48,6 +48,7 @@ class MediaError(CcctlError):
     """A subscriber could not be served: bad offer, no common codec, needs renegotiation."""
 
     exit_code = 9
+    status = 400
 
 
 @dataclass(frozen=True)
