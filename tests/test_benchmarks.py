@@ -97,7 +97,11 @@ def test_dashboard_benchmark_quick() -> None:
 def test_fuzz_benchmark_quick() -> None:
     out = bench("fuzz")
     lines = out.splitlines()
-    assert [line.split()[0] for line in lines] == ["whep-offer", "whip-offer", "trickle-patch", "control-json"], out
+    assert [line.split()[0] for line in lines] == ["whep-offer", "whip-offer", "trickle-patch", "control-json",
+                                                   "sites-import"], out
+    imports = lines.pop()
+    assert "cases     300 " in imports and " tracebacks   0 " in imports and " multi-line errors   0 " in imports, imports
+    assert " round-trip mismatches   0 " in imports, imports
     for line in lines:
         assert "cases     300 " in line and " 5xx   0 " in line, line
         assert " tracebacks   0 " in line and "background errors" in line, line
