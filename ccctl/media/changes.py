@@ -45,6 +45,7 @@ class ChangeFeed:
         self._cursor: Any = None
         self._event_id = 0
         self._task: asyncio.Task[None] | None = None
+        self._reading: asyncio.Future[list[tuple[str, dict[str, Any]]]] | None = None
         self.closing = False
 
     def start(self) -> None:
@@ -59,6 +60,12 @@ class ChangeFeed:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        if self._reading is not None:
+            # Cancelling the task does not stop a read already in its thread: closing the
+            # connection under it crashed the process (SQLite, segmentation fault).
+            await asyncio.wait([self._reading])
+            if not self._reading.cancelled():
+                self._reading.exception()  # retrieved: a failed last read is no error at shutdown
         if self._db is not None:
             self._db.close()
 
@@ -87,7 +94,8 @@ class ChangeFeed:
 
         while True:
             try:
-                found = await asyncio.to_thread(self._read)
+                self._reading = asyncio.ensure_future(asyncio.to_thread(self._read))
+                found = await asyncio.shield(self._reading)
             except CcctlError as exc:  # a locked registry: try again, the stream waits
                 log.warning("change feed: %s", exc)
                 found = []

@@ -91,3 +91,38 @@ async def test_dashboard_follows_the_stream(server: TestServer, dash_db_url: str
         await until(pilot, lambda: app.fleet.sites[site]["state"] == "ERROR", "the change through the stream")
         await server.close()
         await until(pilot, lambda: app.stream_state != "live", "the stream shown down")
+
+
+@pytest.mark.asyncio
+async def test_closing_waits_for_a_read_in_its_thread(dash_db_url: str) -> None:
+    """The feed's registry connection is closed only after the read running in a thread ends:
+    closing it under the read crashed the test process (SQLite, segmentation fault)."""
+    import threading
+
+    from ccctl.media.changes import ChangeFeed
+
+    reading, release = threading.Event(), threading.Event()
+    still_open: list[bool] = []
+
+    class HeldFeed(ChangeFeed):
+        def _read(self) -> list[tuple[str, dict[str, Any]]]:
+            found = super()._read()
+            reading.set()
+            release.wait(BOUND_S)
+            try:
+                self._db.query("SELECT 1")  # the connection is still ours after the hold
+            except Exception:  # noqa: BLE001 - closed under the read: what this test catches
+                still_open.append(False)
+            else:
+                still_open.append(True)
+            return found
+
+    feed = HeldFeed(dash_db_url)
+    feed.start()
+    assert await asyncio.to_thread(reading.wait, BOUND_S)
+    closing = asyncio.ensure_future(feed.close())
+    done, _ = await asyncio.wait([closing], timeout=0.2)  # it must not finish while the read is held
+    assert not done
+    release.set()
+    await asyncio.wait_for(closing, BOUND_S)
+    assert still_open == [True]
