@@ -104,7 +104,9 @@ class ActionsMixin:
             self.post_message(msg.ActionDone(f"re-check: {exc}", ok=False))
             return
         try:
-            sites = await asyncio.to_thread(select_sites, db, SiteFilter(ids=tuple(ids), enabled_only=True))
+            # On this loop, as the run's own registry writes are: a read left running in a thread
+            # when the worker is cancelled would meet the connection closed under it (finally).
+            sites = select_sites(db, SiteFilter(ids=tuple(ids), enabled_only=True))
             total = len(sites)
 
             def on_result(result: Any) -> None:
