@@ -59,6 +59,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: ccctl comes from
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.cpu import pin_cpu, process_cpu  # noqa: E402
+from ccctl.edges.local import janus_binary, janus_module_dirs  # noqa: E402
 from ccctl.sim.netns import NetnsError, ip_binary, veth  # noqa: E402
 
 WARMUP, WINDOW = 4.0, 10.0
@@ -83,22 +84,6 @@ NOT_INSTALLED = "janus: not installed (run scripts/bench-setup.sh)"
 
 class JanusUnavailable(RuntimeError):
     """Janus cannot be measured on this machine (not installed, or no private network)."""
-
-
-def janus_binary() -> str | None:
-    """The ``janus`` executable, or None."""
-    return shutil.which("janus") or next((p for p in ("/usr/bin/janus", "/opt/janus/bin/janus") if os.access(p, os.X_OK)), None)
-
-
-def janus_module_dirs() -> tuple[Path, Path] | None:
-    """Janus's plugins and transports folders (Debian's multiarch path or /opt), or None."""
-    for pattern in ("/usr/lib/*/janus/plugins/libjanus_streaming.so", "/usr/lib/janus/plugins/libjanus_streaming.so",
-                    "/opt/janus/lib/janus/plugins/libjanus_streaming.so"):
-        for hit in sorted(glob.glob(pattern)):
-            base = Path(hit).parent.parent
-            if (base / "transports" / "libjanus_http.so").exists():
-                return base / "plugins", base / "transports"
-    return None
 
 
 # ---------------------------------------------------------------- the caller's side
