@@ -79,6 +79,15 @@ def units_db(units_db_url: str) -> Iterator[Database]:
         yield db
 
 
+@pytest.fixture
+def loopback_ice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every peer in this process gathers host candidates on 127.0.0.1 only (aioice would
+    offer every interface of the machine)."""
+    import aioice.ice
+
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (for servers the tests start)."""
     with socket.socket() as s:

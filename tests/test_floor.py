@@ -17,7 +17,6 @@ import wave
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import aioice.ice
 import av
 import numpy as np
 import pytest
@@ -42,11 +41,7 @@ TIMEOUT = 30.0
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every peer in this process gathers host candidates on 127.0.0.1 only."""
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
-    yield
+pytestmark = pytest.mark.usefixtures("loopback_ice")  # tests/conftest.py
 
 
 @pytest_asyncio.fixture

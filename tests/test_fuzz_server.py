@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aioice.ice
 import pytest
 import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
@@ -37,11 +36,7 @@ HOSTILE = ["m=video 9 UDP/TLS/RTP/SAVPF 96", "m=audio 9 UDP/TLS/RTP/SAVPF 111",
            "a=ssrc:x cname:y", "a=ssrc-group:FID 1", "a=extmap:x", "a=rtcp:x", "c=IN IP6 ::1", "v=", "a=" + "x" * 1100]
 
 
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every peer in this process gathers host candidates on 127.0.0.1 only."""
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
-    yield
+pytestmark = pytest.mark.usefixtures("loopback_ice")  # tests/conftest.py
 
 
 @pytest_asyncio.fixture

@@ -11,10 +11,9 @@ import logging
 import re
 import socket
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aioice.ice
 import pytest
 import pytest_asyncio
 
@@ -26,11 +25,7 @@ SDP = {"Content-Type": "application/sdp"}
 TRICKLE = {"Content-Type": "application/trickle-ice-sdpfrag"}
 
 
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every peer in this process gathers host candidates on 127.0.0.1 only."""
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
-    yield
+pytestmark = pytest.mark.usefixtures("loopback_ice")  # tests/conftest.py
 
 
 @pytest_asyncio.fixture

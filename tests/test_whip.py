@@ -18,7 +18,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +47,7 @@ BLACK = (16, 128, 128)
 TONE_HZ = 440  # the publishers' sound (the test pattern's is 1 kHz)
 
 
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every peer in this process gathers host candidates on 127.0.0.1 only."""
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
-    yield
+pytestmark = pytest.mark.usefixtures("loopback_ice")  # tests/conftest.py
 
 
 # -- helpers shared with tests/test_floor.py --------------------------------------------------------
