@@ -1,9 +1,22 @@
-"""Process limits that thousands of sites need (a socket per endpoint, peer or connection)."""
+"""Process limits that thousands of sites need (a socket per endpoint, peer or connection), and
+whether a process exists."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
+
+
+def pid_exists(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one of another user's counts: signalling it is refused)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def raise_nofile_limit() -> int:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ccctl.limits import pid_exists
 from ccctl.models import CheckResult, CheckState
 from ccctl.registry.db import Database
 from ccctl.registry.refs import resolve_ref
@@ -98,13 +99,7 @@ def owner_alive(owner: Any) -> bool | None:
             return False
         started = _start_time(pid)
         return started is not None and started == owner.get("pid_start")
-    try:  # no /proc: the pid's existence is all there is to go on
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_exists(pid)  # no /proc: the pid's existence is all there is to go on
 
 
 def close_dead_runs(db: Database) -> list[int]:

@@ -35,6 +35,8 @@ import subprocess
 from collections.abc import Sequence
 from types import TracebackType
 
+from ccctl.limits import pid_exists
+
 PREFIX = "ccctl-"
 _COMMAND_TIMEOUT_S = 15.0
 _RANDOM = 0xFFFFF000 + 56  # SKF_AD_OFF + SKF_AD_RANDOM: a classic BPF load of a random u32
@@ -161,16 +163,6 @@ def drops(dev: str, *, netns: str | None = None) -> int:
     return 0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def namespaces() -> list[str]:
     """The names of the network namespaces ``ip netns`` knows."""
     return [line.split()[0] for line in ip("netns", "list").splitlines() if line.strip()]
@@ -195,7 +187,7 @@ def clean_stale() -> int:
     removed = 0
     for name in namespaces():
         parts = name.split("-")
-        if name.startswith(PREFIX) and len(parts) >= 3 and parts[1].isdigit() and not _alive(int(parts[1])):
+        if name.startswith(PREFIX) and len(parts) >= 3 and parts[1].isdigit() and not pid_exists(int(parts[1])):
             try:
                 remove_namespace(name)
                 removed += 1
