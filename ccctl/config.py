@@ -70,16 +70,34 @@ class ServeConfig:
     listen: str = "127.0.0.1:8080"
     public_url: str = ""  # base of the sites' join links when they reach the server another way
     workers: int = 0  # fan-out worker processes (0: the sites' connections stay in the server process)
+    tls: str = ""  # "self-signed": https with a certificate ccctl makes and keeps in its home; "": see tls_cert
+    tls_cert: str = ""  # PEM certificate (then its chain) to serve https with; "" and tls "": plain http
+    tls_key: str = ""  # its PEM private key (unencrypted, readable by ccctl only)
+
+    @property
+    def https(self) -> bool:
+        """True when the server is configured to speak https."""
+        return bool(self.tls or self.tls_cert)
 
     def site_base(self) -> str:
-        """The base URL of join links: ``public_url``, else the listen address itself."""
+        """The base URL of join links: ``public_url``, else the listen address itself (https
+        when TLS is configured)."""
         if self.public_url:
             return self.public_url.rstrip("/")
         host = self.listen.rsplit(":", 1)[0].strip("[]")
         if host in ("0.0.0.0", "::", ""):
             raise ConfigError(f"serve.listen is {self.listen}, which is no address a site can open: "
                               "set serve.public_url (e.g. https://cc.example.gov.vn)")
-        return f"http://{self.listen}"
+        return f"{'https' if self.https else 'http'}://{self.listen}"
+
+    def check_tls(self) -> None:
+        """ConfigError unless the TLS keys make sense together."""
+        if self.tls not in ("", "self-signed"):
+            raise ConfigError(f"serve.tls: expected \"self-signed\" or \"\", got {self.tls!r}")
+        if self.tls and (self.tls_cert or self.tls_key):
+            raise ConfigError("serve.tls = \"self-signed\" and serve.tls_cert/tls_key exclude each other")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("serve.tls_cert and serve.tls_key go together")
 
 
 @dataclass(frozen=True)
@@ -212,6 +230,7 @@ def load_config(
     url = db or env.get("CCCTL_DB")
     if url:
         config = replace(config, registry=replace(config.registry, db=url))
+    config.serve.check_tls()
     if config.output.format not in ("table", "csv", "json"):
         raise ConfigError(f"output.format: expected table, csv or json, got {config.output.format!r}")
     return config

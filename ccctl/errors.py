@@ -81,3 +81,42 @@ class FeedError(ImportRejected):
     """
 
     exit_code = 10
+
+
+class MediaError(CcctlError):
+    """The media core could not do what was asked: a bad offer, no common codec, a session that
+    needs renegotiating, a recording that cannot be written, a fan-out worker gone (exit 11;
+    HTTP 400 unless ``status`` says otherwise, 503 for a core that is starting or stopping)."""
+
+    exit_code = 11
+    status = 400
+
+
+class CertificateRefused(CcctlError):
+    """The server's TLS certificate is not the one this installation trusts: another pinned
+    fingerprint, an unknown authority or another name (exit 12). Nothing was sent to it."""
+
+    exit_code = 12
+
+
+def error_names(exc: CcctlError) -> str:
+    """What a server sends in ``Ccctl-Error``: the error's class and its CcctlError ancestors,
+    most specific first (``FloorRefused MediaError CcctlError``)."""
+    return " ".join(k.__name__ for k in type(exc).__mro__ if issubclass(k, CcctlError))
+
+
+def error_class(names: str) -> type[CcctlError]:
+    """The class of an error a server named in ``Ccctl-Error`` (:func:`error_names`): the most
+    specific one this process knows that takes a message alone, so that the CLI exits with the
+    same code as if the failure had happened in its own process; CcctlError when it knows none."""
+    known: dict[str, type[CcctlError]] = {}
+    pending: list[type[CcctlError]] = [CcctlError]
+    while pending:
+        kind = pending.pop()
+        if kind.__init__ is CcctlError.__init__:  # not ImportRejected: its problems stay on the server
+            known.setdefault(kind.__name__, kind)
+        pending.extend(kind.__subclasses__())
+    for name in names.split():
+        if name in known:
+            return known[name]
+    return CcctlError

@@ -125,11 +125,12 @@ def stop(obj: AppContext) -> None:
 @click.pass_obj
 def links(obj: AppContext, fmt: str | None, as_json: bool, as_csv: bool, program: bool, **kwargs: Any) -> None:
     """Each selected site's join URL with its token (give them to the sites, nobody else)."""
+    from ccctl.media.client import site_base
     from ccctl.media.tokens import control_token, generation, load_secret, site_token
     from ccctl.registry.sites import select_sites
 
     secret = load_secret(obj.config.home)
-    base = obj.config.serve.site_base()
+    base = site_base(obj.config.home, obj.config.serve)  # https when the server runs with TLS
     if program:
         emit([{"name": "program", "whip_url": f"{base}/whip/program", "token": control_token(secret)}],
              resolve_format(obj, fmt, as_json, as_csv))

@@ -18,9 +18,14 @@ import secrets
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    import ssl
+
+    from ccctl.media.tls import ServerTrust
 
 log = logging.getLogger(__name__)
 
@@ -242,14 +247,22 @@ def add_change_routes(app: web.Application, db_url: str, authorize: Callable[[we
 
 
 async def follow(base_url: str, token: str, last_event_id: str | None = None,
-                 connect_timeout: float = 5.0) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
+                 connect_timeout: float = 5.0, trust: ServerTrust | None = None,
+                 ) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
     """The change stream of the server at ``base_url`` as (event id, event name, data), from
     after ``last_event_id``; ends when the server closes it, raises ServerDown when it cannot
-    connect. Events without an id (``hello``) come with an empty id."""
+    connect, CertificateRefused when an https server's certificate is not the one ``trust``
+    accepts (the system's store when None). Events without an id (``hello``) come with an
+    empty id."""
     import aiohttp
 
     from ccctl.errors import CcctlError
     from ccctl.media.client import ServerDown
+    from ccctl.media.tls import ServerTrust, refused
+
+    trust = trust or ServerTrust()
+    check: aiohttp.Fingerprint | ssl.SSLContext = (aiohttp.Fingerprint(bytes.fromhex(trust.fingerprint.replace(":", "")))
+                                                   if trust.fingerprint else trust.context())
 
     headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
     if last_event_id:
@@ -257,7 +270,7 @@ async def follow(base_url: str, token: str, last_event_id: str | None = None,
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=HEARTBEAT_S * 3)
     try:
         async with aiohttp.ClientSession(timeout=timeout, trust_env=False) as session, \
-                session.get(f"{base_url}/api/events", headers=headers) as response:
+                session.get(f"{base_url}/api/events", headers=headers, ssl=check) as response:
             if response.status != 200:
                 raise CcctlError(f"change stream: server said {response.status}")
             event_id, name, data = "", "message", ""
@@ -278,5 +291,10 @@ async def follow(base_url: str, token: str, last_event_id: str | None = None,
                         name = value
                     elif field == "data":
                         data = f"{data}\n{value}" if data else value
+    except aiohttp.ServerFingerprintMismatch as exc:
+        seen = ":".join(f"{b:02X}" for b in exc.got)
+        raise trust.mismatch(f"the change stream at {base_url}", seen) from None
+    except aiohttp.ClientConnectorCertificateError as exc:
+        raise refused(f"the change stream at {base_url}", exc.certificate_error) from None
     except (aiohttp.ClientConnectionError, TimeoutError) as exc:
         raise ServerDown(f"change stream at {base_url}: {exc or type(exc).__name__}") from None

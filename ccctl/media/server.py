@@ -61,6 +61,8 @@ from ccctl.registry import open_registry
 from ccctl.registry.db import Database
 
 if TYPE_CHECKING:
+    import ssl
+
     from ccctl.media.ingest import Ingest
 
 log = logging.getLogger(__name__)
@@ -607,7 +609,8 @@ def _background_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) 
         log.debug("background error details", exc_info=exc)
 
 
-async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None, workers: int = 0) -> None:
+async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None, workers: int = 0,
+                ssl_context: ssl.SSLContext | None = None) -> None:
     """Run the server until SIGTERM (``serve --stop``) or cancelled (Ctrl-C).
 
     SIGTERM ends the wait below instead of raising out of the event loop: the server then
@@ -620,6 +623,8 @@ async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None
 
     ``workers`` > 0 spreads the sites' connections over that many fan-out worker processes
     (:mod:`ccctl.media.shard`); 0 keeps them in this process.
+
+    With ``ssl_context`` (:mod:`ccctl.media.tls`) every route is served over https only.
     """
     raise_nofile_limit()  # a UDP socket per site's connection
     network = None
@@ -646,7 +651,7 @@ async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None
     runner = web.AppRunner(app, handle_signals=False, access_log=logging.getLogger("ccctl.media.access"),
                            access_log_class=SafeAccessLogger)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
     if ready is not None:
         ready()

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from ccctl.errors import CcctlError
+from ccctl.errors import MediaError as MediaError  # its home is ccctl.errors; the media modules import it here
 from ccctl.media.fastpath import packetize
 
 if TYPE_CHECKING:
@@ -42,13 +42,6 @@ log = logging.getLogger(__name__)
 VIDEO_QUEUE_FRAMES = 12
 #: Opus packets an audio subscriber may lag (100 ms); older ones are dropped first.
 AUDIO_QUEUE_PACKETS = 5
-
-
-class MediaError(CcctlError):
-    """A subscriber could not be served: bad offer, no common codec, needs renegotiation."""
-
-    exit_code = 9
-    status = 400
 
 
 @dataclass(frozen=True)

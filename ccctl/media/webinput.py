@@ -25,7 +25,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
-from ccctl.errors import CcctlError
+from ccctl.errors import CcctlError, error_names
 from ccctl.media.net import candidate_ok
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,7 @@ def error_middleware(extra_headers: Callable[[web.Request], dict[str, str]]) -> 
         except CcctlError as exc:
             status = int(getattr(exc, "status", 500))
             headers = extra_headers(request)
+            headers["Ccctl-Error"] = error_names(exc)  # the CLI exits with the same code as here
             if status == 503:
                 headers["Retry-After"] = "5"
             if status >= 500:
