@@ -3,7 +3,9 @@
 Exit codes of every command: 0 success; 1 failure; 2 bad usage or configuration;
 4 not found; 5 registry error; 6 import rejected; 7 units not loaded; 8 busy (another run
 holds the lock); 9 no ccctl server answers; 10 a feed's pull failed or its data were malformed
-(its last good data kept); 130 interrupted; 141 stdout closed early (``ccctl ... | head``: the
+(its last good data kept); 11 the media core failed (a bad offer, a recording that cannot be
+written, a fan-out worker gone); 12 the server's TLS certificate is not the trusted one
+(nothing was sent to it); 130 interrupted; 141 stdout closed early (``ccctl ... | head``: the
 output is cut quietly, as coreutils do). Monitoring commands (``rollcall run``) use the Nagios
 convention instead: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 """

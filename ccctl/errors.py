@@ -107,13 +107,14 @@ def error_names(exc: CcctlError) -> str:
 
 def error_class(names: str) -> type[CcctlError]:
     """The class of an error a server named in ``Ccctl-Error`` (:func:`error_names`): the most
-    specific one this process knows that takes a message alone, so that the CLI exits with the
-    same code as if the failure had happened in its own process; CcctlError when it knows none."""
+    specific one of this module that takes a message alone (``FloorRefused`` -> MediaError), so
+    that the CLI exits with the same code as if the failure had happened in its own process;
+    CcctlError when none is."""
     known: dict[str, type[CcctlError]] = {}
     pending: list[type[CcctlError]] = [CcctlError]
     while pending:
         kind = pending.pop()
-        if kind.__init__ is CcctlError.__init__:  # not ImportRejected: its problems stay on the server
+        if kind.__module__ == __name__ and kind.__init__ is CcctlError.__init__:  # ImportRejected's problems stay there
             known.setdefault(kind.__name__, kind)
         pending.extend(kind.__subclasses__())
     for name in names.split():
