@@ -108,9 +108,12 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
 
 
 def files(cert: str | Path, key: str | Path) -> ServerTLS:
-    """The operator's certificate and key files, checked by loading them once."""
+    """The operator's certificate and key files, checked by loading them once; a key that
+    every user of the machine may read is refused (a group, like Debian's ssl-cert, may)."""
     cert_path, key_path = Path(cert).expanduser().resolve(), Path(key).expanduser().resolve()
     server_context(cert_path, key_path)
+    if key_path.stat().st_mode & 0o007:
+        raise ConfigError(f"{key_path} is readable by others; chmod o-rwx it (the server's private key)")
     return ServerTLS(cert_path, key_path, cert_fingerprint(cert_path))
 
 

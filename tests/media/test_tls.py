@@ -269,6 +269,10 @@ def test_self_signed_certificate_is_private_printed_and_reused(ccctl: Ccctl, mon
         assert f"made a new one: none existed, {cert}): SHA256 {fingerprint}" in first.stderr
         status = ccctl("broadcast", "status")  # the CLI pins it by itself
         assert status.exit_code == 0 and "no live broadcast" in status.stderr, status.stderr
+        # Elsewhere, a copy of the certificate (never the key) serves as the CA file to trust.
+        token = control_token(load_secret(ccctl.home))
+        remote = ControlClient.remote(f"https://{listen}", token, ServerTrust(ca_file=str(cert)))
+        assert remote.call("GET", "/api/broadcast")["live"] is False
         assert ccctl("serve", "--stop").exit_code == 0
         again = ccctl("serve", "--detach", "--tls", "self-signed")
         assert again.exit_code == 0 and f"(reused, {cert}): SHA256 {fingerprint}" in again.stderr, again.stderr
@@ -290,11 +294,15 @@ def test_bad_tls_input_is_one_clear_line(ccctl: Ccctl, ca: TestCA, tmp_path: Pat
     cert, key = ca.issue(["127.0.0.1"])
     _, other_key = ca.issue(["127.0.0.1"], stem="other")
     (tmp_path / "junk.pem").write_text("not a certificate\n")
+    exposed = tmp_path / "exposed.key"
+    exposed.write_bytes(key.read_bytes())
+    exposed.chmod(0o644)
     cases = [(("--tls-cert", str(cert)), 2, "go together"),
              (("--tls", "self-signed", "--tls-cert", str(cert), "--tls-key", str(key)), 2, "exclude each other"),
              (("--tls-cert", str(cert), "--tls-key", str(other_key)), 2, "cannot use"),
              (("--tls-cert", str(tmp_path / "junk.pem"), "--tls-key", str(key)), 2, "cannot use"),
-             (("--tls-cert", str(tmp_path / "none.pem"), "--tls-key", str(key)), 2, "no such file")]
+             (("--tls-cert", str(tmp_path / "none.pem"), "--tls-key", str(key)), 2, "no such file"),
+             (("--tls-cert", str(cert), "--tls-key", str(exposed)), 2, "readable by others")]
     for args, code, words in cases:
         result = ccctl("serve", "--detach", *args)
         assert result.exit_code == code and words in result.stderr and result.stderr.count("\n") == 1, (args, result.stderr)
