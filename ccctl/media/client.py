@@ -142,6 +142,8 @@ class ControlClient:
             if error is CcctlError and exc.code == 404:
                 error = NotFound  # an unknown site or broadcast: exit 4
             raise error(f"server said {exc.code}: {reason[0] if reason else exc.reason}") from None
+        except (http.client.HTTPException, ConnectionError, TimeoutError, ssl.SSLError) as exc:  # cut while read
+            raise self._down(exc) from None
 
     def _open(self, request: urllib.request.Request | str, timeout: float) -> http.client.HTTPResponse:
         """Open ``request``; ServerDown or CertificateRefused (one line) when it cannot."""
