@@ -274,7 +274,8 @@ def test_self_signed_certificate_is_private_printed_and_reused(ccctl: Ccctl, mon
         remote = ControlClient.remote(f"https://{listen}", token, ServerTrust(ca_file=str(cert)))
         assert remote.call("GET", "/api/broadcast")["live"] is False
         assert ccctl("serve", "--stop").exit_code == 0
-        again = ccctl("serve", "--detach", "--tls", "self-signed")
+        monkeypatch.setenv("CCCTL_SERVE_TLS", "self-signed")  # now from the configuration
+        again = ccctl("serve", "--detach")
         assert again.exit_code == 0 and f"(reused, {cert}): SHA256 {fingerprint}" in again.stderr, again.stderr
         assert ccctl("broadcast", "status").exit_code == 0
         log = (ccctl.home / "serve.log").read_text()
@@ -285,6 +286,12 @@ def test_self_signed_certificate_is_private_printed_and_reused(ccctl: Ccctl, mon
         assert ipaddress.ip_address("127.0.0.1") in names.get_values_for_type(x509.IPAddress)
     finally:
         ccctl("serve", "--stop")
+    assert ccctl("sites", "add", "bn-1", "--name", "Bến Nghé", "--unit", "26740").exit_code == 0
+    assert ccctl.json("broadcast", "links")[0]["join_url"].startswith(f"https://{listen}/join/bn-1?t=")  # config
+    monkeypatch.setenv("CCCTL_SERVE_TLS", "yes")
+    bogus = ccctl("serve", "--detach")
+    assert bogus.exit_code == 2 and "serve.tls" in bogus.stderr and bogus.stderr.count("\n") == 1
+    monkeypatch.setenv("CCCTL_SERVE_TLS", "self-signed")
     key.chmod(0o644)  # exposed: refused, not used
     exposed = ccctl("serve", "--detach", "--tls", "self-signed")  # refused before anything starts
     assert exposed.exit_code == 2 and "chmod 600" in exposed.stderr
