@@ -1,7 +1,8 @@
 """One edge fed one live broadcast: a mountpoint per tier, and each tier's RTP sent to it.
 
 For every tier of the program, :class:`EdgeFeed` creates a private RTP mountpoint on the
-edge (Opus, plus H.264 for a tier with video; ports chosen by Janus) named
+edge (Opus and H.264, the same on every tier so that a viewer can ``switch`` between them;
+the audio tier's video gets no RTP; ports chosen by Janus) named
 ``ccctl-b<broadcast>-<tier>``, whose secret and viewers' pin are derived from the edge's
 admin key (:func:`ccctl.edges.janus.derived`), then attaches an
 :class:`~ccctl.media.rtpout.RtpOut` per media to the program's feeds: the program packetises
@@ -83,7 +84,9 @@ class EdgeFeed:
             for name, tier in names.items():
                 spec = self.program.tiers[tier]
                 secret, pin = derived(key, "secret", name), derived(key, "pin", name)
-                mount = await self.client.create_rtp(name, audio=True, video=spec.has_video, iface=host,
+                # Every tier's mountpoint has the same media (audio, video) in the same order, as
+                # Janus's ``switch`` requires; the audio tier's video is simply never sent.
+                mount = await self.client.create_rtp(name, audio=True, video=True, iface=host,
                                                      pin=pin, secret=secret)
                 self.mounts[tier] = Mount(tier, mount.id, pin, secret)
                 audio = RtpOut("audio", (host, mount.ports["a"]), AUDIO_PT)
