@@ -135,10 +135,13 @@ class JanusClient:
         if "error" in data:
             raise EdgeError(f"edge {self.url}: switch: {data.get('error')} ({data.get('error_code')})")
 
-    async def create_rtp(self, name: str, audio: bool, video: bool, *, iface: str, pin: str, secret: str) -> Mountpoint:
+    async def create_rtp(self, name: str, audio: bool, video: bool, *, iface: str, pin: str, secret: str,
+                         srtp_key: bytes | None = None) -> Mountpoint:
         """A private RTP mountpoint (Opus ``a``, H.264 ``v``) on ports Janus chooses (port 0),
         bound to ``iface``; viewers need ``pin``, changes need ``secret``. Not kept across a
-        restart of Janus (``permanent`` false): ccctl recreates what it needs."""
+        restart of Janus (``permanent`` false): ccctl recreates what it needs. With
+        ``srtp_key`` (30 bytes), what it receives must be SRTP under that key (suite
+        AES_CM_128_HMAC_SHA1_80); Janus never gives the key back (``info`` says ``srtp``)."""
         media: list[dict[str, Any]] = []
         if audio:
             media.append({"type": "audio", "mid": "a", "port": 0, "pt": AUDIO_PT, "codec": "opus", "iface": iface})
@@ -147,7 +150,7 @@ class JanusClient:
                           "fmtp": H264_FMTP, "iface": iface})
         data = await self.request({"request": "create", "type": "rtp", "name": name, "description": name,
                                    "is_private": True, "pin": pin, "secret": secret, "permanent": False,
-                                   "media": media}, admin=True)
+                                   "media": media} | _srtp(srtp_key), admin=True)
         stream = data.get("stream") or {}
         try:
             ports = {str(p["mid"]): int(p["port"]) for p in stream.get("ports", [])}
@@ -255,6 +258,13 @@ def viewer_of(info: dict[str, Any]) -> dict[str, Any] | None:
     return {"mount": mount, "started": bool(flags.get("ready")) and not flags.get("stopped"),
             "packets_sent": packets, "bytes_sent": octets, "kbps": round(lastsec * 8 / 1000, 1),
             "rtt_ms": max(rtts) if rtts else None}
+
+
+def _srtp(key: bytes | None) -> dict[str, Any]:
+    """The ``create`` fields that make a mountpoint take SRTP under ``key`` (none: plain RTP)."""
+    if key is None:
+        return {}
+    return {"srtpsuite": 80, "srtpcrypto": base64.b64encode(key).decode()}
 
 
 def mount_name(broadcast_id: int, tier: str) -> str:
