@@ -15,16 +15,20 @@
   another tier on the same connection.
 - ``GET /api/edges`` (control token): the live broadcast's edges (up, viewers, sites given).
 - ``PUT /api/sites/{site}/tier`` (the server's route) for a site on an edge: :func:`edge_set_tier`.
+- ``GET /edge.js``: the join page's edge player (``ccctl/edges/edge.js``; code only, no token:
+  it holds nothing of any site), which the page includes with one line.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from ccctl.media.webinput import read_json_object
 
+EDGE_JS = Path(__file__).with_name("edge.js")
 CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
         "Access-Control-Allow-Headers": "Authorization, Content-Type"}
 
@@ -91,6 +95,11 @@ def add_routes(app: web.Application, server: Any) -> None:
         manager = server.edges
         return web.json_response({"live": manager is not None, "edges": manager.status() if manager else []})
 
+    async def edge_script(request: web.Request) -> web.Response:
+        # Code only (no site, token or edge in it): what the join page's one include line loads.
+        return web.Response(text=EDGE_JS.read_text("utf-8"), content_type="application/javascript",
+                            charset="utf-8", headers={"Cache-Control": "no-cache"})
+
     async def preflight(request: web.Request) -> web.Response:
         return web.Response(status=204, headers=CORS)
 
@@ -98,3 +107,4 @@ def add_routes(app: web.Application, server: Any) -> None:
     app.router.add_post("/api/sites/{site}/edge", site_report)
     app.router.add_route("OPTIONS", "/api/sites/{site}/edge", preflight)
     app.router.add_get("/api/edges", edges)
+    app.router.add_get("/edge.js", edge_script)
