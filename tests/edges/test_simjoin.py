@@ -55,6 +55,9 @@ def test_sim_sites_play_from_edges_and_move_when_one_dies(live: Ccctl, two_edges
     # e0's admin API, e1's on the site's word).
     rows = sessions(live)
     assert sorted(str(r.get("edge")) for r in rows.values()) == ["None", "e0", "e1"]
+    on_e1 = next(site for site, r in rows.items() if r.get("edge") == "e1")
+    moved = live("broadcast", "tier", on_e1, "audio")  # a switch on its edge connection
+    assert moved.exit_code == 0 and "moved to audio (was low)" in moved.stderr, moved.stderr
     edges = wait_for("both edges to count their viewer", lambda: (
         rows := {r["name"]: r for r in live.json("edge", "status")}) and all(
         r["viewers"] == 1 for r in rows.values()) and rows)
