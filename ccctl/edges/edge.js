@@ -39,6 +39,10 @@
     return m ? decodeURIComponent(m[1]) : null;
   }
 
+  function show(text, ok) {   // the page's own state line, when it has one
+    try { setState(text, ok); } catch (err) { /* a page without it */ }  // eslint-disable-line no-undef
+  }
+
   function edgeRoute(site) { return `/api/sites/${encodeURIComponent(site)}/edge`; }
 
   async function ask(site, auth) {
@@ -154,7 +158,9 @@
         const stats = await epc.getStats();
         let packets = 0;
         stats.forEach((r) => { if (r.type === "inbound-rtp") packets += r.packetsReceived || 0; });
-        s.connected = epc.connectionState === "connected";
+        const up = epc.connectionState === "connected";
+        if (s.connected !== up) show(`${epc.connectionState} · ${where.edge}`, up);
+        s.connected = up;
         if (packets !== last) {
           last = packets; since = Date.now();
           if (!reported && packets > 0 && s.connected) {

@@ -54,6 +54,7 @@ Recorder = Callable[[str, str, dict[str, Any]], None]  # (kind, site, detail): t
 
 HEALTH_INTERVAL_S = 2.0
 ADMIN_CONCURRENCY = 8  # handle_info requests in flight to one edge's admin API
+ADMIN_ROUND_S = 2.0  # at most this long per round reading one edge's viewers
 PROBE_TIMEOUT_S = 2.0
 OPEN_TIMEOUT_S = 6.0  # connect and create every tier's mountpoint
 
@@ -190,8 +191,13 @@ class EdgeManager:
             else:
                 self.seen[site] = viewer | {"tier": mounts[viewer["mount"]]}
 
-        await asyncio.gather(*(one(site, self.handles[site]) for site, n in list(self.watching.items())
-                               if n == name and site in self.handles))
+        asks = [one(site, self.handles[site]) for site, n in list(self.watching.items())
+                if n == name and site in self.handles]
+        try:  # a slow admin API must not hold up the round (failover depends on it): the rest waits
+            await asyncio.wait_for(asyncio.gather(*asks), ADMIN_ROUND_S)
+        except TimeoutError:
+            log.warning("edges: %s: admin API slower than %g s; some viewers not read this round", name,
+                        ADMIN_ROUND_S)
 
     def _up(self, e: _Edge) -> None:
         e.error = ""
@@ -282,9 +288,11 @@ class EdgeManager:
         (``by: site``). Then as :meth:`watching_from`."""
         e = self.edges.get(name)
         by = "site"
+        if ids is not None and any(h == ids and s != site for s, h in self.handles.items()):
+            return False  # another site's handle is not this one's (ccctl would switch it)
         if e is not None and e.admin is not None and e.feed is not None and self.sites.get(site) == name:
-            if ids is None or any(h == ids and s != site for s, h in self.handles.items()):
-                return False  # another site's handle is not this one's
+            if ids is None:
+                return False
             mounts = {m.id: m.tier for m in e.feed.mounts.values()}
             try:
                 viewer = viewer_of(await asyncio.wait_for(e.admin.handle_info(*ids), PROBE_TIMEOUT_S))
