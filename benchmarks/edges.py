@@ -14,7 +14,8 @@ origin sent to the edges' ``low`` mountpoints x sites per edge). The origin's CP
 grow with edges x tiers, not with sites. Then ccctl alone at the same N, same clip and
 receivers (fanout.py's tight path), and sites per core both ways: gross (every CPU second
 of the origin and the edges, program included) and the serving cost alone (less the N=0
-run's CPU).
+run's CPU). The edges get SRTP (their API is not on loopback: ccctl's default), so the
+origin's figures include it; one line gives SRTP's own cost per packet beside plain RTP.
 
     .venv/bin/python benchmarks/edges.py [--quick] [N ...]   (default 50 150; E = 1 and 2)
 
@@ -40,6 +41,7 @@ if str(ROOT) not in sys.path:
 from benchmarks.cpu import process_cpu  # noqa: E402
 
 WARMUP, WINDOW = 4.0, 10.0
+PACKETS_PER_TIER_S = 134  # fanout.py's low tier: ~0.66 Mbps of video and Opus
 JOIN_S_PER_SITE = 1.0
 
 
@@ -179,6 +181,35 @@ def ccctl_alone(n: int, source: str, warmup: float, window: float) -> tuple[dict
     return base, result
 
 
+def srtp_cost(units: int = 2000, payload: int = 1100, per_unit: int = 3) -> dict[str, float]:
+    """The origin's cost of SRTP to an edge: microseconds of CPU per RTP packet sent by an
+    :class:`~ccctl.media.rtpout.RtpOut`, plain and SRTP-protected (pylibsrtp, what it uses),
+    to a socket of this process on loopback (never read: the kernel drops what overflows)."""
+    import os
+    import socket
+
+    from ccctl.media.fastpath import RtpUnit
+    from ccctl.media.rtpout import SRTP_KEY_BYTES, RtpOut
+
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    try:
+        unit = RtpUnit(tuple(os.urandom(payload) for _ in range(per_unit)), 0, True, payload * per_unit, 0)
+        out = {}
+        for name, key in (("plain", None), ("srtp", os.urandom(SRTP_KEY_BYTES))):
+            rtp = RtpOut("video", sink.getsockname(), 96, srtp_key=key)
+            try:
+                start = self_cpu()
+                for i in range(units):
+                    rtp.push(RtpUnit(unit.payloads, i * 3000, True, unit.size, 0))
+                out[name] = (self_cpu() - start) / (units * per_unit) * 1e6
+            finally:
+                rtp.stop()
+        return out
+    finally:
+        sink.close()
+
+
 def main() -> None:
     """``edges.py [--quick] [N ...]``; internal mode ``--sites PLAN ADDRESSES``."""
     args = sys.argv[1:]
@@ -224,6 +255,9 @@ def main() -> None:
                 print(f"cascade E={n_edges} N={n:4d}  cpu {total:.3f} core (origin {r['origin_cpu']:.3f}, idle "
                       f"{idle['origin_cpu'] + idle['edges_cpu']:.3f})  {n / total:.0f} sites/core gross, "
                       f"{n / net:.0f} serving only", flush=True)
+        cost = srtp_cost(500 if quick else 5000)
+        print(f"srtp: {cost['srtp']:.1f} us/packet protected and sent, {cost['plain']:.1f} plain "
+              f"(origin, per edge: x {PACKETS_PER_TIER_S} pkt/s per tier)", flush=True)
         for n_edges in (1, 2):
             first, last = cascades[(n_edges, 0)], cascades[(n_edges, ns[-1])]
             print(f"origin E={n_edges}: {first['origin_cpu']:.3f} core at N=0, {last['origin_cpu']:.3f} at "

@@ -69,6 +69,8 @@ def status(obj: AppContext, fmt: str | None, as_json: bool, as_csv: bool) -> Non
                "rtt_ms", "jitter_ms"]
     if any("worker" in row for row in data["sessions"]):
         columns.append("worker")  # serve --workers: which fan-out worker holds the site
+    if any(row.get("edge") for row in data["sessions"]):
+        columns.append("edge")  # sites played from a Janus edge (ccctl/edges)
     emit(data["sessions"], resolve_format(obj, fmt, as_json, as_csv), columns)
 
 

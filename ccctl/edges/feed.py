@@ -1,9 +1,13 @@
 """One edge fed one live broadcast: a mountpoint per tier, and each tier's RTP sent to it.
 
 For every tier of the program, :class:`EdgeFeed` creates a private RTP mountpoint on the
-edge (Opus, plus H.264 for a tier with video; ports chosen by Janus) named
+edge (Opus and H.264, the same on every tier so that a viewer can ``switch`` between them;
+the audio tier's video gets no RTP; ports chosen by Janus) named
 ``ccctl-b<broadcast>-<tier>``, whose secret and viewers' pin are derived from the edge's
-admin key (:func:`ccctl.edges.janus.derived`), then attaches an
+admin key (:func:`ccctl.edges.janus.derived`) and, for an edge that takes SRTP
+(:meth:`~ccctl.registry.edges.Edge.uses_srtp`: by default one whose API is not on a loopback
+address), a random SRTP master key of its own (given to Janus in ``create``, never stored,
+logged or printed), then attaches an
 :class:`~ccctl.media.rtpout.RtpOut` per media to the program's feeds: the program packetises
 each tier once for every site and edge alike. A mountpoint of the same name left by an
 earlier server process (killed before it could clean up) is destroyed first.
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import secrets
 import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -24,7 +29,7 @@ from urllib.parse import urlsplit
 from ccctl.edges import EdgeError
 from ccctl.edges.janus import AUDIO_PT, VIDEO_PT, JanusClient, derived, mount_name
 from ccctl.edges.keys import read_key
-from ccctl.media.rtpout import RtpOut
+from ccctl.media.rtpout import SRTP_KEY_BYTES, RtpOut
 
 if TYPE_CHECKING:
     from ccctl.media.program import Program
@@ -68,6 +73,7 @@ class EdgeFeed:
         self.sinks: list[RtpOut] = []
         self.tier_sinks: dict[str, list[RtpOut]] = {}  # the sinks of each tier's mountpoint
         self.client: JanusClient | None = None
+        self.srtp = edge.uses_srtp()  # what it is sent is SRTP (see Edge.uses_srtp)
 
     async def open(self) -> EdgeFeed:
         """Connect, create a mountpoint per tier and start sending; on failure nothing is left."""
@@ -83,15 +89,20 @@ class EdgeFeed:
             for name, tier in names.items():
                 spec = self.program.tiers[tier]
                 secret, pin = derived(key, "secret", name), derived(key, "pin", name)
-                mount = await self.client.create_rtp(name, audio=True, video=spec.has_video, iface=host,
-                                                     pin=pin, secret=secret)
+                # Every tier's mountpoint has the same media (audio, video) in the same order, as
+                # Janus's ``switch`` requires; the audio tier's video is simply never sent.
+                # SRTP (an edge on another machine): a fresh key per mountpoint, told to Janus in
+                # the create request and kept only in the sinks' SRTP contexts.
+                srtp_key = secrets.token_bytes(SRTP_KEY_BYTES) if self.srtp else None
+                mount = await self.client.create_rtp(name, audio=True, video=True, iface=host,
+                                                     pin=pin, secret=secret, srtp_key=srtp_key)
                 self.mounts[tier] = Mount(tier, mount.id, pin, secret)
-                audio = RtpOut("audio", (host, mount.ports["a"]), AUDIO_PT)
+                audio = RtpOut("audio", (host, mount.ports["a"]), AUDIO_PT, srtp_key=srtp_key)
                 self.sinks.append(audio)
                 self.tier_sinks[tier] = [audio]
                 audio.attach(self.program.audio_feed)
                 if spec.has_video:
-                    video = RtpOut("video", (host, mount.ports["v"]), VIDEO_PT)
+                    video = RtpOut("video", (host, mount.ports["v"]), VIDEO_PT, srtp_key=srtp_key)
                     self.sinks.append(video)
                     self.tier_sinks[tier].append(video)
                     video.attach(self.program.feed(tier))

@@ -123,10 +123,25 @@ class JanusClient:
             raise EdgeError(f"edge {self.url}: {body.get('request')}: {data.get('error')} ({data.get('error_code')})")
         return data
 
-    async def create_rtp(self, name: str, audio: bool, video: bool, *, iface: str, pin: str, secret: str) -> Mountpoint:
+    async def switch(self, session: int, handle: int, mount_id: int) -> None:
+        """Move a viewer's handle (another session's: the site's, which it gave ccctl) to
+        mountpoint ``mount_id`` on its connection. Janus acks at once and tells the viewer
+        (``switched``) on its own long poll; a refusal in the ack is an EdgeError."""
+        reply = await self._post(f"/{session}/{handle}", {"janus": "message",
+                                                          "body": {"request": "switch", "id": mount_id}})
+        if reply.get("janus") not in ("ack", "event"):
+            raise EdgeError(f"edge {self.url}: switch answered {reply.get('janus')}")
+        data = (reply.get("plugindata") or {}).get("data") or {}
+        if "error" in data:
+            raise EdgeError(f"edge {self.url}: switch: {data.get('error')} ({data.get('error_code')})")
+
+    async def create_rtp(self, name: str, audio: bool, video: bool, *, iface: str, pin: str, secret: str,
+                         srtp_key: bytes | None = None) -> Mountpoint:
         """A private RTP mountpoint (Opus ``a``, H.264 ``v``) on ports Janus chooses (port 0),
         bound to ``iface``; viewers need ``pin``, changes need ``secret``. Not kept across a
-        restart of Janus (``permanent`` false): ccctl recreates what it needs."""
+        restart of Janus (``permanent`` false): ccctl recreates what it needs. With
+        ``srtp_key`` (30 bytes), what it receives must be SRTP under that key (suite
+        AES_CM_128_HMAC_SHA1_80); Janus never gives the key back (``info`` says ``srtp``)."""
         media: list[dict[str, Any]] = []
         if audio:
             media.append({"type": "audio", "mid": "a", "port": 0, "pt": AUDIO_PT, "codec": "opus", "iface": iface})
@@ -135,7 +150,7 @@ class JanusClient:
                           "fmtp": H264_FMTP, "iface": iface})
         data = await self.request({"request": "create", "type": "rtp", "name": name, "description": name,
                                    "is_private": True, "pin": pin, "secret": secret, "permanent": False,
-                                   "media": media}, admin=True)
+                                   "media": media} | _srtp(srtp_key), admin=True)
         stream = data.get("stream") or {}
         try:
             ports = {str(p["mid"]): int(p["port"]) for p in stream.get("ports", [])}
@@ -166,6 +181,90 @@ class JanusClient:
         """Every mountpoint (private ones too, with the admin key when there is one)."""
         data = await self.request({"request": "list"}, admin=bool(self._admin_key))
         return [m for m in data.get("list", []) if isinstance(m, dict)]
+
+
+class JanusAdmin:
+    """Janus's admin API at ``url`` (``http://H:7088/admin``), with its ``admin_secret``: what
+    ccctl reads of an edge's viewers (``handle_info``: which mountpoint a handle watches, its
+    WebRTC state and what was sent to it). Errors are :class:`~ccctl.edges.EdgeError`; a
+    handle or session that is gone is :class:`Gone`."""
+
+    def __init__(self, url: str, secret: str, timeout: float = REQUEST_TIMEOUT_S) -> None:
+        self.url = url.rstrip("/")
+        self._secret = secret
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
+        self._tx = itertools.count(1)
+
+    async def close(self) -> None:
+        """Close the HTTP client."""
+        await self._http.close()
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        body = body | {"transaction": f"ca{next(self._tx)}", "admin_secret": self._secret}
+        try:
+            async with self._http.post(f"{self.url}{path}", json=body) as r:
+                if r.status != 200:
+                    raise EdgeError(f"edge admin {self.url}: HTTP {r.status}")
+                reply = await r.json(content_type=None)
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            raise EdgeError(f"edge admin {self.url}: not answering ({type(exc).__name__}: {exc})") from None
+        if not isinstance(reply, dict):
+            raise EdgeError(f"edge admin {self.url}: unexpected reply")
+        if reply.get("janus") == "error":
+            error = reply.get("error") or {}
+            if error.get("code") in (JANUS_ERROR_SESSION_NOT_FOUND, JANUS_ERROR_HANDLE_NOT_FOUND):
+                raise Gone(f"edge admin {self.url}: {error.get('reason')}")
+            raise EdgeError(f"edge admin {self.url}: janus error {error.get('code')}: {error.get('reason')}")
+        return reply
+
+    async def handle_info(self, session: int, handle: int) -> dict[str, Any]:
+        """Janus's ``handle_info`` of one handle (:class:`Gone` when it or its session is)."""
+        info = (await self._post(f"/{session}/{handle}", {"janus": "handle_info"})).get("info")
+        if not isinstance(info, dict):
+            raise EdgeError(f"edge admin {self.url}: handle_info answered without info")
+        return info
+
+
+class Gone(EdgeError):
+    """The Janus session or handle asked about does not exist (any more)."""
+
+
+JANUS_ERROR_SESSION_NOT_FOUND, JANUS_ERROR_HANDLE_NOT_FOUND = 458, 459
+
+
+def viewer_of(info: dict[str, Any]) -> dict[str, Any] | None:
+    """From a ``handle_info``: the streaming mountpoint the handle watches, whether its media
+    started, and what Janus sent it (``packets``, ``bytes``, ``kbps`` over the last second,
+    ``rtt_ms``), or None when it is no streaming viewer."""
+    plugin = info.get("plugin_specific")
+    if info.get("plugin") != PLUGIN or not isinstance(plugin, dict) or plugin.get("state") != "watching":
+        return None
+    packets = octets = lastsec = 0
+    rtts = []
+    media = ((info.get("webrtc") or {}).get("media") or {})
+    for m in media.values() if isinstance(media, dict) else ():
+        out = ((m.get("stats") or {}).get("out") or {}) if isinstance(m, dict) else {}
+        packets += int(out.get("packets") or 0)
+        octets += int(out.get("bytes") or 0)
+        lastsec += int(out.get("bytes_lastsec") or 0)
+        rtt = (((m.get("rtcp") or {}).get("main") or {}).get("rtt")) if isinstance(m, dict) else None
+        if isinstance(rtt, int | float) and rtt > 0:
+            rtts.append(float(rtt))
+    flags = info.get("flags") or {}
+    try:
+        mount = int(plugin["mountpoint_id"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return {"mount": mount, "started": bool(flags.get("ready")) and not flags.get("stopped"),
+            "packets_sent": packets, "bytes_sent": octets, "kbps": round(lastsec * 8 / 1000, 1),
+            "rtt_ms": max(rtts) if rtts else None}
+
+
+def _srtp(key: bytes | None) -> dict[str, Any]:
+    """The ``create`` fields that make a mountpoint take SRTP under ``key`` (none: plain RTP)."""
+    if key is None:
+        return {}
+    return {"srtpsuite": 80, "srtpcrypto": base64.b64encode(key).decode()}
 
 
 def mount_name(broadcast_id: int, tier: str) -> str:

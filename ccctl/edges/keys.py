@@ -2,7 +2,9 @@
 
 The registry keeps only the path. The file must be a regular file that neither its group
 nor others can read or write (as ssh does for private keys): a key others can read is a
-key others have. The key is the file's first line, stripped; it is never logged or printed.
+key others have. The key is the file's first line, stripped (the streaming plugin's
+``admin_key``); a second line, if any, is Janus's ``admin_secret`` (its admin API), else the
+key is both. Neither is ever logged or printed.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ def check_key_file(path: str | Path) -> Path:
     return p
 
 
-def read_key(path: str | Path) -> str:
-    """The admin key in ``path`` (checked as :func:`check_key_file` does), or UsageError."""
+def read_key(path: str | Path, line: int = 0) -> str:
+    """The admin key in ``path`` (checked as :func:`check_key_file` does), or UsageError.
+    ``line=1``: Janus's ``admin_secret`` (the admin API's), the second line, or the key itself
+    when there is none."""
     p = check_key_file(path)
     try:
         with open(p, "rb") as f:
@@ -45,6 +49,8 @@ def read_key(path: str | Path) -> str:
         raise UsageError(f"admin key file {p}: longer than {MAX_KEY_BYTES} bytes; not a key")
     lines = data.decode("utf-8", errors="replace").strip().splitlines()
     key = lines[0].strip() if lines else ""
+    if line and len(lines) > line and lines[line].strip():
+        return lines[line].strip()
     if not key:
         raise UsageError(f"admin key file {p}: empty")
     return key

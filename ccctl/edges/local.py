@@ -2,8 +2,9 @@
 
 Janus gathers no ICE candidates on ``lo`` (see benchmarks/janus.py), so each edge gets a
 fresh network namespace joined to the caller's by a veth pair with a private /30
-(``10.213.(100+i).1`` on the caller's side, ``.2`` on the edge's): Janus's HTTP API, its RTP
-ports and its only ICE candidate are on ``.2``. The namespace holds nothing else, has no
+(``10.213.(100+i).1`` on the caller's side, ``.2`` on the edge's): Janus's HTTP API (port 8088),
+its admin API (7088; ``admin_secret`` is the admin key), its RTP ports and its only ICE
+candidate are on ``.2``. The namespace holds nothing else, has no
 route anywhere else, and is deleted (with the veth and whatever runs inside) by
 :meth:`JanusEdge.close`; a namespace left by a process that died is removed by the next
 one (``ccctl.sim.netns.clean_stale``: the name carries the pid).
@@ -66,6 +67,7 @@ class JanusEdge:
         self.addr = f"10.213.{100 + index}.2"  # Janus's side
         self.port = 8088
         self.url = f"http://{self.addr}:{self.port}/janus"
+        self.admin_url = f"http://{self.addr}:7088/admin"  # Janus's admin API (admin_secret: the key)
         self.key_file = folder / "admin.key"
         self.proc: subprocess.Popen[bytes] | None = None
         self._made = False
@@ -104,6 +106,7 @@ class JanusEdge:
 \tdebug_level = 4
 \tsession_timeout = 60
 \tserver_name = "ccctl-edge-{self.index}"
+\tadmin_secret = "{ADMIN_KEY}"
 }}
 nat: {{
 \tice_enforce_list = "{self.addr}"
@@ -122,7 +125,11 @@ media: {{
 \thttps = false
 }}
 admin: {{
-\tadmin_http = false
+\tadmin_http = true
+\tadmin_base_path = "/admin"
+\tadmin_port = 7088
+\tadmin_ip = "{self.addr}"
+\tadmin_https = false
 }}
 """)
         (conf / "janus.plugin.streaming.jcfg").write_text(f"""general: {{

@@ -83,7 +83,7 @@ async def edge_session(receiver: SimReceiver, where: dict[str, Any], stop: async
         stats.state = CONNECTED
         stats.kinds = tuple(sorted(viewer.tracks))
         stats.last_packet = max(stats.last_packet, up)
-        await _report(receiver, {"state": "watching", "edge": where["edge"]})
+        await _report(receiver, {"state": "watching", "edge": where["edge"], **viewer.ids})
         base = {k: (stats.packets[k], stats.bytes[k]) for k in ("audio", "video")}
         while not stop.is_set() and not viewer.hangup.is_set():
             counts: dict[str, list[int]] = {"audio": [0, 0], "video": [0, 0]}

@@ -6,7 +6,9 @@ with its pin, long-poll the session for the plugin's offer, answer it, and ``sta
 answer. The long poll runs for as long as the viewer does, which also keeps Janus's session
 alive. Janus 1.1.2 has no WHEP, hence this. :attr:`EdgeViewer.hangup` is set when Janus hangs
 up, stops answering the long poll, or sends no media for :data:`MEDIA_TIMEOUT_S`: the site's
-cue to ask ccctl again where to play from.
+cue to ask ccctl again where to play from. A tier change is ccctl's ``switch`` on this
+viewer's handle (:attr:`EdgeViewer.ids`, reported to ccctl): the same connection carries the
+other tier's mountpoint from then on, and :attr:`EdgeViewer.switched` is set.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class EdgeViewer:
         self.tracks: dict[str, Any] = {}
         self.connected = asyncio.Event()
         self.hangup = asyncio.Event()  # Janus hung up (the edge destroyed the mountpoint, or died)
+        self.switched = asyncio.Event()  # set (and replaced) when Janus says it switched mountpoint
         self._http: aiohttp.ClientSession | None = None
         self._session = self._handle = 0
         self._tx = itertools.count(1)
@@ -103,6 +106,11 @@ class EdgeViewer:
                     continue
                 if event.get("janus") == "hangup":
                     self.hangup.set()
+                result = ((event.get("plugindata") or {}).get("data") or {}).get("result") or {}
+                if isinstance(result, dict) and result.get("switched") == "ok":  # ccctl moved us (tier)
+                    self.mount_id = int(result.get("id", self.mount_id))
+                    self.switched.set()
+                    self.switched = asyncio.Event()
                 waiter = self._waiting.get(str(event.get("transaction")))
                 if waiter is None or waiter.done() or event.get("janus") != "event":
                     continue
@@ -111,6 +119,12 @@ class EdgeViewer:
                     waiter.set_exception(EdgeError(f"edge {self.url}: {data['error']}"))
                 else:
                     waiter.set_result(event)
+
+    @property
+    def ids(self) -> dict[str, int]:
+        """The Janus session and handle this viewer plays on: what it tells ccctl, so that
+        ccctl can ``switch`` it to another tier and find it among the edge's viewers."""
+        return {"session": self._session, "handle": self._handle}
 
     async def _watch_media(self, timeout: float) -> None:
         """Hang up when no RTP has arrived for ``timeout`` seconds (checked every second)."""

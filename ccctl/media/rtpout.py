@@ -5,8 +5,11 @@
 it gets each unit the feed packetised once for every sink, and only adds a 12-byte RTP header
 (its own SSRC, sequence and timestamp offset, the payload type the far end expects, the
 marker on a unit's last packet) and sends it with one ``sendto`` on a non-blocking UDP socket.
-No SRTP: for an edge on this machine or a private network (the issue asks for SRTP where the
-edge is on another machine; not done yet). Video starts at a keyframe (the feed asks for one
+Given an SRTP master key (:data:`SRTP_KEY_BYTES`: AES-128 key and salt, the
+``AES_CM_128_HMAC_SHA1_80`` suite, Janus's ``srtpsuite`` 80), each packet is protected with
+pylibsrtp before it is sent: for an edge on another machine. The key lives only in the
+sink's SRTP context and in the request that told the edge (see :mod:`ccctl.edges.feed`);
+it is never logged or printed. Video starts at a keyframe (the feed asks for one
 when the sink is attached); a full socket drops the rest of the unit and, for video,
 everything up to the next keyframe, which it requests: nothing queues.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import random
 import socket
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -23,12 +27,13 @@ if TYPE_CHECKING:
     from ccctl.media.tiers import Feed
 
 _HEADER = struct.Struct(">BBHII")
+SRTP_KEY_BYTES = 30  # 16-byte AES-128 key + 14-byte salt (RFC 3711), what Janus's srtpcrypto decodes to
 
 
 class RtpOut:
     """One kind (audio or video) of one feed, sent as plain RTP to ``address`` (host, port)."""
 
-    def __init__(self, kind: str, address: tuple[str, int], payload_type: int) -> None:
+    def __init__(self, kind: str, address: tuple[str, int], payload_type: int, srtp_key: bytes | None = None) -> None:
         self.kind = kind
         self.address = address
         self.feed: Feed | None = None
@@ -43,6 +48,20 @@ class RtpOut:
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
         self._sock.setblocking(False)
+        self._protect: Callable[[bytes], bytes] | None = None
+        if srtp_key is not None:
+            from pylibsrtp import Policy, Session
+
+            if len(srtp_key) != SRTP_KEY_BYTES:
+                raise ValueError(f"an SRTP master key is {SRTP_KEY_BYTES} bytes")
+            policy = Policy(key=srtp_key, ssrc_type=Policy.SSRC_ANY_OUTBOUND,
+                            srtp_profile=Policy.SRTP_PROFILE_AES128_CM_SHA1_80)
+            self._protect = Session(policy).protect
+
+    @property
+    def srtp(self) -> bool:
+        """Whether this sink sends SRTP."""
+        return self._protect is not None
 
     def attach(self, feed: Feed) -> None:
         """Start sending ``feed`` (video from its next keyframe, which the feed requests)."""
@@ -55,12 +74,13 @@ class RtpOut:
             if not unit.keyframe:
                 return
             self._need_keyframe = False
-        pack, send, addr = _HEADER.pack, self._sock.sendto, self.address
+        pack, send, addr, protect = _HEADER.pack, self._sock.sendto, self.address, self._protect
         ts = (unit.timestamp + self._ts_offset) & 0xFFFF_FFFF
         seq, last = self._seq, len(unit.payloads) - 1
         try:
             for i, payload in enumerate(unit.payloads):
-                send(pack(0x80, self._pt | 0x80 if i == last else self._pt, seq, ts, self._ssrc) + payload, addr)
+                packet = pack(0x80, self._pt | 0x80 if i == last else self._pt, seq, ts, self._ssrc) + payload
+                send(packet if protect is None else protect(packet), addr)
                 seq = (seq + 1) & 0xFFFF
                 self.packets += 1
                 self.octets += len(payload)

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ccctl.edges.routes import add_routes as add_edge_routes
+from ccctl.edges.routes import edge_set_tier
 from ccctl.errors import CcctlError, NotFound, UsageError
 from ccctl.limits import raise_nofile_limit
 from ccctl.media import state, tokens
@@ -226,7 +227,7 @@ class Server:
         self._require_control(request)
         if self.broadcast is None:
             return web.json_response({"live": False, "sessions": []})
-        sessions = await self.core.stats()
+        sessions = await self.core.stats() + (self.edges.stats() if self.edges is not None else [])  # edges' sites
         holder = self.board.holder
         for row in sessions:
             row["floor"] = row.get("site_id") == holder
@@ -445,6 +446,8 @@ class Server:
         self._site_tier(site_id)  # 404 unless an enabled site
         core = self.core
         session = next((s for s in core.sessions() if s.site_id == site_id), None) if core is not None else None
+        if session is None and self.edges is not None and site_id in self.edges.watching:
+            return await edge_set_tier(self.edges, site_id, tier)  # a Janus switch: ccctl/edges/routes.py
         if core is None or session is None:
             raise web.HTTPNotFound(text=f"site {site_id} is not connected to a live broadcast\n")
         previous = session.tier
@@ -475,6 +478,7 @@ class Server:
     async def metrics(self, request: web.Request) -> web.Response:
         self._require_control(request)
         sessions = await self.core.stats() if self.core is not None else []
+        sessions += self.edges.stats() if self.edges is not None else []  # sites on edges: ccctl/edges/manager.py
         lines = ["# HELP ccctl_broadcast_live 1 while a broadcast is live.", "# TYPE ccctl_broadcast_live gauge",
                  f"ccctl_broadcast_live {1 if self.broadcast else 0}",
                  "# HELP ccctl_broadcast_sessions Connected sites by tier.", "# TYPE ccctl_broadcast_sessions gauge"]

@@ -104,7 +104,8 @@ def resolve_broadcast(db: Database, ref: str | int | None) -> int:
 
 
 def attendance(db: Database, broadcast_id: int) -> list[dict[str, Any]]:
-    """Per site: first join, last leave, seconds connected, joins, last tier, connected now."""
+    """Per site: first join, last leave, seconds connected, joins, last tier, connected now,
+    and the edge that served its last join (None: ccctl itself)."""
     end = db.query("SELECT COALESCE(ended_at, ?) FROM broadcasts WHERE id = ?", (time.time(), broadcast_id))
     until = float(end[0][0]) if end else time.time()
     per_site: dict[str, dict[str, Any]] = {}
@@ -113,9 +114,11 @@ def attendance(db: Database, broadcast_id: int) -> list[dict[str, Any]]:
             "AND kind IN ('join', 'leave', 'tier') ORDER BY ts, id", (broadcast_id,)):
         info = json.loads(detail) if detail else {}
         row = per_site.setdefault(site_id, {"site_id": site_id, "first_join": None, "last_leave": None, "joins": 0,
-                                            "seconds": 0.0, "tier": None, "connected": False, "_since": None})
+                                            "seconds": 0.0, "tier": None, "connected": False, "edge": None,
+                                            "_since": None})
         if kind == "join":
             row["joins"] += 1
+            row["edge"] = info.get("edge")  # the edge serving it (ccctl/edges), None: ccctl itself
             row["first_join"] = row["first_join"] or ts
             row["tier"] = info.get("tier", row["tier"])
             if not row["connected"]:

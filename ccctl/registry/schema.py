@@ -113,6 +113,12 @@ MIGRATIONS: list[list[str]] = [
             admin_key_file TEXT NOT NULL, region TEXT NOT NULL, capacity INTEGER,
             created_at {real} NOT NULL, updated_at {real} NOT NULL)""",
     ],
+    # 7: edges: the URL of Janus's admin API (its viewers, read by ccctl; NULL: none) and
+    # whether RTP to the edge is SRTP (NULL: on unless the API's host is a loopback address).
+    [
+        "ALTER TABLE edges ADD COLUMN admin_url TEXT",
+        "ALTER TABLE edges ADD COLUMN srtp INTEGER",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

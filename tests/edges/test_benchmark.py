@@ -13,4 +13,5 @@ def test_edges_benchmark_quick() -> None:
     assert lines[0].startswith("cascade E=1 N=   0  origin")
     assert any(line.startswith("cascade E=2 N=   4") and "delivered" in line for line in lines)
     assert any(line.startswith("ccctl alone  N=   4") for line in lines)
+    assert any(line.startswith("srtp: ") and "us/packet" in line for line in lines)
     assert lines[-1].startswith("origin E=2:")

@@ -45,12 +45,23 @@ def test_add_list_remove(ccctl: Ccctl, tmp_path: Path) -> None:
     assert ccctl.json("edge", "list") == []
     gone = ccctl("edge", "remove", "hn-1", "--yes")
     assert gone.exit_code == 4 and "no edge" in gone.stderr
+    # SRTP: on by default for an edge whose API is not on loopback, off for one on loopback,
+    # as chosen otherwise; the admin API's URL is kept as given.
+    assert ccctl("edge", "add", "far", "--api", "http://10.213.100.2:8088/janus", "--admin-key-file", str(key),
+                 "--admin-api", "http://10.213.100.2:7088/admin").exit_code == 0
+    assert ccctl("edge", "add", "near", "--api", "http://127.0.0.1:8088/janus", "--admin-key-file", str(key)).exit_code == 0
+    assert ccctl("edge", "add", "lab", "--api", "http://10.0.0.9:8088/janus", "--admin-key-file", str(key),
+                 "--no-srtp").exit_code == 0
+    rows = {r["name"]: r for r in ccctl.json("edge", "list")}
+    assert {n: (r["srtp"], r["admin_url"]) for n, r in rows.items()} == {
+        "far": (True, "http://10.213.100.2:7088/admin"), "near": (False, None), "lab": (False, None)}
 
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--api", "ftp://x/janus"], "bad --api URL"),
     (["--api", "http://10.0.0.1:99999/janus"], "bad port"),
     (["--api", "http://10.0.0.1:8088/janus", "--capacity", "0"], "at least 1"),
+    (["--api", "http://10.0.0.1:8088/janus", "--admin-api", "10.0.0.1:7088"], "bad --admin-api URL"),
 ])
 def test_bad_input_is_one_line_and_adds_nothing(ccctl: Ccctl, tmp_path: Path, args: list[str], message: str) -> None:
     result = ccctl("edge", "add", "e1", "--admin-key-file", str(key_file(tmp_path)), *args)

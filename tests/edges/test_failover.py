@@ -57,10 +57,23 @@ class Harness:
         viewer = await EdgeViewer(where["url"], where["mount"], where["pin"]).start()
         await asyncio.wait_for(viewer.connected.wait(), 30)
         assert len(await frames(viewer, "video", 3)) == 3 and len(await frames(viewer, "audio", 3)) == 3
-        r = await self.client.post(f"/api/sites/{site}/edge", json={"state": "watching", "edge": where["edge"]},
+        r = await self.client.post(f"/api/sites/{site}/edge",
+                                   json={"state": "watching", "edge": where["edge"], **viewer.ids},
                                    headers=self.site_auth(site))
         assert r.status == 204, await r.text()
         return viewer
+
+    async def edges_mount(self, edge: str, tier: str) -> int:
+        """The id of the server's mountpoint for ``tier`` on ``edge``."""
+        manager = self.client.server.app[SERVER_KEY].edges
+        return int(manager.edges[edge].feed.mounts[tier].id)
+
+    def tier_events(self, site: str) -> list[tuple[str, dict[str, Any]]]:
+        """The site's tier events in the broadcast's log."""
+        with open_registry(self.db_url) as db:
+            rows = db.query("SELECT kind, detail FROM broadcast_events WHERE site_id = ? AND kind = 'tier' "
+                            "ORDER BY id", (site,))
+        return [(kind, json.loads(detail)) for kind, detail in rows]
 
     def events(self, site: str) -> list[tuple[str, dict[str, Any]]]:
         """The site's join/leave events in the broadcast's log."""
@@ -79,7 +92,8 @@ async def harness(two_edges: list[JanusEdge], units_template: Path, tmp_path: Pa
         for site in SITES:
             add_site(db, {"id": site, "name": f"Điểm cầu {site}", "unit_code": "26740", "tier": "low"})
         for e in two_edges:
-            add_edge(db, Edge(name=f"e{e.index}", api_url=e.url, admin_key_file=str(e.key_file), capacity=2))
+            add_edge(db, Edge(name=f"e{e.index}", api_url=e.url, admin_key_file=str(e.key_file), capacity=2,
+                              admin_url=e.admin_url))
     app = create_app(db_url, tmp_path / "home", core_factory=functools.partial(MediaCore, tiers=TIERS))
     client = TestClient(TestServer(app))
     await client.start_server()
