@@ -1,15 +1,19 @@
 """Where the dashboard's data comes from: the registry (a full read, then results since a
-cursor) and the server's broadcast status. Blocking calls, run by the app's thread workers."""
+cursor; the share ready per hour; the data feeds' newest indicators; the next meeting's
+readiness) and the server's broadcast status. Blocking calls, run by the app's thread workers."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ccctl.registry.db import Database
 
 BUSY_TIMEOUT_MS = 2000  # a locked registry shows as such within two seconds, then is retried
+TREND_HOURS = 24  # the overview's sparkline: share ready per hour over the last day
+T = TypeVar("T")
 
 
 class RegistryFeed:
@@ -67,6 +71,23 @@ class RegistryFeed:
                 self._reopen_next_time()
                 raise
 
+    def _read(self, read: Callable[[Database], T]) -> T:
+        """One read under the lock; a failed one drops the connection for the next call."""
+        from ccctl.errors import CcctlError
+
+        with self.lock:
+            try:
+                return read(self._open())
+            except CcctlError:
+                self._reopen_next_time()
+                raise
+
+    def trend(self, now: float, hours: int = TREND_HOURS) -> dict[tuple[str, str], list[float | None]] | None:
+        """Share ready per province and hour over the last ``hours`` (the overview's sparklines)."""
+        from ccctl.registry.overview import ready_trend
+
+        return self._read(lambda db: ready_trend(db, now, hours))
+
     def detail(self, site_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """A site's registry record and its last checks."""
         from ccctl.registry.overview import site_history
@@ -114,6 +135,10 @@ class RemoteFeed:
 
         data = self._client().call("GET", f"/api/sites/{quote(site_id, safe='')}/detail", timeout=10)
         return dict(data["record"]), list(data["history"])
+
+    def trend(self, now: float, hours: int = TREND_HOURS) -> dict[tuple[str, str], list[float | None]] | None:
+        """None: the server does not serve the history (the overview shows no sparkline)."""
+        return None
 
     def close(self) -> None:
         """Nothing held open."""

@@ -24,13 +24,13 @@ def fixed_app(db_url: str, home: Path) -> Dashboard:
 
 
 def settled(then: Callable[[Dashboard, Pilot[Any]], Any] | None = None) -> Callable[[Pilot[Any]], Any]:
-    """Wait for the registry's first read and the server's first answer, then do ``then``."""
+    """Wait for the registry's first reads (sites, the hours' history) and the server's first answer, then do ``then``."""
 
     async def run_before(pilot: Pilot[Any]) -> None:
         app = pilot.app
         assert isinstance(app, Dashboard)
-        await until(pilot, lambda: app.loaded and app.widget("#header", object).server.startswith("down"),
-                    "the first polls")
+        await until(pilot, lambda: app.loaded and app.widget("#header", object).server.startswith("down")
+                    and app.trend is not None, "the first polls")
         if then is not None:
             await then(app, pilot)
         await pilot.pause()
