@@ -65,6 +65,7 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
         Binding("m", "map", "Map"),
         Binding("l", "toggle_log", "Log"),
         Binding("r", "refresh", "Refresh", show=False),
+        *DataMixin.DATA_BINDINGS,
         *ActionsMixin.ACTION_BINDINGS,
         Binding("q", "quit", "Quit"),
     ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,6 +15,43 @@ from ccctl.registry.db import Database
 BUSY_TIMEOUT_MS = 2000  # a locked registry shows as such within two seconds, then is retried
 TREND_HOURS = 24  # the overview's sparkline: share ready per hour over the last day
 T = TypeVar("T")
+EVENTS_PER_READ = 200  # feed events taken per read: more in one poll interval are summed up by the pulls
+
+
+@dataclass
+class FeedsRead:
+    """One read of the data feeds: each feed's newest values, and the feed events since the last read."""
+
+    feeds: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+
+
+def feed_values(db: Database, spec: Any, state: dict[str, Any]) -> dict[str, Any]:
+    """One feed's state and newest values for the dashboard, through the core's views.
+
+    ``provinces``: scheme -> province code -> indicator -> (day, value), in each scheme the feed
+    can be shown in (a 2021 feed in the 2025 one too, through the units map); ``risk``:
+    (scheme, level, code) -> risk level 1-4 at the province and at the feed's own level (the map).
+    """
+    from ccctl.errors import UnitsMissing, UsageError
+    from ccctl.feeds.values import RISK
+    from ccctl.feeds.views import snapshot
+
+    provinces: dict[str, dict[str, dict[str, tuple[str, float]]]] = {}
+    risk: dict[tuple[str, str, str], float] = {}
+    for scheme in ("2021", "2025"):
+        for level in dict.fromkeys(("province", spec.level)):
+            try:
+                rows = snapshot(db, spec.name, by=level, scheme=scheme)
+            except (UsageError, UnitsMissing):  # a 2025 feed has no 2021 view; no map loaded
+                continue
+            for indicator, unit, day, value in rows:
+                if level == "province":
+                    provinces.setdefault(scheme, {}).setdefault(unit, {})[indicator] = (day, value)
+                if indicator == RISK:
+                    risk[(scheme, level, unit)] = value
+    return {"name": spec.name, "level": spec.level, "scheme": spec.scheme, "provinces": provinces, "risk": risk,
+            **{k: state[k] for k in ("last_ok_at", "last_error", "last_error_at", "newest_day", "last_pull_at")}}
 
 
 class RegistryFeed:
@@ -27,6 +65,8 @@ class RegistryFeed:
         self.db: Database | None = None
         self.cursor = ChangeCursor()
         self.lock = threading.Lock()
+        self._feeds_cache: tuple[list[tuple[str, Any, Any, Any]], list[dict[str, Any]]] | None = None
+        self._events_after: int | None = None  # the newest feed event read
 
     def _open(self) -> Database:
         if self.db is None:
@@ -88,6 +128,30 @@ class RegistryFeed:
 
         return self._read(lambda db: ready_trend(db, now, hours))
 
+    def feeds(self) -> FeedsRead | None:
+        """The data feeds' newest values (re-read only when a feed pulled since the last call)
+        and the feed events written since the last call (alerts, failed and good pulls)."""
+        from ccctl.registry.feeds import feed_events, list_feeds
+
+        def read(db: Database) -> FeedsRead:
+            listed = list_feeds(db)
+            signature = [(spec.name, state["last_pull_at"], state["last_ok_at"], state["row_count"])
+                         for spec, state in listed]
+            if self._feeds_cache is None or self._feeds_cache[0] != signature:
+                self._feeds_cache = (signature, [feed_values(db, spec, state) for spec, state in listed])
+            first = self._events_after is None
+            events = [e for e in reversed(feed_events(db, None, EVENTS_PER_READ))
+                      if self._events_after is None or e["id"] > self._events_after]
+            if events:
+                self._events_after = max(int(e["id"]) for e in events)
+            elif first:
+                self._events_after = 0
+            if first:  # at start: the recent alerts and failures, not every past pull
+                events = [e for e in events if e["kind"] != "pull_ok"]
+            return FeedsRead(self._feeds_cache[1], events)
+
+        return self._read(read)
+
     def detail(self, site_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """A site's registry record and its last checks."""
         from ccctl.registry.overview import site_history
@@ -138,6 +202,10 @@ class RemoteFeed:
 
     def trend(self, now: float, hours: int = TREND_HOURS) -> dict[tuple[str, str], list[float | None]] | None:
         """None: the server does not serve the history (the overview shows no sparkline)."""
+        return None
+
+    def feeds(self) -> FeedsRead | None:
+        """None: the server does not serve the feeds' data yet."""
         return None
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
+from ccctl.tui.widgets.datapanel import DataPanel
 from ccctl.tui.widgets.detail import Detail
 from ccctl.tui.widgets.eventlog import EventLog
 from ccctl.tui.widgets.header import Header
@@ -23,6 +24,7 @@ class MainScreen(Screen[None]):
         with Horizontal(id="body"):
             yield RowList(id="list")
             yield Detail("", id="detail")
+            yield DataPanel(id="data")
         yield EventLog(id="log")
         yield Static("", id="status")
         yield Input(id="prompt")
