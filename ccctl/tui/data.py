@@ -1,6 +1,6 @@
 """The data beside readiness on the dashboard: the share ready per province over the last hours
-(the overview's sparklines), the data feeds' newest indicators (``i``), and the next meeting's
-pre-check readiness (``M``).
+(the overview's sparklines), the data feeds' newest indicators (``i``), and the meeting on now
+or next with its latest pre-check's readiness and whom to call (``M``).
 
 Each is read by a thread worker of its own (through ``ccctl.tui.feeds``) that only posts a
 message; the handler keeps the data, redraws, and schedules the next read once this one has
@@ -18,6 +18,7 @@ from textual.message import Message
 from ccctl.tui.guard import while_shown
 from ccctl.tui.widgets.datapanel import DataPanel, Province, data_text
 from ccctl.tui.widgets.eventlog import EventLog
+from ccctl.tui.widgets.readiness import ReadinessPanel, readiness_text
 
 if TYPE_CHECKING:
     from ccctl.tui.app import Dashboard
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 TREND_S = 60.0  # the sparklines' hourly buckets: a minute's delay is plenty
 FEEDS_S = 15.0  # feeds pull every few minutes; unchanged feeds cost one small query per read
+MEETING_S = 10.0  # a pre-check's report shows within seconds of its end
 FEED_EVENT_SEVERITY = {"alert": "alert", "pull_failed": "warn"}
 
 
@@ -45,9 +47,12 @@ class DataMixin:
 
     DATA_BINDINGS = [
         Binding("i", "toggle_data", "Data"),
+        Binding("M", "toggle_meeting", "Meeting"),
     ]
     trend: dict[tuple[str, str], list[float | None]] | None = None
     feed_data: list[dict[str, Any]] | None = None
+    meeting_read: dict[str, Any] | None = None
+    meeting_loaded = False
     risk_map: dict[tuple[str, str, str], float]
     data_errors: dict[str, str]
 
@@ -57,6 +62,14 @@ class DataMixin:
         self.risk_map = {}
         self.read_trend()
         self.read_feeds()
+        if not self._remote():
+            self.read_meeting()
+        self.set_interval(1.0, self.show_meeting)  # "in 12 min" moves on between reads
+
+    def _remote(self: Dashboard) -> bool:  # type: ignore[misc]
+        from ccctl.tui.feeds import RemoteFeed
+
+        return isinstance(self.feed, RemoteFeed)
 
     def trend_for(self, place: Place) -> dict[tuple[str, str], list[float | None]] | None:
         """The sparklines to show under ``place``: the provinces' at the country, else none."""
@@ -81,6 +94,25 @@ class DataMixin:
     def read_feeds(self: Dashboard) -> None:  # type: ignore[misc]
         """The data feeds' newest values and new events (``ccctl.feeds.views``)."""
         self._read("feeds", self.feed.feeds)
+
+    @work(thread=True, exclusive=True, group="meeting", exit_on_error=False)
+    def read_meeting(self: Dashboard) -> None:  # type: ignore[misc]
+        """The meeting on now or next and its latest pre-check (``ccctl.meetings.readiness``)."""
+        self._read("meeting", lambda: self.feed.meeting(self.clock()))
+
+    # --- the meeting ------------------------------------------------------------------------
+
+    def action_toggle_meeting(self: Dashboard) -> None:  # type: ignore[misc]
+        """Show or hide the meeting panel."""
+        self.get_screen_main().toggle_class("meeting-open")
+        self.show_meeting()
+
+    @while_shown
+    def show_meeting(self: Dashboard) -> None:  # type: ignore[misc]
+        """Redraw the meeting panel (only while it is open)."""
+        if self.get_screen_main().has_class("meeting-open"):
+            self.widget("#meeting", ReadinessPanel).show(
+                readiness_text(self.meeting_read, self.clock(), remote=self._remote(), loaded=self.meeting_loaded))
 
     # --- the data feeds ---------------------------------------------------------------------
 
@@ -108,10 +140,8 @@ class DataMixin:
         """Redraw the data panel for the selection (only while it is open)."""
         if not self.get_screen_main().has_class("data-open"):
             return
-        from ccctl.tui.feeds import RemoteFeed
-
         self.widget("#data", DataPanel).show(data_text(self.feed_data, self.selected_province(), self.clock(),
-                                                       remote=isinstance(self.feed, RemoteFeed)))
+                                                       remote=self._remote()))
 
     def site_risk(self, site: dict[str, Any]) -> float | None:
         """The worst risk level the feeds give a site's unit: its commune's, else its district's,
@@ -166,6 +196,12 @@ class DataMixin:
                 if message.data is None:
                     return
             self.set_timer(FEEDS_S, self.read_feeds)
+        if message.kind == "meeting":
+            if not message.error:
+                self.meeting_read = message.data
+                self.meeting_loaded = True
+                self.show_meeting()
+            self.set_timer(MEETING_S, self.read_meeting)
         if message.kind == "trend":
             if not message.error:
                 self.trend = message.data

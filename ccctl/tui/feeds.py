@@ -18,6 +18,39 @@ T = TypeVar("T")
 EVENTS_PER_READ = 200  # feed events taken per read: more in one poll interval are summed up by the pulls
 
 
+MEETING_LOOKBACK_S = 12 * 3600.0  # a live meeting that started longer ago than this is not looked for
+MISSED_S = 3600.0  # a planned meeting this long past its time (never started) is no longer "next"
+CALLS_SHOWN = 200  # sites to call listed on screen (the total is shown)
+
+
+def meeting_readiness(db: Database, now: float) -> dict[str, Any] | None:
+    """The meeting on now (live or starting), else the next planned one, with the readiness of
+    its latest pre-check that ran, as ``ccctl meeting readiness`` computes it
+    (``ccctl.meetings.readiness``): ``meeting``, ``check`` (None before the first),
+    ``next_check``, ``summary`` (counts), ``calls`` (the sites not ready with whom to call, at
+    most ``CALLS_SHOWN``) and ``calls_total``; None when no meeting is on or ahead."""
+    from ccctl.meetings import readiness as core
+    from ccctl.registry.meetings import checks, list_meetings
+
+    meetings = list_meetings(db, since=now - MEETING_LOOKBACK_S)
+    on = [m for m in meetings if m["status"] in ("live", "starting")]
+    ahead = [m for m in meetings if m["status"] == "planned" and m["starts_at"] >= now - MISSED_S]
+    if not (on or ahead):
+        return None
+    meeting = (on or ahead)[0]
+    history = checks(db, meeting["id"])
+    ran = [c for c in history if c["run_id"] is not None]
+    pending = [c for c in history if c["status"] in ("due", "running")]
+    out: dict[str, Any] = {"meeting": meeting, "check": ran[-1] if ran else None,
+                           "next_check": pending[0] if pending else None, "summary": None, "calls": [],
+                           "calls_total": 0}
+    if ran:
+        rows = core.site_readiness(db, meeting["id"], ran[-1]["run_id"])
+        calls = core.not_ready(rows)
+        out.update(summary=core.summary(rows), calls=calls[:CALLS_SHOWN], calls_total=len(calls))
+    return out
+
+
 @dataclass
 class FeedsRead:
     """One read of the data feeds: each feed's newest values, and the feed events since the last read."""
@@ -152,6 +185,10 @@ class RegistryFeed:
 
         return self._read(read)
 
+    def meeting(self, now: float) -> dict[str, Any] | None:
+        """The current or next meeting with its latest pre-check's readiness (``meeting_readiness``)."""
+        return self._read(lambda db: meeting_readiness(db, now))
+
     def detail(self, site_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """A site's registry record and its last checks."""
         from ccctl.registry.overview import site_history
@@ -206,6 +243,10 @@ class RemoteFeed:
 
     def feeds(self) -> FeedsRead | None:
         """None: the server does not serve the feeds' data yet."""
+        return None
+
+    def meeting(self, now: float) -> dict[str, Any] | None:
+        """None: the server does not serve the meetings' readiness yet (the app does not ask)."""
         return None
 
     def close(self) -> None:

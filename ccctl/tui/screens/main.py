@@ -12,6 +12,7 @@ from ccctl.tui.widgets.datapanel import DataPanel
 from ccctl.tui.widgets.detail import Detail
 from ccctl.tui.widgets.eventlog import EventLog
 from ccctl.tui.widgets.header import Header
+from ccctl.tui.widgets.readiness import ReadinessPanel
 from ccctl.tui.widgets.rowlist import RowList
 
 
@@ -25,6 +26,7 @@ class MainScreen(Screen[None]):
             yield RowList(id="list")
             yield Detail("", id="detail")
             yield DataPanel(id="data")
+        yield ReadinessPanel(id="meeting")
         yield EventLog(id="log")
         yield Static("", id="status")
         yield Input(id="prompt")
