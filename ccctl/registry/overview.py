@@ -114,7 +114,7 @@ def site_history(db: Database, site_id: str, limit: int = 20) -> list[dict[str, 
 READY_STATES = ("OK", "DEGRADED")  # as ``ccctl.reports.count_states`` counts a site ready
 
 
-def ready_trend(db: Database, now: float, buckets: int = 24, bucket_s: float = 3600.0
+def ready_trend(db: Database, now: float, buckets: int = 24, bucket_s: float = 3600.0, last: int | None = None
                 ) -> dict[tuple[str, str], list[float | None]]:
     """(scheme, province code) -> share ready in % per time bucket, oldest first (None: no check).
 
@@ -123,9 +123,12 @@ def ready_trend(db: Database, now: float, buckets: int = 24, bucket_s: float = 3
     results taken in it that found the site OK or DEGRADED: what the province's roll-calls saw
     in that hour. One grouped query, bounded by time: only the runs that can have results in
     the window are read (through the results' primary key), never the whole history.
+    ``last``: read only the newest ``last`` buckets (the older ones None), for a reader that
+    keeps the hours already complete and re-reads those still filling.
     """
     end = (now // bucket_s + 1) * bucket_s
     since = end - buckets * bucket_s
+    read_since = end - min(last, buckets) * bucket_s if last else since
     # SQLite's CAST truncates (the offset is never negative here); PostgreSQL's rounds, hence FLOOR.
     bucket = "CAST(FLOOR((r.started_at - ?) / ?) AS INTEGER)" if db.dialect == "postgresql" \
         else "CAST((r.started_at - ?) / ? AS INTEGER)"
@@ -138,7 +141,7 @@ def ready_trend(db: Database, now: float, buckets: int = 24, bucket_s: float = 3
         "WHERE started_at >= ? OR finished_at IS NULL OR finished_at >= ?) "
         "AND r.started_at >= ? AND r.started_at < ? "
         "GROUP BY 1, s.scheme, s.province_code",
-        (since, float(bucket_s), since, since, since, end))
+        (since, float(bucket_s), read_since, read_since, read_since, end))
     out: dict[tuple[str, str], list[float | None]] = {}
     for index, scheme, province, n_ready, n in rows:
         series = out.setdefault((scheme, province), [None] * buckets)

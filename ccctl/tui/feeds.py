@@ -14,6 +14,7 @@ from ccctl.registry.db import Database
 
 BUSY_TIMEOUT_MS = 2000  # a locked registry shows as such within two seconds, then is retried
 TREND_HOURS = 24  # the overview's sparkline: share ready per hour over the last day
+TREND_FILLING = 2  # hours re-read between full reads: a run that started in the last hour still writes
 T = TypeVar("T")
 EVENTS_PER_READ = 200  # feed events taken per read: more in one poll interval are summed up by the pulls
 
@@ -100,6 +101,7 @@ class RegistryFeed:
         self.lock = threading.Lock()
         self._feeds_cache: tuple[list[tuple[str, Any, Any, Any]], list[dict[str, Any]]] | None = None
         self._events_after: int | None = None  # the newest feed event read
+        self._trend: tuple[float, int, dict[tuple[str, str], list[float | None]]] | None = None
 
     def _open(self) -> Database:
         if self.db is None:
@@ -156,10 +158,30 @@ class RegistryFeed:
                 raise
 
     def trend(self, now: float, hours: int = TREND_HOURS) -> dict[tuple[str, str], list[float | None]] | None:
-        """Share ready per province and hour over the last ``hours`` (the overview's sparklines)."""
+        """Share ready per province and hour over the last ``hours`` (the overview's sparklines).
+
+        The whole window is read when the hour changes; in between only the last
+        ``TREND_FILLING`` hours are (a country's day of results is a million rows, the last
+        two hours a tenth of it), merged into the hours kept from the last full read.
+        """
         from ccctl.registry.overview import ready_trend
 
-        return self._read(lambda db: ready_trend(db, now, hours))
+        end = (now // 3600 + 1) * 3600
+
+        def read(db: Database) -> dict[tuple[str, str], list[float | None]]:
+            kept = self._trend
+            if kept is None or kept[:2] != (end, hours):
+                merged = ready_trend(db, now, hours)
+            else:
+                fresh = ready_trend(db, now, hours, last=TREND_FILLING)
+                merged = kept[2]
+                for key in set(merged) | set(fresh):
+                    series = merged.setdefault(key, [None] * hours)
+                    series[-TREND_FILLING:] = fresh.get(key, [None] * hours)[-TREND_FILLING:]
+            self._trend = (end, hours, merged)
+            return {key: list(series) for key, series in merged.items()}  # the app's copy: ours changes
+
+        return self._read(read)
 
     def feeds(self) -> FeedsRead | None:
         """The data feeds' newest values (re-read only when a feed pulled since the last call)
