@@ -507,6 +507,7 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
         yield SystemCommand("Map", "Every commune coloured by state", self.action_map)
         yield SystemCommand("Event log", "Show or hide the event log", self.action_toggle_log)
         yield SystemCommand("Refresh", "Read the registry in full now", self.action_refresh)
+        yield from self.data_commands()
         if not self.readonly:
             yield from (c for c in self.action_commands() if self.check_action(c.callback.__name__[7:], ()))
 

@@ -9,9 +9,11 @@ ended, so a slow registry never piles reads up. A read that fails is logged once
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from textual import work
+from textual.app import SystemCommand
 from textual.binding import Binding
 from textual.message import Message
 
@@ -99,6 +101,11 @@ class DataMixin:
     def read_meeting(self: Dashboard) -> None:  # type: ignore[misc]
         """The meeting on now or next and its latest pre-check (``ccctl.meetings.readiness``)."""
         self._read("meeting", lambda: self.feed.meeting(self.clock()))
+
+    def data_commands(self: Dashboard) -> Iterable[SystemCommand]:  # type: ignore[misc]
+        """The palette's entries for the panels."""
+        yield SystemCommand("Data feeds", "The feeds' newest indicators for the selection (i)", self.action_toggle_data)
+        yield SystemCommand("Meeting", "The next meeting's pre-check and whom to call (M)", self.action_toggle_meeting)
 
     # --- the meeting ------------------------------------------------------------------------
 

@@ -104,6 +104,11 @@ async def test_data_panel_alerts_and_risk_map(dash_db_url: str, tmp_path: Path, 
                     "the second failure in the log")
         assert len([line for line, severity in log.lines if severity == "alert" and "feed risk:" in line]) == len(alerts)
 
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        assert {"Data feeds", "Meeting"} <= titles  # in the palette too
+        await pilot.press("i")
+        assert not app.widget("#data", DataPanel).display
+
 
 def test_whole_feed_sums_counts_and_keeps_the_worst_risk() -> None:
     values = {"95": {"new_cases": ("2021-10-15", 3.0), "risk_level": ("2021-10-15", 2.0)},
