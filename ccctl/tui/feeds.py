@@ -16,6 +16,7 @@ BUSY_TIMEOUT_MS = 2000  # a locked registry shows as such within two seconds, th
 TREND_HOURS = 24  # the overview's sparkline: share ready per hour over the last day
 TREND_FILLING = 2  # hours re-read between full reads: a run that started in the last hour still writes
 T = TypeVar("T")
+FEED_DAYS = 14  # the data panel's sparklines: each indicator's last two weeks per province
 EVENTS_PER_READ = 200  # feed events taken per read: more in one poll interval are summed up by the pulls
 
 
@@ -65,11 +66,15 @@ def feed_values(db: Database, spec: Any, state: dict[str, Any]) -> dict[str, Any
 
     ``provinces``: scheme -> province code -> indicator -> (day, value), in each scheme the feed
     can be shown in (a 2021 feed in the 2025 one too, through the units map); ``risk``:
-    (scheme, level, code) -> risk level 1-4 at the province and at the feed's own level (the map).
+    (scheme, level, code) -> risk level 1-4 at the province and at the feed's own level (the map);
+    ``days`` (the last ``FEED_DAYS`` days to the newest) and ``history``: province code ->
+    indicator -> one value or None per day, in the feed's own scheme (the sparklines).
     """
+    import datetime as dt
+
     from ccctl.errors import UnitsMissing, UsageError
     from ccctl.feeds.values import RISK
-    from ccctl.feeds.views import snapshot
+    from ccctl.feeds.views import history, snapshot
 
     provinces: dict[str, dict[str, dict[str, tuple[str, float]]]] = {}
     risk: dict[tuple[str, str, str], float] = {}
@@ -84,13 +89,24 @@ def feed_values(db: Database, spec: Any, state: dict[str, Any]) -> dict[str, Any
                     provinces.setdefault(scheme, {}).setdefault(unit, {})[indicator] = (day, value)
                 if indicator == RISK:
                     risk[(scheme, level, unit)] = value
+    days: list[str] = []
+    series: dict[str, dict[str, list[float | None]]] = {}
+    if state["newest_day"]:
+        newest = dt.date.fromisoformat(state["newest_day"])
+        days = [(newest - dt.timedelta(days=n)).isoformat() for n in range(FEED_DAYS - 1, -1, -1)]
+        for indicator in sorted({i for units in provinces.get(spec.scheme, {}).values() for i in units}):
+            for unit, points in history(db, spec.name, indicator, by="province", since=days[0]).items():
+                by_day = dict(points)
+                series.setdefault(unit, {})[indicator] = [by_day.get(d) for d in days]
     return {"name": spec.name, "level": spec.level, "scheme": spec.scheme, "provinces": provinces, "risk": risk,
+            "days": days, "history": series,
             **{k: state[k] for k in ("last_ok_at", "last_error", "last_error_at", "newest_day", "last_pull_at")}}
 
 
 class RegistryFeed:
     """One registry connection for the dashboard's reads; every call holds its lock, so the
-    poll worker and the detail worker never share the connection at the same moment."""
+    poll worker and the detail worker never share the connection at the same moment. The data
+    beside readiness (history, feeds, meetings) is read on a second one (``_read``)."""
 
     def __init__(self, url: str) -> None:
         from ccctl.registry.overview import ChangeCursor
@@ -99,6 +115,8 @@ class RegistryFeed:
         self.db: Database | None = None
         self.cursor = ChangeCursor()
         self.lock = threading.Lock()
+        self.data_db: Database | None = None  # the data beside readiness, read on a connection of its own
+        self.data_lock = threading.Lock()
         self._feeds_cache: tuple[list[tuple[str, Any, Any, Any]], list[dict[str, Any]]] | None = None
         self._events_after: int | None = None  # the newest feed event read
         self._trend: tuple[float, int, dict[tuple[str, str], list[float | None]]] | None = None
@@ -147,14 +165,24 @@ class RegistryFeed:
                 raise
 
     def _read(self, read: Callable[[Database], T]) -> T:
-        """One read under the lock; a failed one drops the connection for the next call."""
+        """One read of the data beside readiness (history, feeds, meetings), on a connection of
+        its own: a read of seconds (a country's commune feed) never holds up the results' poll
+        or a site's detail. A failed read drops that connection for the next call."""
         from ccctl.errors import CcctlError
 
-        with self.lock:
+        with self.data_lock:
             try:
-                return read(self._open())
+                if self.data_db is None:
+                    from ccctl.registry import open_registry
+
+                    self.data_db = open_registry(self.url, BUSY_TIMEOUT_MS)
+                return read(self.data_db)
             except CcctlError:
-                self._reopen_next_time()
+                if self.data_db is not None:
+                    try:
+                        self.data_db.close()
+                    finally:
+                        self.data_db = None
                 raise
 
     def trend(self, now: float, hours: int = TREND_HOURS) -> dict[tuple[str, str], list[float | None]] | None:
@@ -221,11 +249,15 @@ class RegistryFeed:
             return site_record(get_site(db, site_id)), site_history(db, site_id, 12)
 
     def close(self) -> None:
-        """Close the connection (the app's shutdown)."""
+        """Close the connections (the app's shutdown), each once its read in a thread is done."""
         with self.lock:
             if self.db is not None:
                 self.db.close()
                 self.db = None
+        with self.data_lock:
+            if self.data_db is not None:
+                self.data_db.close()
+                self.data_db = None
 
 
 class RemoteFeed:

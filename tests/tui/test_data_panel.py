@@ -15,8 +15,8 @@ from ccctl.feeds.spec import FeedSpec
 from ccctl.registry import feeds as store
 from ccctl.registry import open_registry
 from ccctl.tui import data
-from ccctl.tui.style import risk_key
-from ccctl.tui.widgets.datapanel import DataPanel, whole_feed
+from ccctl.tui.style import risk_key, sparkline
+from ccctl.tui.widgets.datapanel import DataPanel, whole_feed, whole_series
 from ccctl.tui.widgets.eventlog import EventLog
 from ccctl.tui.widgets.map import RISKS, STATES, draw
 from tests.tui.pilot import SIZE, make_app, until
@@ -53,6 +53,8 @@ async def test_data_panel_alerts_and_risk_map(dash_db_url: str, tmp_path: Path, 
         covid = views.indicator_table(db, "covid", "province")
         commune_risk = {u: v for i, u, _, v in views.snapshot(db, "risk", by="commune") if i == "risk_level"}
         cases_all = sum(v["new_cases"] for v in covid.values())
+        days = [f"2021-10-{d:02d}" for d in range(2, 16)]  # the panel's 14 days to the newest
+        ca_mau_days = dict(views.history(db, "covid", "new_cases", by="province", since=days[0])["96"])
     assert risk_pull.alerts and covid["95"]["risk_level"] == 2 and covid["96"]["risk_level"] == 1
 
     app = make_app(dash_db_url, tmp_path / "home")
@@ -76,6 +78,11 @@ async def test_data_panel_alerts_and_risk_map(dash_db_url: str, tmp_path: Path, 
         await pilot.press("colon", *"prov 96", "enter")
         await until(pilot, lambda: "Cà Mau (2021)" in panel_text(app), "the panel follows the province")
         assert "red" in span_style(app, "4 very high")
+        # Each indicator's last 14 days for the province, scaled to its highest day.
+        series = [ca_mau_days.get(d) for d in days]
+        assert series[:6] == [None] * 6 and all(v is not None for v in series[-7:])  # the fixture's 7 days
+        line = next(t for t in panel_text(app).splitlines() if t.strip().startswith("new_cases") and "," in t)
+        assert line.rstrip().endswith(sparkline(series, max(v for v in series if v is not None))), line
 
         # The map: by state, then by the feeds' risk level (commune, else province) with "v".
         await pilot.press("m")
@@ -114,6 +121,10 @@ def test_whole_feed_sums_counts_and_keeps_the_worst_risk() -> None:
     values = {"95": {"new_cases": ("2021-10-15", 3.0), "risk_level": ("2021-10-15", 2.0)},
               "96": {"new_cases": ("2021-10-14", 4.0), "risk_level": ("2021-10-14", 4.0)}}
     assert whole_feed(values) == {"new_cases": ("2021-10-15", 7.0), "risk_level": ("2021-10-15", 4.0)}
+    history = {"95": {"new_cases": [None, 1.0, 2.0], "risk_level": [None, 1.0, 3.0]},
+               "96": {"new_cases": [None, None, 5.0], "risk_level": [None, 2.0, 1.0]}}
+    assert whole_series(history, "new_cases") == [None, 1.0, 7.0]
+    assert whole_series(history, "risk_level") == [None, 2.0, 3.0]
 
 
 def test_risk_palette_colours_the_worst_level_of_a_cell() -> None:

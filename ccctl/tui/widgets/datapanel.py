@@ -1,6 +1,6 @@
 """The data panel (``i``): each data feed's newest indicators for the selected province beside
-the whole feed's, the day of the values, how old the last good pull is and its last error;
-risk levels in their colours (1 green, 2 yellow, 3 orange, 4 red)."""
+the whole feed's, a sparkline of their last days, how old the last good pull is and its last
+error; risk levels in their colours (1 green, 2 yellow, 3 orange, 4 red)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from ccctl.feeds.values import RISK, RISK_NAMES
-from ccctl.tui.style import RISK_COLOURS
+from ccctl.tui.style import RISK_COLOURS, sparkline
 from ccctl.tui.widgets.header import age_text
 
 Province = tuple[str, str, str]  # scheme, code, name
@@ -45,6 +45,25 @@ def whole_feed(values: dict[str, dict[str, tuple[str, float]]]) -> dict[str, tup
                 total = max(held[1], value) if indicator == RISK else held[1] + value
                 out[indicator] = (max(held[0], day), total)
     return out
+
+
+def whole_series(history: dict[str, dict[str, list[float | None]]], indicator: str) -> list[float | None]:
+    """One indicator's days over every province: summed, risk levels the worst; None where none has a value."""
+    out: list[float | None] = []
+    for values in zip(*(units[indicator] for units in history.values() if indicator in units), strict=True):
+        known = [v for v in values if v is not None]
+        out.append(None if not known else max(known) if indicator == RISK else sum(known))
+    return out
+
+
+def trend_text(indicator: str, values: list[float | None]) -> Text:
+    """A sparkline of an indicator's days: counts scaled to their highest, risk levels to 4 (in the colour of the last)."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return Text("")
+    if indicator == RISK:
+        return Text(sparkline(values, 4.0), style=RISK_COLOURS.get(int(known[-1]), ""))
+    return Text(sparkline(values, max(known) or 1.0), style="cyan")
 
 
 def _cell(text: Text | str, width: int, right: bool = True) -> Text:
@@ -89,17 +108,27 @@ def data_text(feeds: list[dict[str, Any]] | None, province: Province | None, now
         if not total:
             text.append("  no values yet\n", style="dim")
             continue
+        history = feed.get("history", {})
+        ours = province is not None and province[0] == feed["scheme"] and province[1] in history
+        days = len(feed.get("days", []))
         head = province[2] if province else ""
-        text.append_text(Text.assemble("  ", _cell("indicator", 16, False), _cell(head, 13), _cell("all units", 13),
-                                       _cell("day", 11), style="underline"))
+        text.append_text(Text.assemble("  ", _cell("indicator", 15, False), _cell(head, 12), _cell("all units", 12),
+                                       " ", _cell(f"{days} days" + ("" if ours else ", all"), days or 8, False),
+                                       style="underline"))
         text.append("\n")
+        older = []
         for indicator in sorted(total):
-            day, value = mine.get(indicator, total[indicator])
+            day = mine.get(indicator, total[indicator])[0]
+            if day != feed["newest_day"]:
+                older.append(f"{indicator} {day}")
+            series = history[province[1]].get(indicator, []) if ours and province else whole_series(history, indicator)
             text.append_text(Text.assemble(
-                "  ", _cell(indicator, 16, False),
-                _cell(value_text(indicator, mine[indicator][1] if indicator in mine else None), 13),
-                _cell(value_text(indicator, total[indicator][1]), 13), _cell(day, 11)))
+                "  ", _cell(indicator, 15, False),
+                _cell(value_text(indicator, mine[indicator][1] if indicator in mine else None), 12),
+                _cell(value_text(indicator, total[indicator][1]), 12), " ", trend_text(indicator, series)))
             text.append("\n")
+        if older:
+            text.append(f"  older values: {', '.join(older)}\n", style="dim")
     return text
 
 
