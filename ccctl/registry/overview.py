@@ -1,5 +1,6 @@
 """Read-side queries of the dashboard and the reports: every site with its latest state, the
-changes since a cursor, one site's check history, sites per tier, commune coordinates.
+changes since a cursor, one site's check history, sites per tier, commune coordinates, and the
+share ready per province over the last hours (the overview's sparklines).
 
 A site's state is its result in the latest roll-call that checked it; a site never checked is
 ``UNCHECKED``. Aggregations (counts per level, worst first) live in ``ccctl.reports``.
@@ -108,6 +109,45 @@ def site_history(db: Database, site_id: str, limit: int = 20) -> list[dict[str, 
         r["flapping"] = bool(r["flapping"])
         r["facts"] = json.loads(r["facts"]) if r["facts"] else {}
     return rows
+
+
+READY_STATES = ("OK", "DEGRADED")  # as ``ccctl.reports.count_states`` counts a site ready
+
+
+def ready_trend(db: Database, now: float, buckets: int = 24, bucket_s: float = 3600.0, last: int | None = None
+                ) -> dict[tuple[str, str], list[float | None]]:
+    """(scheme, province code) -> share ready in % per time bucket, oldest first (None: no check).
+
+    The last bucket is the one holding ``now`` (buckets are aligned on multiples of
+    ``bucket_s``, so hourly buckets start on the hour). A bucket's share is the part of the
+    results taken in it that found the site OK or DEGRADED: what the province's roll-calls saw
+    in that hour. One grouped query, bounded by time: only the runs that can have results in
+    the window are read (through the results' primary key), never the whole history.
+    ``last``: read only the newest ``last`` buckets (the older ones None), for a reader that
+    keeps the hours already complete and re-reads those still filling.
+    """
+    end = (now // bucket_s + 1) * bucket_s
+    since = end - buckets * bucket_s
+    read_since = end - min(last, buckets) * bucket_s if last else since
+    # SQLite's CAST truncates (the offset is never negative here); PostgreSQL's rounds, hence FLOOR.
+    bucket = "CAST(FLOOR((r.started_at - ?) / ?) AS INTEGER)" if db.dialect == "postgresql" \
+        else "CAST((r.started_at - ?) / ? AS INTEGER)"
+    ready = ", ".join(f"'{state}'" for state in READY_STATES)
+    rows = db.query(
+        f"SELECT {bucket} AS bucket, s.scheme, s.province_code, "
+        f"SUM(CASE WHEN r.state IN ({ready}) THEN 1 ELSE 0 END), COUNT(*) "
+        "FROM rollcall_results r JOIN sites s ON s.id = r.site_id "
+        "WHERE r.run_id >= (SELECT COALESCE(MIN(id), 0) FROM rollcall_runs "
+        "WHERE started_at >= ? OR finished_at IS NULL OR finished_at >= ?) "
+        "AND r.started_at >= ? AND r.started_at < ? "
+        "GROUP BY 1, s.scheme, s.province_code",
+        (since, float(bucket_s), read_since, read_since, read_since, end))
+    out: dict[tuple[str, str], list[float | None]] = {}
+    for index, scheme, province, n_ready, n in rows:
+        series = out.setdefault((scheme, province), [None] * buckets)
+        if 0 <= int(index) < buckets and n:
+            series[int(index)] = round(int(n_ready) * 100.0 / int(n), 1)
+    return out
 
 
 def sites_per_tier(db: Database) -> dict[str, int]:

@@ -26,6 +26,7 @@ from ccctl.reports import SEVERITY, tier_summary
 from ccctl.tui import messages as msg
 from ccctl.tui.actions import ACTIONS, REGISTRY_ACTIONS, ActionsMixin
 from ccctl.tui.commands import run_command
+from ccctl.tui.data import DataMixin
 from ccctl.tui.feeds import RegistryFeed, RemoteFeed, broadcast_status
 from ccctl.tui.fleet import Fleet
 from ccctl.tui.guard import while_shown
@@ -47,7 +48,7 @@ STREAM_RETRY_S = 2.0  # the change stream is reopened this long after it ended
 RESORT_S = 3.0  # a site list under a flood of changes is re-filtered and re-sorted this often
 
 
-class Dashboard(ActionsMixin, App[None]):
+class Dashboard(DataMixin, ActionsMixin, App[None]):
     """``ccctl dashboard``: the whole country on one screen."""
 
     CSS_PATH = str(Path(__file__).with_name("ccctl.tcss"))  # absolute: subclasses live elsewhere
@@ -64,6 +65,7 @@ class Dashboard(ActionsMixin, App[None]):
         Binding("m", "map", "Map"),
         Binding("l", "toggle_log", "Log"),
         Binding("r", "refresh", "Refresh", show=False),
+        *DataMixin.DATA_BINDINGS,
         *ActionsMixin.ACTION_BINDINGS,
         Binding("q", "quit", "Quit"),
     ]
@@ -115,6 +117,7 @@ class Dashboard(ActionsMixin, App[None]):
         self.log_event("dashboard started" + (" (read-only)" if self.readonly else ""))
         self.poll_registry()
         self.poll_server()
+        self.start_data()
         if self.server_url is None:  # remote: the stream starts after the overview, from its id
             self.follow_changes()
         self.set_interval(REPAINT_S, self.repaint_if_dirty)
@@ -345,7 +348,8 @@ class Dashboard(ActionsMixin, App[None]):
         rows = fleet.rows()
         is_sites = fleet.showing_sites()
         with self.batch_update():
-            self.rowlist.set_rows(rows, site_columns() if is_sites else unit_columns(fleet.here.level),
+            self.rowlist.set_rows(rows, site_columns() if is_sites else
+                                  unit_columns(fleet.here.level, self.trend_for(fleet.here)),
                                   "id" if is_sites else "code", keep_cursor)
             self.widget("#header", Header).show(counts=fleet.totals(), newest=fleet.newest_check(), now=self.clock())
             query = fleet.query
@@ -503,6 +507,7 @@ class Dashboard(ActionsMixin, App[None]):
         yield SystemCommand("Map", "Every commune coloured by state", self.action_map)
         yield SystemCommand("Event log", "Show or hide the event log", self.action_toggle_log)
         yield SystemCommand("Refresh", "Read the registry in full now", self.action_refresh)
+        yield from self.data_commands()
         if not self.readonly:
             yield from (c for c in self.action_commands() if self.check_action(c.callback.__name__[7:], ()))
 

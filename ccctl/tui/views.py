@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 
 from ccctl.tui.fleet import Row
+from ccctl.tui.style import sparkline
 from ccctl.tui.widgets.rowlist import Column
 
 _LEVEL_TITLES = {"province": "province", "district": "district", "commune": "commune"}
@@ -21,9 +23,11 @@ def _bar(row: Row, width: int = 10) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
-def unit_columns(level: str) -> list[Column]:
-    """Columns of the units under a place of ``level``: one row each, worst first by default."""
-    return [
+def unit_columns(level: str, trend: Mapping[tuple[str, str], Sequence[float | None]] | None = None,
+                 hours: int = 24) -> list[Column]:
+    """Columns of the units under a place of ``level``: one row each, worst first by default;
+    with ``trend`` ((scheme, code) -> share ready per hour), a sparkline of the last ``hours``."""
+    columns = [
         Column("code", 6, lambda r: str(r["code"])),
         Column("unit", 30, lambda r: str(r["name"])),
         Column("scheme", 6, lambda r: str(r["scheme"])),
@@ -35,6 +39,11 @@ def unit_columns(level: str) -> list[Column]:
         Column("ready %", 8, _pct, right=True),
         Column("", 10, _bar),
     ]
+    if trend is not None:
+        gaps = [None] * hours
+        columns.append(Column(f"ready, last {hours} h", max(hours, 16),
+                              lambda r: sparkline(list(trend.get((r["scheme"], r["code"]), gaps)))))
+    return columns
 
 
 def _checked(row: Row) -> str:

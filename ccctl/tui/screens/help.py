@@ -15,7 +15,8 @@ KEYS = """[b]Keys[/b]
   :            command mode (below)
   s            the sites under this place, or its units again
   W N C        sort worst first / by name / by code (again: reversed)
-  m            the map      l  the event log      r  read the registry now
+  m            the map (v on the map: coloured by the feeds' risk levels)   l  the event log
+  i            the data feeds' panel      M  the meeting panel      r  read the registry now
   ctrl+p       the command palette      ?  this help      q  quit
 """
 

@@ -8,9 +8,11 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
+from ccctl.tui.widgets.datapanel import DataPanel
 from ccctl.tui.widgets.detail import Detail
 from ccctl.tui.widgets.eventlog import EventLog
 from ccctl.tui.widgets.header import Header
+from ccctl.tui.widgets.readiness import ReadinessPanel
 from ccctl.tui.widgets.rowlist import RowList
 
 
@@ -23,6 +25,8 @@ class MainScreen(Screen[None]):
         with Horizontal(id="body"):
             yield RowList(id="list")
             yield Detail("", id="detail")
+            yield DataPanel(id="data")
+        yield ReadinessPanel(id="meeting")
         yield EventLog(id="log")
         yield Static("", id="status")
         yield Input(id="prompt")

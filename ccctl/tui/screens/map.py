@@ -1,4 +1,5 @@
-"""The map screen (``m``): every commune coloured by state; the current province lit."""
+"""The map screen (``m``): every commune coloured by state, or by risk level (``v``); the
+current province lit."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from textual.widgets import Footer, Static
 
 from ccctl.registry.overview import site_point
 from ccctl.tui.fleet import Fleet
-from ccctl.tui.widgets.map import MapView, Point
+from ccctl.tui.style import risk_key
+from ccctl.tui.widgets.map import RISKS, STATES, MapView, Point
 
 REDRAW_S = 1.0
 
@@ -19,7 +21,7 @@ REDRAW_S = 1.0
 class MapScreen(Screen[None]):
     """Redraws from the fleet at most once a second."""
 
-    BINDINGS = [Binding("escape,m,q", "close", "Back")]
+    BINDINGS = [Binding("escape,m,q", "close", "Back"), Binding("v", "colouring", "State/risk")]
 
     class PointsLoaded(Message):
         """Commune coordinates read from the units dataset."""
@@ -33,6 +35,7 @@ class MapScreen(Screen[None]):
         self.fleet = fleet
         self.coords: dict[tuple[str, str, str], tuple[float, float]] | None = None
         self.sites_drawn: list[Point] = []
+        self.by_risk = False  # coloured by the data feeds' risk levels instead of roll-call states
 
     def compose(self) -> ComposeResult:
         yield Static("loading the communes' coordinates...", id="map-title")
@@ -63,6 +66,7 @@ class MapScreen(Screen[None]):
         points: list[Point] = []
         missing = 0
         sited = {(s["scheme"], s["unit_code"]) for s in self.fleet.order}
+        risk_of = getattr(self.app, "site_risk", None) if self.by_risk else None
         # Every 2021 commune without a site, faint: the country's shape under the sites.
         outline = [(lat, lon, "", False) for (scheme, level, code), (lat, lon) in self.coords.items()
                    if scheme == "2021" and level == "commune" and (scheme, code) not in sited]
@@ -73,13 +77,19 @@ class MapScreen(Screen[None]):
                 continue
             lit = province is not None and site["scheme"] == province.scheme and \
                 site["province_code"] == province.code
-            points.append((coord[0], coord[1], site["state"], lit))
+            points.append((coord[0], coord[1], risk_key(risk_of(site)) if risk_of else site["state"], lit))
         where = f"{province.name} lit" if province is not None else here.name
         self.query_one("#map-title", Static).update(
-            f"{len(points):,} sites on the map, coloured by state ({where}); communes without a site faint"
+            f"{len(points):,} sites on the map, coloured by {'risk level' if risk_of else 'state'} ({where}); "
+            "communes without a site faint"
             + (f"; {missing} sites without coordinates" if missing else ""))
         self.sites_drawn = points
-        self.query_one("#map", MapView).show(outline + points)
+        self.query_one("#map", MapView).show(outline + points, RISKS if risk_of else STATES)
+
+    def action_colouring(self) -> None:
+        """Colour by roll-call state or by the data feeds' risk level (``v``)."""
+        self.by_risk = not self.by_risk
+        self.redraw()
 
     def action_close(self) -> None:
         """Back to the lists."""

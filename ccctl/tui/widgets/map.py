@@ -1,20 +1,22 @@
-"""The map: every commune as a braille dot at its coordinates, coloured by its site's state.
+"""The map: every commune as a braille dot at its coordinates, coloured by its site's state
+or by the risk level the data feeds give its unit (``Palette``).
 
-A terminal cell holds 2 x 4 braille dots; a cell takes the colour of the worst state among
+A terminal cell holds 2 x 4 braille dots; a cell takes the colour of the worst key among
 its points. Hoàng Sa and Trường Sa, which the data has no points for, are drawn and labelled
 as Vietnam's. The app redraws the map at most once a second.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from rich.style import Style
 from rich.text import Text
 from textual.widget import Widget
 
 from ccctl.reports import SEVERITY
-from ccctl.tui.style import STATE_COLOURS
+from ccctl.tui.style import RISK_KEY_COLOURS, RISK_RANKS, STATE_COLOURS
 
 # The frame: the mainland and both archipelagos (latitude north, longitude east).
 LAT_MIN, LAT_MAX = 7.6, 23.5
@@ -28,8 +30,20 @@ ARCHIPELAGOS = (
       (8.87, 112.83), (9.72, 113.25), (11.05, 114.28), (8.95, 113.70)]),
 )
 _DOTS = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))  # braille bit of (row, column) in a cell
-Point = tuple[float, float, str, bool]  # latitude, longitude, state ("" for a commune without a site), lit
+Point = tuple[float, float, str, bool]  # latitude, longitude, key ("" for a commune without a site), lit
 BACKGROUND = 99  # rank of a commune without a site: drawn only where no site is
+
+
+@dataclass(frozen=True)
+class Palette:
+    """What a point's key means on the map: its colour, and its rank (lowest is worst, wins a cell)."""
+
+    colours: Mapping[str, str]
+    ranks: Mapping[str, int]
+
+
+STATES = Palette(STATE_COLOURS, SEVERITY)
+RISKS = Palette(RISK_KEY_COLOURS, RISK_RANKS)
 
 
 LON_SCALE = 0.96  # a degree of longitude near 16° N is cos(16°) of a degree of latitude
@@ -45,8 +59,8 @@ def _cell_of(lat: float, lon: float, width: int, height: int) -> tuple[int, int,
     return xi // 2, yi // 4, yi % 4, xi % 2
 
 
-def draw(points: Iterable[Point], width: int, height: int) -> list[Text]:
-    """The map as ``height`` lines of ``width`` cells."""
+def draw(points: Iterable[Point], width: int, height: int, palette: Palette = STATES) -> list[Text]:
+    """The map as ``height`` lines of ``width`` cells, each point coloured by its key in ``palette``."""
     width, height = max(width, 10), max(height, 5)
     bits = [[0] * width for _ in range(height)]
     worst: list[list[tuple[int, str, bool] | None]] = [[None] * width for _ in range(height)]
@@ -55,7 +69,7 @@ def draw(points: Iterable[Point], width: int, height: int) -> list[Text]:
         if not (0 <= cx < width and 0 <= cy < height):
             continue
         bits[cy][cx] |= _DOTS[row][col]
-        rank = SEVERITY.get(state, 0) if state else BACKGROUND
+        rank = palette.ranks.get(state, 0) if state else BACKGROUND
         held = worst[cy][cx]
         if held is None or rank < held[0] or (lit and not held[2]):
             worst[cy][cx] = (rank, state, lit or bool(held and held[2]))
@@ -83,7 +97,7 @@ def draw(points: Iterable[Point], width: int, height: int) -> list[Text]:
                 text.append(char, style=Style(color="cyan") if bits[cy][cx] else None)
             else:
                 _, state, lit = held
-                colour = STATE_COLOURS.get(state, "white") if state else "grey30"
+                colour = palette.colours.get(state, "white") if state else "grey30"
                 text.append(char, style=Style(color=colour, bold=lit and bool(state), dim=not lit and bool(state)))
             cx += 1
         lines.append(text)
@@ -96,13 +110,15 @@ class MapView(Widget):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.points: list[Point] = []
+        self.palette = STATES
         self.draws = 0
 
-    def show(self, points: list[Point]) -> None:
-        """Draw these points (the caller keeps to one draw a second)."""
+    def show(self, points: list[Point], palette: Palette = STATES) -> None:
+        """Draw these points, keyed by ``palette`` (the caller keeps to one draw a second)."""
         self.points = points
+        self.palette = palette
         self.refresh()
 
     def render(self) -> Text:
         self.draws += 1
-        return Text("\n").join(draw(self.points, self.size.width, self.size.height))
+        return Text("\n").join(draw(self.points, self.size.width, self.size.height, self.palette))

@@ -1,0 +1,149 @@
+"""The data panel beside readiness (``i``), the map coloured by risk level (``v`` on the map)
+and feed alerts in the event log, through Pilot on a real SQLite registry with feeds pulled
+from the shipped fixtures (configs/feeds/, made-up numbers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ccctl.errors import FeedError
+from ccctl.feeds import views
+from ccctl.feeds.pull import pull_feed
+from ccctl.feeds.spec import FeedSpec
+from ccctl.registry import feeds as store
+from ccctl.registry import open_registry
+from ccctl.tui import data
+from ccctl.tui.style import risk_key, sparkline
+from ccctl.tui.widgets.datapanel import DataPanel, whole_feed, whole_series
+from ccctl.tui.widgets.eventlog import EventLog
+from ccctl.tui.widgets.map import RISKS, STATES, draw
+from ccctl.tui.widgets.readiness import ReadinessPanel
+from tests.tui.pilot import SIZE, make_app, until
+
+FIXTURES = Path(__file__).resolve().parents[2] / "configs" / "feeds"
+
+
+def panel_text(app: object) -> str:
+    panel = app.widget("#data", DataPanel)  # type: ignore[attr-defined]
+    return panel.last.plain if panel.last is not None else ""
+
+
+def span_style(app: object, words: str) -> str:
+    """The style of the first span of the panel's text that starts where ``words`` do."""
+    text = app.widget("#data", DataPanel).last  # type: ignore[attr-defined]
+    at = text.plain.index(words)
+    return " ".join(str(s.style) for s in text.spans if s.start <= at < s.end)
+
+
+@pytest.mark.asyncio
+async def test_data_panel_alerts_and_risk_map(dash_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(data, "FEEDS_S", 0.1)
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"data": [', "utf-8")  # truncated JSON
+    with open_registry(dash_db_url) as db:
+        store.add_feed(db, FeedSpec("risk", str(FIXTURES / "ca-mau-communes.csv"), level="commune",
+                                    alerts=("risk_level>=4",)))
+        store.add_feed(db, FeedSpec("covid", str(FIXTURES / "covid-provinces.json")))
+        store.add_feed(db, FeedSpec("broken", str(broken)))
+        risk_pull = await pull_feed(db, "risk")
+        await pull_feed(db, "covid")
+        with pytest.raises(FeedError):
+            await pull_feed(db, "broken")
+        covid = views.indicator_table(db, "covid", "province")
+        commune_risk = {u: v for i, u, _, v in views.snapshot(db, "risk", by="commune") if i == "risk_level"}
+        cases_all = sum(v["new_cases"] for v in covid.values())
+        days = [f"2021-10-{d:02d}" for d in range(2, 16)]  # the panel's 14 days to the newest
+        ca_mau_days = dict(views.history(db, "covid", "new_cases", by="province", since=days[0])["96"])
+    assert risk_pull.alerts and covid["95"]["risk_level"] == 2 and covid["96"]["risk_level"] == 1
+
+    app = make_app(dash_db_url, tmp_path / "home")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.loaded and app.feed_data is not None, "the registry and the feeds read")
+        log = app.widget("#log", EventLog)
+        alerts = [line for line, severity in log.lines if severity == "alert" and "feed risk:" in line]
+        assert len(alerts) == len(risk_pull.alerts) and "risk_level>=4" in alerts[0]
+        assert any("feed broken: pull failed:" in line and severity == "warn" for line, severity in log.lines)
+
+        await pilot.press("colon", *"prov 95", "enter", "i")
+        await until(pilot, lambda: "Bạc Liêu (2021)" in panel_text(app), "the panel for Bạc Liêu")
+        text = panel_text(app)
+        assert "covid" in text and "risk" in text and "broken" in text
+        assert "last pull failed" in text and "no values yet" in text  # the broken feed: its error shown
+        cases = next(line for line in text.splitlines() if line.strip().startswith("new_cases") and "," in line)
+        assert f"{int(covid['95']['new_cases']):,}" in cases and f"{int(cases_all):,}" in cases
+        assert "yellow" in span_style(app, "2 medium")  # Bạc Liêu's risk level, in its colour
+        assert "4 very high" in text  # the commune feed's worst over Cà Mau, in the "all units" column
+
+        await pilot.press("colon", *"prov 96", "enter")
+        await until(pilot, lambda: "Cà Mau (2021)" in panel_text(app), "the panel follows the province")
+        assert "red" in span_style(app, "4 very high")
+        # Each indicator's last 14 days for the province, scaled to its highest day.
+        series = [ca_mau_days.get(d) for d in days]
+        assert series[:6] == [None] * 6 and all(v is not None for v in series[-7:])  # the fixture's 7 days
+        line = next(t for t in panel_text(app).splitlines() if t.strip().startswith("new_cases") and "," in t)
+        assert line.rstrip().endswith(sparkline(series, max(v for v in series if v is not None))), line
+
+        # The map: by state, then by the feeds' risk level (commune, else province) with "v".
+        await pilot.press("m")
+        screen = app.screen
+        await until(pilot, lambda: len(screen.points()) == len(app.fleet.order), "the map drawn")  # type: ignore[attr-defined]
+        assert {p[2] for p in screen.points()} <= set(STATES.colours)  # type: ignore[attr-defined]
+        await pilot.press("v")
+        keys = [p[2] for p in screen.points()]  # type: ignore[attr-defined]
+        assert set(keys) <= set(RISKS.colours)
+        drawn = app.fleet.order  # every site has a point (tests/tui/test_core.py)
+        for site in drawn:
+            if site["scheme"] == "2021" and site["province_code"] == "96" and site["unit_code"] in commune_risk:
+                assert app.site_risk(site) == commune_risk[site["unit_code"]]
+            if site["scheme"] == "2021" and site["province_code"] == "95":
+                assert app.site_risk(site) == 2.0  # no commune data: the province's level
+        assert keys.count(risk_key(4)) == sum(1 for s in drawn if app.site_risk(s) == 4.0) > 0
+        await pilot.press("v")
+        assert {p[2] for p in screen.points()} <= set(STATES.colours)  # type: ignore[attr-defined]
+        await pilot.press("escape")
+
+        # A later failure reaches the log once; the alerts already shown are not repeated.
+        with open_registry(dash_db_url) as db:
+            with pytest.raises(FeedError):
+                await pull_feed(db, "broken")
+        await until(pilot, lambda: sum("feed broken: pull failed" in line for line, _ in log.lines) == 2,
+                    "the second failure in the log")
+        assert len([line for line, severity in log.lines if severity == "alert" and "feed risk:" in line]) == len(alerts)
+
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        assert {"Data feeds", "Meeting"} <= titles  # in the palette too
+        await pilot.press("i")
+        assert not app.widget("#data", DataPanel).display
+
+
+def test_whole_feed_sums_counts_and_keeps_the_worst_risk() -> None:
+    values = {"95": {"new_cases": ("2021-10-15", 3.0), "risk_level": ("2021-10-15", 2.0)},
+              "96": {"new_cases": ("2021-10-14", 4.0), "risk_level": ("2021-10-14", 4.0)}}
+    assert whole_feed(values) == {"new_cases": ("2021-10-15", 7.0), "risk_level": ("2021-10-15", 4.0)}
+    history = {"95": {"new_cases": [None, 1.0, 2.0], "risk_level": [None, 1.0, 3.0]},
+               "96": {"new_cases": [None, None, 5.0], "risk_level": [None, 2.0, 1.0]}}
+    assert whole_series(history, "new_cases") == [None, 1.0, 7.0]
+    assert whole_series(history, "risk_level") == [None, 2.0, 3.0]
+
+
+def test_risk_palette_colours_the_worst_level_of_a_cell() -> None:
+    points = [(16.0, 108.0, risk_key(1), False), (16.0, 108.0, risk_key(3), False)]
+    styles = {str(s.style) for line in draw(points, 40, 20, RISKS) for s in line.spans}
+    assert any("dark_orange" in s for s in styles) and not any("green" in s for s in styles)
+
+
+@pytest.mark.asyncio
+async def test_a_remote_console_says_the_panels_are_not_served(dash_db_url: str, tmp_path: Path) -> None:
+    # No server answers at the address: the panels do not depend on it, only on the console's kind.
+    app = make_app(dash_db_url, tmp_path / "home", server_url="http://127.0.0.1:9", token="t" * 32)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("i", "M")
+        await until(pilot, lambda: "not served" in panel_text(app), "the data panel's answer")
+        meeting = app.widget("#meeting", ReadinessPanel)
+        assert meeting.last is not None and "not served to a remote console" in meeting.last.plain
+        assert app.trend is None and app.trend_for(app.fleet.here) is None  # no sparkline column
+        await until(pilot, lambda: not any(w.group in ("meeting", "trend", "feeds") for w in app.workers
+                                           if not w.is_finished), "the data workers ended")
+        assert not app.meeting_loaded  # never asked: the server has no such read
