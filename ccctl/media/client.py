@@ -161,7 +161,8 @@ class ControlClient:
 
     def _down(self, why: object) -> ServerDown:
         hint = ""
-        if self.base.startswith("http://") and isinstance(why, (http.client.HTTPException, ConnectionError)):
+        cut = isinstance(why, (http.client.HTTPException, ConnectionError)) and not isinstance(why, ConnectionRefusedError)
+        if self.base.startswith("http://") and cut:  # something answered, then hung up: a TLS port?
             hint = "; does it speak https?"
         why = why or type(why).__name__
         return ServerDown(f"no ccctl server at {self.base} ({why}{hint}); start it: ccctl serve --detach")
