@@ -11,7 +11,6 @@ import sys
 import time
 from typing import Any
 
-import pytest
 from aiohttp import web
 
 from ccctl.meetings.service import meeting_scheduler
@@ -66,16 +65,6 @@ def test_serve_and_cron_tick_at_once_run_the_check_once(fleet: Ccctl) -> None:
         [check] = store.checks(db, meeting)
         assert check["status"] == "done" and check["run_id"] == ran[0]["run_id"]
         assert [e["kind"] for e in store.events(db, meeting)].count("check_done") == 1
-
-
-@pytest.fixture
-def served(ccctl: Ccctl, monkeypatch: pytest.MonkeyPatch) -> Ccctl:
-    """Two sites to invite (no SSH endpoint: their checks end at once) and a listen address."""
-    monkeypatch.setenv("CCCTL_SERVE_LISTEN", f"127.0.0.1:{free_port()}")
-    for site, unit in (("bn-1", "26740"), ("bl-1", "31813")):
-        added = ccctl("sites", "add", site, "--name", f"Điểm cầu {site}", "--unit", unit)
-        assert added.exit_code == 0, added.stderr
-    return ccctl
 
 
 def test_detached_server_runs_checks_and_starts_meetings_without_cron(served: Ccctl) -> None:
