@@ -218,6 +218,15 @@ def unit_places(db: Database, scheme: str, level: str) -> dict[str, tuple[str, s
         (scheme, level))}
 
 
+def site_schemes(db: Database, level: str) -> dict[str, set[str]]:
+    """Province (or district) code -> the schemes of the registry's sites placed there."""
+    column = {"province": "province_code", "district": "district_code"}[level]
+    out: dict[str, set[str]] = {}
+    for code, scheme in db.query(f"SELECT DISTINCT {column}, scheme FROM sites WHERE {column} IS NOT NULL"):
+        out.setdefault(code, set()).add(scheme)
+    return out
+
+
 def successors_2025(db: Database, level: str) -> dict[str, tuple[str | None, str]]:
     """2021 unit code -> (2025 commune code or None, 2025 province code) through the units map.
 
