@@ -135,6 +135,10 @@ def test_stuck_start_is_retried_then_failed(units_db_url: str, tmp_path: Path) -
         assert store.events(db, meeting)[-1]["kind"] == "start_failed"
         assert {c["status"] for c in store.checks(db, meeting)} <= {"skipped", "cancelled"}
         assert asyncio.run(tick(db, now + 60, options, start=start(now + 60))) == []  # settled once
+    # The room gives up on it: a failed meeting can be cancelled (or started by hand).
+    cancelled = cli("meeting", "cancel", str(meeting), "--yes")
+    assert cancelled.exit_code == 0, cancelled.stderr
+    assert cli.json("meeting", "show", str(meeting))["status"] == "cancelled"
 
 
 def test_stuck_start_adopts_the_broadcast_the_server_started(served: Ccctl) -> None:
