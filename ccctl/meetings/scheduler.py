@@ -34,6 +34,7 @@ from ccctl.rollcall.session import RollcallOptions, rollcall
 
 EVENT_SITES = 200  # not-ready sites named in a check_done event; the full list is in the report
 START_LEASE_S = 300.0  # a start claimed longer ago than this is stuck (the control call's timeout is 60 s)
+CLOCK_SKEW_S = 60.0  # the server's clock (broadcast start) may be behind the ticking machine's (claim)
 
 
 def audience_sites(db: Database, meeting_id: int) -> list[Site]:
@@ -68,7 +69,7 @@ def _recover_starts(db: Database, now: float, start_window_s: float, lease_s: fl
     for m in store.stuck_starts(db, now - lease_s):
         claimed_at, stuck_s = m["updated_at"], round(now - m["updated_at"], 1)
         audience = sorted(r["site_id"] for r in store.audience(db, m["id"]))
-        live = [b for b in store.live_broadcasts_since(db, claimed_at)
+        live = [b for b in store.live_broadcasts_since(db, claimed_at - CLOCK_SKEW_S)
                 if b["title"] == m["title"] and sorted(b["sites"]) == audience]
         action: dict[str, Any] = {"meeting_id": m["id"]}
         with db.transaction():
