@@ -5,6 +5,8 @@
    folded name), served over HTTP by an aiohttp server on loopback. Target < 1 s. Peer in
    the same run: plain pandas ``read_csv`` + ``merge`` on exact names of the same bytes
    (no folding, no validation, nothing stored).
+   On PostgreSQL, the store step alone too: ccctl's (COPY + one merge) beside the former
+   one (one INSERT over arrays), new values, every value changed, and unchanged.
 2. ``feed show`` of a year's daily history for 63 provinces x 6 indicators: in process, and
    the ``ccctl feed show`` process end to end. Target < 0.3 s. Peer: the newest day's rows in
    one query, pivoted by pandas, on the same registry.
@@ -145,6 +147,45 @@ def pandas_show(url: str) -> int:
     return len(frame.pivot(index="unit_code", columns="indicator", values="value"))
 
 
+UNNEST = ("INSERT INTO feed_values (feed, indicator, unit_code, day, value) SELECT ?, i, u, d, v FROM "
+          "unnest(?::text[], ?::text[], ?::text[], ?::double precision[]) AS t (i, u, d, v) "
+          "ON CONFLICT (feed, indicator, unit_code, day) DO UPDATE SET value = excluded.value")
+
+
+def store_figures(db: Database, repeat: int) -> list[tuple[str, float, str]]:
+    """PostgreSQL only: the store step alone, ccctl's (COPY into a temporary table, one merge
+    that leaves unchanged values alone) beside the one it replaced (one INSERT over four
+    arrays, every row rewritten), on the same values, interleaved so both meet the same load."""
+    values = [(i, u, d, float(v)) for i, u, d, v in db.query(
+        "SELECT indicator, unit_code, day, value FROM feed_values WHERE feed = 'communes'")]
+    changed = [(i, u, d, v + 1) for i, u, d, v in values]
+    day = values[0][2]
+    for name in ("bulk-ccctl", "bulk-arrays"):
+        store.add_feed(db, FeedSpec(name, "/dev/null"))
+
+    def ours(rows: list[tuple[str, str, str, float]]) -> None:
+        store.store_pull(db, "bulk-ccctl", rows, day, 400, None, None, None, [], len(rows))
+
+    def arrays(rows: list[tuple[str, str, str, float]]) -> None:
+        with db.transaction():
+            db.execute(UNNEST, ["bulk-arrays", *[list(c) for c in zip(*rows, strict=True)]])
+
+    times: dict[tuple[str, str], list[float]] = {}
+    plan = [("new", values)] + [("every value changed", changed if n % 2 == 0 else values) for n in range(repeat)]
+    plan += [("unchanged", changed if repeat % 2 else values) for _ in range(repeat)]
+    for case, rows in plan:
+        for who, fn in (("ccctl", ours), ("arrays", arrays)):
+            start = time.perf_counter()
+            fn(rows)
+            times.setdefault((who, case), []).append(time.perf_counter() - start)
+    out = []
+    for case in ("new", "every value changed", "unchanged"):
+        out.append((f"store {len(values)} values (COPY + one merge), {case}", statistics.median(times["ccctl", case]), ""))
+        out.append((f"peer: one INSERT over arrays (the former path), {case}", statistics.median(times["arrays", case]),
+                    ""))
+    return out
+
+
 @contextmanager
 def registry_url(tmp: Path, base: str | None) -> Iterator[str]:
     """A SQLite file in ``tmp``, or a fresh schema (dropped afterwards) of the PostgreSQL ``base``."""
@@ -174,6 +215,8 @@ def measure(url: str, tmp: Path, quick: bool, repeat: int) -> list[tuple[str, fl
         rows.append((f"{label}, first", times[0], "< 1 s"))
         if len(times) > 1:
             rows.append((f"{label}, again (median)", statistics.median(times[1:]), "< 1 s"))
+        if db.dialect == "postgresql":
+            rows += store_figures(db, repeat)
         units = commune_frame()
         seconds, joined = best(lambda: pandas_merge(body, units), repeat)
         rows.append((f"peer: pandas read_csv + merge on exact names ({joined} joined, nothing checked)", seconds, ""))

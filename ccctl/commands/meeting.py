@@ -179,7 +179,7 @@ def tick_cmd(obj: AppContext, now_text: str | None, quiet: bool, autostart: bool
     actions = run_async(tick(obj.db, now, options_from_config(config), late_grace_s=config.meetings.late_grace_s,
                              start=starter if autostart else None))
     for a in actions:
-        if a["action"] in ("ended", "started", "start failed"):
+        if a["action"] in ("ended", "started", "start failed", "start stuck", "start recovered"):
             say(f"meeting {a['meeting_id']} {a['action']}: {a['note']}")
         elif a["action"].startswith("ran"):
             say(f"meeting {a['meeting_id']}: check {a['offset']} {a['action']} (run {a['run_id']}): {a['ready']} ready, "
@@ -274,8 +274,9 @@ def start(obj: AppContext, ref: str) -> None:
     from ccctl.registry.meetings import get_meeting
 
     m = get_meeting(obj.db, _meeting_id(ref))
-    if m["status"] != "planned":
-        raise UsageError(f"meeting {m['id']} is {m['status']}; only a planned meeting can start")
+    if m["status"] not in ("planned", "failed"):
+        raise UsageError(f"meeting {m['id']} is {m['status']}; only a planned meeting (or one that failed to start) "
+                         "can start")
     result = start_meeting(obj.db, m["id"], _control(obj), obj.config.home, time.time())
     say(f"meeting {m['id']} live: broadcast {result['id']} ({result['source']}) to {result['sites']} site(s)")
     if result.get("record"):

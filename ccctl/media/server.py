@@ -648,8 +648,10 @@ async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(db_url, home, factory, media_network=network)
     from ccctl.feeds.poller import feed_poller
+    from ccctl.meetings.service import meeting_scheduler
 
     app.cleanup_ctx.append(feed_poller(db_url))  # pulls the feeds on their intervals
+    app.cleanup_ctx.append(meeting_scheduler(db_url, home, f"{host}:{port}"))  # meetings' checks and starts
     # The access log (logger ccctl.media.access, INFO: off unless turned on) has method, path
     # without the query, status, size and time: never a header or a join link's token.
     runner = web.AppRunner(app, handle_signals=False, access_log=logging.getLogger("ccctl.media.access"),

@@ -118,11 +118,13 @@ def edit_meeting(db: Database, meeting_id: int, *, now: float, title: str | None
 
 
 def cancel_meeting(db: Database, meeting_id: int, now: float) -> int:
-    """Cancel a planned meeting and its checks still due; return how many checks were cancelled."""
+    """Cancel a planned meeting (or one that failed to start) and its checks still due; return
+    how many checks were cancelled."""
     with db.transaction():
         meeting = store.get_meeting(db, meeting_id)
-        if meeting["status"] != "planned":
-            raise UsageError(f"meeting {meeting_id} is {meeting['status']}; only a planned meeting can be cancelled")
+        if meeting["status"] not in ("planned", "failed"):
+            raise UsageError(f"meeting {meeting_id} is {meeting['status']}; only a planned meeting (or one that failed "
+                             "to start) can be cancelled")
         store.update_meeting(db, meeting_id, {"status": "cancelled"}, now)
         cancelled = store.cancel_checks(db, meeting_id, "meeting cancelled", now)
         store.add_event(db, meeting_id, now, "cancelled", {"checks_cancelled": cancelled})

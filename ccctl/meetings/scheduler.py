@@ -7,6 +7,10 @@ A check found more than ``late_grace_s`` after its time (cron was down, the mach
 runs late and says so in its row and in a ``check_late`` event; of several missed checks of
 one meeting only the latest runs (the others are skipped as superseded), and none runs once
 the meeting has started. A tick whose process died while holding a check gives it back.
+A meeting left ``starting`` longer than ``start_lease_s`` (its tick died between claiming
+the start and recording the server's answer) is settled by the next tick: live, if the server
+did start its broadcast; else planned again and retried while its start window lasts; else
+failed (``start_failed`` event), for an operator to start by hand.
 A live meeting whose broadcast has ended is marked ended. The clock is the ``now`` argument:
 nothing here sleeps or reads the time.
 """
@@ -29,6 +33,8 @@ from ccctl.rollcall.history import owner_alive, run_owner
 from ccctl.rollcall.session import RollcallOptions, rollcall
 
 EVENT_SITES = 200  # not-ready sites named in a check_done event; the full list is in the report
+START_LEASE_S = 300.0  # a start claimed longer ago than this is stuck (the control call's timeout is 60 s)
+CLOCK_SKEW_S = 60.0  # the server's clock (broadcast start) may be behind the ticking machine's (claim)
 
 
 def audience_sites(db: Database, meeting_id: int) -> list[Site]:
@@ -57,16 +63,54 @@ def _release_dead(db: Database, now: float) -> list[dict[str, Any]]:
     return actions
 
 
+def _recover_starts(db: Database, now: float, start_window_s: float, lease_s: float) -> list[dict[str, Any]]:
+    """Settle the meetings stuck in ``starting`` (claimed more than ``lease_s`` ago)."""
+    actions = []
+    for m in store.stuck_starts(db, now - lease_s):
+        claimed_at, stuck_s = m["updated_at"], round(now - m["updated_at"], 1)
+        audience = sorted(r["site_id"] for r in store.audience(db, m["id"]))
+        live = [b for b in store.live_broadcasts_since(db, claimed_at - CLOCK_SKEW_S)
+                if b["title"] == m["title"] and sorted(b["sites"]) == audience]
+        action: dict[str, Any] = {"meeting_id": m["id"]}
+        with db.transaction():
+            if live:  # the server started it; the tick died before writing so
+                if not store.settle_start(db, m["id"], claimed_at, "live", now, live[0]["id"]):
+                    continue
+                store.cancel_checks(db, m["id"], "meeting started", now)
+                store.add_event(db, m["id"], now, "started", {"broadcast_id": live[0]["id"], "by": "tick (recovered)",
+                                                              "stuck_s": stuck_s})
+                action.update(action="start recovered",
+                              note=f"its tick died after the server started broadcast {live[0]['id']}")
+            elif now - m["starts_at"] < start_window_s:
+                if not store.settle_start(db, m["id"], claimed_at, "planned", now):
+                    continue
+                store.add_event(db, m["id"], now, "start_stuck", {"stuck_s": stuck_s, "then": "retry"})
+                action.update(action="start stuck", note=f"its tick died {stuck_s:.0f} s ago while starting it; retrying")
+            else:
+                why = (f"its tick died {stuck_s:.0f} s ago while starting it, too late to start on its own; "
+                       f"start it by hand: ccctl meeting start {m['id']}")
+                if not store.settle_start(db, m["id"], claimed_at, "failed", now):
+                    continue
+                store.cancel_checks(db, m["id"], "meeting failed to start", now)
+                store.add_event(db, m["id"], now, "start_failed", {"error": why, "stuck_s": stuck_s})
+                action.update(action="start failed", note=why)
+        actions.append(action)
+    return actions
+
+
 async def tick(db: Database, now: float, options: RollcallOptions, *, late_grace_s: float = 90.0,
                start: Callable[[int], dict[str, Any]] | None = None,
-               start_window_s: float = 600.0) -> list[dict[str, Any]]:
+               start_window_s: float = 600.0, start_lease_s: float = START_LEASE_S) -> list[dict[str, Any]]:
     """Run the checks due by ``now``; return what this tick did, one dict per check (or meeting) it touched.
 
     With ``start`` (called with a meeting id, ``starting.start_meeting`` behind it), a planned
     meeting whose time came in the last ``start_window_s`` is started, by one tick only; one
     older than that waits for an operator (``meeting start``) rather than starting hours late.
+    Every tick first settles the starts stuck longer than ``start_lease_s`` (see above); one
+    put back to planned is started again by this tick, when it starts meetings.
     """
     actions = _release_dead(db, now)
+    actions += _recover_starts(db, now, start_window_s, start_lease_s)
     if start is not None:
         for meeting_id in store.claim_start(db, now, start_window_s):
             try:

@@ -29,12 +29,14 @@ def recording_path(home: Path, meeting_id: int) -> Path:
 def start_meeting(db: Database, meeting_id: int, client: Control, home: Path, now: float,
                   claimed: bool = False) -> dict[str, Any]:
     """Start the broadcast of a planned meeting (``claimed``: a tick already moved it to
-    ``starting``); the server's answer. The meeting becomes live, its checks still due are
-    cancelled. On failure a claimed meeting goes back to planned and the error propagates."""
+    ``starting``; by hand, one that failed to start can be started too); the server's answer.
+    The meeting becomes live, its checks still due are cancelled. On failure a claimed
+    meeting goes back to planned and the error propagates."""
     m = store.get_meeting(db, meeting_id)
-    expected = "starting" if claimed else "planned"
-    if m["status"] != expected:
-        raise UsageError(f"meeting {meeting_id} is {m['status']}; only a planned meeting can start")
+    expected = ("starting",) if claimed else ("planned", "failed")
+    if m["status"] not in expected:
+        raise UsageError(f"meeting {meeting_id} is {m['status']}; only a planned meeting (or one that failed to "
+                         "start) can start")
     body: dict[str, Any] = {"source": m["source"], "title": m["title"],
                             "sites": [r["site_id"] for r in store.audience(db, meeting_id)]}
     if m["record"]:

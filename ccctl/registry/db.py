@@ -86,6 +86,23 @@ class Database:
         except self._errors() as exc:
             raise RegistryError(f"registry error: {str(exc).strip().splitlines()[0]}") from None
 
+    def copy_rows(self, table: str, columns: Sequence[str], types: Sequence[str],
+                  rows: Iterable[Sequence[Any]]) -> None:
+        """Load rows into a table with PostgreSQL's ``COPY ... FROM STDIN`` in binary form
+        (``types`` are the columns' PostgreSQL type names, e.g. ``text``, ``float8``): one
+        stream, no statement per row. PostgreSQL only; inside the caller's transaction, if any.
+        ``table`` and ``columns`` are the caller's own identifiers, never user input."""
+        if self.dialect != "postgresql":
+            raise RegistryError("COPY is a PostgreSQL bulk path; SQLite takes executemany")
+        try:
+            with self._conn.cursor() as cur:
+                with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(list(types))
+                    for row in rows:
+                        copy.write_row(row)
+        except self._errors() as exc:
+            raise RegistryError(f"registry error: {str(exc).strip().splitlines()[0]}") from None
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a query; return its rows as tuples."""
         try:

@@ -120,22 +120,28 @@ def store_pull(db: Database, feed: str, values: Iterable[tuple[str, str, str, fl
         add_events(db, feed, events, now)
 
 
-_CONFLICT = "ON CONFLICT (feed, indicator, unit_code, day) DO UPDATE SET value = excluded.value"
+# A value stored again unchanged is left as it is: a re-pull of the same figures (the usual
+# case) rewrites no row and no index entry.
+_CONFLICT = ("ON CONFLICT (feed, indicator, unit_code, day) DO UPDATE SET value = excluded.value "
+             "WHERE feed_values.value <> excluded.value")
 
 
 def _upsert_values(db: Database, feed: str, values: Iterable[tuple[str, str, str, float]]) -> None:
-    """Insert or update values: one prepared statement for SQLite (fast in process); for
-    PostgreSQL one statement over four arrays (one round trip instead of one per row)."""
-    rows = list(values)
+    """Insert or update values, inside the pull's transaction. SQLite: one prepared statement
+    (fast in process). PostgreSQL: the rows are streamed with COPY (binary) into a temporary
+    table dropped at commit, then merged by one ``INSERT ... SELECT ... ON CONFLICT``; a
+    failure anywhere rolls the whole pull back."""
     if db.dialect != "postgresql":
         db.executemany("INSERT INTO feed_values (feed, indicator, unit_code, day, value) VALUES (?, ?, ?, ?, ?) "
-                       + _CONFLICT, [(feed, *row) for row in rows])
+                       + _CONFLICT, [(feed, *row) for row in values])
         return
-    if rows:
-        columns = [list(c) for c in zip(*rows, strict=True)]
-        db.execute("INSERT INTO feed_values (feed, indicator, unit_code, day, value) SELECT ?, i, u, d, v FROM "
-                   "unnest(?::text[], ?::text[], ?::text[], ?::double precision[]) AS t (i, u, d, v) " + _CONFLICT,
-                   [feed, *columns])
+    with db.transaction():
+        db.execute("CREATE TEMPORARY TABLE feed_values_in (indicator TEXT NOT NULL, unit_code TEXT NOT NULL, "
+                   "day TEXT NOT NULL, value DOUBLE PRECISION NOT NULL) ON COMMIT DROP")
+        db.copy_rows("feed_values_in", ("indicator", "unit_code", "day", "value"), ("text", "text", "text", "float8"),
+                     values)
+        db.execute("INSERT INTO feed_values (feed, indicator, unit_code, day, value) "
+                   "SELECT ?, indicator, unit_code, day, value FROM feed_values_in " + _CONFLICT, (feed,))
 
 
 def add_events(db: Database, feed: str, events: Sequence[tuple[str, str | None, str | None, str]],
@@ -210,6 +216,15 @@ def unit_places(db: Database, scheme: str, level: str) -> dict[str, tuple[str, s
     return {c: (n, p, d) for c, n, p, d in db.query(
         "SELECT code, full_name, province_code, district_code FROM units WHERE scheme = ? AND level = ?",
         (scheme, level))}
+
+
+def site_schemes(db: Database, level: str) -> dict[str, set[str]]:
+    """Province (or district) code -> the schemes of the registry's sites placed there."""
+    column = {"province": "province_code", "district": "district_code"}[level]
+    out: dict[str, set[str]] = {}
+    for code, scheme in db.query(f"SELECT DISTINCT {column}, scheme FROM sites WHERE {column} IS NOT NULL"):
+        out.setdefault(code, set()).add(scheme)
+    return out
 
 
 def successors_2025(db: Database, level: str) -> dict[str, tuple[str | None, str]]:

@@ -204,6 +204,32 @@ def claim_start(db: Database, now: float, window_s: float) -> list[int]:
                                          "WHERE id = ? AND status = 'planned'", (now, i)) == 1]
 
 
+def stuck_starts(db: Database, claimed_before: float) -> list[dict[str, Any]]:
+    """Meetings left ``starting`` by a tick that claimed them before ``claimed_before`` (the
+    claim's time is ``updated_at``: nothing else changes a meeting while it is starting)."""
+    return [_meeting(r) for r in db.query_dicts(
+        f"SELECT {_MEETING_COLUMNS} FROM meetings WHERE status = 'starting' AND updated_at < ? ORDER BY id",
+        (claimed_before,))]
+
+
+def settle_start(db: Database, meeting_id: int, claimed_at: float, status: str, now: float,
+                 broadcast_id: int | None = None) -> bool:
+    """Move a meeting stuck in ``starting`` since ``claimed_at`` to ``status`` (planned, failed,
+    or live with its broadcast); False when another tick settled or re-claimed it meanwhile."""
+    return db.execute("UPDATE meetings SET status = ?, broadcast_id = COALESCE(?, broadcast_id), updated_at = ? "
+                      "WHERE id = ? AND status = 'starting' AND updated_at = ?",
+                      (status, broadcast_id, now, meeting_id, claimed_at)) == 1
+
+
+def live_broadcasts_since(db: Database, since: float) -> list[dict[str, Any]]:
+    """Broadcasts live now that started at or after ``since``: id, title, source, the sites invited."""
+    rows = db.query_dicts("SELECT id, title, source, started_at, params FROM broadcasts "
+                          "WHERE status = 'live' AND started_at >= ? ORDER BY id", (since,))
+    for r in rows:
+        r["sites"] = json.loads(r.pop("params") or "{}").get("sites", [])
+    return rows
+
+
 def settle_ended(db: Database, now: float) -> list[int]:
     """Mark ended the live meetings whose broadcast has ended; return their ids."""
     ids = [int(r[0]) for r in db.query(

@@ -49,3 +49,14 @@ def fleet_options(cli: Ccctl) -> RollcallOptions:
     """Roll-call options of the fleet's home: generous stage timeout, no retries."""
     config = load_config(env={"CCCTL_HOME": str(cli.home)})
     return options_from_config(config, timeout_s=10.0, retries=0)
+
+
+@pytest.fixture
+def served(ccctl: Ccctl, monkeypatch: pytest.MonkeyPatch) -> Ccctl:
+    """Two sites to invite (no SSH endpoint: their checks end at once) and a free listen address
+    for a server the test starts."""
+    monkeypatch.setenv("CCCTL_SERVE_LISTEN", f"127.0.0.1:{free_port()}")
+    for site, unit in (("bn-1", "26740"), ("bl-1", "31813")):
+        added = ccctl("sites", "add", site, "--name", f"Điểm cầu {site}", "--unit", unit)
+        assert added.exit_code == 0, added.stderr
+    return ccctl
