@@ -35,6 +35,7 @@ from typing import Any
 
 from ccctl.errors import CcctlError, NotFound, UsageError
 from ccctl.media.adapt import DEFAULT_ADAPT, AdaptPolicy
+from ccctl.media.core import CONNECT_TIMEOUT_S
 from ccctl.media.fastpath import RtpUnit
 from ccctl.media.program import Program
 from ccctl.media.tiers import DEFAULT_TIERS, Feed, MediaError, TierSpec
@@ -165,7 +166,8 @@ class ShardedCore:
 
     def __init__(self, source: str = "testsrc", on_event: Callable[[str, str, dict[str, Any]], None] | None = None, *,
                  tiers: Mapping[str, TierSpec] | None = None, fps: int = 25, workers: int = 2,
-                 adapt: AdaptPolicy | None = DEFAULT_ADAPT, ice_servers: tuple[str, ...] = ()) -> None:
+                 adapt: AdaptPolicy | None = DEFAULT_ADAPT, ice_servers: tuple[str, ...] = (),
+                 connect_timeout: float = CONNECT_TIMEOUT_S) -> None:
         if workers < 1:
             raise UsageError("--workers must be at least 1")
         self.source = source
@@ -174,6 +176,7 @@ class ShardedCore:
         self._on_event = on_event
         self._adapt = adapt
         self._ice_servers = list(ice_servers)
+        self.connect_timeout = connect_timeout
         self._workers = [_Worker(i) for i in range(workers)]
         self._sessions: dict[str, SessionRef] = {}
         self._by_site: dict[str, SessionRef] = {}
@@ -271,6 +274,7 @@ class ShardedCore:
         parent, child = socket.socketpair()
         config = {"tiers": {name: asdict(spec) for name, spec in self.tiers.items()}, "fps": self.program.fps,
                   "adapt": None if self._adapt is None else asdict(self._adapt), "ice_servers": self._ice_servers,
+                  "connect_timeout": self.connect_timeout,
                   # the main process's ICE address choice (pinned to the listen address when loopback)
                   "hosts": aioice.ice.get_host_addresses(True, True)}
         worker.proc = await asyncio.create_subprocess_exec(
@@ -452,7 +456,8 @@ async def _serve_worker(fd: int, config: dict[str, Any]) -> None:
     program = RemoteProgram(tiers, config["fps"], channel)
     adapt = AdaptPolicy(**config["adapt"]) if config["adapt"] is not None else None
     core = MediaCore(on_event=lambda kind, site, detail: channel.send_json(b"E", [kind, site, detail]), tiers=tiers,
-                     fps=config["fps"], ice_servers=config["ice_servers"], adapt=adapt, program=program)
+                     fps=config["fps"], ice_servers=config["ice_servers"], adapt=adapt, program=program,
+                     connect_timeout=config["connect_timeout"])
     await core.start()
     channel.send(b"S", b"")
     tasks: set[asyncio.Task[None]] = set()
