@@ -300,8 +300,8 @@ class MediaCore(EventSource):
         No renegotiation: the RTP clock is shared by the tiers and the new track starts at
         a keyframe, so the site's decoder just sees a new resolution. ``audio`` parks the
         video sender; a site that negotiated no video at all must re-subscribe for video.
-        An operator's choice (``reason="operator"``) is also the ceiling its RTCP reports may
-        bring it back up to.
+        An operator's choice (``reason="operator"``) or admission's (``"admission"``, making
+        room) is also the ceiling its RTCP reports may bring it back up to.
         """
         session = self._by_site.get(site_id)
         if session is None:
@@ -309,7 +309,7 @@ class MediaCore(EventSource):
         spec = self._spec(tier)
         if spec.has_video and session.video is None:
             raise MediaError(f"site {site_id} negotiated no video; it must re-subscribe for tier {tier}")
-        if reason == "operator" and session.governor is not None:
+        if reason in ("operator", "admission") and session.governor is not None:
             session.governor.cap(tier, time.monotonic())
         if tier == session.tier:
             return
@@ -332,9 +332,16 @@ class MediaCore(EventSource):
             counts[session.tier] = counts.get(session.tier, 0) + 1
         return counts
 
+    #: Fan-out processes: this one (admission's budget is per process).
+    processes = 1
+
     def sessions(self) -> list[Session]:
         """The live sessions (read-only use: tests, the dashboard)."""
         return list(self._sessions.values())
+
+    def session(self, session_id: str) -> Session | None:
+        """One live session, or None."""
+        return self._sessions.get(session_id)
 
     def program_stats(self) -> dict[str, dict[str, int]]:
         """Encoder and fan-out counters per tier (see :meth:`Program.stats`)."""

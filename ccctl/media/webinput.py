@@ -166,8 +166,8 @@ def error_middleware(extra_headers: Callable[[web.Request], dict[str, str]]) -> 
             status = int(getattr(exc, "status", 500))
             headers = extra_headers(request)
             if status == 503:
-                headers["Retry-After"] = "5"
-            if status >= 500:
+                headers["Retry-After"] = str(int(getattr(exc, "retry_after", 5)))
+            if status >= 500 and not getattr(exc, "expected", False):  # an admission refusal is no fault
                 log.warning("%s: %s: %s", _where(request), status, one_line(exc))
             return web.Response(status=status, text=one_line(exc) + "\n", headers=headers)
         except ConnectionError:
