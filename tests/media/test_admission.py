@@ -203,3 +203,44 @@ async def test_a_worker_that_does_not_answer_is_counted_out_and_the_join_gets_50
     await site.close()
     _, r = await bench.join("w-1", ("audio",))
     assert r.status == 201
+
+
+def test_a_receivers_retry_honours_retry_after_with_jitter() -> None:
+    import random
+
+    from ccctl.sim.receiver import parse_retry_after, retry_delay
+
+    rng = random.Random(1)
+    delays = [retry_delay(1, 20.0, rng) for _ in range(200)]
+    assert all(20.0 <= d <= 30.0 for d in delays) and max(delays) - min(delays) > 5  # never sooner, spread
+    assert all(retry_delay(1, None, rng) <= 0.75 for _ in range(50))  # no Retry-After: the backoff
+    assert parse_retry_after("7") == 7.0 and parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") is None
+    assert parse_retry_after("-1") is None
+
+
+@pytest.mark.parametrize("bench", [(AdmissionPolicy(pps_budget=AUDIO, retry_after_s=1), None,
+                                    {"r-1": "audio", "r-2": "audio"})], indirect=True)
+async def test_a_refused_sim_site_comes_back_and_gets_in_when_there_is_room(bench: Bench) -> None:
+    import aiohttp
+
+    from ccctl.sim.receiver import CONNECTED, ReceiverSpec, SimReceiver
+
+    base = str(bench.client.make_url("/")).rstrip("/")
+    stops = [asyncio.Event(), asyncio.Event()]
+    async with aiohttp.ClientSession() as http:
+        receivers = [SimReceiver(ReceiverSpec(name, bench.auth(name)["Authorization"].split()[1], "audio",
+                                              kinds=("audio",)), base, http) for name in ("r-1", "r-2")]
+        first = asyncio.ensure_future(receivers[0].run(stops[0]))
+        await until(lambda: asyncio.sleep(0, result=receivers[0].stats.state == CONNECTED))
+        second = asyncio.ensure_future(receivers[1].run(stops[1]))
+        try:
+            await until(lambda: asyncio.sleep(0, result=receivers[1].stats.failures.get("http_503", 0) >= 2))
+            assert receivers[1].stats.state != CONNECTED and receivers[0].stats.state == CONNECTED
+            stops[0].set()  # the first leaves (DELETE): the second gets its place on a retry
+            await first
+            await until(lambda: asyncio.sleep(0, result=receivers[1].stats.state == CONNECTED), timeout=30)
+            assert receivers[1].stats.failures.keys() == {"http_503"}  # refused, never a 400 or a timeout
+        finally:
+            for stop in stops:
+                stop.set()
+            await asyncio.gather(first, second)
