@@ -1,7 +1,7 @@
 """Join figures: thousands of simulated sites joining a broadcast at once, and glass-to-glass latency.
 
     .venv/bin/python benchmarks/joins.py [--quick] [--sites N] [--video-sites M] [--steady S] [--workers W]
-                                         [--budget PPS] [--profile P [--profile-out FILE]]
+                                         [--budget PPS] [--storm STAY,LEAVE] [--profile P [--profile-out FILE]]
 
 The server runs in this process: the real aiohttp app and media core (``create_app``) on a free
 loopback port, with a temp CCCTL_HOME and SQLite registry, a testsrc broadcast started through
@@ -19,7 +19,10 @@ with ``--workers W`` (``serve --workers``) its fan-out worker processes' too.
    more site decodes the video and reads the frame counter the test pattern draws: its arrival
    (time.monotonic, system-wide) minus when the program produced that frame (Program._t0 +
    index / fps on the loop clock) is the glass-to-glass latency on loopback.
-3. ``--profile P``: P sites join while cProfile watches the server's event loop; where its time
+3. ``--storm STAY,LEAVE``: STAY sites join, then LEAVE more (admitted as the budget allows),
+   then all of those leave at once; the staying sites must not be cut (their connected count,
+   rejoins, and share of the program's packets from before the joins to after the leave).
+4. ``--profile P``: P sites join while cProfile watches the server's event loop; where its time
    goes, by layer (certificates, ICE, DTLS, SDP, HTTP, media sending, ...).
 
 Admission (``ccctl.media.admission``): the core admits what its packets-per-second budget
@@ -348,6 +351,74 @@ class Bench:
             await sample_state()
             await asyncio.sleep(1.0)
 
+    async def storm(self, stay: list[Any], leave: list[Any], sample: int) -> dict[str, Any]:
+        """Sites that stay (receivers under a home of their own), then many more join and all
+        of those leave at once: the stayers' connected count all along, their rejoins, and
+        the share of the program's packets they received from before the join to after the
+        leave. Receivers rejoin after 10 s without a packet, as ``sim join``'s do."""
+        from ccctl.sim.control import plan_receivers, read_receivers, start_receivers, stop_receivers
+
+        home2 = self.home / "stayers"
+        home2.mkdir(exist_ok=True)
+        feed = self.server.core.program.audio_feed
+        made: list[tuple[float, int]] = []
+        series: list[tuple[float, int]] = []
+        t0 = time.monotonic()
+
+        async def look(home: Path) -> dict[str, Any]:
+            made.append((time.time(), feed.rtp_packets))
+            state = await asyncio.to_thread(read_receivers, home) or {}
+            made.append((time.time(), feed.rtp_packets))
+            return state
+
+        async def watch() -> None:
+            while True:  # cancelled after the storm
+                state = await look(home2)
+                series.append((time.monotonic() - t0, state.get("states", {}).get("connected", 0)))
+                await asyncio.sleep(0.5)
+
+        await asyncio.to_thread(start_receivers, home2, plan_receivers(stay, audio_only=True), self.tokens, self.base,
+                                sample=sample, media_timeout=10.0)
+        before: dict[str, Any] = {}
+        while time.monotonic() - t0 < JOIN_DEADLINE_S:  # bounded
+            before = await look(home2)
+            if before.get("states", {}).get("connected", 0) >= len(stay):
+                break
+            await asyncio.sleep(0.5)
+        watcher = asyncio.ensure_future(watch())
+        await asyncio.to_thread(start_receivers, self.home, plan_receivers(leave, audio_only=True), self.tokens,
+                                self.base, sample=sample, media_timeout=10.0)
+        t1, settled, last, joined = time.monotonic(), time.monotonic(), -1, 0
+        while time.monotonic() - t1 < JOIN_DEADLINE_S:  # bounded
+            state = await look(self.home)
+            joined = state.get("states", {}).get("connected", 0)
+            if joined != last:
+                settled, last = time.monotonic(), joined
+            out = sum(r["state"] != "connected" and (r["last_error"] or "").startswith("http_503")
+                      for r in state.get("sites", []))
+            if joined >= len(leave) or (joined + out >= len(leave) and time.monotonic() - settled > SETTLE_S):
+                break
+            await asyncio.sleep(0.5)
+        refused = {k: v for k, v in state.get("failures", {}).items() if k.startswith("http_")}
+        l0 = time.monotonic()
+        await asyncio.to_thread(stop_receivers, self.home)  # the storm of leaves
+        left_s = time.monotonic() - l0
+        while len(self.server.core.sessions()) > len(stay) and time.monotonic() - l0 < LEAVE_BOUND_S:  # bounded
+            await asyncio.sleep(0.2)
+        leftover = len(self.server.core.sessions()) - len(stay)
+        await asyncio.sleep(max(0.0, 10.0 - (time.monotonic() - l0)))  # the stayers watched 10 s past the storm
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        after = await look(home2)
+        rows_after = {r["site_id"]: r for r in after.get("sites", [])}
+        share = _share({r["site_id"]: r for r in before.get("sites", [])}, before.get("site_updated", {}),
+                       rows_after, after.get("site_updated", {}), made)
+        rejoins = sum(r["joins"] - 1 for r in rows_after.values() if r["joins"])
+        await asyncio.to_thread(stop_receivers, home2)
+        return {"stay": len(stay), "leave": len(leave), "joined": joined, "refused": refused, "left_s": left_s,
+                "leftover": leftover, "series": series, "share": share, "rejoins": rejoins,
+                "still": after.get("states", {}).get("connected", 0), "failures": after.get("failures", {})}
+
     async def glass_to_glass(self, site_id: str, seconds: float) -> dict[str, float]:
         """A decoding site in a child process; latency of each frame it shows after a warm-up."""
         program = self.server.core.program
@@ -509,6 +580,8 @@ async def run(args: dict[str, Any]) -> None:
     groups = {prefix: group for prefix, group in groups.items() if group[0]}
     if args["profile"]:
         groups["jp"] = (args["profile"], "audio")
+    if args["storm"]:
+        groups["js"], groups["jl"] = (args["storm"][0], "audio"), (args["storm"][1], "audio")
     sites = bench.add_sites(groups)
     await bench.start()
     workers = f" with {args['workers']} fan-out workers" if args["workers"] else ""
@@ -535,6 +608,21 @@ async def run(args: dict[str, Any]) -> None:
             print(f"glass-to-glass (testsrc counter -> decoded at a low-tier site, loopback, with {video['n']} video "
                   f"sites joined): p50 {g['p50']:.0f} ms  p95 {g['p95']:.0f} ms  max {g['max']:.0f} ms over "
                   f"{g['frames']} frames ({g['fps']:.1f} fps)  (target < {TARGET_G2G_MS:.0f} ms: {ok})", flush=True)
+        if args["storm"]:
+            r = await bench.storm(sites["js"], sites["jl"], sample=20 if args["storm"][1] > 200 else 1)
+            fall, peak, low = largest_fall(r["series"])
+            share = r["share"]
+            print(f"leave storm: {r['stay']} sites in, {r['leave']} more joining ({r['joined']} admitted, refused "
+                  f"{json.dumps(r['refused'], sort_keys=True)}), then those {r['joined']} left at once "
+                  f"(sim leave took {r['left_s']:.1f} s)", flush=True)
+            print(f"  the {r['stay']} staying sites: largest fall {fall * 100:.1f} % ({peak} -> {low}) "
+                  f"(target <= {TARGET_FALL * 100:.0f} %: {'met' if fall <= TARGET_FALL else 'NOT met'}), "
+                  f"{r['rejoins']} rejoins, {r['still']} connected at the end, failures "
+                  f"{json.dumps(r['failures'], sort_keys=True)}", flush=True)
+            print(f"  program audio packets they received from before the joins to 10 s after the leave: "
+                  f"{share['of_made'] * 100:.1f} % of those made, {share['of_nominal'] * 100:.1f} % of the nominal "
+                  f"50/s over {share['sites']} sites; leavers' sessions left {LEAVE_BOUND_S:.0f} s after: "
+                  f"{r['leftover']}", flush=True)
         if args["profile"]:
             profiler = cProfile.Profile()
             profiler.enable()
@@ -573,10 +661,13 @@ def main() -> None:
     quick = "--quick" in argv
     args: dict[str, Any] = {"sites": 20 if quick else 2594, "video_sites": 4 if quick else 200, "profile": 0,
                             "steady": 2.0 if quick else 10.0, "workers": 0, "g2g_s": 5.0 if quick else 12.0, "top": 25,
-                            "budget": None}
+                            "budget": None, "storm": None}
     names = {"--sites": "sites", "--video-sites": "video_sites", "--profile": "profile", "--top": "top",
              "--steady": "steady", "--workers": "workers", "--budget": "budget"}
     args["profile_out"] = argv[argv.index("--profile-out") + 1] if "--profile-out" in argv else None
+    if "--storm" in argv:  # --storm STAY,LEAVE
+        stay, leave = argv[argv.index("--storm") + 1].split(",")
+        args["storm"] = (int(stay), int(leave))
     for i, arg in enumerate(argv):
         if arg in names:
             args[names[arg]] = float(argv[i + 1]) if arg in ("--steady", "--budget") else int(argv[i + 1])

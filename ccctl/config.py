@@ -93,6 +93,7 @@ class AdmissionConfig:
     retry_after_s: int = 5  # the Retry-After of a 503
     degrade_video: bool = True  # move the lowest-priority video sites to audio before refusing
     low_first: str = "low,high"  # video tiers, the lowest priority first
+    min_clock_share: float = 0.9  # the program's clock below this share of its rate: no new joins
     connect_timeout_s: float = 20.0  # a session not connected this long after its answer is ended
     worker_timeout_s: float = 15.0  # a fan-out worker not answering this long is restarted (its calls: 503)
 

@@ -17,6 +17,11 @@ order (``[admission] degrade_video`` turns step 2 off):
    connected first; the joining site counts as the latest) until the join fits;
 3. the rest is refused: :class:`Overloaded`, a ``503`` with ``Retry-After``.
 
+The budget is checked against what happens: while the program's audio clock runs below
+``min_clock_share`` of its rate (the machine is busier than the budget assumed, e.g. shared
+with other work), no new site is admitted (503, reason ``lagging``); a site rejoining to
+replace its own session still is.
+
 Handshakes are paced: at most ``handshakes`` sessions answered but not yet connected (ICE
 and DTLS in flight); a further offer waits in a queue of ``queue`` places for at most
 ``queue_wait_s`` seconds, then gets a 503 too. Every move and refusal is an ``admission``
@@ -42,6 +47,7 @@ from ccctl.media.tiers import MediaError, TierSpec
 AUDIO_PPS = 50.0  # Opus packets a second (20 ms frames)
 PACKET_BYTES = 1_100  # payload bytes per video packet, about (H.264 FU-A at our MTU)
 LEFT_MEMORY = 4096  # ended session ids remembered
+CLOCK_WINDOW_S = 3.0  # the program clock's rate is judged over this long
 
 
 class Overloaded(MediaError):
@@ -66,6 +72,7 @@ class AdmissionPolicy:
     retry_after_s: int = 5
     degrade_video: bool = True
     low_first: tuple[str, ...] = ("low", "high")  # video tiers, the lowest priority first
+    min_clock_share: float = 0.9  # the program's audio clock below this share of its rate: no new joins
     connect_timeout_s: float = 20.0  # for the core: a session not connected by then is ended
     worker_timeout_s: float = 15.0  # for the sharded core: a worker call not answered by then
 
@@ -74,7 +81,8 @@ class AdmissionPolicy:
         """From ``Config.admission`` (:class:`ccctl.config.AdmissionConfig`)."""
         return cls(pps_budget=section.pps_budget, handshakes=section.handshakes, queue=section.queue,
                    queue_wait_s=section.queue_wait_s, retry_after_s=section.retry_after_s,
-                   degrade_video=section.degrade_video, connect_timeout_s=section.connect_timeout_s,
+                   degrade_video=section.degrade_video, min_clock_share=section.min_clock_share,
+                   connect_timeout_s=section.connect_timeout_s,
                    worker_timeout_s=section.worker_timeout_s,
                    low_first=tuple(t.strip() for t in section.low_first.split(",") if t.strip()))
 
@@ -122,7 +130,10 @@ class Admission:
         self._entries: dict[int, _Entry] = {}
         self._waiters = 0
         self._changed = asyncio.Event()
-        self.counts = {"admitted": 0, "refused_budget": 0, "refused_handshakes": 0, "moved_to_audio": 0}
+        self.counts = {"admitted": 0, "refused_budget": 0, "refused_handshakes": 0, "refused_lagging": 0,
+                       "moved_to_audio": 0}
+        self._clock: list[tuple[float, int]] = []
+        self.clock_share: float | None = None  # the program clock's rate over the last window, of nominal
 
     # -- the account ------------------------------------------------------------------------
     @property
@@ -142,6 +153,26 @@ class Admission:
     def in_flight(self) -> int:
         """Handshakes in flight: offers being answered and sessions not yet connected."""
         return sum(e.connected_at is None for e in self._entries.values())
+
+    def observe_clock(self, now: float, ticks: int, rate: float, active: bool) -> None:
+        """The program's audio clock (``ticks`` so far, ``rate`` a second) at ``now``; while
+        ``active`` (sites subscribed), a clock below ``min_clock_share`` of its rate over the
+        last few seconds means this machine carries less than the budget says: no new site
+        is admitted until it keeps up again (those in stay)."""
+        if not active:
+            self._clock.clear()
+            self.clock_share = None
+            return
+        self._clock = [(t, n) for t, n in self._clock if now - t <= CLOCK_WINDOW_S] + [(now, ticks)]
+        (t0, n0), (t1, n1) = self._clock[0], self._clock[-1]
+        if t1 - t0 >= CLOCK_WINDOW_S / 2:
+            self.clock_share = (n1 - n0) / ((t1 - t0) * rate)
+            self._wake()
+
+    @property
+    def lagging(self) -> bool:
+        """Whether the program's clock is behind (see :meth:`observe_clock`)."""
+        return self.clock_share is not None and self.clock_share < self.policy.min_clock_share
 
     # -- deciding -----------------------------------------------------------------------------
     async def admit(self, site_id: str, tier: str, holder: str | None = None) -> Ticket:
@@ -181,7 +212,11 @@ class Admission:
         capacity = self.capacity
         if capacity <= 0 or site_id == holder:
             return Ticket(site_id, tier)
-        load = self.load() - sum(self.cost(e.tier) for e in self._entries.values() if e.site_id == site_id)  # replaced
+        mine = [e for e in self._entries.values() if e.site_id == site_id]  # a rejoin replaces these
+        if self.lagging and not mine:
+            self._refuse(site_id, "lagging", f"the program's clock runs at {(self.clock_share or 0) * 100:.0f} % "
+                                             "of its rate")
+        load = self.load() - sum(self.cost(e.tier) for e in mine)
         need = self.cost(tier)
         if load + need <= capacity:
             return Ticket(site_id, tier)
@@ -304,6 +339,9 @@ class Admission:
             "# TYPE ccctl_admission_handshakes gauge", f"ccctl_admission_handshakes {self.in_flight()}",
             "# HELP ccctl_admission_waiting Offers waiting for a handshake slot.",
             "# TYPE ccctl_admission_waiting gauge", f"ccctl_admission_waiting {self._waiters}",
+            "# HELP ccctl_admission_clock_share The program clock's rate over the last seconds, of nominal.",
+            "# TYPE ccctl_admission_clock_share gauge",
+            f"ccctl_admission_clock_share {self.clock_share if self.clock_share is not None else 1:g}",
             "# HELP ccctl_admission_decisions_total Joins admitted, refused (by reason), sites moved to audio.",
             "# TYPE ccctl_admission_decisions_total counter"]
         lines += [f'ccctl_admission_decisions_total{{decision="{name}"}} {n}' for name, n in self.counts.items()]

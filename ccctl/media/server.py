@@ -84,6 +84,7 @@ class Server:
         self.db: Database = open_registry(db_url)
         self.policy = admission if admission is not None else _configured_admission(home)
         self.admission: Admission | None = None  # the live broadcast's account (ccctl.media.admission)
+        self._clock_watch: asyncio.Task[None] | None = None
         self.media_network = media_network
         self.secret = tokens.load_secret(home)
         self.core: Any = None
@@ -129,6 +130,7 @@ class Server:
         await self.core.start()
         self.admission = Admission(self.policy, self.core.tiers, self.core.program.fps,
                                    getattr(self.core, "processes", 1), on_event=record)
+        self._clock_watch = asyncio.get_running_loop().create_task(self._watch_clock(), name="admission-clock")
         self.ingest = Ingest(self.core.program, self.board, record, main_is_whip=broadcast["source"] == "whip")
         await self.ingest.start()
         self.ingest.set_floor(broadcast.get("floor_site"))  # a restarted server gives it back
@@ -137,8 +139,23 @@ class Server:
         self.edges = await start_edges(self.db, self.core.program, bid, record)
         self.broadcast = broadcast
 
+    async def _watch_clock(self) -> None:
+        """Every second, tell admission how the program's audio clock keeps up."""
+        from ccctl.media.program import AUDIO_RATE, AUDIO_SAMPLES
+
+        loop = asyncio.get_running_loop()
+        while self.core is not None and self.admission is not None:  # ends with the broadcast (cancelled)
+            program = self.core.program
+            self.admission.observe_clock(loop.time(), program.audio_ticks, AUDIO_RATE / AUDIO_SAMPLES,
+                                         bool(program.audio_feed.subscribers))
+            await asyncio.sleep(1.0)
+
     async def _stop_core(self) -> None:
         """End the publishers, release the floor (pages stop publishing), close the core."""
+        if self._clock_watch is not None:
+            self._clock_watch.cancel()
+            await asyncio.gather(self._clock_watch, return_exceptions=True)
+            self._clock_watch = None
         if self.edges is not None:  # edges: stop feeding, remove the mountpoints
             await self.edges.close()
             self.edges = None

@@ -244,3 +244,28 @@ async def test_a_refused_sim_site_comes_back_and_gets_in_when_there_is_room(benc
             for stop in stops:
                 stop.set()
             await asyncio.gather(first, second)
+
+
+async def test_no_new_site_while_the_program_clock_lags() -> None:
+    from ccctl.media.admission import Admission, Overloaded
+
+    events: list[tuple[str, str, dict[str, Any]]] = []
+    account = Admission(AdmissionPolicy(pps_budget=10_000), SMALL_TIERS, 25, on_event=lambda *e: events.append(e))
+    ticket = await account.admit("in", "audio")
+    account.bound(ticket, "s-in", "audio")
+    account.on_event("join", "in", {"session_id": "s-in", "tier": "audio"})
+    for second in range(4):  # the audio clock makes 20 of its 50 ticks a second
+        account.observe_clock(float(second), 20 * second, 50.0, active=True)
+    assert account.lagging and account.clock_share == pytest.approx(0.4)
+    with pytest.raises(Overloaded) as refused:
+        await account.admit("new", "audio")
+    assert refused.value.status == 503 and refused.value.retry_after == 5
+    assert events[-1] == ("admission", "new", {"action": "refused", "reason": "lagging",
+                                               "detail": "the program's clock runs at 40 % of its rate"})
+    await account.admit("in", "audio")  # a site already in may rejoin (it replaces its own session)
+    for second in range(4, 8):  # keeping up again
+        account.observe_clock(float(second), 60 + 50 * (second - 3), 50.0, active=True)
+    assert not account.lagging
+    await account.admit("new", "audio")
+    account.observe_clock(9.0, 0, 50.0, active=False)  # nobody subscribed: the clock idles, no judgement
+    assert account.clock_share is None and not account.lagging
