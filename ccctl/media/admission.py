@@ -328,6 +328,11 @@ class Admission:
     def _wake(self) -> None:
         self._changed.set()
 
+    def summary(self) -> dict[str, Any]:
+        """Capacity, load, handshakes, waiting offers, the clock's share and the decisions."""
+        return {"capacity_pps": self.capacity, "load_pps": self.load(), "handshakes": self.in_flight(),
+                "waiting": self._waiters, "clock_share": self.clock_share, **self.counts}
+
     def metrics(self) -> list[str]:
         """Prometheus lines: capacity, load, handshakes, waiting offers, decisions."""
         lines = [

@@ -266,6 +266,7 @@ class Server:
                                   "floor_listeners": self.floor_listeners,
                                   "on_air": None if on_air is None else (on_air.site_id or MAIN_PUBLISH),
                                   "publishers": self.ingest.stats() if self.ingest is not None else [],
+                                  "admission": self.admission.summary() if self.admission is not None else None,
                                   "sessions": sessions})
 
     async def stop(self, request: web.Request) -> web.Response:

@@ -124,6 +124,8 @@ async def test_a_small_budget_admits_that_many_and_503s_the_next_at_full_rate(be
     metrics = await (await bench.client.get("/metrics", headers=bench.auth())).text()
     assert 'ccctl_admission_decisions_total{decision="refused_budget"} 1' in metrics
     assert f"ccctl_admission_capacity_pps {2 * AUDIO:g}" in metrics
+    status = await (await bench.client.get("/api/broadcast", headers=bench.auth())).json()
+    assert status["admission"]["capacity_pps"] == 2 * AUDIO and status["admission"]["refused_budget"] == 1
     # A site that leaves frees its place.
     await admitted[0].close()
     await until(lambda: asyncio.sleep(0, result=len(bench.connected()) == 1))
