@@ -548,7 +548,8 @@ def report(r: dict[str, Any], target: float | None) -> None:
           f"{'all gone' if r['drained'] else 'NOT all gone'} after {r['drained_s']:.1f} s", flush=True)
     fall, peak, low = largest_fall(r["series"])
     step = max(1, len(r["series"]) // 12)
-    curve = " ".join(f"{t:.0f}s:{c}" for t, c in r["series"][::step])
+    points = r["series"][::step] + ([r["series"][-1]] if r["series"] and len(r["series"]) % step != 1 else [])
+    curve = " ".join(f"{t:.0f}s:{c}" for t, c in points)
     print(f"  connected over time: {curve}", flush=True)
     print(f"  largest fall of the connected count after first reached: {fall * 100:.1f} % ({peak} -> {low}) "
           f"(target <= {TARGET_FALL * 100:.0f} %: {'met' if fall <= TARGET_FALL else 'NOT met'})", flush=True)
