@@ -299,11 +299,12 @@ class Admission:
             return
         entry = self._sessions.get(session_id)
         if kind == "join":
-            if entry is None:  # before subscribe() returned to us: a placeholder bound() merges
-                entry = self._find_answering(site_id) or _Entry(site_id, detail.get("tier", ""))
+            if entry is None:  # connected before subscribe() returned to us; else not the core's (an edge's)
+                entry = self._find_answering(site_id)
+                if entry is None:
+                    return
                 entry.session_id = session_id
                 self._sessions[session_id] = entry
-                self._entries[id(entry)] = entry
             entry.connected_at = time.monotonic()
         elif kind == "leave":
             self._left[session_id] = None

@@ -271,3 +271,26 @@ async def test_no_new_site_while_the_program_clock_lags() -> None:
     await account.admit("new", "audio")
     account.observe_clock(9.0, 0, 50.0, active=False)  # nobody subscribed: the clock idles, no judgement
     assert account.clock_share is None and not account.lagging
+
+
+async def test_the_account_follows_the_cores_events_in_any_order() -> None:
+    from ccctl.media.admission import Admission
+
+    account = Admission(AdmissionPolicy(), SMALL_TIERS, 25)
+    first = await account.admit("a", "high")
+    assert account.in_flight() == 1 and account.load() == HIGH  # reserved while answered
+    account.on_event("join", "a", {"session_id": "s1", "tier": "high"})  # connected before subscribe() returned
+    account.bound(first, "s1", "high")
+    assert account.load() == HIGH and account.in_flight() == 0
+    account.on_event("join", "edge-site", {"session_id": "e1", "tier": "low"})  # an edge's session: not ours
+    assert account.load() == HIGH
+    second = await account.admit("b", "audio")
+    account.on_event("leave", "b", {"session_id": "s2", "reason": "never_connected"})  # gone before bound()
+    account.bound(second, "s2", "audio")
+    assert account.load() == HIGH and account.in_flight() == 0
+    third = await account.admit("c", "audio")
+    account.release(third)  # the offer failed
+    account.on_event("tier", "a", {"session_id": "s1", "from": "high", "to": "low"})
+    assert account.load() == LOW
+    account.on_event("leave", "a", {"session_id": "s1", "reason": "unsubscribed"})
+    assert account.load() == 0 and account.in_flight() == 0
