@@ -20,7 +20,7 @@ order (``[admission] degrade_video`` turns step 2 off):
 The budget is checked against what happens: while the program's audio clock runs below
 ``min_clock_share`` of its rate (the machine is busier than the budget assumed, e.g. shared
 with other work), no new site is admitted (503, reason ``lagging``); a site rejoining to
-replace its own session still is.
+replace its own session still is, and a quarter as many handshakes may be in flight.
 
 Handshakes are paced: at most ``handshakes`` sessions answered but not yet connected (ICE
 and DTLS in flight); a further offer waits in a queue of ``queue`` places for at most
@@ -169,6 +169,10 @@ class Admission:
             self.clock_share = (n1 - n0) / ((t1 - t0) * rate)
             self._wake()
 
+    def handshake_limit(self) -> int:
+        """Handshakes allowed in flight: a quarter of ``handshakes`` while the clock lags."""
+        return max(1, self.policy.handshakes // 4) if self.lagging else self.policy.handshakes
+
     @property
     def lagging(self) -> bool:
         """Whether the program's clock is behind (see :meth:`observe_clock`)."""
@@ -179,17 +183,17 @@ class Admission:
         """Admit a join of ``site_id`` at ``tier`` (maybe moved to audio), waiting for a
         handshake slot in the bounded queue; :class:`Overloaded` when it cannot."""
         policy = self.policy
-        if policy.handshakes > 0 and self.in_flight() >= policy.handshakes and site_id != holder:
+        if policy.handshakes > 0 and self.in_flight() >= self.handshake_limit() and site_id != holder:
             if self._waiters >= policy.queue:
                 self._refuse(site_id, "handshakes", f"{self._waiters} offers already wait for a handshake slot")
             deadline = time.monotonic() + policy.queue_wait_s
             self._waiters += 1
             try:
-                while self.in_flight() >= policy.handshakes:  # bounded by the deadline
+                while self.in_flight() >= self.handshake_limit():  # bounded by the deadline
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         self._refuse(site_id, "handshakes",
-                                     f"{policy.handshakes} handshakes in flight for {policy.queue_wait_s:g} s")
+                                     f"{self.handshake_limit()} handshakes in flight for {policy.queue_wait_s:g} s")
                     self._changed.clear()
                     try:
                         await asyncio.wait_for(self._changed.wait(), remaining)

@@ -259,6 +259,7 @@ async def test_no_new_site_while_the_program_clock_lags() -> None:
     for second in range(4):  # the audio clock makes 20 of its 50 ticks a second
         account.observe_clock(float(second), 20 * second, 50.0, active=True)
     assert account.lagging and account.clock_share == pytest.approx(0.4)
+    assert account.handshake_limit() == 8  # a quarter of the 32 handshakes in flight
     with pytest.raises(Overloaded) as refused:
         await account.admit("new", "audio")
     assert refused.value.status == 503 and refused.value.retry_after == 5
@@ -267,7 +268,7 @@ async def test_no_new_site_while_the_program_clock_lags() -> None:
     await account.admit("in", "audio")  # a site already in may rejoin (it replaces its own session)
     for second in range(4, 8):  # keeping up again
         account.observe_clock(float(second), 60 + 50 * (second - 3), 50.0, active=True)
-    assert not account.lagging
+    assert not account.lagging and account.handshake_limit() == 32
     await account.admit("new", "audio")
     account.observe_clock(9.0, 0, 50.0, active=False)  # nobody subscribed: the clock idles, no judgement
     assert account.clock_share is None and not account.lagging
