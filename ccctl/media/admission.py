@@ -40,9 +40,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ccctl.media.tiers import MediaError, TierSpec
+from ccctl.errors import CcctlError
+
+if TYPE_CHECKING:  # tiers.py loads PyAV and aiortc; the server imports this module at start
+    from ccctl.media.tiers import TierSpec
 
 AUDIO_PPS = 50.0  # Opus packets a second (20 ms frames)
 PACKET_BYTES = 1_100  # payload bytes per video packet, about (H.264 FU-A at our MTU)
@@ -50,7 +53,7 @@ LEFT_MEMORY = 4096  # ended session ids remembered
 CLOCK_WINDOW_S = 3.0  # the program clock's rate is judged over this long
 
 
-class Overloaded(MediaError):
+class Overloaded(CcctlError):
     """The core cannot take this join now: come back after ``retry_after`` seconds (503)."""
 
     status = 503
