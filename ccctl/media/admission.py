@@ -25,7 +25,8 @@ replace its own session still is, and a quarter as many handshakes may be in fli
 Handshakes are paced: at most ``handshakes`` sessions answered but not yet connected (ICE
 and DTLS in flight); a further offer waits in a queue of ``queue`` places for at most
 ``queue_wait_s`` seconds, then gets a 503 too. Every move and refusal is an ``admission``
-event (``action``: ``audio`` or ``refused``, with its ``reason``) and a counter in
+event (``action``: ``audio`` or ``refused``, with its ``reason``; a site retrying as told is
+recorded once a minute, with how many refusals it had since) and a counter in
 :meth:`Admission.metrics`.
 
 The core's events (``join`` when a session is connected, ``leave``, ``tier``) keep the
@@ -51,6 +52,7 @@ AUDIO_PPS = 50.0  # Opus packets a second (20 ms frames)
 PACKET_BYTES = 1_100  # payload bytes per video packet, about (H.264 FU-A at our MTU)
 LEFT_MEMORY = 4096  # ended session ids remembered
 CLOCK_WINDOW_S = 3.0  # the program clock's rate is judged over this long
+REFUSAL_EVENT_EVERY_S = 60.0  # a site refused again within this is counted, not recorded again
 
 
 class Overloaded(CcctlError):
@@ -136,6 +138,7 @@ class Admission:
         self.counts = {"admitted": 0, "refused_budget": 0, "refused_handshakes": 0, "refused_lagging": 0,
                        "moved_to_audio": 0}
         self._clock: list[tuple[float, int]] = []
+        self._refused: dict[str, tuple[float, int]] = {}  # site -> (last refusal event, refusals since)
         self.clock_share: float | None = None  # the program clock's rate over the last window, of nominal
 
     # -- the account ------------------------------------------------------------------------
@@ -209,6 +212,7 @@ class Admission:
         self._entries[id(entry)] = entry
         ticket.entry = entry
         self.counts["admitted"] += 1
+        self._refused.pop(site_id, None)
         for moved in ticket.moves:
             self._record("audio", moved, "budget", f"to make room for {site_id}")
         if ticket.tier != tier:
@@ -260,7 +264,13 @@ class Admission:
 
     def _refuse(self, site_id: str, reason: str, detail: str) -> None:
         self.counts[f"refused_{reason}"] += 1
-        self._record("refused", site_id, reason, detail)
+        now = time.monotonic()
+        last, repeats = self._refused.get(site_id, (-REFUSAL_EVENT_EVERY_S, 0))
+        if now - last >= REFUSAL_EVENT_EVERY_S:  # a site retrying as told is one event a minute, not one a retry
+            self._refused[site_id] = (now, 0)
+            self._record("refused", site_id, reason, detail + (f"; refused {repeats} more times since" if repeats else ""))
+        else:
+            self._refused[site_id] = (last, repeats + 1)
         raise Overloaded(f"the media core is full ({detail}): try again later", self.policy.retry_after_s)
 
     def _record(self, action: str, site_id: str, reason: str, detail: str) -> None:
@@ -314,6 +324,7 @@ class Admission:
                 self._sessions[session_id] = entry
             entry.connected_at = time.monotonic()
         elif kind == "leave":
+            self._refused.pop(site_id, None)
             self._left[session_id] = None
             while len(self._left) > LEFT_MEMORY:
                 del self._left[next(iter(self._left))]

@@ -112,6 +112,8 @@ async def test_a_small_budget_admits_that_many_and_503s_the_next_at_full_rate(be
     _, refused = await bench.join("a3", ("audio",))
     assert refused.status == 503 and refused.headers["Retry-After"] == "5"
     assert "full" in await refused.text()
+    _, again = await bench.join("a3", ("audio",))  # retrying at once: refused again, counted, not recorded again
+    assert again.status == 503
     assert [(site, d["action"], d["reason"]) for site, d in bench.events("admission")] == [("a3", "refused", "budget")]
     # The admitted keep the full rate: each receives (nearly) every packet the program makes.
     feed = bench.server.core.program.audio_feed
@@ -122,10 +124,10 @@ async def test_a_small_budget_admits_that_many_and_503s_the_next_at_full_rate(be
     for before, after in zip(start[:-1], end[:-1], strict=True):
         assert (after - before) / made >= 0.9, (after - before, made)
     metrics = await (await bench.client.get("/metrics", headers=bench.auth())).text()
-    assert 'ccctl_admission_decisions_total{decision="refused_budget"} 1' in metrics
+    assert 'ccctl_admission_decisions_total{decision="refused_budget"} 2' in metrics
     assert f"ccctl_admission_capacity_pps {2 * AUDIO:g}" in metrics
     status = await (await bench.client.get("/api/broadcast", headers=bench.auth())).json()
-    assert status["admission"]["capacity_pps"] == 2 * AUDIO and status["admission"]["refused_budget"] == 1
+    assert status["admission"]["capacity_pps"] == 2 * AUDIO and status["admission"]["refused_budget"] == 2
     # A site that leaves frees its place.
     await admitted[0].close()
     await until(lambda: asyncio.sleep(0, result=len(bench.connected()) == 1))
