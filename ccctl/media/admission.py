@@ -239,15 +239,18 @@ class Admission:
                 at = next((i for i, e in enumerate(order) if e is not None and self._rank(e.tier) >= self._rank(tier)),
                           len(order))
                 order.insert(at, None)
-            joined_on, moves = tier, []
+            joined_on = tier
+            moves: list[_Entry] = []
             for entry in order:
                 if entry is None:
                     joined_on, need = audio, self.cost(audio)
                 else:
                     load -= self.cost(entry.tier) - self.cost(audio)
-                    moves.append(entry.site_id)
+                    moves.append(entry)
                 if load + need <= capacity:
-                    return Ticket(site_id, joined_on, moves)
+                    for moved in moves:  # counted on audio from now (its tier event confirms it)
+                        moved.tier = audio
+                    return Ticket(site_id, joined_on, [m.site_id for m in moves])
         self._refuse(site_id, "budget", f"{self.load():.0f} of {capacity:.0f} packets/s in use, "
                                         f"{self.cost(tier):.0f} more needed")
         raise AssertionError("unreachable")
