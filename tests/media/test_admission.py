@@ -31,7 +31,6 @@ from ccctl.registry.sites import add_site
 
 from .conftest import SMALL_TIERS, Site, until
 
-pytestmark = pytest.mark.asyncio
 AUDIO, LOW, HIGH = (tier_cost(SMALL_TIERS[t], 25) for t in ("audio", "low", "high"))
 assert (AUDIO, LOW, HIGH) == (50, 93, 121)
 
@@ -104,6 +103,7 @@ async def received(site: Site, kind: str = "audio") -> int:
     return sum(s.packetsReceived for s in stats.values() if s.type == "inbound-rtp" and s.kind == kind)
 
 
+@pytest.mark.asyncio
 @pytest.mark.parametrize("bench", [(AdmissionPolicy(pps_budget=2 * AUDIO), None,
                                     {"a1": "audio", "a2": "audio", "a3": "audio"})], indirect=True)
 async def test_a_small_budget_admits_that_many_and_503s_the_next_at_full_rate(bench: Bench) -> None:
@@ -136,6 +136,7 @@ async def test_a_small_budget_admits_that_many_and_503s_the_next_at_full_rate(be
 
 
 # 225: low + high fit (214), low moved + high + one audio (221), four on audio (200), not five (250).
+@pytest.mark.asyncio
 @pytest.mark.parametrize("bench", [(AdmissionPolicy(pps_budget=4.5 * AUDIO), None, {
     "v-low": "low", "v-high": "high", "a-1": "audio", "a-2": "audio", "a-3": "audio"})], indirect=True)
 async def test_video_sites_of_the_lowest_priority_move_to_audio_before_anyone_is_refused(bench: Bench) -> None:
@@ -161,6 +162,7 @@ async def test_video_sites_of_the_lowest_priority_move_to_audio_before_anyone_is
     assert set(bench.connected()) == {"v-low", "v-high", "a-1", "a-2"}  # nobody already in was dropped
 
 
+@pytest.mark.asyncio
 @pytest.mark.parametrize("bench", [(AdmissionPolicy(handshakes=1, queue=0, connect_timeout_s=3.0), None,
                                     {"mute": "audio", "next": "audio"})], indirect=True)
 async def test_handshakes_in_flight_are_bounded_and_a_stuck_one_ends(bench: Bench) -> None:
@@ -182,6 +184,7 @@ async def test_handshakes_in_flight_are_bounded_and_a_stuck_one_ends(bench: Benc
     assert (mute["joins"], mute["seconds"], mute["connected"]) == (0, 0.0, False) and rows["next"]["connected"]
 
 
+@pytest.mark.asyncio
 @pytest.mark.parametrize("bench", [(AdmissionPolicy(),
                                      functools.partial(ShardedCore, tiers=SMALL_TIERS, workers=1, call_timeout=2.0),
                                      {"w-1": "audio", "w-2": "audio"})], indirect=True)
@@ -222,6 +225,7 @@ def test_a_receivers_retry_honours_retry_after_with_jitter() -> None:
     assert parse_retry_after("-1") is None
 
 
+@pytest.mark.asyncio
 @pytest.mark.parametrize("bench", [(AdmissionPolicy(pps_budget=AUDIO, retry_after_s=1), None,
                                     {"r-1": "audio", "r-2": "audio"})], indirect=True)
 async def test_a_refused_sim_site_comes_back_and_gets_in_when_there_is_room(bench: Bench) -> None:
@@ -250,6 +254,7 @@ async def test_a_refused_sim_site_comes_back_and_gets_in_when_there_is_room(benc
             await asyncio.gather(first, second)
 
 
+@pytest.mark.asyncio
 async def test_no_new_site_while_the_program_clock_lags() -> None:
     from ccctl.media.admission import Admission, Overloaded
 
@@ -276,6 +281,7 @@ async def test_no_new_site_while_the_program_clock_lags() -> None:
     assert account.clock_share is None and not account.lagging
 
 
+@pytest.mark.asyncio
 async def test_the_account_follows_the_cores_events_in_any_order() -> None:
     from ccctl.media.admission import Admission
 

@@ -16,8 +16,6 @@ from ccctl.media.state import _ends
 
 from .conftest import SMALL_TIERS, Site, until
 
-pytestmark = pytest.mark.asyncio
-
 Events = list[tuple[str, str, dict[str, Any]]]
 CONNECT_S = 1.0
 
@@ -33,6 +31,7 @@ async def started(events: Events, **kwargs: Any) -> MediaCore:
     return core
 
 
+@pytest.mark.asyncio
 async def test_an_offer_with_no_candidates_is_ended_and_never_joins() -> None:
     events: Events = []
     core = await started(events)
@@ -47,6 +46,7 @@ async def test_an_offer_with_no_candidates_is_ended_and_never_joins() -> None:
         await core.close()
 
 
+@pytest.mark.asyncio
 async def test_a_closed_peer_is_removed_and_a_connected_one_is_not_timed_out() -> None:
     events: Events = []
     core = await started(events)
@@ -71,6 +71,7 @@ async def test_a_closed_peer_is_removed_and_a_connected_one_is_not_timed_out() -
         await core.close()
 
 
+@pytest.mark.asyncio
 async def test_a_storm_of_leaves_does_not_cut_a_site_that_stays() -> None:
     events: Events = []
     core = await started(events)
