@@ -607,6 +607,8 @@ async def run(args: dict[str, Any]) -> None:
             report(video, None)
             g = video["extra"]
             ok = "met" if g["p95"] < TARGET_G2G_MS else "NOT met"
+            if not g["frames"]:
+                ok += ": no video reached the decoding site (admission may have moved it to audio)"
             print(f"glass-to-glass (testsrc counter -> decoded at a low-tier site, loopback, with {video['n']} video "
                   f"sites joined): p50 {g['p50']:.0f} ms  p95 {g['p95']:.0f} ms  max {g['max']:.0f} ms over "
                   f"{g['frames']} frames ({g['fps']:.1f} fps)  (target < {TARGET_G2G_MS:.0f} ms: {ok})", flush=True)
