@@ -101,6 +101,22 @@ class ServeConfig:
 
 
 @dataclass(frozen=True)
+class AdmissionConfig:
+    """``[admission]``: what the media core carries and who gets in (ccctl/media/admission.py)."""
+
+    pps_budget: float = 30000.0  # RTP packets a second one fan-out process sends; 0: no limit
+    handshakes: int = 32  # ICE/DTLS handshakes in flight at most
+    queue: int = 256  # offers waiting for a handshake slot; more get 503
+    queue_wait_s: float = 10.0  # longest an offer waits for a slot, then 503
+    retry_after_s: int = 5  # the Retry-After of a 503
+    degrade_video: bool = True  # move the lowest-priority video sites to audio before refusing
+    low_first: str = "low,high"  # video tiers, the lowest priority first
+    min_clock_share: float = 0.9  # the program's clock below this share of its rate: no new joins
+    connect_timeout_s: float = 20.0  # a session not connected this long after its answer is ended
+    worker_timeout_s: float = 15.0  # a fan-out worker not answering this long is restarted (its calls: 503)
+
+
+@dataclass(frozen=True)
 class MeetingsConfig:
     """Meetings: the operators' time zone, default pre-checks and attendance tolerances."""
 
@@ -128,6 +144,7 @@ class Config:
     rollcall: RollcallConfig = RollcallConfig()
     sim: SimConfig = SimConfig()
     serve: ServeConfig = ServeConfig()
+    admission: AdmissionConfig = AdmissionConfig()
     meetings: MeetingsConfig = MeetingsConfig()
     output: OutputConfig = OutputConfig()
 
@@ -142,7 +159,7 @@ class Config:
         return Path(self.ssh.client_key) if self.ssh.client_key else self.home / "keys" / "id_ed25519"
 
 
-SECTIONS = ("registry", "ssh", "rollcall", "sim", "serve", "meetings", "output")
+SECTIONS = ("registry", "ssh", "rollcall", "sim", "serve", "admission", "meetings", "output")
 
 
 def default_home() -> Path:

@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aioice.ice
 import pytest
@@ -220,3 +221,44 @@ def test_fanout_workers_and_recording_end_to_end(server: Ccctl, tmp_path: Path) 
     with av.open(str(recording)) as f:
         assert {s.type for s in f.streams} == {"video", "audio"}
         assert sum(1 for _ in f.decode(video=0)) >= 5
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/services.sh installs it as root)")
+def test_a_full_server_tells_the_join_page_to_come_back_later(server: Ccctl, monkeypatch: pytest.MonkeyPatch) -> None:
+    playwright = pytest.importorskip("playwright.async_api", reason="the test extra installs playwright")
+    monkeypatch.setenv("CCCTL_ADMISSION_PPS_BUDGET", "1")  # nothing fits: every join is refused
+    monkeypatch.setenv("CCCTL_ADMISSION_RETRY_AFTER_S", "2")
+    assert server("serve", "--stop").exit_code == 0
+    assert server("serve", "--detach").exit_code == 0
+    assert server("broadcast", "start").exit_code == 0
+    link = {r["site_id"]: r for r in server.json("broadcast", "links")}["bn-1"]["join_url"]
+
+    def room() -> None:  # the server comes back with room (the live broadcast resumes)
+        monkeypatch.setenv("CCCTL_ADMISSION_PPS_BUDGET", "30000")
+        assert server("serve", "--stop").exit_code == 0
+        assert server("serve", "--detach").exit_code == 0
+
+    async def browse() -> tuple[dict[str, Any], str, dict[str, Any]]:
+        async with playwright.async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
+                "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns"])
+            try:
+                page = await browser.new_page()
+                await page.goto(link)
+                await page.wait_for_function("window.ccctl.retryAfter === 2 && /WHEP 503/.test(window.ccctl.lastError)",
+                                             timeout=TIMEOUT * 1000)
+                refused: dict[str, Any] = await page.evaluate("window.ccctl")
+                said = await page.text_content("#state") or ""
+                await asyncio.to_thread(room)
+                await page.wait_for_function("window.ccctl.connected && window.ccctl.audioPackets > 20",
+                                             timeout=TIMEOUT * 2 * 1000)
+                joined: dict[str, Any] = await page.evaluate("window.ccctl")
+                return refused, said, joined
+            finally:
+                await browser.close()
+
+    refused, said, joined = asyncio.run(browse())
+    assert not refused["connected"] and refused["joins"] == 0 and "máy chủ đang đầy" in said
+    assert joined["connected"] and joined["joins"] == 1

@@ -63,6 +63,8 @@ REPORT_INTERVAL = 1.0  # seconds between RTCP sender reports to each site (tight
 REPORT_MIN_PACKETS = 20  # packets a receiver report must cover to count for the tier governor
 REPORT_SLICE = 256  # sites per slice of a report round, so a round never holds the loop long
 CERTIFICATE_MAX_AGE = 86_400.0  # seconds before the shared DTLS certificate is renewed (aiortc's last 30 days)
+CONNECT_TIMEOUT_S = 20.0  # a session whose ICE and DTLS are not up this long after its answer is ended
+CLOSING_AT_ONCE = 16  # peer connections closed at the same time (a storm of leaves is paced)
 
 
 def _no_estimator() -> Any:
@@ -114,6 +116,7 @@ class Session:
     rate_mark: tuple[float, int] | None = None  # (monotonic time, bytes sent) of the last stats()
     kbps: float | None = None
     ended: bool = False
+    deadline: asyncio.TimerHandle | None = None  # ends the session if it never connects
 
     def counters(self) -> tuple[int, int, int]:
         """Units delivered, units dropped and units waiting, over both kinds."""
@@ -145,12 +148,15 @@ class MediaCore(EventSource):
 
     def __init__(self, source: str = "testsrc", on_event: EventSink | None = None, *,
                  tiers: Mapping[str, TierSpec] | None = None, fps: int = 25, ice_servers: Sequence[str] = (),
-                 fanout: str = "tight", adapt: AdaptPolicy | None = DEFAULT_ADAPT, program: Any = None) -> None:
+                 fanout: str = "tight", adapt: AdaptPolicy | None = DEFAULT_ADAPT, program: Any = None,
+                 connect_timeout: float = CONNECT_TIMEOUT_S) -> None:
         if fanout not in ("tight", "stock"):
             raise UsageError(f"unknown fan-out path {fanout!r}: use tight or stock")
         self.source = source
         self.fanout = fanout
         self.adapt = adapt
+        self.connect_timeout = connect_timeout
+        self._closing = asyncio.Semaphore(CLOSING_AT_ONCE)
         self.tiers: dict[str, TierSpec] = dict(tiers or DEFAULT_TIERS)
         # A fan-out worker (ccctl.media.shard) passes a program fed by the main process.
         self.program = program if program is not None else Program(source, self.tiers, fps=fps)
@@ -199,7 +205,9 @@ class MediaCore(EventSource):
         """Answer a site's WHEP offer with ``tier``'s tracks; returns (session_id, answer_sdp).
 
         The answer carries all ICE candidates (gathered in setLocalDescription), as WHEP
-        expects. A site that subscribes again has its previous session replaced.
+        expects. A site that subscribes again has its previous session replaced. A session
+        whose ICE and DTLS are not up ``connect_timeout`` seconds later is ended
+        (``never_connected``); the ``join`` event comes when it is connected and sending.
         """
         if not self._started:
             raise MediaError("the media core is not running", status=503)
@@ -235,7 +243,7 @@ class MediaCore(EventSource):
         self._by_site[site_id] = session
         if old is not None:
             await self._end(old, "replaced")
-        self._emit("join", site_id, {"session_id": session.session_id, "tier": session.tier})
+        session.deadline = asyncio.get_running_loop().call_later(self.connect_timeout, self._never_connected, session)
         if pc.connectionState == "connected":
             self._attach(session)
         return session.session_id, pc.localDescription.sdp
@@ -292,8 +300,8 @@ class MediaCore(EventSource):
         No renegotiation: the RTP clock is shared by the tiers and the new track starts at
         a keyframe, so the site's decoder just sees a new resolution. ``audio`` parks the
         video sender; a site that negotiated no video at all must re-subscribe for video.
-        An operator's choice (``reason="operator"``) is also the ceiling its RTCP reports may
-        bring it back up to.
+        An operator's choice (``reason="operator"``) or admission's (``"admission"``, making
+        room) is also the ceiling its RTCP reports may bring it back up to.
         """
         session = self._by_site.get(site_id)
         if session is None:
@@ -301,7 +309,7 @@ class MediaCore(EventSource):
         spec = self._spec(tier)
         if spec.has_video and session.video is None:
             raise MediaError(f"site {site_id} negotiated no video; it must re-subscribe for tier {tier}")
-        if reason == "operator" and session.governor is not None:
+        if reason in ("operator", "admission") and session.governor is not None:
             session.governor.cap(tier, time.monotonic())
         if tier == session.tier:
             return
@@ -324,9 +332,16 @@ class MediaCore(EventSource):
             counts[session.tier] = counts.get(session.tier, 0) + 1
         return counts
 
+    #: Fan-out processes: this one (admission's budget is per process).
+    processes = 1
+
     def sessions(self) -> list[Session]:
         """The live sessions (read-only use: tests, the dashboard)."""
         return list(self._sessions.values())
+
+    def session(self, session_id: str) -> Session | None:
+        """One live session, or None."""
+        return self._sessions.get(session_id)
 
     def program_stats(self) -> dict[str, dict[str, int]]:
         """Encoder and fan-out counters per tier (see :meth:`Program.stats`)."""
@@ -388,12 +403,20 @@ class MediaCore(EventSource):
         elif state in ("failed", "closed"):
             self._spawn(self._end(session, state))
 
+    def _never_connected(self, session: Session) -> None:
+        if not session.ended and session.connected_at is None:
+            self._spawn(self._end(session, "never_connected"))
+
     def _attach(self, session: Session) -> None:
-        """Start sending the session's tier once connected (PLI from the site reaches the tier)."""
-        if session.connected_at is not None:
+        """Start sending the session's tier once connected (PLI from the site reaches the tier);
+        the ``join`` event says media flows from now on."""
+        if session.connected_at is not None or session.ended:
             return
+        if session.deadline is not None:
+            session.deadline.cancel()
         session.connected_at = time.time()
         session.connected_at_monotonic = time.monotonic()
+        self._emit("join", session.site_id, {"session_id": session.session_id, "tier": session.tier})
         if session.video is not None:
             # Stock aiortc only flags a PLI/FIR for its own encoder, which pass-through
             # never uses; route it to the tier's (coalescing) keyframe policy instead.
@@ -495,10 +518,17 @@ class MediaCore(EventSource):
         self.program.request_keyframe(session.tier)
 
     async def _end(self, session: Session, reason: str) -> None:
-        """Close one session's peer connection and forget it (idempotent)."""
+        """Forget one session, stop sending to it, then close its peer connection (idempotent).
+
+        The ``leave`` event goes out at once (also for a session that never connected, which
+        had no ``join``). Closing is paced (:data:`CLOSING_AT_ONCE` at a time) so that a storm of leaves
+        does not hold the loop that sends the program to the sites that stay.
+        """
         if session.ended:
             return
         session.ended = True
+        if session.deadline is not None:
+            session.deadline.cancel()
         self._sessions.pop(session.session_id, None)
         if self._by_site.get(session.site_id) is session:
             del self._by_site[session.site_id]
@@ -507,8 +537,9 @@ class MediaCore(EventSource):
         for track in (session.audio_track, session.video_track):
             if track is not None:
                 track.stop()
-        await session.pc.close()
         self._emit("leave", session.site_id, {"session_id": session.session_id, "reason": reason})
+        async with self._closing:
+            await session.pc.close()
 
 
 

@@ -47,6 +47,7 @@ from ccctl.edges.routes import edge_set_tier
 from ccctl.errors import CcctlError, NotFound, UsageError
 from ccctl.limits import raise_nofile_limit
 from ccctl.media import state, tokens
+from ccctl.media.admission import Admission, AdmissionPolicy
 from ccctl.media.changes import add_change_routes
 from ccctl.media.net import keep_candidates, pin_ice
 from ccctl.media.webinput import (
@@ -81,8 +82,12 @@ FLOOR_WAIT_MAX = 55.0
 class Server:
     """The server's state: registry, secret, media core, the live broadcast."""
 
-    def __init__(self, db_url: str, home: Path, core_factory: Any = None, media_network: str | None = None) -> None:
+    def __init__(self, db_url: str, home: Path, core_factory: Any = None, media_network: str | None = None,
+                 admission: AdmissionPolicy | None = None) -> None:
         self.db: Database = open_registry(db_url)
+        self.policy = admission if admission is not None else _configured_admission(home)
+        self.admission: Admission | None = None  # the live broadcast's account (ccctl.media.admission)
+        self._clock_watch: asyncio.Task[None] | None = None
         self.media_network = media_network
         self.secret = tokens.load_secret(home)
         self.core: Any = None
@@ -105,20 +110,30 @@ class Server:
             await self._start_core(live)
 
     async def _start_core(self, broadcast: dict[str, Any]) -> None:
-        factory = self._core_factory
-        if factory is None:
-            from ccctl.media.core import MediaCore
+        from ccctl.media.core import MediaCore
+        from ccctl.media.shard import ShardedCore
 
-            factory = MediaCore
+        factory: Any = self._core_factory or MediaCore
+        kind, given = getattr(factory, "func", factory), getattr(factory, "keywords", {})
+        timeouts = {"connect_timeout": self.policy.connect_timeout_s}
+        if kind is ShardedCore:
+            timeouts["call_timeout"] = self.policy.worker_timeout_s
+        if kind in (MediaCore, ShardedCore):  # what a test's factory sets itself wins
+            factory = functools.partial(factory, **{k: v for k, v in timeouts.items() if k not in given})
         from ccctl.media.ingest import Ingest
 
         bid = broadcast["id"]
 
         def record(kind: str, site: str, detail: dict[str, Any]) -> None:
+            if self.admission is not None:
+                self.admission.on_event(kind, site, detail)
             state.record_event(self.db, bid, site, kind, detail)
 
         self.core = factory(source=broadcast["source"], on_event=record)
         await self.core.start()
+        self.admission = Admission(self.policy, self.core.tiers, self.core.program.fps,
+                                   getattr(self.core, "processes", 1), on_event=record)
+        self._clock_watch = asyncio.get_running_loop().create_task(self._watch_clock(), name="admission-clock")
         self.ingest = Ingest(self.core.program, self.board, record, main_is_whip=broadcast["source"] == "whip")
         await self.ingest.start()
         self.ingest.set_floor(broadcast.get("floor_site"))  # a restarted server gives it back
@@ -127,8 +142,23 @@ class Server:
         self.edges = await start_edges(self.db, self.core.program, bid, record)
         self.broadcast = broadcast
 
+    async def _watch_clock(self) -> None:
+        """Every second, tell admission how the program's audio clock keeps up."""
+        from ccctl.media.program import AUDIO_RATE, AUDIO_SAMPLES
+
+        loop = asyncio.get_running_loop()
+        while self.core is not None and self.admission is not None:  # ends with the broadcast (cancelled)
+            program = self.core.program
+            self.admission.observe_clock(loop.time(), program.audio_ticks, AUDIO_RATE / AUDIO_SAMPLES,
+                                         bool(program.audio_feed.subscribers))
+            await asyncio.sleep(1.0)
+
     async def _stop_core(self) -> None:
         """End the publishers, release the floor (pages stop publishing), close the core."""
+        if self._clock_watch is not None:
+            self._clock_watch.cancel()
+            await asyncio.gather(self._clock_watch, return_exceptions=True)
+            self._clock_watch = None
         if self.edges is not None:  # edges: stop feeding, remove the mountpoints
             await self.edges.close()
             self.edges = None
@@ -139,6 +169,7 @@ class Server:
         if self.core is not None:
             await self.core.close()
             self.core = None
+        self.admission = None
 
     async def close(self) -> None:
         """Close the media core (sites see the server go) and the registry."""
@@ -238,6 +269,7 @@ class Server:
                                   "floor_listeners": self.floor_listeners,
                                   "on_air": None if on_air is None else (on_air.site_id or MAIN_PUBLISH),
                                   "publishers": self.ingest.stats() if self.ingest is not None else [],
+                                  "admission": self.admission.summary() if self.admission is not None else None,
                                   "sessions": sessions})
 
     async def stop(self, request: web.Request) -> web.Response:
@@ -404,7 +436,17 @@ class Server:
         offer = await self._read_offer(request, self.core is not None)
         if self.core is None:  # the broadcast ended while the offer was read
             raise web.HTTPServiceUnavailable(text="no live broadcast\n", headers={"Retry-After": "5", **CORS})
-        session_id, answer = await self.core.subscribe(site_id, offer, tier)
+        core, admission = self.core, self.admission
+        assert admission is not None
+        ticket = await admission.admit(site_id, tier, self.board.holder)  # Overloaded: 503 + Retry-After
+        with admission.holding(ticket):
+            for moved in ticket.moves:
+                await self._to_audio(core, moved)
+            if self.core is not core:  # the broadcast ended while the offer waited
+                raise web.HTTPServiceUnavailable(text="no live broadcast\n", headers={"Retry-After": "5", **CORS})
+            session_id, answer = await core.subscribe(site_id, offer, ticket.tier)
+            held = core.session(session_id)
+            admission.bound(ticket, session_id, held.tier if held is not None else ticket.tier)
         if not tokens.check_site(self.secret, self.db, site_id, self._bearer(request)):  # revoked meanwhile
             await self.core.unsubscribe(session_id)
             raise web.HTTPUnauthorized(text="token not valid for this site\n",
@@ -412,6 +454,18 @@ class Server:
         location = f"/whep/{site_id}/{session_id}"
         return web.Response(status=201, text=answer, content_type="application/sdp",
                             headers={"Location": location, "ETag": f'"{session_id}"', **CORS})
+
+    async def _to_audio(self, core: Any, site_id: str) -> None:
+        """Move a connected site to the audio tier to make room (admission); it may have left."""
+        audio = next((name for name, spec in core.tiers.items() if not spec.has_video), None)
+        if audio is None:
+            return
+        try:
+            moved = core.set_tier(site_id, audio, "admission")
+            if inspect.isawaitable(moved):
+                await moved
+        except CcctlError as exc:  # it left meanwhile, or its worker did not answer: its budget is freed anyway
+            log.info("admission: %s not moved to audio: %s", site_id, exc)
 
     async def whep_delete(self, request: web.Request) -> web.Response:
         site_id, session_id = request.match_info["site"], request.match_info["session"]
@@ -494,6 +548,8 @@ class Server:
                   f"ccctl_floor_held {1 if self.board.holder else 0}",
                   "# HELP ccctl_floor_listeners Join pages waiting to be given the floor.",
                   "# TYPE ccctl_floor_listeners gauge", f"ccctl_floor_listeners {self.floor_listeners}"]
+        if self.admission is not None:
+            lines += self.admission.metrics()
         lines += _site_metrics(sessions)
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
@@ -531,6 +587,15 @@ def _site_metrics(sessions: list[dict[str, Any]]) -> list[str]:
                 value = s[key] * scale
                 lines.append(f'{name}{{site="{site}"}} {value if isinstance(value, int) else round(value, 6)}')
     return lines
+
+
+def _configured_admission(home: Path) -> AdmissionPolicy:
+    """The ``[admission]`` settings of the configuration resolved for ``home``."""
+    import os
+
+    from ccctl.config import load_config
+
+    return AdmissionPolicy.from_config(load_config(env={**os.environ, "CCCTL_HOME": str(home)}).admission)
 
 
 def _script_literal(value: str) -> str:
@@ -572,10 +637,12 @@ def _error_headers(request: web.Request) -> dict[str, str]:
 SERVER_KEY: web.AppKey[Server] = web.AppKey("server", Server)
 
 
-def create_app(db_url: str, home: Path, core_factory: Any = None, media_network: str | None = None) -> web.Application:
-    """The aiohttp application; ``core_factory`` lets tests choose the media core, and
-    ``media_network`` (e.g. ``127.0.0.0/8``) limits the remote candidates media may use."""
-    server = Server(db_url, home, core_factory, media_network)
+def create_app(db_url: str, home: Path, core_factory: Any = None, media_network: str | None = None,
+               admission: AdmissionPolicy | None = None) -> web.Application:
+    """The aiohttp application; ``core_factory`` lets tests choose the media core,
+    ``media_network`` (e.g. ``127.0.0.0/8``) limits the remote candidates media may use, and
+    ``admission`` the joins it takes (default: the ``[admission]`` configuration of ``home``)."""
+    server = Server(db_url, home, core_factory, media_network, admission)
     quiet_protocol_errors()
     app = web.Application(client_max_size=256 * 1024, middlewares=[error_middleware(_error_headers)])
     app[SERVER_KEY] = server

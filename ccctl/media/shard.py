@@ -14,13 +14,15 @@ feeds the worker now needs (JSON list), ``S`` started.
 
 :class:`ShardedCore` has the public face of :class:`~ccctl.media.core.MediaCore` that the
 server uses (start, close, subscribe, unsubscribe, set_tier, stats, sessions, tier_counts,
-program_stats, record, program). A worker that dies takes its sites with it ("leave"
-events); it is started again and the sites rejoin on their own, as after a server restart.
+program_stats, record, program). A worker that dies, or does not answer a call within ``call_timeout``
+(it is then killed), takes its sites with it ("leave" events); it is started again and the
+sites rejoin on their own, as after a server restart. A worker's error keeps its HTTP status.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import json
@@ -35,6 +37,7 @@ from typing import Any
 
 from ccctl.errors import CcctlError, NotFound, UsageError
 from ccctl.media.adapt import DEFAULT_ADAPT, AdaptPolicy
+from ccctl.media.core import CONNECT_TIMEOUT_S
 from ccctl.media.fastpath import RtpUnit
 from ccctl.media.program import Program
 from ccctl.media.tiers import DEFAULT_TIERS, Feed, MediaError, TierSpec
@@ -165,7 +168,8 @@ class ShardedCore:
 
     def __init__(self, source: str = "testsrc", on_event: Callable[[str, str, dict[str, Any]], None] | None = None, *,
                  tiers: Mapping[str, TierSpec] | None = None, fps: int = 25, workers: int = 2,
-                 adapt: AdaptPolicy | None = DEFAULT_ADAPT, ice_servers: tuple[str, ...] = ()) -> None:
+                 adapt: AdaptPolicy | None = DEFAULT_ADAPT, ice_servers: tuple[str, ...] = (),
+                 connect_timeout: float = CONNECT_TIMEOUT_S, call_timeout: float = CALL_TIMEOUT) -> None:
         if workers < 1:
             raise UsageError("--workers must be at least 1")
         self.source = source
@@ -174,6 +178,8 @@ class ShardedCore:
         self._on_event = on_event
         self._adapt = adapt
         self._ice_servers = list(ice_servers)
+        self.connect_timeout = connect_timeout
+        self.call_timeout = call_timeout
         self._workers = [_Worker(i) for i in range(workers)]
         self._sessions: dict[str, SessionRef] = {}
         self._by_site: dict[str, SessionRef] = {}
@@ -205,14 +211,28 @@ class ShardedCore:
         self.recorder = start_recorder(self.program, self.tiers, path)
 
     # -- the MediaCore face -------------------------------------------------------------------
+    @property
+    def processes(self) -> int:
+        """Fan-out processes (admission's budget is per process)."""
+        return len(self._workers)
+
+    def session(self, session_id: str) -> SessionRef | None:
+        """One live session, or None."""
+        return self._sessions.get(session_id)
+
     async def subscribe(self, site_id: str, offer_sdp: str, tier: str = "high") -> tuple[str, str]:
-        """Answer a site's offer in the worker with the fewest sites."""
+        """Answer a site's offer in the running worker sending the fewest packets a second."""
+        from ccctl.media.admission import tier_cost
+
         if tier not in self.tiers:
             raise UsageError(f"unknown tier {tier!r}: use one of {', '.join(self.tiers)}")
         old = self._by_site.get(site_id)
-        load = {w.index: 0 for w in self._workers}
+        load = {w.index: 0.0 for w in self._workers if w.proc is not None}
+        if not load:
+            raise MediaError("no fan-out worker is running", status=503)
         for ref in self._sessions.values():
-            load[ref.worker] += 1
+            if ref.worker in load:
+                load[ref.worker] += tier_cost(self.tiers[ref.tier], self.program.fps)
         worker = self._workers[min(load, key=lambda i: (load[i], i))]
         session_id, answer, final_tier = await self._call(worker, "subscribe", site_id, offer_sdp, tier)
         ref = SessionRef(session_id, site_id, final_tier, worker.index)
@@ -271,6 +291,7 @@ class ShardedCore:
         parent, child = socket.socketpair()
         config = {"tiers": {name: asdict(spec) for name, spec in self.tiers.items()}, "fps": self.program.fps,
                   "adapt": None if self._adapt is None else asdict(self._adapt), "ice_servers": self._ice_servers,
+                  "connect_timeout": self.connect_timeout,
                   # the main process's ICE address choice (pinned to the listen address when loopback)
                   "hosts": aioice.ice.get_host_addresses(True, True)}
         worker.proc = await asyncio.create_subprocess_exec(
@@ -306,9 +327,11 @@ class ShardedCore:
         worker.calls[call_id] = future
         worker.channel.send_json(b"R", {"id": call_id, "op": op, "args": args})
         try:
-            return await asyncio.wait_for(future, CALL_TIMEOUT)
+            return await asyncio.wait_for(future, self.call_timeout)
         except TimeoutError:
-            raise MediaError(f"fan-out worker {worker.index} did not answer {op}", status=503) from None
+            self._unresponsive(worker, op)
+            raise MediaError(f"fan-out worker {worker.index} did not answer {op} within {self.call_timeout:g} s",
+                             status=503) from None
         finally:
             worker.calls.pop(call_id, None)
 
@@ -323,7 +346,8 @@ class ShardedCore:
                 future = worker.calls.get(answer["id"])
                 if future is not None and not future.done():
                     if "error" in answer:
-                        future.set_exception(ERRORS.get(answer["error"], MediaError)(answer["message"]))
+                        error = ERRORS.get(answer["error"], MediaError)
+                        future.set_exception(error(answer["message"], status=answer.get("status", error.status)))
                     else:
                         future.set_result(answer["result"])
             elif kind == b"E":
@@ -362,6 +386,20 @@ class ShardedCore:
                 self._on_event(kind, site_id, detail)
             except Exception:  # the registry failing must not break media
                 log.exception("on_event(%s, %s) failed", kind, site_id)
+
+    def _unresponsive(self, worker: _Worker, op: str) -> None:
+        """A worker that does not answer in time is killed: its sites are counted out (leave
+        events, when its socket closes) and rejoin, on another worker or this one restarted;
+        nothing waits on it any longer."""
+        proc = worker.proc
+        if proc is None or proc.returncode is not None or self._closing:
+            return
+        log.error("fan-out worker %d did not answer %s within %g s: restarting it", worker.index, op, self.call_timeout)
+        for future in worker.calls.values():
+            if not future.done():
+                future.set_exception(MediaError(f"fan-out worker {worker.index} is not answering", status=503))
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
 
     def _worker_gone(self, worker: _Worker) -> None:
         """The worker's socket closed: its sites have left; start it again unless closing."""
@@ -452,7 +490,8 @@ async def _serve_worker(fd: int, config: dict[str, Any]) -> None:
     program = RemoteProgram(tiers, config["fps"], channel)
     adapt = AdaptPolicy(**config["adapt"]) if config["adapt"] is not None else None
     core = MediaCore(on_event=lambda kind, site, detail: channel.send_json(b"E", [kind, site, detail]), tiers=tiers,
-                     fps=config["fps"], ice_servers=config["ice_servers"], adapt=adapt, program=program)
+                     fps=config["fps"], ice_servers=config["ice_servers"], adapt=adapt, program=program,
+                     connect_timeout=config["connect_timeout"])
     await core.start()
     channel.send(b"S", b"")
     tasks: set[asyncio.Task[None]] = set()
@@ -470,11 +509,14 @@ async def _serve_worker(fd: int, config: dict[str, Any]) -> None:
                 result = None
             elif op == "stats":
                 result = await core.stats()
+            elif op == "ping":
+                result = None
             else:
                 raise MediaError(f"unknown call {op}")
             channel.send_json(b"A", {"id": request["id"], "result": result})
         except CcctlError as exc:
-            channel.send_json(b"A", {"id": request["id"], "error": type(exc).__name__, "message": str(exc)})
+            channel.send_json(b"A", {"id": request["id"], "error": type(exc).__name__, "message": str(exc),
+                                     "status": exc.status})
 
     try:
         while True:

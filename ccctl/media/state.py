@@ -5,7 +5,8 @@ an event, from which ``attendance`` computes who was connected, when, for how lo
 what tier. The floor holder is also kept on the broadcast row (``floor_site``), so a
 restarted server gives the floor back to the same site.
 
-Event kinds: ``join``, ``leave``, ``tier`` (a site's WHEP session), ``floor`` (detail
+Event kinds: ``join`` (a site's WHEP session is connected and media flows), ``leave`` (it
+ended, or an offer never connected), ``tier``, ``floor`` (detail
 ``action``: ``grant``, ``release``, or ``on_air`` when the holder's uplink became the
 program) and ``publish`` (a WHIP session ``start``/``end``; site "" is the control room).
 """
@@ -103,9 +104,19 @@ def resolve_broadcast(db: Database, ref: str | int | None) -> int:
     return resolve_ref(db, "broadcasts", ref, "broadcast")
 
 
+def _ends(leave: dict[str, Any], session: str | None) -> bool:
+    """Whether a ``leave`` ends the site's connected session: one naming another session
+    (an offer that never connected, a session already replaced) does not."""
+    left = leave.get("session_id")
+    return left is None or session is None or left == session
+
+
 def attendance(db: Database, broadcast_id: int) -> list[dict[str, Any]]:
     """Per site: first join, last leave, seconds connected, joins, last tier, connected now,
-    and the edge that served its last join (None: ccctl itself)."""
+    and the edge that served its last join (None: ccctl itself).
+
+    A ``join`` is recorded when a site's session is connected and media flows to it (not
+    when its offer is answered), so only that time counts."""
     end = db.query("SELECT COALESCE(ended_at, ?) FROM broadcasts WHERE id = ?", (time.time(), broadcast_id))
     until = float(end[0][0]) if end else time.time()
     per_site: dict[str, dict[str, Any]] = {}
@@ -115,15 +126,16 @@ def attendance(db: Database, broadcast_id: int) -> list[dict[str, Any]]:
         info = json.loads(detail) if detail else {}
         row = per_site.setdefault(site_id, {"site_id": site_id, "first_join": None, "last_leave": None, "joins": 0,
                                             "seconds": 0.0, "tier": None, "connected": False, "edge": None,
-                                            "_since": None})
+                                            "_since": None, "_session": None})
         if kind == "join":
             row["joins"] += 1
             row["edge"] = info.get("edge")  # the edge serving it (ccctl/edges), None: ccctl itself
             row["first_join"] = row["first_join"] or ts
             row["tier"] = info.get("tier", row["tier"])
+            row["_session"] = info.get("session_id")
             if not row["connected"]:
                 row["connected"], row["_since"] = True, ts
-        elif kind == "leave" and row["connected"]:
+        elif kind == "leave" and row["connected"] and _ends(info, row["_session"]):
             row["seconds"] += ts - row["_since"]
             row["connected"], row["_since"], row["last_leave"] = False, None, ts
         elif kind == "tier":  # the core records {"from": ..., "to": ...}
@@ -132,7 +144,7 @@ def attendance(db: Database, broadcast_id: int) -> list[dict[str, Any]]:
     for row in per_site.values():
         if row["connected"]:
             row["seconds"] += until - row["_since"]
-        del row["_since"]
+        del row["_since"], row["_session"]
         row["seconds"] = round(row["seconds"], 1)
         for key in ("first_join", "last_leave"):
             if row[key] is not None:

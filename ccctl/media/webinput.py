@@ -167,8 +167,8 @@ def error_middleware(extra_headers: Callable[[web.Request], dict[str, str]]) -> 
             headers = extra_headers(request)
             headers["Ccctl-Error"] = error_names(exc)  # the CLI exits with the same code as here
             if status == 503:
-                headers["Retry-After"] = "5"
-            if status >= 500:
+                headers["Retry-After"] = str(int(getattr(exc, "retry_after", 5)))
+            if status >= 500 and not getattr(exc, "expected", False):  # an admission refusal is no fault
                 log.warning("%s: %s: %s", _where(request), status, one_line(exc))
             return web.Response(status=status, text=one_line(exc) + "\n", headers=headers)
         except ConnectionError:

@@ -300,7 +300,8 @@ def start_receivers(home: Path, plan: list[PlannedReceiver], tokens: dict[str, s
 def read_receivers(home: Path) -> dict[str, Any] | None:
     """The joined receivers: their state file, live pids and the shards' status added up
     (``states``, ``receiving``, ``joins``, ``packets``/``bytes`` per kind, ``failures``,
-    ``sites`` rows); None when no ``sim join`` ran."""
+    ``sites`` rows, ``site_updated``: when each site's row was written); None when no
+    ``sim join`` ran."""
     base = join_dir(home)
     path = base / "state.json"
     if not path.exists():
@@ -308,7 +309,8 @@ def read_receivers(home: Path) -> dict[str, Any] | None:
     state: dict[str, Any] = json.loads(path.read_text())
     state["alive"] = [pid for pid in state["pids"] if _alive(pid)]
     totals: dict[str, Any] = {"states": {}, "receiving": 0, "joins": 0, "packets": {"audio": 0, "video": 0},
-                              "bytes": {"audio": 0, "video": 0}, "failures": {}, "sites": [], "stale": 0}
+                              "bytes": {"audio": 0, "video": 0}, "failures": {}, "sites": [], "stale": 0,
+                              "site_updated": {}}
     now = time.time()
     for shard in sorted(base.glob("shard-*/status.json")):
         try:
@@ -325,6 +327,7 @@ def read_receivers(home: Path) -> dict[str, Any] | None:
             for name, n in status[key].items():
                 totals[key][name] = totals[key].get(name, 0) + n
         totals["sites"] += status["sites"]
+        totals["site_updated"].update({r["site_id"]: status["updated_at"] for r in status["sites"]})
     totals["sites"].sort(key=lambda r: r["site_id"])
     state.update(totals)
     return state

@@ -3,7 +3,8 @@
 A :class:`SimReceiver` does what the join page does: a recvonly offer POSTed to
 ``/whep/{site}`` with the site's token, the answer applied, and, when the session fails, is
 closed by the server or goes silent, a rejoin with growing, jittered backoff (so thousands
-of sites coming back after a server restart do not all knock at the same instant). A
+of sites coming back after a server restart do not all knock at the same instant); a 503
+(no broadcast, or the core is full) is retried no sooner than its ``Retry-After``, jittered. A
 refused token (401/403) or an unknown or disabled site (404) is final: the receiver stops
 and reports it, as a real site would need a new link.
 
@@ -70,6 +71,7 @@ MEDIA_TIMEOUT_S = 10.0  # connected but no packet for this long: the session is 
 RECEIVING_WINDOW_S = 5.0  # a packet within this window counts as "receiving"
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 10.0
+RETRY_AFTER_MAX_S = 300.0  # a longer Retry-After is taken as this
 MAX_ATTEMPTS = 1000  # bounded, like the join page: about three hours of retries
 STATUS_INTERVAL_S = 1.0
 LEAVE_TIMEOUT_S = 5.0
@@ -248,9 +250,7 @@ class SimReceiver:
                     break
                 attempt = 1 if stayed > BACKOFF_MAX_S else attempt + 1  # a long session resets the backoff
                 self.stats.state = RETRYING
-                delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * attempt) * self._rng.uniform(0.5, 1.5)
-                if retry_after is not None:
-                    delay = max(delay, min(retry_after, BACKOFF_MAX_S) * self._rng.uniform(0.5, 1.0))
+                delay = retry_delay(attempt, retry_after, self._rng)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
         finally:
@@ -313,8 +313,9 @@ class SimReceiver:
                     raise Refused(f"HTTP {response.status}: {first}")
                 if response.status == 404:
                     raise Refused(f"HTTP 404: {first}")
-                if response.status == 503:
-                    raise JoinFailed("no_broadcast", first, _retry_after(response.headers.get("Retry-After")))
+                if response.status == 503:  # no broadcast, or the core is full: come back as told
+                    reason = "no_broadcast" if "no live broadcast" in first else "http_503"
+                    raise JoinFailed(reason, first, parse_retry_after(response.headers.get("Retry-After")))
                 raise JoinFailed(f"http_{response.status}", first)
         except TimeoutError:  # before OSError, its base; aiohttp's timeouts are TimeoutErrors too
             raise JoinFailed("http_timeout") from None
@@ -474,11 +475,23 @@ def _no_estimator() -> None:
     return None
 
 
-def _retry_after(value: str | None) -> float | None:
+def retry_delay(attempt: int, retry_after: float | None, rng: random.Random) -> float:
+    """Seconds before rejoin ``attempt``: a growing backoff with jitter, and never sooner than
+    the server's ``Retry-After`` (spread over up to half as long again, so that the sites
+    it refused together do not all come back at the same instant)."""
+    delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * attempt) * rng.uniform(0.5, 1.5)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, RETRY_AFTER_MAX_S) * rng.uniform(1.0, 1.5))
+    return delay
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """A ``Retry-After`` in seconds (RFC 9110 section 10.2.3); an HTTP date or nonsense: None."""
     try:
-        return float(value) if value else None
+        seconds = float(value) if value else None
     except ValueError:
         return None
+    return seconds if seconds is not None and 0 <= seconds < 86_400 else None
 
 
 def _round(value: float | None) -> float | None:
