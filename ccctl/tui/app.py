@@ -63,6 +63,8 @@ class Dashboard(ActionsMixin, App[None]):
         Binding("C", "sort('code')", "Code"),
         Binding("m", "map", "Map"),
         Binding("l", "toggle_log", "Log"),
+        Binding("p", "log_pause", "Pause log"),
+        Binding("e", "log_level", "Log level"),
         Binding("r", "refresh", "Refresh", show=False),
         *ActionsMixin.ACTION_BINDINGS,
         Binding("q", "quit", "Quit"),
@@ -425,6 +427,25 @@ class Dashboard(ActionsMixin, App[None]):
         """Show or hide the event log."""
         self.get_screen_main().toggle_class("log-open")
 
+    def _open_log(self) -> EventLog:
+        self.get_screen_main().add_class("log-open")
+        log: EventLog = self.widget("#log", EventLog)
+        return log
+
+    def action_log_pause(self, pause: bool | None = None) -> None:
+        """Pause the event log (it stays put and counts new lines) or follow it again."""
+        log = self._open_log()
+        if pause is None or pause != log.paused:
+            log.toggle_pause()
+        self.status("event log paused: new lines are counted, not shown (p follows)" if log.paused
+                    else "event log follows the newest line")
+
+    def action_log_level(self, level: str | None = None) -> None:
+        """Show the event log's lines from a severity up (info, warning, error); none: the next."""
+        level = self._open_log().set_level(level)
+        shown = {"info": "every line", "warning": "warnings and errors", "error": "errors only"}[level]
+        self.status(f"event log: {shown}")
+
     def action_refresh(self) -> None:
         """Read the registry in full now."""
         self.last_full = 0.0
@@ -502,6 +523,10 @@ class Dashboard(ActionsMixin, App[None]):
         yield SystemCommand("Sites or units", "Toggle the flat site list", self.action_toggle_sites)
         yield SystemCommand("Map", "Every commune coloured by state", self.action_map)
         yield SystemCommand("Event log", "Show or hide the event log", self.action_toggle_log)
+        yield SystemCommand("Pause / follow the event log", "Stay put and count new lines, or follow again",
+                            self.action_log_pause)
+        yield SystemCommand("Event log severity", "Every line, warnings and errors, errors only (in turn)",
+                            self.action_log_level)
         yield SystemCommand("Refresh", "Read the registry in full now", self.action_refresh)
         if not self.readonly:
             yield from (c for c in self.action_commands() if self.check_action(c.callback.__name__[7:], ()))

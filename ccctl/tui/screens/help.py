@@ -16,6 +16,8 @@ KEYS = """[b]Keys[/b]
   s            the sites under this place, or its units again
   W N C        sort worst first / by name / by code (again: reversed)
   m            the map      l  the event log      r  read the registry now
+  p            pause the event log (new lines counted) / follow it again
+  e            event log severity: every line, warnings and errors, errors only (in turn)
   ctrl+p       the command palette      ?  this help      q  quit
 """
 
@@ -34,6 +36,8 @@ COMMANDS = """[b]Commands[/b]
   :sites  :units  :top        the flat site list, the units, the country
   :sort worst|name|code       sort order
   :map  :log  :help  :q       the map, the event log, this help, quit
+  :log pause|follow           pause the event log or follow it again
+  :log info|warning|error     the event log's lines from this severity up
 """
 
 ACTION_COMMANDS = """  :check  :floor  :release  :move TIER  :revoke    the actions above
