@@ -137,5 +137,6 @@ def run_dashboard(obj: AppContext, readonly: bool = False, wall: bool = False, p
 
     config = obj.config
     app = Dashboard(config.db_url, config.home, config.serve.listen, readonly=readonly, wall=wall,
-                    rollcall_options=options_from_config(config), poll_s=poll_s, server_url=server_url, token=token)
+                    rollcall_options=options_from_config(config), poll_s=poll_s, server_url=server_url, token=token,
+                    config_file=obj.config_file)
     app.run()

@@ -72,8 +72,10 @@ class Dashboard(ActionsMixin, App[None]):
 
     def __init__(self, db_url: str, home: Path, listen: str, *, readonly: bool = False, wall: bool = False,
                  rollcall_options: Any = None, poll_s: float = POLL_S, server_poll_s: float = SERVER_POLL_S,
-                 clock: Any = time.time, server_url: str | None = None, token: str | None = None) -> None:
+                 clock: Any = time.time, server_url: str | None = None, token: str | None = None,
+                 config_file: str | None = None) -> None:
         super().__init__()
+        self.config_file = config_file  # passed on to the ccctl commands the dashboard runs (the shell)
         self.db_url = db_url
         self.home = home
         self.listen = listen
@@ -537,4 +539,6 @@ class Dashboard(ActionsMixin, App[None]):
             return False
         if self.server_url and action in REGISTRY_ACTIONS:  # they write the registry, not here
             return False
+        if action == "shell" and not (self._driver is not None and self._driver.can_suspend):
+            return False  # no terminal to hand over: a browser (--serve), a headless run
         return True

@@ -24,9 +24,10 @@ ALIASES = {
     "sort": "sort", "map": "map", "log": "log", "help": "help", "h": "help",
     "q": "quit", "quit": "quit",
     "check": "recheck", "recheck": "recheck", "floor": "floor", "release": "release",
-    "move": "move", "revoke": "revoke",
+    "move": "move", "revoke": "revoke", "diag": "diag", "diagnose": "diag", "d": "diag",
+    "shell": "shell", "ssh": "shell",
 }
-ACTION_VERBS = {"recheck", "floor", "release", "move", "revoke"}
+ACTION_VERBS = {"recheck", "floor", "release", "move", "revoke", "diag", "shell"}
 
 
 def run_command(app: Dashboard, line: str) -> str:

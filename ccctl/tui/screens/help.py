@@ -26,6 +26,8 @@ ACTION_KEYS = """[b]Actions[/b] (not in --readonly)
   f / F        give the floor to the site / release it
   t            move the site to a tier (:move high|low|audio)
   x            revoke the site's token (cuts it off; asks first)
+  d            run the site's diagnostics (ccctl-diag, as ccctl exec would) in a panel
+  S            an SSH shell on the site's box (ccctl ssh); the dashboard comes back when it ends
 """
 
 COMMANDS = """[b]Commands[/b]
@@ -40,7 +42,7 @@ COMMANDS = """[b]Commands[/b]
   :log info|warning|error     the event log's lines from this severity up
 """
 
-ACTION_COMMANDS = """  :check  :floor  :release  :move TIER  :revoke    the actions above
+ACTION_COMMANDS = """  :check  :floor  :release  :move TIER  :revoke  :diag  :ssh    the actions above
 """
 
 
