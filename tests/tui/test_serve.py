@@ -30,8 +30,8 @@ ANSI = re.compile(r"\x1b(\[[0-9;?<>=]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@
 class Served:
     """One ``ccctl dashboard --serve`` process and what it printed."""
 
-    def __init__(self, home: Path, db_url: str, port: int) -> None:
-        self.home, self.db_url, self.port = home, db_url, port
+    def __init__(self, home: Path, db_url: str, port: int, *extra: str) -> None:
+        self.home, self.db_url, self.port, self.extra = home, db_url, port, extra
         self.proc: asyncio.subprocess.Process | None = None
         self.printed = ""
 
@@ -39,7 +39,7 @@ class Served:
         env = {**os.environ, "CCCTL_HOME": str(self.home), "CCCTL_DB": self.db_url}
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "ccctl", "dashboard", "--serve", "--poll", "0.5", "--listen", f"127.0.0.1:{self.port}",
-            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            *self.extra, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         assert self.proc.stderr is not None
         line = (await asyncio.wait_for(self.proc.stderr.readline(), TIMEOUT)).decode()
         self.printed += line
@@ -57,7 +57,7 @@ class Served:
 
 @pytest_asyncio.fixture
 async def served(dash_db_url: str, tmp_path: Path) -> AsyncIterator[Served]:
-    server = Served(tmp_path / "home", dash_db_url, free_port())
+    server = Served(tmp_path / "home", dash_db_url, free_port(), "--sessions", "1")
     await server.start()
     try:
         yield server
@@ -98,6 +98,26 @@ async def test_requests_without_the_token_are_refused(served: Served) -> None:
         with pytest.raises(aiohttp.WSServerHandshakeError) as cross:
             await http.ws_connect(base + "/ws", origin="http://evil.example")
         assert cross.value.status == 403
+        # --sessions 1: one dashboard runs; a second screen waits (503, Retry-After), then gets its turn.
+        first = await http.ws_connect(base + "/ws?width=120&height=40")
+        seen = ""
+        while "Bạc Liêu" not in seen:  # the first dashboard draws the overview
+            frame = await asyncio.wait_for(first.receive(), TIMEOUT)
+            assert frame.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT), frame
+            seen += ANSI.sub("", frame.data.decode("utf-8", "replace") if isinstance(frame.data, bytes) else frame.data)
+        with pytest.raises(aiohttp.WSServerHandshakeError) as busy:
+            await http.ws_connect(base + "/ws")
+        assert busy.value.status == 503 and busy.value.headers is not None and busy.value.headers["Retry-After"]
+        async with http.get(base + "/alive") as response:
+            assert response.status == 503 and response.headers["Retry-After"]
+        await first.close()
+        deadline = time.monotonic() + TIMEOUT
+        while True:  # bounded: the server notices the closed socket and ends that dashboard
+            async with http.get(base + "/alive") as response:
+                if response.status == 204:
+                    break
+            assert time.monotonic() < deadline, "the session never ended"
+            await asyncio.sleep(0.1)
     await served.stop()
     assert token not in served.printed
 
@@ -110,12 +130,17 @@ async def test_wall_page_starts_by_itself_and_comes_back_after_a_restart(served:
     # What each WebSocket brought to the page, as text (escape sequences removed): the
     # dashboard's screen as xterm.js received it (xterm draws on a canvas, not in the DOM).
     screens: list[list[str]] = []
+    arrived = asyncio.Event()  # set on every frame: the waits below re-check their condition then
 
     def on_socket(ws: object) -> None:
         frames: list[str] = []
         screens.append(frames)
-        ws.on("framereceived", lambda payload: frames.append(  # type: ignore[attr-defined]
-            ANSI.sub("", payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload)))
+
+        def on_frame(payload: str | bytes) -> None:
+            frames.append(ANSI.sub("", payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload))
+            arrived.set()
+
+        ws.on("framereceived", on_frame)  # type: ignore[attr-defined]
 
     def shows_overview(frames: list[str]) -> bool:
         text = "".join(frames)
@@ -124,9 +149,11 @@ async def test_wall_page_starts_by_itself_and_comes_back_after_a_restart(served:
     async def wait_for(condition: object, what: str) -> None:
         deadline = time.monotonic() + TIMEOUT
         while not condition():  # type: ignore[operator]
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            await asyncio.sleep(0.1)  # a bounded poll of what the browser received, not a synchronisation
+            arrived.clear()
+            try:
+                await asyncio.wait_for(arrived.wait(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise AssertionError(f"timed out waiting for {what}") from None
 
     async with playwright.async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=[
