@@ -241,3 +241,20 @@ async def test_shell_suspends_and_resumes_in_a_terminal(boxes: Boxes, dash_db_ur
         if term.proc.poll() is None:
             term.proc.kill()
             term.proc.wait()
+
+
+@pytest.mark.asyncio
+async def test_diagnostics_of_a_site_removed_meanwhile_say_so(dash_db_url: str, tmp_path: Path) -> None:
+    from ccctl.registry.sites import remove_sites
+
+    app = make_app(dash_db_url, tmp_path / "home", rollcall_options=options(tmp_path / "home"))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.loaded, "the first read of the registry")
+        await pilot.press("s")
+        gone = app.rowlist.rows[0]["id"]
+        with open_registry(dash_db_url) as db:
+            remove_sites(db, [gone])
+        screen = await diagnose(app, pilot, gone)
+        assert f"no site '{gone}'" in body(screen)
+        await pilot.press("escape")
+        assert any(f"diagnostics of {gone}: no site" in t for t, _ in app.widget("#log", EventLog).lines)

@@ -18,6 +18,7 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Static
+from textual.worker import Worker, WorkerState
 
 from ccctl.tui.style import STATE_STYLES
 
@@ -87,6 +88,11 @@ class DiagScreen(ModalScreen[None]):
         r = results[0]
         self.post_message(self.Done({"state": r.state.value, "exit_status": r.exit_status, "stdout": r.stdout,
                                      "stderr": r.stderr, "reason": r.reason, "duration_ms": r.duration_ms}))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A run that failed outside any site's outcome still ends in the panel, not in "running"."""
+        if event.worker.group == "diag" and event.state == WorkerState.ERROR:
+            self.post_message(self.Done(None, f"diagnostics failed: {event.worker.error!r}"))
 
     def on_diag_screen_done(self, message: DiagScreen.Done) -> None:
         self.outcome = message
