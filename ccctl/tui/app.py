@@ -129,6 +129,12 @@ class Dashboard(ActionsMixin, App[None]):
     def on_unmount(self) -> None:
         self.feed.close()
 
+    def watch_app_focus(self, focus: bool) -> None:
+        """In a browser (--serve) the page's focus says nothing about a wall screen, and the web
+        driver starts the app blurred: it keeps the focus, so the footer keeps its keys."""
+        if not focus and self.is_web:
+            self.app_focus = True
+
     @property
     def rowlist(self) -> RowList:
         return self.screen.query_one("#list", RowList) if isinstance(self.screen, MainScreen) else \
