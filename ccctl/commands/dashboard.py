@@ -17,7 +17,8 @@ from ccctl.cli import AppContext
               help="Seconds between reads of the registry (each read starts after the last one ended).")
 @click.option("--server", "server_url", metavar="URL",
               help="Watch the ccctl server at URL (e.g. http://10.0.0.5:8080) instead of this machine's registry; "
-                   "needs --token-file. Re-check and revoke need the registry and are not offered.")
+                   "needs --token-file. Re-check, revoke, diagnostics and the shell need the registry "
+                   "and are not offered.")
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="File holding the server's control token (`broadcast links --program` prints it).")
 @click.option("--serve", is_flag=True, help="Serve the dashboard to browsers (the room's wall screens) instead of "
@@ -31,11 +32,13 @@ from ccctl.cli import AppContext
 def dashboard(obj: AppContext, readonly: bool, wall: bool, poll_s: float, server_url: str | None,
               token_file: Path | None, serve: bool, listen: str | None, serve_actions: bool, max_sessions: int) -> None:
     """The whole country on one screen: counts by state, provinces worst first, drill-down to
-    every site, a filter, the map, the event log; re-check, floor, tier and revoke from it.
+    every site, a filter, the map, the event log; re-check, floor, tier, revoke, a site's
+    diagnostics and an SSH shell on its box from it.
 
     With --serve, browsers show it: open http://HOST:PORT/ once with ?token=CONTROL_TOKEN (a
     kiosk's start URL) or type the token into the page; the browser keeps a cookie derived from
-    it. The page starts the dashboard without a click and reconnects by itself."""
+    it. The page starts the dashboard without a click and reconnects by itself; ?fontsize=24
+    (8 to 64) enlarges the type."""
     from ccctl.errors import UsageError
 
     if (server_url is None) != (token_file is None):
