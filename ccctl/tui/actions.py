@@ -1,5 +1,7 @@
 """The operator's actions from the dashboard: re-check now (the CLI's roll-call core, results
-arriving live), give / release the floor, move a tier, revoke a token (the control client).
+arriving live), give / release the floor, move a tier, revoke a token (the control client),
+run a site's diagnostics (the core of ``ccctl exec``, in a panel) and open an SSH shell on its
+box (``ccctl ssh`` itself, with the app suspended while it runs).
 
 None of this exists in read-only mode: the app's ``check_action`` removes the keys and the
 footer entries, and the palette does not offer them. Revoking cuts a site off: it asks first.
@@ -17,14 +19,16 @@ from textual.binding import Binding
 
 from ccctl.tui import messages as msg
 from ccctl.tui.guard import while_shown
+from ccctl.tui.keys import BOX_KEYS, FLOOR_KEYS
 from ccctl.tui.screens.confirm import ConfirmScreen
 
 if TYPE_CHECKING:
     from ccctl.tui.app import Dashboard
 
 
-ACTIONS = frozenset({"recheck", "floor", "release", "tier", "revoke"})
-REGISTRY_ACTIONS = frozenset({"recheck", "revoke"})  # not on a remote console (--server)
+ACTIONS = frozenset({"recheck", "floor", "release", "tier", "revoke", "diag", "shell"})
+# Not on a remote console (--server): they write the registry or need its endpoints and keys.
+REGISTRY_ACTIONS = frozenset({"recheck", "revoke", "diag", "shell"})
 PROGRESS_S = 0.2  # results of a re-check reach the screen in batches at most this far apart
 
 
@@ -32,11 +36,13 @@ class ActionsMixin:
     """Actions of the Dashboard app (kept apart so the app stays readable)."""
 
     ACTION_BINDINGS = [
-        Binding("c", "recheck", "Re-check"),
-        Binding("f", "floor", "Floor"),
-        Binding("F", "release", "Release"),
+        Binding("c", "recheck", "Check"),
+        Binding("f", "floor", "Floor", group=FLOOR_KEYS),
+        Binding("F", "release", "Release", group=FLOOR_KEYS),
         Binding("t", "tier", "Tier"),
         Binding("x", "revoke", "Revoke"),
+        Binding("d", "diag", "Diagnose", group=BOX_KEYS),
+        Binding("S", "shell", "Shell", group=BOX_KEYS),
     ]
 
     def _selected_site(self: Dashboard) -> dict[str, Any] | None:  # type: ignore[misc]
@@ -49,6 +55,8 @@ class ActionsMixin:
         yield SystemCommand("Give the floor", "The selected site's camera becomes the program", self.action_floor)
         yield SystemCommand("Release the floor", "The program returns to the main source", self.action_release)
         yield SystemCommand("Revoke", "Invalidate the selected site's token (cuts it off)", self.action_revoke)
+        yield SystemCommand("Diagnostics", "Run the selected site's diagnostics (ccctl exec's core)", self.action_diag)
+        yield SystemCommand("SSH shell", "A shell on the selected site's box (the dashboard waits)", self.action_shell)
 
     # --- re-check ------------------------------------------------------------------------
 
@@ -226,3 +234,63 @@ class ActionsMixin:
         self.status(message.line)
         if not message.ok:
             self.bell()
+
+    # --- the site's box: diagnostics and a shell -------------------------------------------
+
+    def action_diag(self: Dashboard) -> None:  # type: ignore[misc]
+        """Run the site's diagnostics and show them in a panel."""
+        from ccctl.tui.screens.diag import DiagScreen
+
+        site = self._selected_site()
+        if site is None:
+            self.status("put the cursor on a site first")
+            return
+        options = self.rollcall_options
+        if options is None:
+            from ccctl.config import load_config
+            from ccctl.rollcall.session import options_from_config
+
+            options = options_from_config(load_config())
+        self.push_screen(DiagScreen(site["id"], site["name"], self.db_url, options))
+
+    def shell_command(self: Dashboard, site_id: str) -> tuple[list[str], dict[str, str]]:  # type: ignore[misc]
+        """What the shell action runs: ``ccctl ssh SITE`` of this installation (its registry, home
+        and config file), so the shell logs in exactly as the CLI's would."""
+        import os
+        import sys
+
+        args = [sys.executable, "-m", "ccctl", *(["--config", self.config_file] if self.config_file else []),
+                "ssh", site_id]
+        return args, {**os.environ, "CCCTL_HOME": str(self.home), "CCCTL_DB": self.db_url}
+
+    def action_shell(self: Dashboard) -> None:  # type: ignore[misc]
+        """Suspend the dashboard, run an SSH shell on the site's box, resume when it ends.
+
+        The one blocking call on the app's loop: the terminal belongs to the shell meanwhile
+        (Textual's ``App.suspend``), and the workers' messages wait for the resume."""
+        import subprocess
+        import sys
+
+        from textual.app import SuspendNotSupported
+
+        site = self._selected_site()
+        if site is None:
+            self.status("put the cursor on a site first")
+            return
+        args, env = self.shell_command(site["id"])
+        self.log_event(f"shell on {site['id']} opened")
+        try:
+            with self.suspend():
+                print(f"ccctl: a shell on {site['id']} ({site['name']}); leave it to come back to the dashboard",
+                      file=sys.stderr, flush=True)
+                status = subprocess.call(args, env=env)
+        except SuspendNotSupported:
+            self.status("a shell needs a terminal the dashboard can hand over (not a browser)")
+            return
+        except OSError as exc:
+            status = -1
+            self.log_event(f"shell on {site['id']}: {exc}", "alert")
+        line = f"shell on {site['id']} ended (exit {status})"
+        self.log_event(line, "info" if status == 0 else "warn")
+        self.status(line)
+        self.refresh()

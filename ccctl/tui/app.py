@@ -30,6 +30,7 @@ from ccctl.tui.data import DataMixin
 from ccctl.tui.feeds import RegistryFeed, RemoteFeed, broadcast_status
 from ccctl.tui.fleet import Fleet
 from ccctl.tui.guard import while_shown
+from ccctl.tui.keys import LOG_KEYS, SORT_KEYS
 from ccctl.tui.screens.help import HelpScreen
 from ccctl.tui.screens.main import MainScreen
 from ccctl.tui.views import site_columns, unit_columns
@@ -58,12 +59,14 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
         Binding("slash", "prompt('/')", "Filter"),
         Binding("colon", "prompt(':')", "Command"),
         Binding("question_mark", "help", "Help"),
-        Binding("s", "toggle_sites", "Sites/units"),
-        Binding("W", "sort('worst')", "Worst"),
-        Binding("N", "sort('name')", "Name"),
-        Binding("C", "sort('code')", "Code"),
+        Binding("s", "toggle_sites", "Sites"),
+        Binding("W", "sort('worst')", "Worst", group=SORT_KEYS),
+        Binding("N", "sort('name')", "Name", group=SORT_KEYS),
+        Binding("C", "sort('code')", "Code", group=SORT_KEYS),
         Binding("m", "map", "Map"),
-        Binding("l", "toggle_log", "Log"),
+        Binding("l", "toggle_log", "Log", group=LOG_KEYS),
+        Binding("p", "log_pause", "Pause log", group=LOG_KEYS),
+        Binding("e", "log_level", "Log level", group=LOG_KEYS),
         Binding("r", "refresh", "Refresh", show=False),
         *DataMixin.DATA_BINDINGS,
         *ActionsMixin.ACTION_BINDINGS,
@@ -72,8 +75,10 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
 
     def __init__(self, db_url: str, home: Path, listen: str, *, readonly: bool = False, wall: bool = False,
                  rollcall_options: Any = None, poll_s: float = POLL_S, server_poll_s: float = SERVER_POLL_S,
-                 clock: Any = time.time, server_url: str | None = None, token: str | None = None) -> None:
+                 clock: Any = time.time, server_url: str | None = None, token: str | None = None,
+                 config_file: str | None = None) -> None:
         super().__init__()
+        self.config_file = config_file  # passed on to the ccctl commands the dashboard runs (the shell)
         self.db_url = db_url
         self.home = home
         self.listen = listen
@@ -128,6 +133,12 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
     def on_unmount(self) -> None:
         self.feed.close()
 
+    def watch_app_focus(self, focus: bool) -> None:
+        """In a browser (--serve) the page's focus says nothing about a wall screen, and the web
+        driver starts the app blurred: it keeps the focus, so the footer keeps its keys."""
+        if not focus and self.is_web:
+            self.app_focus = True
+
     @property
     def rowlist(self) -> RowList:
         return self.screen.query_one("#list", RowList) if isinstance(self.screen, MainScreen) else \
@@ -180,16 +191,16 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
         written, resumed after the last event taken (the registry poll stays as the fallback)."""
         from ccctl.errors import CcctlError
         from ccctl.media.changes import follow
-        from ccctl.media.client import parse_listen
+        from ccctl.media.client import ServerTrust, local_endpoint
         from ccctl.media.tokens import control_token, load_secret
 
         try:
+            trust: ServerTrust | None = None
             if self.server_url:
                 base, token = self.server_url, self.token or ""
-            else:
-                host, port = parse_listen(self.listen)
-                base, token = f"http://{host}:{port}", control_token(load_secret(self.home))
-            async for event_id, name, data in follow(base, token, self.stream_id):
+            else:  # https with the local server's own certificate pinned when it speaks TLS
+                (base, trust), token = local_endpoint(self.home, self.listen), control_token(load_secret(self.home))
+            async for event_id, name, data in follow(base, token, self.stream_id, trust=trust):
                 self.post_message(msg.StreamEvent(event_id, name, data))
             self.post_message(msg.StreamState("ended by the server"))
         except CcctlError as exc:
@@ -429,6 +440,25 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
         """Show or hide the event log."""
         self.get_screen_main().toggle_class("log-open")
 
+    def _open_log(self) -> EventLog:
+        self.get_screen_main().add_class("log-open")
+        log: EventLog = self.widget("#log", EventLog)
+        return log
+
+    def action_log_pause(self, pause: bool | None = None) -> None:
+        """Pause the event log (it stays put and counts new lines) or follow it again."""
+        log = self._open_log()
+        if pause is None or pause != log.paused:
+            log.toggle_pause()
+        self.status("event log paused: new lines are counted, not shown (p follows)" if log.paused
+                    else "event log follows the newest line")
+
+    def action_log_level(self, level: str | None = None) -> None:
+        """Show the event log's lines from a severity up (info, warning, error); none: the next."""
+        level = self._open_log().set_level(level)
+        shown = {"info": "every line", "warning": "warnings and errors", "error": "errors only"}[level]
+        self.status(f"event log: {shown}")
+
     def action_refresh(self) -> None:
         """Read the registry in full now."""
         self.last_full = 0.0
@@ -506,6 +536,10 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
         yield SystemCommand("Sites or units", "Toggle the flat site list", self.action_toggle_sites)
         yield SystemCommand("Map", "Every commune coloured by state", self.action_map)
         yield SystemCommand("Event log", "Show or hide the event log", self.action_toggle_log)
+        yield SystemCommand("Pause / follow the event log", "Stay put and count new lines, or follow again",
+                            self.action_log_pause)
+        yield SystemCommand("Event log severity", "Every line, warnings and errors, errors only (in turn)",
+                            self.action_log_level)
         yield SystemCommand("Refresh", "Read the registry in full now", self.action_refresh)
         yield from self.data_commands()
         if not self.readonly:
@@ -517,4 +551,6 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
             return False
         if self.server_url and action in REGISTRY_ACTIONS:  # they write the registry, not here
             return False
+        if action == "shell" and not (self._driver is not None and self._driver.can_suspend):
+            return False  # no terminal to hand over: a browser (--serve), a headless run
         return True

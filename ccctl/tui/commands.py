@@ -24,9 +24,10 @@ ALIASES = {
     "sort": "sort", "map": "map", "log": "log", "help": "help", "h": "help",
     "q": "quit", "quit": "quit",
     "check": "recheck", "recheck": "recheck", "floor": "floor", "release": "release",
-    "move": "move", "revoke": "revoke",
+    "move": "move", "revoke": "revoke", "diag": "diag", "diagnose": "diag", "d": "diag",
+    "shell": "shell", "ssh": "shell",
 }
-ACTION_VERBS = {"recheck", "floor", "release", "move", "revoke"}
+ACTION_VERBS = {"recheck", "floor", "release", "move", "revoke", "diag", "shell"}
 
 
 def run_command(app: Dashboard, line: str) -> str:
@@ -90,8 +91,27 @@ def run_command(app: Dashboard, line: str) -> str:
             return f"move to which tier? ({', '.join(TIERS)})"
         app.action_tier(arg.lower())
         return f"moving to {arg.lower()}"
+    if verb == "log":
+        return _log_command(app, arg.lower())
     if verb == "quit":
         app.exit()
         return ""
-    getattr(app, f"action_{verb}" if verb not in ("log",) else "action_toggle_log")()
+    getattr(app, f"action_{verb}")()
     return verb
+
+
+def _log_command(app: Dashboard, arg: str) -> str:
+    """``:log`` shows or hides the event log; ``:log pause|follow`` and ``:log info|warning|error``."""
+    from ccctl.tui.widgets.eventlog import LEVELS
+
+    level = {"warn": "warning", "alert": "error", "errors": "error", "all": "info"}.get(arg, arg)
+    if not arg:
+        app.action_toggle_log()
+        return "log"
+    if arg in ("pause", "follow"):
+        app.action_log_pause(arg == "pause")
+        return f"event log: {arg}"
+    if level in LEVELS:
+        app.action_log_level(level)
+        return f"event log: {level}" + (" and worse" if level == "warning" else "")
+    return f"log pause|follow|{'|'.join(LEVELS)}"

@@ -18,6 +18,7 @@ from textual.binding import Binding
 from textual.message import Message
 
 from ccctl.tui.guard import while_shown
+from ccctl.tui.keys import PANEL_KEYS
 from ccctl.tui.widgets.datapanel import DataPanel, Province, data_text
 from ccctl.tui.widgets.eventlog import EventLog
 from ccctl.tui.widgets.readiness import ReadinessPanel, readiness_text
@@ -48,8 +49,8 @@ class DataMixin:
     """The data workers and their handlers, for the Dashboard app."""
 
     DATA_BINDINGS = [
-        Binding("i", "toggle_data", "Data"),
-        Binding("M", "toggle_meeting", "Meeting"),
+        Binding("i", "toggle_data", "Data", group=PANEL_KEYS),
+        Binding("M", "toggle_meeting", "Meeting", group=PANEL_KEYS),
     ]
     trend: dict[tuple[str, str], list[float | None]] | None = None
     feed_data: list[dict[str, Any]] | None = None

@@ -17,6 +17,8 @@ KEYS = """[b]Keys[/b]
   W N C        sort worst first / by name / by code (again: reversed)
   m            the map (v on the map: coloured by the feeds' risk levels)   l  the event log
   i            the data feeds' panel      M  the meeting panel      r  read the registry now
+  p            pause the event log (new lines counted) / follow it again
+  e            event log severity: every line, warnings and errors, errors only (in turn)
   ctrl+p       the command palette      ?  this help      q  quit
 """
 
@@ -25,6 +27,8 @@ ACTION_KEYS = """[b]Actions[/b] (not in --readonly)
   f / F        give the floor to the site / release it
   t            move the site to a tier (:move high|low|audio)
   x            revoke the site's token (cuts it off; asks first)
+  d            run the site's diagnostics (ccctl-diag, as ccctl exec would) in a panel
+  S            an SSH shell on the site's box (ccctl ssh); the dashboard comes back when it ends
 """
 
 COMMANDS = """[b]Commands[/b]
@@ -35,9 +39,11 @@ COMMANDS = """[b]Commands[/b]
   :sites  :units  :top        the flat site list, the units, the country
   :sort worst|name|code       sort order
   :map  :log  :help  :q       the map, the event log, this help, quit
+  :log pause|follow           pause the event log or follow it again
+  :log info|warning|error     the event log's lines from this severity up
 """
 
-ACTION_COMMANDS = """  :check  :floor  :release  :move TIER  :revoke    the actions above
+ACTION_COMMANDS = """  :check  :floor  :release  :move TIER  :revoke  :diag  :ssh    the actions above
 """
 
 

@@ -30,7 +30,7 @@ class MainScreen(Screen[None]):
         yield EventLog(id="log")
         yield Static("", id="status")
         yield Input(id="prompt")
-        yield Footer()
+        yield Footer(compact=True)  # every key fits at 160 columns
 
     def on_mount(self) -> None:
         self.query_one("#list", RowList).focus()

@@ -40,7 +40,7 @@ class MapScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static("loading the communes' coordinates...", id="map-title")
         yield MapView(id="map")
-        yield Footer()
+        yield Footer(compact=True)  # every key fits at 160 columns
 
     def on_mount(self) -> None:
         self.load_points()
