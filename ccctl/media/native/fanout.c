@@ -99,6 +99,20 @@ parse_addr(Sender *self, const char *host, int port)
     return -1;
 }
 
+/* A Python int in [0, max], or -1 with an exception set. */
+static long long
+bounded(PyObject *o, unsigned long max, const char *name)
+{
+    unsigned long v = PyLong_AsUnsignedLong(o);  /* TypeError, or OverflowError if negative or too big */
+    if (v == (unsigned long)-1 && PyErr_Occurred())
+        return -1;
+    if (v > max) {
+        PyErr_Format(PyExc_ValueError, "%s out of range", name);
+        return -1;
+    }
+    return (long long)v;
+}
+
 static int
 Sender_init(Sender *self, PyObject *args, PyObject *kwds)
 {
@@ -108,7 +122,8 @@ Sender_init(Sender *self, PyObject *args, PyObject *kwds)
     const char *host;
     int port, profile, pt, b0, video;
     Py_buffer key, ext;
-    unsigned long ssrc, seq, ts_offset;
+    PyObject *ssrc_o, *seq_o, *ts_offset_o;
+    long long ssrc, seq, ts_offset;
     srtp_policy_t policy;
     srtp_err_status_t err;
 
@@ -116,12 +131,15 @@ Sender_init(Sender *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_RuntimeError, "Sender is already initialised");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Osiiy*kiiy*kkp", kwlist, &sock, &host, &port, &profile,
-                                     &key, &ssrc, &pt, &b0, &ext, &seq, &ts_offset, &video))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Osiiy*Oiiy*OOp", kwlist, &sock, &host, &port, &profile,
+                                     &key, &ssrc_o, &pt, &b0, &ext, &seq_o, &ts_offset_o, &video))
         return -1;
     int rc = -1;
-    if (ssrc > 0xFFFFFFFFUL || seq > 0xFFFFUL || ts_offset > 0xFFFFFFFFUL || pt < 0 || pt > 127 || b0 < 0 || b0 > 255) {
-        PyErr_SetString(PyExc_ValueError, "ssrc, seq, ts_offset, payload_type or b0 out of range");
+    if ((ssrc = bounded(ssrc_o, 0xFFFFFFFFUL, "ssrc")) < 0 || (seq = bounded(seq_o, 0xFFFFUL, "seq")) < 0 ||
+        (ts_offset = bounded(ts_offset_o, 0xFFFFFFFFUL, "ts_offset")) < 0)
+        goto done;
+    if (pt < 0 || pt > 127 || b0 < 0 || b0 > 255) {
+        PyErr_SetString(PyExc_ValueError, "payload_type or b0 out of range");
         goto done;
     }
     if ((b0 & 0xC0) != 0x80 || (b0 & 0x0F) != 0) {
