@@ -10,6 +10,7 @@ and inputs it must refuse without sending anything (and without crashing: hypoth
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
 from collections.abc import Iterator
@@ -22,12 +23,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pylibsrtp import Policy, Session
 
-from ccctl.media import native
+from ccctl.media import fastpath, native
+from ccctl.media.core import MediaCore
 from ccctl.media.fastpath import Forwarder, RtpUnit, _lean_srtp
 from ccctl.media.tiers import Feed
 
+from .conftest import JoinFn
+
 fanout = native._fanout
-pytestmark = pytest.mark.skipif(fanout is None, reason="the native sender is not built here (see setup.py)")
+# Where the extension is not built (setup.py skips it without a compiler) only the fallback test runs.
+needs_native = pytest.mark.skipif(fanout is None, reason="the native sender is not built here (see setup.py)")
 
 PROFILES = {  # libsrtp's number: key + salt length (the three aiortc offers)
     Policy.SRTP_PROFILE_AES128_CM_SHA1_80: 30,
@@ -112,6 +117,7 @@ def units() -> list[RtpUnit]:
     return out
 
 
+@needs_native
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_both_paths_send_identical_srtp_to_real_receivers(profile: int, sockets: list[socket.socket]) -> None:
     key = bytes(range(1, PROFILES[profile] + 1))
@@ -151,6 +157,7 @@ def test_both_paths_send_identical_srtp_to_real_receivers(profile: int, sockets:
     assert not feeds[True].subscribers and not feeds[True].forwarders  # the group left with its last member
 
 
+@needs_native
 def test_video_waits_for_a_keyframe_and_audio_does_not(sockets: list[socket.socket]) -> None:
     key = bytes(30)
     rx = udp(sockets)
@@ -166,6 +173,7 @@ def test_video_waits_for_a_keyframe_and_audio_does_not(sockets: list[socket.sock
     assert len(receive(rx, 5)) == 5
 
 
+@needs_native
 def test_a_full_socket_cuts_the_unit_short_and_burns_no_index_twice(tmp_path: Any) -> None:
     # Loopback UDP never reports a full buffer; a Unix datagram socket nobody reads does (EAGAIN).
     path = str(tmp_path / "sink.sock")
@@ -204,6 +212,7 @@ def test_a_full_socket_cuts_the_unit_short_and_burns_no_index_twice(tmp_path: An
         sink.close()
 
 
+@needs_native
 def test_a_closed_socket_ends_only_that_forwarder(sockets: list[socket.socket]) -> None:
     key = bytes(30)
     rx = udp(sockets)
@@ -224,6 +233,7 @@ def test_a_closed_socket_ends_only_that_forwarder(sockets: list[socket.socket]) 
     assert good.packets == 2
 
 
+@needs_native
 def test_bad_input_is_refused_before_anything_is_sent(sockets: list[socket.socket]) -> None:
     rx = udp(sockets)
     tx = udp(sockets, blocking=False)
@@ -264,6 +274,7 @@ def test_bad_input_is_refused_before_anything_is_sent(sockets: list[socket.socke
        ntp=st.integers(min_value=-(1 << 70), max_value=1 << 70), keyframe=st.booleans(),
        ext=st.binary(max_size=300), b0=st.integers(min_value=-5, max_value=300),
        seq=st.integers(min_value=-5, max_value=70_000))
+@needs_native
 def test_fuzzed_calls_raise_or_send_and_never_crash(payloads: list[Any], timestamp: int, ntp: int,
                                                      keyframe: bool, ext: bytes, b0: int, seq: int,
                                                      sockets: list[socket.socket]) -> None:
@@ -286,3 +297,42 @@ def test_fuzzed_calls_raise_or_send_and_never_crash(payloads: list[Any], timesta
     for _ in payloads:  # what was counted arrived, and decrypts
         data = rx.recv(4096)
         assert struct.unpack_from(">I", data, 8)[0] == 5
+
+
+# -- on real aiortc peers (conftest's core and join: the tight path, the sites decode what they get)
+@needs_native
+@pytest.mark.asyncio
+@pytest.mark.parametrize("core", ["tight"], indirect=True)
+async def test_real_sites_decode_the_native_path_and_the_switch_forces_python(
+        core: MediaCore, join: JoinFn, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(fastpath, "_said_path", False)
+    caplog.set_level(logging.INFO, logger="ccctl.media.fastpath")
+    site, _ = await join("s-native", "low")
+    assert len(await site.frames(3)) == 3 and len(await site.frames(5, kind="audio")) == 5
+    monkeypatch.setenv(native.ENV, "0")  # read per stream: the next site's streams are Python's
+    other, _ = await join("s-python", "low")
+    assert len(await other.frames(3)) == 3
+    by_site = {s.site_id: s.forwarders for s in core.sessions()}
+    assert by_site["s-native"] and all(f._native is not None for f in by_site["s-native"].values())
+    assert by_site["s-python"] and all(f._native is None for f in by_site["s-python"].values())
+    rows = {r["site_id"]: r for r in await core.stats()}
+    assert rows["s-native"]["packets_sent"] > 0 and rows["s-native"]["bytes_sent"] > 0
+    said = [r.getMessage() for r in caplog.records if r.name == "ccctl.media.fastpath"]
+    assert said == [f"fan-out: native send path ({fanout.LIBSRTP}, sendmmsg)"]  # once
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("core", ["tight"], indirect=True)
+async def test_without_the_extension_serve_says_so_once_and_sends_with_python(
+        core: MediaCore, join: JoinFn, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # What an install without a compiler leaves (setup.py skips the optional extension): no module.
+    monkeypatch.setattr(native, "_fanout", None)
+    monkeypatch.setattr(native, "_MISSING", "the native sender is not built (test)")
+    monkeypatch.setattr(fastpath, "_said_path", False)
+    caplog.set_level(logging.WARNING, logger="ccctl.media.fastpath")
+    sites = [(await join(f"s-{i}", "low"))[0] for i in range(2)]
+    for site in sites:
+        assert len(await site.frames(2)) == 2
+    assert all(f._native is None for s in core.sessions() for f in (s.forwarders or {}).values())
+    said = [r.getMessage() for r in caplog.records if r.name == "ccctl.media.fastpath"]
+    assert said == ["fan-out: Python send path (the native sender is not built (test))"]

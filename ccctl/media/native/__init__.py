@@ -22,6 +22,8 @@ libsrtp2's headers, or with ``CCCTL_NATIVE_BUILD=0``, the install goes on withou
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
 import os
 from typing import TYPE_CHECKING, Any
@@ -34,13 +36,15 @@ log = logging.getLogger(__name__)
 
 ENV = "CCCTL_NATIVE"  # "0": use the Python path even when the extension is there
 
-_fanout: Any
-try:
-    from ccctl.media.native import _fanout  # type: ignore[attr-defined,no-redef]
-    _MISSING: str | None = None
-except ImportError as exc:  # not built here (no compiler or libsrtp2 headers), or libsrtp2 gone
-    _fanout = None
-    _MISSING = f"the native sender is not built or does not load ({exc})"
+_fanout: Any = None
+_MISSING: str | None = None
+if importlib.util.find_spec(f"{__name__}._fanout") is None:  # the install built no extension
+    _MISSING = "the native sender is not built (no C compiler or libsrtp2 headers at install, or CCCTL_NATIVE_BUILD=0)"
+else:
+    try:
+        _fanout = importlib.import_module(f"{__name__}._fanout")
+    except ImportError as exc:  # built, but it does not load here (libsrtp2 gone, another Python)
+        _MISSING = f"the native sender does not load ({exc})"
 
 BEHIND, GONE = 1, 2  # send_unit's status bytes (3, an SRTP failure, is handled as gone)
 
@@ -167,6 +171,7 @@ def apply_status(forwarders: tuple[Forwarder, ...], status: bytes, feed: Feed | 
         if code == BEHIND:
             behind = True
         elif code:
+            log.info("fan-out: SSRC %s ends: %s", forwarder._ssrc, "socket gone" if code == GONE else "SRTP failure")
             forwarder._dead()
     if behind and feed is not None and feed.kind == "video":
         feed.request_keyframe()
