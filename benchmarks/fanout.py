@@ -13,7 +13,8 @@ program's own cost (source, scale, encode, Opus), which is subtracted to give th
 ``native`` is the tight path with the native batched send (ccctl/media/native: header, libsrtp2
 and sendmmsg in C, one call per unit and feed); ``tight`` the same path with the Python send
 (``CCCTL_NATIVE=0``), the reference. Both report packets/s per core of fan-out CPU, to set beside
-the send-path table of issue 15 (72k Python path, 325k/541k native AES-CM/GCM, 685k plain send).
+the send-path table of issue 15 (72k Python path, 325k/541k native AES-CM/GCM, 685k plain send);
+the first lines measure the send paths alone the way that table was made (benchmarks/sendpath.py).
 
 ``workers`` is the tight path in fan-out worker processes (``serve --workers``, here one
 worker, pinned to the same CPU as the main process, whose CPU is counted with the main's):
@@ -309,6 +310,9 @@ def main() -> None:
     if quick:
         WARMUP, WINDOW = 1.0, 2.0
     pin_cpu(0)
+    from benchmarks.sendpath import report as send_paths
+
+    send_paths(quick)  # the send paths alone first (issue 15's table), then the full server runs
     tmp = tempfile.TemporaryDirectory(prefix="ccctl-fanout-")
     clip = Path(tmp.name) / "clip.mp4"
     make_clip(clip, seconds=4 if quick else 8)

@@ -12,13 +12,12 @@ done
 [ -n "$py" ] || { echo "setup: Python 3.11 or newer is needed" >&2; exit 1; }
 [ -x .venv/bin/python ] || "$py" -m venv .venv
 # The native fan-out sender (ccctl/media/native, built by pip below) needs a C compiler and
-# Debian's libsrtp2 headers: as root, install what is missing, as scripts/services.sh does for
+# Python's headers: as root, install what is missing, as scripts/services.sh does for
 # PostgreSQL. Without them (or with CCCTL_NATIVE_BUILD=0) the build is skipped and the fan-out
 # uses its Python path.
 if [ "${CCCTL_NATIVE_BUILD:-1}" != 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   need=""
-  [ -e /usr/include/srtp2/srtp.h ] || need="libsrtp2-dev"
-  command -v cc >/dev/null 2>&1 || need="$need gcc libc6-dev"
+  command -v cc >/dev/null 2>&1 || need="gcc libc6-dev"
   if ! .venv/bin/python -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
     case "$(readlink -f "$(command -v "$py")")" in /usr/bin/*) need="$need $(basename "$(readlink -f "$(command -v "$py")")")-dev" ;; esac
   fi

@@ -17,15 +17,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
-from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+from aiortc.rtp import RtpPacket
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pylibsrtp import Policy, Session
 
+from benchmarks.sendpath import KEY_LENGTHS, PT, header_template, standalone_forwarder
 from ccctl.media import fastpath, native
 from ccctl.media.core import MediaCore
-from ccctl.media.fastpath import Forwarder, RtpUnit, _lean_srtp
+from ccctl.media.fastpath import Forwarder, RtpUnit
 from ccctl.media.tiers import Feed
 
 from .conftest import JoinFn
@@ -34,51 +34,15 @@ fanout = native._fanout
 # Where the extension is not built (setup.py skips it without a compiler) only the fallback test runs.
 needs_native = pytest.mark.skipif(fanout is None, reason="the native sender is not built here (see setup.py)")
 
-PROFILES = {  # libsrtp's number: key + salt length (the three aiortc offers)
-    Policy.SRTP_PROFILE_AES128_CM_SHA1_80: 30,
-    Policy.SRTP_PROFILE_AEAD_AES_128_GCM: 28,
-    Policy.SRTP_PROFILE_AEAD_AES_256_GCM: 44,
-}
-PT = 102
+PROFILES = KEY_LENGTHS  # libsrtp's profile number: key + salt length (the three aiortc offers)
 # (SSRC, first sequence number, timestamp offset): one wraps its sequence, one its timestamp.
 SUBSCRIBERS = [(0x1111_1111, 65_530, 5), (0xDEAD_BEEF, 0, 0xFFFF_FF00), (7, 40_000, 123_456)]
 
 
-def header_template(mid: str = "0") -> bytes:
-    """The header + ``mid`` extension block aiortc serialises, as ``Forwarder`` builds it."""
-    extmap = HeaderExtensionsMap()
-    extmap.configure(RTCRtpParameters(headerExtensions=[
-        RTCRtpHeaderExtensionParameters(id=1, uri="urn:ietf:params:rtp-hdrext:sdes:mid")]))
-    template = RtpPacket(payload_type=PT, ssrc=1)
-    template.extensions.mid = mid
-    return template.serialize(extmap)
-
-
-def outbound(profile: int, key: bytes) -> Session:
-    """A sending SRTP session made as aiortc makes its own (``_setup_srtp``)."""
-    policy = Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile)
-    policy.allow_repeat_tx = True
-    policy.window_size = 1024
-    return Session(policy)
-
-
 def forwarder(kind: str, ssrc: int, seq: int, offset: int, profile: int, key: bytes, sock: socket.socket,
               addr: tuple[str, int], use_native: bool) -> Forwarder:
-    """A forwarder of either path, with the fields ``Forwarder.__init__`` takes from aiortc's
-    sender, DTLS session and ICE pair given directly (real sessions and sockets, no peer)."""
-    header = header_template()
-    f = Forwarder.__new__(Forwarder)
-    session = outbound(profile, key)
-    f.kind, f.feed, f.pending, f.sender = kind, None, None, None
-    f._delivered = f._dropped = f._packets = f._octets = f._last_ts = f._last_ntp = 0
-    f._b0, f._ext, f._pt, f._ssrc, f._seq, f._ts_offset = header[0], header[12:], PT, ssrc, seq, offset
-    f._protect, f._protect_rtcp = session.protect, session.protect_rtcp
-    f._sock, f._fallback, f._addr = sock, sock.sendto, addr
-    f._lean = _lean_srtp(session)
-    f._need_keyframe, f._closed, f._on_dead = kind == "video", False, None
-    f._native = fanout.Sender(sock, addr[0], addr[1], profile, key, ssrc, PT, header[0], header[12:], seq, offset,
-                              kind == "video") if use_native else None
-    return f
+    """A forwarder of either path on real SRTP sessions and sockets (benchmarks/sendpath.py)."""
+    return standalone_forwarder(kind, ssrc, seq, offset, profile, key, sock, addr, use_native)
 
 
 @pytest.fixture
@@ -183,7 +147,7 @@ def test_a_full_socket_cuts_the_unit_short_and_burns_no_index_twice(tmp_path: An
     tx.setblocking(False)
     header = header_template()
     try:
-        s = fanout.Sender(tx, path, 0, 1, bytes(30), 9, PT, header[0], header[12:], 100, 0, True)
+        s = fanout.Sender(tx, path, 0, native.stream_session(1, bytes(30), 9), 9, PT, header[0], header[12:], 100, 0, True)
         unit = RtpUnit(tuple(bytes(1000) for _ in range(8)), 0, True, 8000, 0)
         status = None
         for _ in range(10_000):  # bounded: the socket's queue holds far fewer
@@ -239,7 +203,8 @@ def test_bad_input_is_refused_before_anything_is_sent(sockets: list[socket.socke
     tx = udp(sockets, blocking=False)
     header = header_template()
     host, port = rx.getsockname()
-    s = fanout.Sender(tx, host, port, 1, bytes(30), 1, PT, header[0], header[12:], 0, 0, False)
+    session = native.stream_session(1, bytes(30), 1)
+    s = fanout.Sender(tx, host, port, session, 1, PT, header[0], header[12:], 0, 0, False)
     bad_calls: list[tuple[Any, ...]] = [
         ((s,), (bytes(fanout.MAX_PACKET),), 0, 0, True),  # no room for the header and SRTP tag
         ((s,), (b"ok", "text"), 0, 0, True),
@@ -253,17 +218,17 @@ def test_bad_input_is_refused_before_anything_is_sent(sockets: list[socket.socke
             fanout.send_unit(*args)
     assert s.packets == 0 and s.seq == 0
     bad_senders: list[tuple[Any, ...]] = [
-        (tx, host, port, 1, bytes(29), 1, PT, header[0], header[12:], 0, 0, False),  # key length
-        (tx, host, port, 99, bytes(30), 1, PT, header[0], header[12:], 0, 0, False),  # profile
-        (tx, "not-an-address", port, 1, bytes(30), 1, PT, header[0], header[12:], 0, 0, False),
-        (tx, host, 70_000, 1, bytes(30), 1, PT, header[0], header[12:], 0, 0, False),
-        (tx, host, port, 1, bytes(30), 1, 200, header[0], header[12:], 0, 0, False),  # payload type
-        (tx, host, port, 1, bytes(30), 1, PT, header[0], header[12:13], 0, 0, False),  # extension length
-        (tx, host, port, 1, bytes(30), 1, PT, 0x80, header[12:], 0, 0, False),  # extension without X
-        (tx, host, port, 1, bytes(30), 1 << 32, PT, header[0], header[12:], 0, 0, False),
+        (tx, host, port, "not a session", 1, PT, header[0], header[12:], 0, 0, False),
+        (tx, host, port, Policy(), 1, PT, header[0], header[12:], 0, 0, False),
+        (tx, "not-an-address", port, session, 1, PT, header[0], header[12:], 0, 0, False),
+        (tx, host, 70_000, session, 1, PT, header[0], header[12:], 0, 0, False),
+        (tx, host, port, session, 1, 200, header[0], header[12:], 0, 0, False),  # payload type
+        (tx, host, port, session, 1, PT, header[0], header[12:13], 0, 0, False),  # extension length
+        (tx, host, port, session, 1, PT, 0x80, header[12:], 0, 0, False),  # extension without X
+        (tx, host, port, session, 1 << 32, PT, header[0], header[12:], 0, 0, False),
     ]
     for sargs in bad_senders:
-        with pytest.raises((ValueError, OverflowError)):
+        with pytest.raises((ValueError, OverflowError, TypeError)):
             fanout.Sender(*sargs)
     assert fanout.send_unit((s,), (b"ok",), 0, 0, True) is None and len(receive(rx, 1)) == 1
 
@@ -283,10 +248,11 @@ def test_fuzzed_calls_raise_or_send_and_never_crash(payloads: list[Any], timesta
         udp(sockets, blocking=False)
     rx, tx = sockets[0], sockets[1]
     host, port = rx.getsockname()
+    session = native.stream_session(1, bytes(30), 5)
     try:
-        s = fanout.Sender(tx, host, port, 1, bytes(30), 5, PT, b0, ext, seq, 0, False)
+        s = fanout.Sender(tx, host, port, session, 5, PT, b0, ext, seq, 0, False)
     except (ValueError, OverflowError, TypeError):
-        s = fanout.Sender(tx, host, port, 1, bytes(30), 5, PT, 0x90, header_template()[12:], 0, 0, False)
+        s = fanout.Sender(tx, host, port, session, 5, PT, 0x90, header_template()[12:], 0, 0, False)
     before = s.packets
     try:
         status = fanout.send_unit((s,), tuple(payloads), timestamp, ntp, keyframe)
@@ -307,6 +273,7 @@ async def test_real_sites_decode_the_native_path_and_the_switch_forces_python(
         core: MediaCore, join: JoinFn, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(fastpath, "_said_path", False)
     caplog.set_level(logging.INFO, logger="ccctl.media.fastpath")
+    expected = native.describe()
     site, _ = await join("s-native", "low")
     assert len(await site.frames(3)) == 3 and len(await site.frames(5, kind="audio")) == 5
     monkeypatch.setenv(native.ENV, "0")  # read per stream: the next site's streams are Python's
@@ -318,7 +285,7 @@ async def test_real_sites_decode_the_native_path_and_the_switch_forces_python(
     rows = {r["site_id"]: r for r in await core.stats()}
     assert rows["s-native"]["packets_sent"] > 0 and rows["s-native"]["bytes_sent"] > 0
     said = [r.getMessage() for r in caplog.records if r.name == "ccctl.media.fastpath"]
-    assert said == [f"fan-out: native send path ({fanout.LIBSRTP}, sendmmsg)"]  # once
+    assert said == [expected] and "native send path" in expected  # once, before the switch
 
 
 @pytest.mark.asyncio

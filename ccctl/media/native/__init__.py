@@ -4,20 +4,22 @@ Per packetised unit the Python path (:class:`~ccctl.media.fastpath.Forwarder`) r
 subscriber and packet, a header pack, a call into libsrtp and one ``sendto``: 14-18 us of CPU
 per packet per subscriber here, nearly all of it Python and system calls. Here one call per
 unit and feed (:func:`_fanout.send_unit`) does all of it in C with the GIL released: RTP header
-(SSRC, sequence, timestamp offset, the ``mid`` extension block), SRTP from Debian's libsrtp2
-(the library pylibsrtp wraps; AES-CM/HMAC-SHA1 or AES-GCM, RFC 7714, whichever the DTLS
-handshake chose) and ``sendmmsg`` per socket.
+(SSRC, sequence, timestamp offset, the ``mid`` extension block), SRTP from libsrtp (the copy
+pylibsrtp bundles, on OpenSSL: the library the Python path and aiortc use; AES-CM/HMAC-SHA1 or
+AES-GCM, RFC 7714, whichever the DTLS handshake chose) and ``sendmmsg`` per socket. Debian's
+libsrtp2 was tried first: built on NSS, it protected slower than the Python path (see fanout.c).
 
 Pieces:
 
 - :class:`NativeFanout`: the one sink a feed sees for all its native forwarders; it calls
   ``send_unit`` and hands "socket full" / "socket gone" back to each forwarder's policy.
-- :func:`sender_for`: a subscriber's C ``Sender``, keyed from the DTLS session the same way
-  aiortc keys its own SRTP session (``RTCDtlsTransport._setup_srtp``), or None.
+- :func:`sender_for`: a subscriber's C ``Sender`` with an SRTP session of its own
+  (:func:`stream_session`), keyed from the DTLS session the same way aiortc keys its own
+  (``RTCDtlsTransport._setup_srtp``), or None.
 - :func:`unavailable`: why the Python path is used (not built, or ``CCCTL_NATIVE=0``).
 
-The extension is built by ``pip install -e .`` (setup.py, optional: without a compiler or
-libsrtp2's headers, or with ``CCCTL_NATIVE_BUILD=0``, the install goes on without it).
+The extension is built by ``pip install -e .`` (setup.py, optional: without a C compiler and
+Python's headers, or with ``CCCTL_NATIVE_BUILD=0``, the install goes on without it).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import importlib.util
 import logging
 import os
 from typing import TYPE_CHECKING, Any
+
+import pylibsrtp
 
 if TYPE_CHECKING:
     from ccctl.media.fastpath import Forwarder, RtpUnit
@@ -39,11 +43,11 @@ ENV = "CCCTL_NATIVE"  # "0": use the Python path even when the extension is ther
 _fanout: Any = None
 _MISSING: str | None = None
 if importlib.util.find_spec(f"{__name__}._fanout") is None:  # the install built no extension
-    _MISSING = "the native sender is not built (no C compiler or libsrtp2 headers at install, or CCCTL_NATIVE_BUILD=0)"
+    _MISSING = "the native sender is not built (no C compiler or Python headers at install, or CCCTL_NATIVE_BUILD=0)"
 else:
     try:
         _fanout = importlib.import_module(f"{__name__}._fanout")
-    except ImportError as exc:  # built, but it does not load here (libsrtp2 gone, another Python)
+    except ImportError as exc:  # built, but it does not load here (pylibsrtp changed, another Python)
         _MISSING = f"the native sender does not load ({exc})"
 
 BEHIND, GONE = 1, 2  # send_unit's status bytes (3, an SRTP failure, is handled as gone)
@@ -61,7 +65,7 @@ def describe() -> str:
     why = unavailable()
     if why is not None:
         return f"fan-out: Python send path ({why})"
-    return f"fan-out: native send path ({_fanout.LIBSRTP}, sendmmsg)"
+    return f"fan-out: native send path (libsrtp of pylibsrtp {pylibsrtp.__version__}, sendmmsg)"
 
 
 def tx_key(dtls: Any) -> tuple[int, bytes]:
@@ -79,6 +83,16 @@ def tx_key(dtls: Any) -> tuple[int, bytes]:
     return profile.libsrtp_profile, profile.get_key_and_salt(view, 1 if dtls._role == "server" else 0)
 
 
+def stream_session(profile: int, key: bytes, ssrc: int) -> pylibsrtp.Session:
+    """The SRTP session of one native stream: aiortc's profile and key, this SSRC only, and no
+    index protected twice (aiortc allows repeats; the native path never needs one)."""
+    policy = pylibsrtp.Policy(key=key, ssrc_type=pylibsrtp.Policy.SSRC_SPECIFIC, ssrc_value=ssrc,
+                              srtp_profile=profile)
+    policy.allow_repeat_tx = False
+    policy.window_size = 1024
+    return pylibsrtp.Session(policy)
+
+
 def sender_for(forwarder: Forwarder, dtls: Any, header: bytes) -> Any:
     """The C sender of one subscriber stream, or None when the native path cannot serve it
     (not built, switched off, no plain socket, an address it does not take): the Python path
@@ -88,10 +102,11 @@ def sender_for(forwarder: Forwarder, dtls: Any, header: bytes) -> Any:
     try:
         profile, key = tx_key(dtls)
         host, port = forwarder._addr[0], forwarder._addr[1]
-        return _fanout.Sender(forwarder._sock, host, port, profile, key, forwarder._ssrc, forwarder._pt,
+        session = stream_session(profile, key, forwarder._ssrc)
+        return _fanout.Sender(forwarder._sock, host, port, session, forwarder._ssrc, forwarder._pt,
                               header[0], header[12:], forwarder._seq, forwarder._ts_offset,
                               forwarder.kind == "video")
-    except (AttributeError, ConnectionError, TypeError, ValueError, OSError, IndexError) as exc:
+    except (AttributeError, ConnectionError, TypeError, ValueError, OSError, IndexError, pylibsrtp.Error) as exc:
         log.info("fan-out: Python send path for SSRC %s: %s", forwarder._ssrc, exc)
         return None
 
