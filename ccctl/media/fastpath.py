@@ -153,7 +153,7 @@ class Forwarder:
         # The path choice (ccctl.media.native): a C sender with its own SRTP context for this
         # stream, or None for the Python path below. Fixed for the stream's life.
         self._native = native.sender_for(self, dtls, header)
-        _say_path_once()
+        say_path_once()
 
     # -- counters (the C sender keeps them on the native path) ---------------------------------
     @property
@@ -314,7 +314,7 @@ class Forwarder:
 _said_path = False
 
 
-def _say_path_once() -> None:
+def say_path_once() -> None:
     """Log, once per process (``serve`` and each fan-out worker), which send path is used."""
     global _said_path
     if not _said_path:
