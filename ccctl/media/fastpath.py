@@ -17,6 +17,14 @@ Here a :class:`~ccctl.media.tiers.Feed` packetises each encoded unit once into a
    in place in pylibsrtp's buffer (see :func:`_lean_srtp`);
 3. sends it from there with one ``sendto`` on the ICE pair's UDP socket.
 
+Where the native sender is built (:mod:`ccctl.media.native`; ``CCCTL_NATIVE=0`` switches it
+off), a forwarder gets a C ``Sender`` with an SRTP session of its own when it is made, and steps
+1-3 run in C for every native forwarder of a feed in one call per unit (``sendmmsg``, GIL
+released): the feed sees one :class:`~ccctl.media.native.NativeFanout` for all of them. The
+choice is per stream and for its life (one SRTP context per stream, never two); the seam is
+``Forwarder._native`` (set in ``__init__``; ``attach``, ``_leave_current``, ``push_pending`` and
+``push`` branch on it) and the counters read from it.
+
 aiortc keeps doing ICE (including consent checks), DTLS, keys and incoming RTCP: its sender
 is parked on an idle track. Receiver reports, PLI and FIR reach the sender as before (the
 core routes PLI to the tier's keyframe policy). Outgoing sender reports are ours too:
