@@ -37,7 +37,11 @@ def test_rollcall_benchmark_quick() -> None:
 def test_fanout_benchmark_quick() -> None:
     out = bench("fanout")
     lines = out.splitlines()
-    assert lines[0].startswith("N=   0 ") and "ms CPU per program frame" in lines[0]
+    # First the send paths alone (benchmarks/sendpath.py), native beside Python where it is built.
+    assert lines[0].startswith("send path alone") and "python" in lines[1] and "pkt/s/core" in lines[1]
+    assert "native/python" in lines[1] or lines[1].startswith("  native: ")
+    lines = lines[next(i for i, line in enumerate(lines) if line.startswith("N=   0 ")):]
+    assert "ms CPU per program frame" in lines[0]
     # The native path's line where the extension is built (setup.py), else the reason it is not.
     assert lines[1].startswith("native  N=   3 ") and "sent 1.000" in lines[1] or "native path:" in lines[1]
     tight = next(line for line in lines if line.startswith("tight   N=   3 "))
