@@ -113,8 +113,6 @@ def report(quick: bool) -> None:
     print(f"send path alone, 1,200-byte packets to {destinations} destinations (a socket each), loopback "
           f"(issue 15, same method: Python path 72k, native AES-CM/GCM 325k/541k, send-only 685k pkt/s/core)")
     paths = [False] + ([True] if native.unavailable() is None else [])
-    if len(paths) == 1:
-        print(f"  native: {native.describe()}")
     for profile in (Policy.SRTP_PROFILE_AES128_CM_SHA1_80, Policy.SRTP_PROFILE_AEAD_AES_128_GCM):
         for per_unit in (1, 4):
             figures = {p: measure(p, profile, destinations, per_unit, seconds) for p in paths}
@@ -123,6 +121,8 @@ def report(quick: bool) -> None:
                 line += (f"   native {figures[True] / 1e3:6.0f}k pkt/s/core   "
                          f"native/python {figures[True] / figures[False]:.1f}x")
             print(line, flush=True)
+    if len(paths) == 1:
+        print(f"  native: {native.describe()}")
 
 
 def main(argv: list[str] | None = None) -> None:
