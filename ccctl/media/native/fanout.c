@@ -67,7 +67,7 @@ typedef struct {
     uint8_t ext[MAX_EXT];
     Py_ssize_t extlen;
     int video, busy;
-    int need_keyframe;
+    char need_keyframe;           /* T_BOOL: a char */
     unsigned long long packets, octets, delivered, dropped;
     uint32_t last_ts;
     unsigned long long last_ntp;
@@ -79,10 +79,8 @@ typedef struct {
 static srtp_t
 session_ctx(PyObject *session)
 {
-    int ok = PyObject_IsInstance(session, session_type);
-    if (ok <= 0) {
-        if (ok == 0)
-            PyErr_SetString(PyExc_TypeError, "session must be a pylibsrtp.Session");
+    if ((PyObject *)Py_TYPE(session) != session_type) {  /* exactly: a subclass could hand out any pointer */
+        PyErr_SetString(PyExc_TypeError, "session must be a pylibsrtp.Session");
         return NULL;
     }
     PyObject *holder = PyObject_GetAttrString(session, "_srtp");
@@ -209,7 +207,7 @@ Sender_init(Sender *self, PyObject *args, PyObject *kwds)
     memcpy(self->ext, ext.buf, (size_t)ext.len);
     self->extlen = ext.len;
     self->video = video;
-    self->need_keyframe = video;
+    self->need_keyframe = (char)(video != 0);
     rc = 0;
 done:
     PyBuffer_Release(&ext);
