@@ -11,6 +11,22 @@ for candidate in python3.11 python3.12 python3.13 python3; do
 done
 [ -n "$py" ] || { echo "setup: Python 3.11 or newer is needed" >&2; exit 1; }
 [ -x .venv/bin/python ] || "$py" -m venv .venv
+# The native fan-out sender (ccctl/media/native, built by pip below) needs a C compiler and
+# Python's headers: as root, install what is missing, as scripts/services.sh does for
+# PostgreSQL. Without them (or with CCCTL_NATIVE_BUILD=0) the build is skipped and the fan-out
+# uses its Python path.
+if [ "${CCCTL_NATIVE_BUILD:-1}" != 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  need=""
+  command -v cc >/dev/null 2>&1 || need="gcc libc6-dev"
+  if ! .venv/bin/python -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+    case "$(readlink -f "$(command -v "$py")")" in /usr/bin/*) need="$need $(basename "$(readlink -f "$(command -v "$py")")")-dev" ;; esac
+  fi
+  if [ -n "$need" ]; then
+    # shellcheck disable=SC2086
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need; } >/dev/null 2>&1 \
+      || echo "setup: could not install$need; the fan-out will use its Python path" >&2
+  fi
+fi
 extras=${1:-}
 spec="."
 [ -n "$extras" ] && spec=".[$extras]"
@@ -23,3 +39,4 @@ if ! .venv/bin/python -m pip install -q --disable-pip-version-check -e "$spec" >
 fi
 rm -f "$log"
 .venv/bin/python -c 'import ccctl.cli' || { echo "setup: ccctl did not install" >&2; exit 1; }
+.venv/bin/python -c 'from ccctl.media import native; print("setup:", native.describe())' >&2

@@ -17,6 +17,14 @@ Here a :class:`~ccctl.media.tiers.Feed` packetises each encoded unit once into a
    in place in pylibsrtp's buffer (see :func:`_lean_srtp`);
 3. sends it from there with one ``sendto`` on the ICE pair's UDP socket.
 
+Where the native sender is built (:mod:`ccctl.media.native`; ``CCCTL_NATIVE=0`` switches it
+off), a forwarder gets a C ``Sender`` with an SRTP session of its own when it is made, and steps
+1-3 run in C for every native forwarder of a feed in one call per unit (``sendmmsg``, GIL
+released): the feed sees one :class:`~ccctl.media.native.NativeFanout` for all of them. The
+choice is per stream and for its life (one SRTP context per stream, never two); the seam is
+``Forwarder._native`` (set in ``__init__``; ``attach``, ``_leave_current``, ``push_pending`` and
+``push`` branch on it) and the counters read from it.
+
 aiortc keeps doing ICE (including consent checks), DTLS, keys and incoming RTCP: its sender
 is parked on an idle track. Receiver reports, PLI and FIR reach the sender as before (the
 core routes PLI to the tier's keyframe policy). Outgoing sender reports are ours too:
@@ -55,6 +63,8 @@ from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import HeaderExtensionsMap, RtcpByePacket, RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket, RtpPacket
 from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
+
+from ccctl.media import native
 
 if TYPE_CHECKING:
     from aiortc.rtcrtptransceiver import RTCRtpTransceiver
@@ -105,9 +115,9 @@ class RtpSink(Protocol):
 class Forwarder:
     """One subscriber's sender of one kind: header rewrite, SRTP, sendto (see module doc)."""
 
-    __slots__ = ("kind", "feed", "pending", "sender", "delivered", "dropped", "packets", "octets", "last_ts",
-                 "last_ntp", "_ext", "_b0", "_pt", "_ssrc", "_seq", "_ts_offset", "_protect", "_protect_rtcp",
-                 "_lean", "_sock", "_addr", "_fallback", "_need_keyframe", "_closed", "_on_dead")
+    __slots__ = ("kind", "feed", "pending", "sender", "_delivered", "_dropped", "_packets", "_octets", "_last_ts",
+                 "_last_ntp", "_ext", "_b0", "_pt", "_ssrc", "_seq", "_ts_offset", "_protect", "_protect_rtcp",
+                 "_lean", "_sock", "_addr", "_fallback", "_need_keyframe", "_closed", "_on_dead", "_native")
 
     def __init__(self, kind: str, transceiver: RTCRtpTransceiver, on_dead: Callable[[], None] | None = None) -> None:
         sender = transceiver.sender
@@ -127,11 +137,11 @@ class Forwarder:
         self.feed: Feed | None = None
         self.pending: Feed | None = None  # the feed we move to at its next keyframe
         self.sender = sender
-        self.delivered = 0
-        self.dropped = 0
-        self.packets = 0
-        self.octets = 0
-        self.last_ts = self.last_ntp = 0  # the newest (RTP, NTP) time pair, for sender reports
+        self._delivered = 0
+        self._dropped = 0
+        self._packets = 0
+        self._octets = 0
+        self._last_ts = self._last_ntp = 0  # the newest (RTP, NTP) time pair, for sender reports
         self._b0 = header[0]
         self._ext = header[12:]
         self._pt = codec.payloadType
@@ -148,12 +158,50 @@ class Forwarder:
         self._need_keyframe = kind == "video"
         self._closed = False
         self._on_dead = on_dead
+        # The path choice (ccctl.media.native): a C sender with its own SRTP context for this
+        # stream, or None for the Python path below. Fixed for the stream's life.
+        self._native = native.sender_for(self, dtls, header)
+        say_path_once()
+
+    # -- counters (the C sender keeps them on the native path) ---------------------------------
+    @property
+    def delivered(self) -> int:
+        """Units of which at least one packet was sent."""
+        return self._native.delivered if self._native is not None else self._delivered
+
+    @property
+    def dropped(self) -> int:
+        """Units skipped (waiting for a keyframe) or cut short (socket full)."""
+        return self._native.dropped if self._native is not None else self._dropped
+
+    @property
+    def packets(self) -> int:
+        """RTP packets sent."""
+        return self._native.packets if self._native is not None else self._packets
+
+    @property
+    def octets(self) -> int:
+        """Payload bytes of the units sent."""
+        return self._native.octets if self._native is not None else self._octets
+
+    @property
+    def last_ts(self) -> int:
+        """RTP timestamp of the newest unit sent (for sender reports)."""
+        return self._native.last_ts if self._native is not None else self._last_ts
+
+    @property
+    def last_ntp(self) -> int:
+        """NTP time of the newest unit sent (for sender reports)."""
+        return self._native.last_ntp if self._native is not None else self._last_ntp
 
     # -- feed membership ----------------------------------------------------------------------
     def attach(self, feed: Feed) -> None:
         """Start forwarding ``feed`` (video waits for its next keyframe, which it requests)."""
         self.feed = feed
-        feed.add_forwarder(self)
+        if self._native is not None:
+            native.group_for(feed).add(self)
+        else:
+            feed.add_forwarder(self)
 
     def switch(self, feed: Feed | None) -> None:
         """Move to ``feed`` at its next keyframe (seamless), or stop sending (``None``)."""
@@ -165,6 +213,8 @@ class Forwarder:
             self._leave_current()
             if feed is not None:
                 self._need_keyframe = self.kind == "video"
+                if self._native is not None:
+                    self._native.need_keyframe = self._need_keyframe
                 self.attach(feed)
             return
         self.pending = feed
@@ -180,7 +230,10 @@ class Forwarder:
 
     def _leave_current(self) -> None:
         if self.feed is not None:
-            self.feed.remove_forwarder(self)
+            if self._native is not None:
+                native.group_for(self.feed).remove(self)
+            else:
+                self.feed.remove_forwarder(self)
             self.feed = None
 
     def _drop_pending(self) -> None:
@@ -195,13 +248,21 @@ class Forwarder:
             self._leave_current()
             self.feed, self.pending = feed, None
             self._need_keyframe = False
-            feed.promote(self)
+            if self._native is not None:  # into the feed's native group, which sends this unit
+                self._native.need_keyframe = False
+                native.group_for(feed).add(self, keyframe=False)
+                feed.remove_forwarder(self)
+            else:
+                feed.promote(self)
 
     def push(self, unit: RtpUnit) -> None:
         """Send one unit: per packet a header, SRTP and one ``sendto``; never blocks or queues."""
+        if self._native is not None:  # not called by feeds (they call the native group): direct use
+            native.send_one(self, unit)
+            return
         if self._need_keyframe:
             if not unit.keyframe:
-                self.dropped += 1
+                self._dropped += 1
                 return
             self._need_keyframe = False
         pack, protect, ext = _HEADER.pack, self._protect, self._ext
@@ -239,13 +300,13 @@ class Forwarder:
             self._dead()
         self._seq = seq
         if sent:
-            self.delivered += 1
-            self.packets += sent
-            self.octets += unit.size
-            self.last_ts, self.last_ntp = ts, unit.ntp
+            self._delivered += 1
+            self._packets += sent
+            self._octets += unit.size
+            self._last_ts, self._last_ntp = ts, unit.ntp
 
     def _behind(self) -> None:
-        self.dropped += 1
+        self._dropped += 1
         if self.kind == "video":
             self._need_keyframe = True
             if self.feed is not None:
@@ -256,6 +317,18 @@ class Forwarder:
             self.close()
             if self._on_dead is not None:
                 self._on_dead()
+
+
+_said_path = False
+
+
+def say_path_once() -> None:
+    """Log, once per process (``serve`` and each fan-out worker), which send path is used."""
+    global _said_path
+    if not _said_path:
+        _said_path = True
+        why = native.unavailable()
+        (log.info if why is None else log.warning)("%s", native.describe())
 
 
 def _lean_srtp(session: Any) -> tuple[Any, Any, memoryview, Any] | None:

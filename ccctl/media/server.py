@@ -49,6 +49,7 @@ from ccctl.limits import raise_nofile_limit
 from ccctl.media import state, tokens
 from ccctl.media.admission import Admission, AdmissionPolicy
 from ccctl.media.changes import add_change_routes
+from ccctl.media.fastpath import say_path_once
 from ccctl.media.net import keep_candidates, pin_ice
 from ccctl.media.webinput import (
     BadInput,
@@ -713,6 +714,7 @@ async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None
 
         factory = functools.partial(ShardedCore, workers=workers)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    say_path_once()  # a warning when the fan-out sends with its Python path (native sender not built)
     app = create_app(db_url, home, factory, media_network=network)
     from ccctl.feeds.poller import feed_poller
     from ccctl.meetings.service import meeting_scheduler

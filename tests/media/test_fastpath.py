@@ -56,9 +56,11 @@ async def test_sender_reports_reach_the_site_and_give_rtt(core: MediaCore, join:
 
 
 async def test_a_site_whose_socket_is_full_skips_to_a_keyframe_and_holds_up_nobody(
-        core: MediaCore, join: JoinFn, tmp_path: Any) -> None:
+        core: MediaCore, join: JoinFn, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import socket
 
+    # The Python send path: its socket is swapped below (test_native.py has the native path's).
+    monkeypatch.setenv("CCCTL_NATIVE", "0")
     slow, _ = await join("s-slow", "low")
     other, _ = await join("s-other", "low")
     await slow.frames(1)
