@@ -1,8 +1,9 @@
 """A real Janus edge on this machine, in a network namespace of its own (tests, benchmarks, drills).
 
 Janus gathers no ICE candidates on ``lo`` (see benchmarks/janus.py), so each edge gets a
-fresh network namespace joined to the caller's by a veth pair with a private /30
-(``10.213.(100+i).1`` on the caller's side, ``.2`` on the edge's): Janus's HTTP API (port 8088),
+fresh network namespace joined to the caller's by a veth pair with a private /30 in
+10.213.0.0/16, chosen by the caller's pid and the edge's index (:func:`edge_subnet`: ``.1`` on
+the caller's side, ``.2`` on the edge's), so that two runs at once do not share addresses): Janus's HTTP API (port 8088),
 its admin API (7088; ``admin_secret`` is the admin key), its RTP ports and its only ICE
 candidate are on ``.2``. The namespace holds nothing else, has no
 route anywhere else, and is deleted (with the veth and whatever runs inside) by
@@ -55,6 +56,19 @@ def why_unavailable() -> str | None:
     return None
 
 
+EDGES_PER_PROCESS = 8  # a process's edges take eight consecutive /30 blocks
+
+
+def edge_subnet(pid: int, index: int) -> int:
+    """Offset in 10.213.0.0/16 of the /30 of edge ``index`` of process ``pid``: the 2,048
+    eight-block slots of the /16 are taken by pid, so runs at once (their pids differ by less
+    than 2,048) never share a subnet, and a replay of one pid finds the same addresses."""
+    if not 0 <= index < EDGES_PER_PROCESS:
+        raise ValueError(f"edge index {index} out of 0..{EDGES_PER_PROCESS - 1}")
+    slots = 65536 // (4 * EDGES_PER_PROCESS)
+    return ((pid % slots) * EDGES_PER_PROCESS + index) * 4
+
+
 class JanusEdge:
     """Janus (HTTP transport and streaming plugin only) in namespace ``ccctl-PID-eI``."""
 
@@ -63,8 +77,9 @@ class JanusEdge:
         self.folder = folder
         self.netns = f"ccctl-{os.getpid()}-e{index}"
         self.dev, self.peer = f"cce{os.getpid()}{index}"[:15], "edge0"
-        self.local_addr = f"10.213.{100 + index}.1"  # the caller's (ccctl's and the viewers') side
-        self.addr = f"10.213.{100 + index}.2"  # Janus's side
+        base = edge_subnet(os.getpid(), index)
+        self.local_addr = f"10.213.{base // 256}.{base % 256 + 1}"  # the caller's (ccctl's and the viewers') side
+        self.addr = f"10.213.{base // 256}.{base % 256 + 2}"  # Janus's side
         self.port = 8088
         self.url = f"http://{self.addr}:{self.port}/janus"
         self.admin_url = f"http://{self.addr}:7088/admin"  # Janus's admin API (admin_secret: the key)
