@@ -698,6 +698,9 @@ async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None
 
     With ``ssl_context`` (:mod:`ccctl.media.tls`) every route is served over https only.
     """
+    from ccctl.media import seam
+
+    seam.check()  # aiortc/aioice/pylibsrtp still shaped as the media paths need: else one line, exit 13
     raise_nofile_limit()  # a UDP socket per site's connection
     network = None
     try:

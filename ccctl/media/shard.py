@@ -286,14 +286,14 @@ class ShardedCore:
 
     # -- workers ------------------------------------------------------------------------------
     async def _start_worker(self, worker: _Worker) -> None:
-        import aioice.ice
+        from ccctl.media.seam import ice_host_addresses
 
         parent, child = socket.socketpair()
         config = {"tiers": {name: asdict(spec) for name, spec in self.tiers.items()}, "fps": self.program.fps,
                   "adapt": None if self._adapt is None else asdict(self._adapt), "ice_servers": self._ice_servers,
                   "connect_timeout": self.connect_timeout,
                   # the main process's ICE address choice (pinned to the listen address when loopback)
-                  "hosts": aioice.ice.get_host_addresses(True, True)}
+                  "hosts": ice_host_addresses()}
         worker.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "ccctl.media.shard", str(child.fileno()), json.dumps(config), pass_fds=(child.fileno(),))
         child.close()

@@ -44,7 +44,6 @@ import random
 import socket
 import struct
 import time
-import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,8 +51,6 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-import aiortc.rtcpeerconnection
-import aiortc.rtcrtpreceiver
 from aiortc import RTCCertificate, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
@@ -61,6 +58,7 @@ from aiortc.sdp import SessionDescription
 
 from ccctl.limits import raise_nofile_limit
 from ccctl.media.net import gather_only_on, ice_connections, patient_consent
+from ccctl.media.seam import ice_sockets, lean_peers, replace_rtp_handler
 from ccctl.sim.faults import BWCAP, LOSS, Fault
 
 log = logging.getLogger(__name__)
@@ -380,22 +378,20 @@ class SimReceiver:
         transceivers = pc.getTransceivers()
         if self.sample == 1:
             for transceiver in transceivers:
-                receiver = transceiver.receiver
-                receiver._handle_rtp_packet = self._exact_counter(receiver, transceiver.kind)  # type: ignore[method-assign]
+                self._exact_counter(transceiver.receiver, transceiver.kind)
             return
         kinds = {codec.payloadType: m.kind for m in media for codec in m.rtp.codecs if codec.payloadType is not None}
         program = sampling_filter(self.sample)
         for conn in ice_connections(pc):
-            for protocol in conn._protocols:
-                sock = protocol.transport.get_extra_info("socket") if protocol.transport else None
+            for sock in ice_sockets(conn):
                 if sock is not None:
                     attach_filter(sock, program)
             conn.data_received = self._sampled_counter(conn.data_received, kinds)
 
-    def _exact_counter(self, receiver: RTCRtpReceiver, kind: str) -> Callable[..., Any]:
-        """Replaces ``receiver._handle_rtp_packet``: count, and keep the RTCP statistics."""
+    def _exact_counter(self, receiver: RTCRtpReceiver, kind: str) -> None:
+        """Every RTP packet ``receiver`` decrypts is counted, and its RTCP statistics kept."""
         stats = self.stats
-        streams: dict[int, StreamStatistics] = receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+        streams: dict[int, StreamStatistics] = {}
         clock_rate = CLOCK_RATES.get(kind, 90_000)
         shaper = self._shaper
 
@@ -411,7 +407,7 @@ class SimReceiver:
                 stream = streams[packet.ssrc] = StreamStatistics(clock_rate)
             stream.add(packet)
 
-        return count
+        streams = replace_rtp_handler(receiver, count)
 
     def _sampled_counter(self, forward: Callable[[bytes, int], None], kinds: dict[int, str]) -> Callable[[bytes, int], None]:
         """Replaces the ICE connection's ``data_received``: RTP is counted (scaled) and dropped."""
@@ -451,28 +447,16 @@ _certificate: RTCCertificate | None = None
 
 def lean_peer(kinds: tuple[str, ...]) -> RTCPeerConnection:
     """A bundled recvonly peer connection for ``kinds``, built with this process's shared DTLS
-    certificate and without remote bitrate estimators (all synchronous: nothing else runs
-    while aiortc's two module names are swapped)."""
+    certificate and without remote bitrate estimators (:func:`ccctl.media.seam.lean_peers`)."""
     global _certificate
     if _certificate is None:
         _certificate = RTCCertificate.generateCertificate()
-    shared = _certificate
-    pcmod, rxmod = aiortc.rtcpeerconnection, aiortc.rtcrtpreceiver
-    saved = pcmod.RTCCertificate, rxmod.RemoteBitrateEstimator
-    pcmod.RTCCertificate = types.SimpleNamespace(generateCertificate=lambda: shared)  # type: ignore[misc,assignment]
-    rxmod.RemoteBitrateEstimator = _no_estimator  # type: ignore[misc,assignment]
-    try:
+    with lean_peers(_certificate):
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         for kind in kinds:
             pc.addTransceiver(kind, direction="recvonly")
-    finally:
-        pcmod.RTCCertificate, rxmod.RemoteBitrateEstimator = saved  # type: ignore[misc]
     patient_consent(pc)  # as a browser: consent ends 30 s after the last answer, not 6 late ones
     return pc
-
-
-def _no_estimator() -> None:
-    return None
 
 
 def retry_delay(attempt: int, retry_after: float | None, rng: random.Random) -> float:

@@ -61,9 +61,11 @@ async def _serve_endpoints(shard_dir: Path, ready_fd: int, plan: dict[str, Any],
 
 
 async def _serve_receivers(shard_dir: Path, ready_fd: int, plan: dict[str, Any], stop: asyncio.Event) -> None:
+    from ccctl.media import seam
     from ccctl.sim.receiver import MEDIA_TIMEOUT_S, ReceiverPool, specs_from_plan
 
     try:
+        seam.check()  # the receivers reach into aiortc as the server does
         pool = ReceiverPool(specs_from_plan(plan), plan["server"], shard_dir / "status.json",
                             sample=int(plan.get("sample", 1)), media_timeout=float(plan.get("media_timeout", MEDIA_TIMEOUT_S)))
         await pool.start()
