@@ -130,7 +130,8 @@ def start_recorder(program: Program, tiers: Mapping[str, TierSpec], path: str) -
 
 
 class MediaCore(EventSource):
-    """The broadcast's program and all subscriber peer connections (see the module doc)."""
+    """The broadcast's program and all subscriber peer connections (see the module doc); it has
+    the face the server is typed against (:class:`~ccctl.media.coreapi.MediaCoreAPI`)."""
 
     def __init__(self, source: str = "testsrc", on_event: EventSink | None = None, *,
                  tiers: Mapping[str, TierSpec] | None = None, fps: int = 25, ice_servers: Sequence[str] = (),
@@ -280,8 +281,12 @@ class MediaCore(EventSource):
         await self._end(session, reason)
         return True
 
-    def set_tier(self, site_id: str, tier: str, reason: str = "operator") -> None:
-        """Move a live site to another tier by swapping its video sender's track.
+    async def set_tier(self, site_id: str, tier: str, reason: str = "operator") -> None:
+        """Move a live site to another tier (see :meth:`move`; a coroutine as the sharded core's is)."""
+        self.move(site_id, tier, reason)
+
+    def move(self, site_id: str, tier: str, reason: str = "operator") -> None:
+        """Move a live site to another tier now, by swapping its video sender's track.
 
         No renegotiation: the RTP clock is shared by the tiers and the new track starts at
         a keyframe, so the site's decoder just sees a new resolution. ``audio`` parks the
@@ -502,7 +507,7 @@ class MediaCore(EventSource):
             rtt = "n/a" if rtt_ms is None else f"{rtt_ms:.0f} ms"
             log.info("site %s: tier %s -> %s (loss %.0f %%, rtt %s)", session.site_id, session.tier, new,
                      fraction_lost * 100, rtt)
-            self.set_tier(session.site_id, new, reason=f"auto: loss {fraction_lost * 100:.0f} %, rtt {rtt}")
+            self.move(session.site_id, new, reason=f"auto: loss {fraction_lost * 100:.0f} %, rtt {rtt}")
 
     def _on_dead(self, session: Session) -> None:
         self._spawn(self._end(session, "failed"))

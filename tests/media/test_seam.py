@@ -18,7 +18,7 @@ import aiortc.rtcrtpsender
 import pylibsrtp
 import pytest
 
-from ccctl.errors import SeamBroken
+from ccctl.errors import MediaError, SeamBroken
 from ccctl.media import seam
 
 from ..conftest import Ccctl, free_port
@@ -100,3 +100,15 @@ def test_the_moved_modules_reach_no_library_internals_themselves() -> None:
         assert not left, (module, left)
     for module in ("ccctl/media/core.py", "ccctl/sim/receiver.py"):
         assert "RemoteBitrateEstimator" not in (ROOT / module).read_text()  # the one peer patch is in seam.py
+
+
+@pytest.mark.asyncio
+async def test_a_fan_out_worker_is_asked_only_what_its_table_serves() -> None:
+    from ccctl.media.core import MediaCore
+    from ccctl.media.shard import WORKER_CALLS, ShardedCore
+
+    assert set(WORKER_CALLS) == {"subscribe", "unsubscribe", "set_tier", "stats", "ping"}
+    assert WORKER_CALLS["set_tier"] is MediaCore.set_tier and WORKER_CALLS["stats"] is MediaCore.stats
+    core = ShardedCore(workers=1)  # not started: the op is refused before any worker is needed
+    with pytest.raises(MediaError, match="no fan-out worker call 'close'"):
+        await core._call(core._workers[0], "close")
