@@ -34,6 +34,12 @@ aiortc's per-sender RTCP task (a timer, packet objects and three coroutine layer
 back into aiortc's sender so that its RTT estimate (from the receiver's LSR/DLSR) and
 ``getStats()`` stay right.
 
+SRTP indexes: a packet's sequence number is used up as soon as it is protected, sent or not (a
+send that would block loses that packet; it is never protected again with other content, which
+under AES-GCM would reuse a nonce). On the Python path each stream also protects with an SRTP
+context of its own that refuses a repeated index (``allow_repeat_tx`` off, as on the native
+path; aiortc's own session allows repeats), so a slip would end the stream, not leak.
+
 Slow or gone subscribers: the socket is non-blocking; a send that would block drops the
 rest of the unit and, for video, everything until the next keyframe (requested, coalesced
 by the tier). Nothing queues per subscriber, so one slow site costs nobody else anything.
@@ -55,6 +61,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+import pylibsrtp
 from aiortc.clock import current_ntp_time
 from aiortc.rtcrtpparameters import RTCRtpParameters
 from aiortc.rtp import HeaderExtensionsMap, RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket, RtpPacket
@@ -143,11 +150,9 @@ class Forwarder:
         self._ssrc = ssrc
         self._seq = random.randrange(1 << 16)
         self._ts_offset = random.randrange(1 << 32)
-        self._protect = path.srtp.protect
         self._protect_rtcp = path.srtp.protect_rtcp
         self._sock: Any = path.sock  # asyncio's socket: one syscall, no buffer
         self._fallback = path.sendto
-        self._lean = lean_srtp(path.srtp) if self._sock is not None else None
         self._addr = path.addr
         self._need_keyframe = kind == "video"
         self._closed = False
@@ -155,6 +160,9 @@ class Forwarder:
         # The path choice (ccctl.media.native): a C sender with its own SRTP context for this
         # stream, or None for the Python path below. Fixed for the stream's life.
         self._native = native.sender_for(self, dtls, header)
+        srtp = path.srtp if self._native is not None else _stream_srtp(dtls, ssrc, path.srtp)
+        self._protect = srtp.protect
+        self._lean = lean_srtp(srtp) if self._sock is not None and self._native is None else None
         say_path_once()
 
     # -- counters (the C sender keeps them on the native path) ---------------------------------
@@ -273,23 +281,25 @@ class Forwarder:
                     packet = pack(b0, pt | 0x80 if i == last else pt, seq, ts, ssrc) + ext + payload
                     n = len(packet)
                     if n > LEAN_MAX:  # no room for the trailer in the buffer: the stock call checks
-                        send(protect(packet), addr)
+                        data: bytes | memoryview = protect(packet)
                     else:
                         buffer[:n] = packet
                         length[0] = n
                         if srtp_protect(ctx, cdata, length):
                             raise OSError("SRTP protect failed")
-                        send(buffer[:length[0]], addr)
-                    seq = (seq + 1) & 0xFFFF
+                        data = buffer[:length[0]]
+                    seq = (seq + 1) & 0xFFFF  # protected: its index is used up, sent or not
+                    send(data, addr)
                     sent += 1
             else:
                 for i, payload in enumerate(unit.payloads):
-                    send(protect(pack(b0, pt | 0x80 if i == last else pt, seq, ts, ssrc) + ext + payload), addr)
-                    seq = (seq + 1) & 0xFFFF
+                    data = protect(pack(b0, pt | 0x80 if i == last else pt, seq, ts, ssrc) + ext + payload)
+                    seq = (seq + 1) & 0xFFFF  # protected: its index is used up, sent or not
+                    send(data, addr)
                     sent += 1
         except BlockingIOError:  # the socket is full: this subscriber is behind
             self._behind()
-        except OSError:  # the socket is gone (ICE closed under us)
+        except (OSError, pylibsrtp.Error):  # the socket is gone (ICE closed under us), or SRTP refused
             self._dead()
         self._seq = seq
         if sent:
@@ -310,6 +320,17 @@ class Forwarder:
             self.close()
             if self._on_dead is not None:
                 self._on_dead()
+
+
+def _stream_srtp(dtls: Any, ssrc: int, shared: Any) -> Any:
+    """The Python path's RTP session for one stream: as the native path's, its own context that
+    refuses to protect an index twice (aiortc's ``shared`` one allows repeats); ``shared`` if
+    the keys cannot be had again (then only the sequence discipline in ``push`` holds)."""
+    try:
+        return native.stream_session(*native.tx_key(dtls), ssrc)
+    except (AttributeError, ConnectionError, TypeError, ValueError, pylibsrtp.Error) as exc:
+        log.warning("fan-out: SSRC %s protects with aiortc's session (repeats allowed): %s", ssrc, exc)
+        return shared
 
 
 _said_path = False
