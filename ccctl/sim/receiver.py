@@ -42,6 +42,7 @@ import logging
 import os
 import random
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable
@@ -59,6 +60,7 @@ from aiortc.sdp import SessionDescription
 from ccctl.limits import raise_nofile_limit
 from ccctl.media.net import gather_only_on, ice_connections, patient_consent
 from ccctl.media.seam import ice_sockets, lean_peers, replace_rtp_handler
+from ccctl.media.tls import ServerTrust
 from ccctl.sim.faults import BWCAP, LOSS, Fault
 
 log = logging.getLogger(__name__)
@@ -317,6 +319,11 @@ class SimReceiver:
                 raise JoinFailed(f"http_{response.status}", first)
         except TimeoutError:  # before OSError, its base; aiohttp's timeouts are TimeoutErrors too
             raise JoinFailed("http_timeout") from None
+        except aiohttp.ServerFingerprintMismatch as exc:  # not the pinned certificate: nothing was sent
+            seen = ":".join(f"{b:02X}" for b in exc.got)
+            raise JoinFailed("tls_refused", f"certificate SHA256 {seen} is not the pinned one") from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise JoinFailed("tls_refused", str(exc.certificate_error)) from None
         except aiohttp.ClientConnectorError as exc:
             raise JoinFailed("server_down", type(exc).__name__) from None
         except (aiohttp.ClientError, OSError) as exc:
@@ -459,6 +466,15 @@ def lean_peer(kinds: tuple[str, ...]) -> RTCPeerConnection:
     return pc
 
 
+def https_check(trust: ServerTrust | None) -> aiohttp.Fingerprint | ssl.SSLContext:
+    """What aiohttp checks an https server with: the pinned certificate's fingerprint (a
+    self-signed server of this installation), else ``trust``'s CA file or the system's store."""
+    trust = trust or ServerTrust()
+    if trust.fingerprint:
+        return aiohttp.Fingerprint(bytes.fromhex(trust.fingerprint.replace(":", "")))
+    return trust.context()
+
+
 def retry_delay(attempt: int, retry_after: float | None, rng: random.Random) -> float:
     """Seconds before rejoin ``attempt``: a growing backoff with jitter, and never sooner than
     the server's ``Retry-After`` (spread over up to half as long again, so that the sites
@@ -496,9 +512,10 @@ class ReceiverPool:
     """A shard of receivers in this process, with a status file refreshed every second."""
 
     def __init__(self, specs: list[ReceiverSpec], server: str, status_path: Path | None = None, *,
-                 sample: int = 1, media_timeout: float = MEDIA_TIMEOUT_S) -> None:
+                 sample: int = 1, media_timeout: float = MEDIA_TIMEOUT_S, trust: ServerTrust | None = None) -> None:
         self.specs = specs
         self.server = server
+        self.trust = trust  # how an https server's certificate is checked (None: the system's store)
         self.status_path = status_path
         self.sample = sample
         self.media_timeout = media_timeout
@@ -510,7 +527,9 @@ class ReceiverPool:
     async def start(self) -> None:
         """Start every receiver at once (they join concurrently) and the status writer."""
         raise_nofile_limit()
-        self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100, force_close=False))
+        self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100, force_close=False,
+                                                                          ssl=https_check(self.trust)),
+                                           trust_env=False)
         self.receivers = [SimReceiver(spec, self.server, self._http, sample=self.sample,
                                       media_timeout=self.media_timeout) for spec in self.specs]
         self._tasks = [asyncio.create_task(r.run(self._stop), name=f"receiver-{r.spec.site_id}")
