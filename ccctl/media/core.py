@@ -58,6 +58,7 @@ from ccctl.media.seam import (
     sender_remote_stats,
     sender_rtt,
     sender_ssrc,
+    shared_certificate,
     wrap_rtcp_handler,
 )
 from ccctl.media.tiers import DEFAULT_TIERS, MediaError, SubscriberTrack, TierSpec
@@ -267,10 +268,7 @@ class MediaCore(EventSource):
         """The DTLS certificate of every subscriber connection, renewed daily."""
         now = time.monotonic()
         if self._certificate is None or now - self._certificate[0] > CERTIFICATE_MAX_AGE:
-            certificate = RTCCertificate.generateCertificate()
-            fingerprints = certificate.getFingerprints()
-            certificate.getFingerprints = lambda: fingerprints  # type: ignore[method-assign]  # same cert: same digests
-            self._certificate = (now, certificate)
+            self._certificate = (now, shared_certificate())
         return self._certificate[1]
 
     async def unsubscribe(self, session_id: str, reason: str = "unsubscribed") -> bool:

@@ -194,6 +194,23 @@ def replace_rtp_handler(receiver: Any, handler: Callable[[Any, int], Awaitable[N
     return streams
 
 
+def wrap_ice_data(connection: Any, wrap: Callable[[Callable[[bytes, int], None]], Callable[[bytes, int], None]]) -> None:
+    """Every datagram the aioice connection takes in goes to ``wrap(original)(data, component)``
+    (before DTLS and SRTP see it)."""
+    connection.data_received = wrap(connection.data_received)
+
+
+def shared_certificate() -> Any:
+    """A new DTLS certificate for many peers (:func:`lean_peers`): its fingerprints computed
+    once, not once per peer's offer or answer."""
+    from aiortc import RTCCertificate
+
+    certificate = RTCCertificate.generateCertificate()
+    fingerprints = certificate.getFingerprints()
+    certificate.getFingerprints = lambda: fingerprints  # type: ignore[method-assign]  # same cert: same digests
+    return certificate
+
+
 def ice_sockets(connection: Any) -> list[Any]:
     """The UDP sockets of an aioice connection's candidates."""
     return [p.transport.get_extra_info("socket") for p in connection._protocols if p.transport is not None]

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import hashlib
 import json
 import logging
@@ -59,7 +60,7 @@ from aiortc.sdp import SessionDescription
 
 from ccctl.limits import raise_nofile_limit
 from ccctl.media.net import gather_only_on, ice_connections, patient_consent
-from ccctl.media.seam import ice_sockets, lean_peers, replace_rtp_handler
+from ccctl.media.seam import ice_sockets, lean_peers, replace_rtp_handler, shared_certificate, wrap_ice_data
 from ccctl.media.tls import ServerTrust
 from ccctl.sim.faults import BWCAP, LOSS, Fault
 
@@ -393,7 +394,7 @@ class SimReceiver:
             for sock in ice_sockets(conn):
                 if sock is not None:
                     attach_filter(sock, program)
-            conn.data_received = self._sampled_counter(conn.data_received, kinds)
+            wrap_ice_data(conn, functools.partial(self._sampled_counter, kinds=kinds))
 
     def _exact_counter(self, receiver: RTCRtpReceiver, kind: str) -> None:
         """Every RTP packet ``receiver`` decrypts is counted, and its RTCP statistics kept."""
@@ -457,7 +458,7 @@ def lean_peer(kinds: tuple[str, ...]) -> RTCPeerConnection:
     certificate and without remote bitrate estimators (:func:`ccctl.media.seam.lean_peers`)."""
     global _certificate
     if _certificate is None:
-        _certificate = RTCCertificate.generateCertificate()
+        _certificate = shared_certificate()
     with lean_peers(_certificate):
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         for kind in kinds:
