@@ -110,12 +110,12 @@ async def client(n: int) -> None:
     await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     from aiortc import RTCCertificate
 
-    from ccctl.media.core import _lean_peers
+    from ccctl.media.seam import lean_peers
 
     certificate = RTCCertificate.generateCertificate()  # one for all receivers, as the server does
     pcs = []
     for i in range(n):
-        with _lean_peers(certificate):  # RTP is dropped at the socket: no estimator needed either
+        with lean_peers(certificate):  # RTP is dropped at the socket: no estimator needed either
             pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
             pc.addTransceiver("audio", direction="recvonly")
             pc.addTransceiver("video", direction="recvonly")

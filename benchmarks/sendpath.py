@@ -28,7 +28,8 @@ from aiortc.rtp import HeaderExtensionsMap, RtpPacket  # noqa: E402
 from pylibsrtp import Policy, Session  # noqa: E402
 
 from ccctl.media import native  # noqa: E402
-from ccctl.media.fastpath import Forwarder, RtpUnit, _lean_srtp  # noqa: E402
+from ccctl.media.fastpath import Forwarder, RtpUnit  # noqa: E402
+from ccctl.media.seam import lean_srtp  # noqa: E402
 from ccctl.media.tiers import Feed  # noqa: E402
 
 PT = 102
@@ -68,7 +69,7 @@ def standalone_forwarder(kind: str, ssrc: int, seq: int, offset: int, profile: i
     f._b0, f._ext, f._pt, f._ssrc, f._seq, f._ts_offset = header[0], header[12:], PT, ssrc, seq, offset
     f._protect, f._protect_rtcp = session.protect, session.protect_rtcp
     f._sock, f._fallback, f._addr = sock, sock.sendto, addr
-    f._lean = _lean_srtp(session)
+    f._lean = lean_srtp(session)
     f._need_keyframe, f._closed, f._on_dead = kind == "video", False, None
     f._native = native._fanout.Sender(sock, addr[0], addr[1], native.stream_session(profile, key, ssrc), ssrc, PT,
                                       header[0], header[12:], seq, offset, kind == "video") if use_native else None

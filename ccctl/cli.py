@@ -5,7 +5,8 @@ Exit codes of every command: 0 success; 1 failure; 2 bad usage or configuration;
 holds the lock); 9 no ccctl server answers; 10 a feed's pull failed or its data were malformed
 (its last good data kept); 11 the media core failed (a bad offer, a recording that cannot be
 written, a fan-out worker gone); 12 the server's TLS certificate is not the trusted one
-(nothing was sent to it); 130 interrupted; 141 stdout closed early (``ccctl ... | head``: the
+(nothing was sent to it); 13 an installed aiortc, aioice or pylibsrtp changed where ccctl
+reaches into it (the line names the library and version); 130 interrupted; 141 stdout closed early (``ccctl ... | head``: the
 output is cut quietly, as coreutils do). Monitoring commands (``rollcall run``) use the Nagios
 convention instead: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 """

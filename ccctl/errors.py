@@ -99,6 +99,15 @@ class CertificateRefused(CcctlError):
     exit_code = 12
 
 
+class SeamBroken(CcctlError):
+    """An installed aiortc, aioice or pylibsrtp is not shaped as ccctl's media paths need (a
+    private name they reach into changed: see ``ccctl.media.seam``); the message names the
+    library and its version (exit 13). Found at ``serve`` start, before any site joins."""
+
+    exit_code = 13
+    status = 503
+
+
 def error_names(exc: CcctlError) -> str:
     """What a server sends in ``Ccctl-Error``: the error's class and its CcctlError ancestors,
     most specific first (``FloorRefused MediaError CcctlError``)."""

@@ -8,9 +8,10 @@ can join without the SSH fleet. ``status`` shows both; ``down`` ends both.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,6 +19,9 @@ from ccctl.cli import AppContext, say
 from ccctl.commands.common import format_options, resolve_format, site_filter, site_filter_options
 from ccctl.errors import CcctlError, NotFound, UsageError
 from ccctl.output import emit
+
+if TYPE_CHECKING:
+    from ccctl.media.tls import ServerTrust
 
 
 @click.group()
@@ -70,7 +74,9 @@ def up(obj: AppContext, fault_spec: str, processes: int | None, detach: bool, fo
 
 @sim.command("join")
 @site_filter_options
-@click.option("--server", metavar="URL", help="The ccctl server (default: http://SERVE.LISTEN of the config).")
+@click.option("--server", metavar="URL",
+              help="The ccctl server (default: the one on SERVE.LISTEN of the config, over https with its "
+                   "certificate pinned when it serves https).")
 @click.option("--count", type=click.IntRange(min=1), help="Only the first N selected sites (by id).")
 @click.option("--video/--audio-only", default=True, show_default=True,
               help="Offer audio and video as the join page does (the server sends what each site's tier "
@@ -93,6 +99,7 @@ def join(obj: AppContext, server: str | None, count: int | None, video: bool, fa
     """Selected sites join the live broadcast as simulated receivers (WHEP, each with its token,
     at its registry tier) and stay until `sim leave`; they rejoin on their own after a server
     restart. Prints the joined counts; exit 1 when not all connected within --wait."""
+    from ccctl.media.client import local_endpoint
     from ccctl.media.tokens import generation, load_secret, site_token
     from ccctl.registry.sites import select_sites
     from ccctl.sim.control import plan_receivers, receiver_processes, start_receivers
@@ -112,12 +119,14 @@ def join(obj: AppContext, server: str | None, count: int | None, video: bool, fa
     secret = load_secret(obj.config.home)
     tokens = {r.site_id: site_token(secret, r.site_id, generation(obj.db, r.site_id)) for r in plan}
     config = obj.config
-    base = (server or f"http://{config.serve.listen}").rstrip("/")
+    local, local_trust = local_endpoint(config.home, config.serve.listen)
+    base = (server or local).rstrip("/")
     if not base.startswith(("http://", "https://")):
         raise UsageError(f"--server: expected http://HOST:PORT, got {base!r}")
+    trust = local_trust if base == local else None  # another server: checked against the system's store
     if sample is None:
         sample = 1 if len(plan) <= 200 else 20
-    live = _live_broadcast(base)
+    live = _live_broadcast(base, trust)
     up = live is not None
     if not up:
         say(f"no server answers at {base}: the sites will keep trying until one does")
@@ -127,7 +136,8 @@ def join(obj: AppContext, server: str | None, count: int | None, video: bool, fa
     workers = receiver_processes(len(plan), processes)
     say(f"{len(plan)} simulated site(s) joining {base} from {workers} process(es)"
         + (f", counting 1 packet in {sample}" if sample > 1 else ""))
-    start_receivers(config.home, plan, tokens, base, processes=processes, sample=sample, media_timeout=media_timeout)
+    start_receivers(config.home, plan, tokens, base, processes=processes, sample=sample, media_timeout=media_timeout,
+                    trust=dataclasses.asdict(trust) if trust is not None else None)
     row = _wait_joined(config.home, len(plan), wait if up else 0.0)
     emit([row], resolve_format(obj, fmt, as_json, as_csv))
     if wait and up and row["joined"] + row["refused"] < len(plan):
@@ -135,15 +145,16 @@ def join(obj: AppContext, server: str | None, count: int | None, video: bool, fa
                          "the others keep trying (ccctl sim status)")
 
 
-def _live_broadcast(base: str) -> bool | None:
-    """Whether the server at ``base`` has a live broadcast (its open /healthz); None when none answers."""
+def _live_broadcast(base: str, trust: ServerTrust | None) -> bool | None:
+    """Whether the server at ``base`` has a live broadcast (its open /healthz); None when none
+    answers. An https server is checked with ``trust`` (CertificateRefused, exit 12)."""
     import json
     import urllib.error
-    import urllib.request
 
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
+    from ccctl.media.client import opener
+
     try:
-        with opener.open(base + "/healthz", timeout=5) as response:
+        with opener(trust).open(base + "/healthz", timeout=5) as response:
             return bool(json.loads(response.read()).get("broadcast"))
     except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
         return None

@@ -18,13 +18,13 @@ A tier switch needs no renegotiation: the tiers share one RTP clock and the forw
 at the new tier's next keyframe.
 
 Joins: every connection shares one DTLS certificate, and their sendonly receivers get no
-bitrate estimator; see :func:`_lean_peers`. ICE: host candidates only unless
+bitrate estimator; see :func:`ccctl.media.seam.lean_peers`. ICE: host candidates only unless
 ``ice_servers`` is given (the server has a known address and sites reach it; a default public
 STUN server would stall every answer on a closed network).
 
-Two more reach into aiortc internals, noted where they are: PLI/FIR from a site is routed to
-its tier's keyframe policy (``_send_keyframe``), and receiver reports are watched for
-adaptation (``_handle_rtcp_packet``).
+Two more reach into aiortc internals, through :mod:`ccctl.media.seam` as every such reach:
+PLI/FIR from a site is routed to its tier's keyframe policy, and receiver reports are watched
+for adaptation.
 """
 
 from __future__ import annotations
@@ -33,15 +33,11 @@ import asyncio
 import functools
 import logging
 import time
-import types
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiortc.rtcpeerconnection
-import aiortc.rtcrtpreceiver
 from aiortc import RTCCertificate, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
@@ -50,10 +46,21 @@ from aiortc.rtp import RtcpRrPacket, RtcpSrPacket
 from ccctl.errors import NotFound, UsageError
 from ccctl.media.adapt import DEFAULT_ADAPT, AdaptPolicy, TierGovernor
 from ccctl.media.events import EventSink, EventSource
-from ccctl.media.fastpath import Forwarder, park_rtcp, send_reports
+from ccctl.media.fastpath import Forwarder, send_reports
 from ccctl.media.net import close_quietly, patient_consent
 from ccctl.media.program import Program
 from ccctl.media.record import Recorder
+from ccctl.media.seam import (
+    lean_peers,
+    park_rtcp,
+    route_keyframes,
+    sender_counts,
+    sender_remote_stats,
+    sender_rtt,
+    sender_ssrc,
+    shared_certificate,
+    wrap_rtcp_handler,
+)
 from ccctl.media.tiers import DEFAULT_TIERS, MediaError, SubscriberTrack, TierSpec
 
 log = logging.getLogger(__name__)
@@ -65,26 +72,6 @@ REPORT_SLICE = 256  # sites per slice of a report round, so a round never holds 
 CERTIFICATE_MAX_AGE = 86_400.0  # seconds before the shared DTLS certificate is renewed (aiortc's last 30 days)
 CONNECT_TIMEOUT_S = 20.0  # a session whose ICE and DTLS are not up this long after its answer is ended
 CLOSING_AT_ONCE = 16  # peer connections closed at the same time (a storm of leaves is paced)
-
-
-def _no_estimator() -> Any:
-    return None
-
-
-@contextmanager
-def _lean_peers(certificate: RTCCertificate) -> Iterator[None]:
-    """While building a subscriber's peer (synchronously, no await inside): share one DTLS
-    certificate instead of generating an EC key and an X.509 certificate per site, and give
-    its (never-used, sendonly) receivers no remote bitrate estimator, which allocates 1,000
-    buckets per video receiver. Together about half of a join's CPU (cProfile)."""
-    pcmod, rxmod = aiortc.rtcpeerconnection, aiortc.rtcrtpreceiver
-    saved = pcmod.RTCCertificate, rxmod.RemoteBitrateEstimator
-    pcmod.RTCCertificate = types.SimpleNamespace(generateCertificate=lambda: certificate)  # type: ignore[misc,assignment]
-    rxmod.RemoteBitrateEstimator = _no_estimator  # type: ignore[misc,assignment]
-    try:
-        yield
-    finally:
-        pcmod.RTCCertificate, rxmod.RemoteBitrateEstimator = saved  # type: ignore[misc]
 
 
 def _codec_preferences(kind: str, mime: str, first_profile: str | None = None) -> list[RTCRtpCodecCapability]:
@@ -144,7 +131,8 @@ def start_recorder(program: Program, tiers: Mapping[str, TierSpec], path: str) -
 
 
 class MediaCore(EventSource):
-    """The broadcast's program and all subscriber peer connections (see the module doc)."""
+    """The broadcast's program and all subscriber peer connections (see the module doc); it has
+    the face the server is typed against (:class:`~ccctl.media.coreapi.MediaCoreAPI`)."""
 
     def __init__(self, source: str = "testsrc", on_event: EventSink | None = None, *,
                  tiers: Mapping[str, TierSpec] | None = None, fps: int = 25, ice_servers: Sequence[str] = (),
@@ -218,11 +206,11 @@ class MediaCore(EventSource):
         if spec.has_video and "video" not in kinds:
             spec = next((s for s in self.tiers.values() if not s.has_video), spec)  # it asked for sound only
         certificate = self._shared_certificate()
-        with _lean_peers(certificate):
+        with lean_peers(certificate):
             pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
         session = Session(uuid.uuid4().hex, site_id, spec.name, pc, time.time())
         try:
-            with _lean_peers(certificate):
+            with lean_peers(certificate):
                 self._add_transceivers(session, kinds, spec)
             pc.on("connectionstatechange", functools.partial(self._on_state, session))
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
@@ -280,10 +268,7 @@ class MediaCore(EventSource):
         """The DTLS certificate of every subscriber connection, renewed daily."""
         now = time.monotonic()
         if self._certificate is None or now - self._certificate[0] > CERTIFICATE_MAX_AGE:
-            certificate = RTCCertificate.generateCertificate()
-            fingerprints = certificate.getFingerprints()
-            certificate.getFingerprints = lambda: fingerprints  # type: ignore[method-assign]  # same cert: same digests
-            self._certificate = (now, certificate)
+            self._certificate = (now, shared_certificate())
         return self._certificate[1]
 
     async def unsubscribe(self, session_id: str, reason: str = "unsubscribed") -> bool:
@@ -294,8 +279,12 @@ class MediaCore(EventSource):
         await self._end(session, reason)
         return True
 
-    def set_tier(self, site_id: str, tier: str, reason: str = "operator") -> None:
-        """Move a live site to another tier by swapping its video sender's track.
+    async def set_tier(self, site_id: str, tier: str, reason: str = "operator") -> None:
+        """Move a live site to another tier (see :meth:`move`; a coroutine as the sharded core's is)."""
+        self.move(site_id, tier, reason)
+
+    def move(self, site_id: str, tier: str, reason: str = "operator") -> None:
+        """Move a live site to another tier now, by swapping its video sender's track.
 
         No renegotiation: the RTP clock is shared by the tiers and the new track starts at
         a keyframe, so the site's decoder just sees a new resolution. ``audio`` parks the
@@ -369,15 +358,16 @@ class MediaCore(EventSource):
             for transceiver, kind in ((session.audio, "audio"), (session.video, "video")):
                 if transceiver is None:
                     continue
-                sender: Any = transceiver.sender  # aiortc keeps these fields private (name-mangled)
+                sender = transceiver.sender
                 forwarder = (session.forwarders or {}).get(kind)
                 if forwarder is not None:
                     row["packets_sent"] += forwarder.packets
                     row["bytes_sent"] += forwarder.octets
                 else:
-                    row["packets_sent"] += sender._RTCRtpSender__packet_count
-                    row["bytes_sent"] += sender._RTCRtpSender__octet_count
-                _add_receiver_report(row, kind, sender._RTCRtpSender__stats.values())
+                    packets, octets = sender_counts(sender)
+                    row["packets_sent"] += packets
+                    row["bytes_sent"] += octets
+                _add_receiver_report(row, kind, sender_remote_stats(sender))
             if session.connected_at is not None:
                 since, octets = session.rate_mark or (session.connected_at_monotonic, 0)
                 if now - since > 0.2:
@@ -420,7 +410,7 @@ class MediaCore(EventSource):
         if session.video is not None:
             # Stock aiortc only flags a PLI/FIR for its own encoder, which pass-through
             # never uses; route it to the tier's (coalescing) keyframe policy instead.
-            session.video.sender._send_keyframe = functools.partial(self._keyframe_for, session)  # type: ignore[method-assign]
+            route_keyframes(session.video.sender, functools.partial(self._keyframe_for, session))
         if self.fanout == "tight":
             self._attach_forwarders(session)
             return
@@ -476,18 +466,24 @@ class MediaCore(EventSource):
         a site may send reports close together (aiortc's receivers send one per stream), and
         a report's own ``fraction_lost`` then covers a few packets or none.
         """
-        handle = sender._handle_rtcp_packet
         last: list[int] = []  # [highest extended sequence, cumulative lost] of the last report used
 
-        async def handle_and_adapt(packet: Any) -> None:
-            await handle(packet)
+        def wrap(handle: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+            async def handle_and_adapt(packet: Any) -> None:
+                await handle(packet)
+                adapt(packet)
+            return handle_and_adapt
+
+        ssrc = sender_ssrc(sender)
+
+        def adapt(packet: Any) -> None:
             if session.governor is None or session.ended or not isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
                 return
             if self.tiers[session.tier].has_video != (kind == "video"):
                 last.clear()  # judge the link by the stream the site is getting now
                 return
             for report in packet.reports:
-                if report.ssrc != sender._ssrc:
+                if report.ssrc != ssrc:
                     continue
                 if not last:
                     last[:] = [report.highest_sequence, report.packets_lost]
@@ -497,10 +493,10 @@ class MediaCore(EventSource):
                     continue
                 lost = max(0, report.packets_lost - last[1])
                 last[:] = [report.highest_sequence, report.packets_lost]
-                rtt = sender._RTCRtpSender__rtt  # type: ignore[attr-defined]  # aiortc's smoothed RTT
+                rtt = sender_rtt(sender)
                 self._on_report(session, min(1.0, lost / expected), None if rtt is None else rtt * 1000)
 
-        sender._handle_rtcp_packet = handle_and_adapt  # type: ignore[method-assign]
+        wrap_rtcp_handler(sender, wrap)
 
     def _on_report(self, session: Session, fraction_lost: float, rtt_ms: float | None) -> None:
         assert session.governor is not None
@@ -509,7 +505,7 @@ class MediaCore(EventSource):
             rtt = "n/a" if rtt_ms is None else f"{rtt_ms:.0f} ms"
             log.info("site %s: tier %s -> %s (loss %.0f %%, rtt %s)", session.site_id, session.tier, new,
                      fraction_lost * 100, rtt)
-            self.set_tier(session.site_id, new, reason=f"auto: loss {fraction_lost * 100:.0f} %, rtt {rtt}")
+            self.move(session.site_id, new, reason=f"auto: loss {fraction_lost * 100:.0f} %, rtt {rtt}")
 
     def _on_dead(self, session: Session) -> None:
         self._spawn(self._end(session, "failed"))

@@ -14,7 +14,7 @@ Here a :class:`~ccctl.media.tiers.Feed` packetises each encoded unit once into a
    plus its random offset, its negotiated payload type and the marker) and appends its
    constant extension block (``mid``);
 2. encrypts it with the subscriber's SRTP session (keys from aiortc's DTLS): libsrtp called
-   in place in pylibsrtp's buffer (see :func:`_lean_srtp`);
+   in place in pylibsrtp's buffer (see :func:`ccctl.media.seam.lean_srtp`);
 3. sends it from there with one ``sendto`` on the ICE pair's UDP socket.
 
 Where the native sender is built (:mod:`ccctl.media.native`; ``CCCTL_NATIVE=0`` switches it
@@ -29,10 +29,16 @@ aiortc keeps doing ICE (including consent checks), DTLS, keys and incoming RTCP:
 is parked on an idle track. Receiver reports, PLI and FIR reach the sender as before (the
 core routes PLI to the tier's keyframe policy). Outgoing sender reports are ours too:
 aiortc's per-sender RTCP task (a timer, packet objects and three coroutine layers per report,
-10 % of the server's CPU at 200 sites) is parked by :func:`park_rtcp`, and
+10 % of the server's CPU at 200 sites) is parked by :func:`~ccctl.media.seam.park_rtcp`, and
 :func:`send_reports` sends one compound SR+SDES per site and second, and writes the figures
 back into aiortc's sender so that its RTT estimate (from the receiver's LSR/DLSR) and
 ``getStats()`` stay right.
+
+SRTP indexes: a packet's sequence number is used up as soon as it is protected, sent or not (a
+send that would block loses that packet; it is never protected again with other content, which
+under AES-GCM would reuse a nonce). On the Python path each stream also protects with an SRTP
+context of its own that refuses a repeated index (``allow_repeat_tx`` off, as on the native
+path; aiortc's own session allows repeats), so a slip would end the stream, not leak.
 
 Slow or gone subscribers: the socket is non-blocking; a send that would block drops the
 rest of the unit and, for video, everything until the next keyframe (requested, coalesced
@@ -47,7 +53,6 @@ keyframes) and abs-send-time/transport-cc extensions (no send-side bandwidth est
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import struct
@@ -56,15 +61,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+import pylibsrtp
 from aiortc.clock import current_ntp_time
-from aiortc.codecs.h264 import H264Encoder
 from aiortc.rtcrtpparameters import RTCRtpParameters
-from aiortc.rtcrtpsender import RTCRtpSender
-from aiortc.rtp import HeaderExtensionsMap, RtcpByePacket, RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket, RtpPacket
-from pylibsrtp._binding import ffi as _srtp_ffi
-from pylibsrtp._binding import lib as _srtp_lib
+from aiortc.rtp import HeaderExtensionsMap, RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket, RtpPacket
 
 from ccctl.media import native
+from ccctl.media.seam import h264_payloads, lean_srtp, record_sender_report, send_path, sender_cname, sender_ssrc
 
 if TYPE_CHECKING:
     from aiortc.rtcrtptransceiver import RTCRtpTransceiver
@@ -92,7 +95,7 @@ def packetize(kind: str, unit: EncodedUnit) -> RtpUnit:
     """Split an encoded unit into RTP payloads (RFC 6184 FU-A/STAP-A for H.264; Opus whole)."""
     data = bytes(unit.packet)
     if kind == "video":
-        payloads = tuple(H264Encoder._packetize(H264Encoder._split_bitstream(data)))
+        payloads = h264_payloads(data)
     else:
         payloads = (data,)
     pts = unit.packet.pts or 0
@@ -122,15 +125,14 @@ class Forwarder:
     def __init__(self, kind: str, transceiver: RTCRtpTransceiver, on_dead: Callable[[], None] | None = None) -> None:
         sender = transceiver.sender
         dtls = sender.transport
-        pair = dtls.transport._connection._nominated.get(1)
-        if pair is None or dtls._tx_srtp is None:
-            raise ConnectionError("the subscriber's ICE/DTLS is not connected")
-        codec = transceiver._codecs[0]
+        path = send_path(transceiver)
+        codec = path.codec
         if codec.payloadType is None:
             raise ConnectionError("no payload type negotiated")
         extmap = HeaderExtensionsMap()
-        extmap.configure(RTCRtpParameters(headerExtensions=transceiver._headerExtensions))
-        template = RtpPacket(payload_type=codec.payloadType, ssrc=sender._ssrc)
+        extmap.configure(RTCRtpParameters(headerExtensions=path.header_extensions))
+        ssrc = sender_ssrc(sender)
+        template = RtpPacket(payload_type=codec.payloadType, ssrc=ssrc)
         template.extensions.mid = transceiver.mid
         header = template.serialize(extmap)
         self.kind = kind
@@ -145,22 +147,22 @@ class Forwarder:
         self._b0 = header[0]
         self._ext = header[12:]
         self._pt = codec.payloadType
-        self._ssrc = sender._ssrc
+        self._ssrc = ssrc
         self._seq = random.randrange(1 << 16)
         self._ts_offset = random.randrange(1 << 32)
-        self._protect = dtls._tx_srtp.protect
-        self._protect_rtcp = dtls._tx_srtp.protect_rtcp
-        transport = pair.protocol.transport
-        self._sock: Any = getattr(transport, "_sock", None)  # asyncio's socket: one syscall, no buffer
-        self._fallback = transport.sendto
-        self._lean = _lean_srtp(dtls._tx_srtp) if self._sock is not None else None
-        self._addr = pair.remote_addr
+        self._protect_rtcp = path.srtp.protect_rtcp
+        self._sock: Any = path.sock  # asyncio's socket: one syscall, no buffer
+        self._fallback = path.sendto
+        self._addr = path.addr
         self._need_keyframe = kind == "video"
         self._closed = False
         self._on_dead = on_dead
         # The path choice (ccctl.media.native): a C sender with its own SRTP context for this
         # stream, or None for the Python path below. Fixed for the stream's life.
         self._native = native.sender_for(self, dtls, header)
+        srtp = path.srtp if self._native is not None else _stream_srtp(dtls, ssrc, path.srtp)
+        self._protect = srtp.protect
+        self._lean = lean_srtp(srtp) if self._sock is not None and self._native is None else None
         say_path_once()
 
     # -- counters (the C sender keeps them on the native path) ---------------------------------
@@ -274,29 +276,30 @@ class Forwarder:
         sent = 0
         try:
             if self._lean is not None:  # encrypt in place in the session's buffer, send from it
-                ctx, cdata, buffer, length = self._lean
-                srtp_protect = _srtp_lib.srtp_protect
+                ctx, cdata, buffer, length, srtp_protect = self._lean
                 for i, payload in enumerate(unit.payloads):
                     packet = pack(b0, pt | 0x80 if i == last else pt, seq, ts, ssrc) + ext + payload
                     n = len(packet)
                     if n > LEAN_MAX:  # no room for the trailer in the buffer: the stock call checks
-                        send(protect(packet), addr)
+                        data: bytes | memoryview = protect(packet)
                     else:
                         buffer[:n] = packet
                         length[0] = n
                         if srtp_protect(ctx, cdata, length):
                             raise OSError("SRTP protect failed")
-                        send(buffer[:length[0]], addr)
-                    seq = (seq + 1) & 0xFFFF
+                        data = buffer[:length[0]]
+                    seq = (seq + 1) & 0xFFFF  # protected: its index is used up, sent or not
+                    send(data, addr)
                     sent += 1
             else:
                 for i, payload in enumerate(unit.payloads):
-                    send(protect(pack(b0, pt | 0x80 if i == last else pt, seq, ts, ssrc) + ext + payload), addr)
-                    seq = (seq + 1) & 0xFFFF
+                    data = protect(pack(b0, pt | 0x80 if i == last else pt, seq, ts, ssrc) + ext + payload)
+                    seq = (seq + 1) & 0xFFFF  # protected: its index is used up, sent or not
+                    send(data, addr)
                     sent += 1
         except BlockingIOError:  # the socket is full: this subscriber is behind
             self._behind()
-        except OSError:  # the socket is gone (ICE closed under us)
+        except (OSError, pylibsrtp.Error):  # the socket is gone (ICE closed under us), or SRTP refused
             self._dead()
         self._seq = seq
         if sent:
@@ -319,6 +322,17 @@ class Forwarder:
                 self._on_dead()
 
 
+def _stream_srtp(dtls: Any, ssrc: int, shared: Any) -> Any:
+    """The Python path's RTP session for one stream: as the native path's, its own context that
+    refuses to protect an index twice (aiortc's ``shared`` one allows repeats); ``shared`` if
+    the keys cannot be had again (then only the sequence discipline in ``push`` holds)."""
+    try:
+        return native.stream_session(*native.tx_key(dtls), ssrc)
+    except (AttributeError, ConnectionError, TypeError, ValueError, pylibsrtp.Error) as exc:
+        log.warning("fan-out: SSRC %s protects with aiortc's session (repeats allowed): %s", ssrc, exc)
+        return shared
+
+
 _said_path = False
 
 
@@ -331,36 +345,6 @@ def say_path_once() -> None:
         (log.info if why is None else log.warning)("%s", native.describe())
 
 
-def _lean_srtp(session: Any) -> tuple[Any, Any, memoryview, Any] | None:
-    """pylibsrtp's context and buffer, to call ``srtp_protect`` without its per-call Python
-    layer (a method, checks, a fresh ``int *`` and two copies: 0.4 us of 2 per packet here).
-    None (use ``protect()``) if pylibsrtp's internals are not what this expects."""
-    try:
-        buffer = memoryview(session._buffer)
-        if len(buffer) < 1500:
-            return None
-        return session._srtp[0], session._cdata, buffer, _srtp_ffi.new("int *")
-    except (AttributeError, TypeError):
-        return None
-
-
-# -- RTCP sender reports -------------------------------------------------------------------------
-async def _parked_rtcp(sender: Any) -> None:
-    """Stands in for ``RTCRtpSender._run_rtcp``: no timer; BYE and the exit flag on stop."""
-    sender._RTCRtpSender__rtcp_started.set()
-    try:
-        await asyncio.get_running_loop().create_future()  # until the sender stops
-    except asyncio.CancelledError:
-        pass
-    await sender._send_rtcp([RtcpByePacket(sources=[sender._ssrc])])
-    sender._RTCRtpSender__rtcp_exited.set()
-
-
-def park_rtcp(sender: RTCRtpSender) -> None:
-    """Before the sender starts: its RTCP task will only say BYE at the end (see module doc)."""
-    sender._run_rtcp = lambda: _parked_rtcp(sender)  # type: ignore[method-assign]
-
-
 def send_reports(forwarders: list[Forwarder]) -> None:
     """One compound RTCP packet (an SR per forwarder, then SDES) for one site's forwarders."""
     sent = [f for f in forwarders if f.packets and not f._closed]
@@ -370,18 +354,13 @@ def send_reports(forwarders: list[Forwarder]) -> None:
     packets: list[bytes] = []
     chunks = []
     for f in sent:
-        sender: Any = f.sender  # aiortc keeps these fields private (name-mangled)
+        sender = f.sender
         packets.append(bytes(RtcpSrPacket(ssrc=f._ssrc, sender_info=RtcpSenderInfo(
             ntp_timestamp=f.last_ntp, rtp_timestamp=f.last_ts,
             packet_count=f.packets & 0xFFFF_FFFF, octet_count=f.octets & 0xFFFF_FFFF))))
         # What aiortc's own task would have recorded: RTT from LSR/DLSR, and getStats().
-        sender._RTCRtpSender__lsr = (f.last_ntp >> 16) & 0xFFFF_FFFF
-        sender._RTCRtpSender__lsr_time = now
-        sender._RTCRtpSender__ntp_timestamp = f.last_ntp
-        sender._RTCRtpSender__rtp_timestamp = f.last_ts
-        sender._RTCRtpSender__packet_count = f.packets
-        sender._RTCRtpSender__octet_count = f.octets
-        cname = sender._RTCRtpSender__cname
+        record_sender_report(sender, f.last_ntp, f.last_ts, f.packets, f.octets, now)
+        cname = sender_cname(sender)
         if cname:
             chunks.append(RtcpSourceInfo(ssrc=f._ssrc, items=[(1, cname.encode("utf8"))]))
     if chunks:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import ipaddress
 import json
 import logging
@@ -66,6 +65,7 @@ from ccctl.registry.db import Database
 if TYPE_CHECKING:
     import ssl
 
+    from ccctl.media.coreapi import MediaCoreAPI
     from ccctl.media.ingest import Ingest
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class Server:
         self._clock_watch: asyncio.Task[None] | None = None
         self.media_network = media_network
         self.secret = tokens.load_secret(home)
-        self.core: Any = None
+        self.core: MediaCoreAPI | None = None
         self.ingest: Ingest | None = None
         self.edges: Any = None  # the live broadcast's EdgeManager (ccctl.edges.manager)
         self.broadcast: dict[str, Any] | None = None
@@ -109,6 +109,12 @@ class Server:
         live = state.live_broadcast(self.db)
         if live:
             await self._start_core(live)
+
+    def _live_core(self) -> MediaCoreAPI:
+        """The live broadcast's core (503 while none is running)."""
+        if self.core is None:
+            raise web.HTTPServiceUnavailable(text="the media core is not running\n", headers={"Retry-After": "5"})
+        return self.core
 
     async def _start_core(self, broadcast: dict[str, Any]) -> None:
         from ccctl.media.core import MediaCore
@@ -242,7 +248,7 @@ class Server:
             try:
                 await self._start_core(live)
                 if record is not None:
-                    await self.core.record(record)
+                    await self._live_core().record(record)
             except CcctlError:  # a media file or recording path that cannot be used: its status
                 await self._stop_core()
                 self.broadcast = None
@@ -259,7 +265,7 @@ class Server:
         self._require_control(request)
         if self.broadcast is None:
             return web.json_response({"live": False, "sessions": []})
-        sessions = await self.core.stats() + (self.edges.stats() if self.edges is not None else [])  # edges' sites
+        sessions = await self._live_core().stats() + (self.edges.stats() if self.edges is not None else [])  # edges' sites
         holder = self.board.holder
         for row in sessions:
             row["floor"] = row.get("site_id") == holder
@@ -456,15 +462,13 @@ class Server:
         return web.Response(status=201, text=answer, content_type="application/sdp",
                             headers={"Location": location, "ETag": f'"{session_id}"', **CORS})
 
-    async def _to_audio(self, core: Any, site_id: str) -> None:
+    async def _to_audio(self, core: MediaCoreAPI, site_id: str) -> None:
         """Move a connected site to the audio tier to make room (admission); it may have left."""
         audio = next((name for name, spec in core.tiers.items() if not spec.has_video), None)
         if audio is None:
             return
         try:
-            moved = core.set_tier(site_id, audio, "admission")
-            if inspect.isawaitable(moved):
-                await moved
+            await core.set_tier(site_id, audio, "admission")
         except CcctlError as exc:  # it left meanwhile, or its worker did not answer: its budget is freed anyway
             log.info("admission: %s not moved to audio: %s", site_id, exc)
 
@@ -472,9 +476,9 @@ class Server:
         site_id, session_id = request.match_info["site"], request.match_info["session"]
         if not tokens.check_control(self.secret, self._bearer(request)):  # the control room may end any
             self._require_site(request, site_id)
-        owned = self.core is not None and any(
-            s.session_id == session_id and s.site_id == site_id for s in self.core.sessions())
-        if not owned or not await self.core.unsubscribe(session_id):
+        core = self.core
+        owned = core is not None and any(s.session_id == session_id and s.site_id == site_id for s in core.sessions())
+        if core is None or not owned or not await core.unsubscribe(session_id):
             raise web.HTTPNotFound(text="no such session\n", headers=CORS)
         return web.Response(status=200, headers=CORS)
 
@@ -507,9 +511,7 @@ class Server:
             raise web.HTTPNotFound(text=f"site {site_id} is not connected to a live broadcast\n")
         previous = session.tier
         try:
-            moved = core.set_tier(site_id, tier, "operator")
-            if inspect.isawaitable(moved):  # ShardedCore asks the site's worker
-                await moved
+            await core.set_tier(site_id, tier, "operator")  # the sharded core asks the site's worker
         except UsageError as exc:
             raise web.HTTPBadRequest(text=f"{exc}\n") from None
         except NotFound as exc:  # it left meanwhile
@@ -698,6 +700,9 @@ async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None
 
     With ``ssl_context`` (:mod:`ccctl.media.tls`) every route is served over https only.
     """
+    from ccctl.media import seam
+
+    seam.check()  # aiortc/aioice/pylibsrtp still shaped as the media paths need: else one line, exit 13
     raise_nofile_limit()  # a UDP socket per site's connection
     network = None
     try:

@@ -12,11 +12,12 @@ id, op, args). Worker -> main: ``A`` an answer (JSON: id, result or error), ``E`
 for the registry (JSON: kind, site, detail), ``K`` a keyframe request (tier name), ``D`` the
 feeds the worker now needs (JSON list), ``S`` started.
 
-:class:`ShardedCore` has the public face of :class:`~ccctl.media.core.MediaCore` that the
-server uses (start, close, subscribe, unsubscribe, set_tier, stats, sessions, tier_counts,
-program_stats, record, program). A worker that dies, or does not answer a call within ``call_timeout``
-(it is then killed), takes its sites with it ("leave" events); it is started again and the
-sites rejoin on their own, as after a server restart. A worker's error keeps its HTTP status.
+:class:`ShardedCore` has the face the server is typed against,
+:class:`~ccctl.media.coreapi.MediaCoreAPI`, as :class:`~ccctl.media.core.MediaCore` does. A
+worker serves the calls of :data:`WORKER_CALLS` (a table: op -> coroutine on its core). A
+worker that dies, or does not answer a call within ``call_timeout`` (it is then killed), takes
+its sites with it ("leave" events); it is started again and the sites rejoin on their own, as
+after a server restart. A worker's error keeps its HTTP status.
 """
 
 from __future__ import annotations
@@ -31,13 +32,13 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from ccctl.errors import CcctlError, NotFound, UsageError
 from ccctl.media.adapt import DEFAULT_ADAPT, AdaptPolicy
-from ccctl.media.core import CONNECT_TIMEOUT_S
+from ccctl.media.core import CONNECT_TIMEOUT_S, MediaCore
 from ccctl.media.fastpath import RtpUnit
 from ccctl.media.program import Program
 from ccctl.media.tiers import DEFAULT_TIERS, Feed, MediaError, TierSpec
@@ -242,12 +243,12 @@ class ShardedCore:
             await self._call(self._workers[old.worker], "unsubscribe", old.session_id, "replaced")
         return session_id, answer
 
-    async def unsubscribe(self, session_id: str) -> bool:
+    async def unsubscribe(self, session_id: str, reason: str = "unsubscribed") -> bool:
         """End a session; False when there is no such session."""
         ref = self._sessions.get(session_id)
         if ref is None:
             return False
-        return bool(await self._call(self._workers[ref.worker], "unsubscribe", session_id, "unsubscribed"))
+        return bool(await self._call(self._workers[ref.worker], "unsubscribe", session_id, reason))
 
     async def set_tier(self, site_id: str, tier: str, reason: str = "operator") -> None:
         """Move a live site to another tier (in its worker)."""
@@ -286,14 +287,14 @@ class ShardedCore:
 
     # -- workers ------------------------------------------------------------------------------
     async def _start_worker(self, worker: _Worker) -> None:
-        import aioice.ice
+        from ccctl.media.seam import ice_host_addresses
 
         parent, child = socket.socketpair()
         config = {"tiers": {name: asdict(spec) for name, spec in self.tiers.items()}, "fps": self.program.fps,
                   "adapt": None if self._adapt is None else asdict(self._adapt), "ice_servers": self._ice_servers,
                   "connect_timeout": self.connect_timeout,
                   # the main process's ICE address choice (pinned to the listen address when loopback)
-                  "hosts": aioice.ice.get_host_addresses(True, True)}
+                  "hosts": ice_host_addresses()}
         worker.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "ccctl.media.shard", str(child.fileno()), json.dumps(config), pass_fds=(child.fileno(),))
         child.close()
@@ -320,6 +321,8 @@ class ShardedCore:
             await asyncio.gather(worker.reader_task, return_exceptions=True)
 
     async def _call(self, worker: _Worker, op: str, *args: Any) -> Any:
+        if op not in WORKER_CALLS:
+            raise MediaError(f"no fan-out worker call {op!r}")
         if worker.proc is None:
             raise MediaError(f"fan-out worker {worker.index} is not running", status=503)
         call_id = next(self._ids)
@@ -477,8 +480,27 @@ class RemoteProgram:
             self._channel.send_json(b"D", sorted(wanted))
 
 
+async def _subscribe(core: MediaCore, site_id: str, offer_sdp: str, tier: str) -> list[str]:
+    session_id, answer = await core.subscribe(site_id, offer_sdp, tier)
+    session = core.session(session_id)
+    return [session_id, answer, session.tier if session is not None else tier]  # the tier it got
+
+
+async def _ping(core: MediaCore) -> None:
+    return None
+
+
+#: What a fan-out worker answers: the op of a call (``R``) -> the coroutine run on its core.
+WORKER_CALLS: dict[str, Callable[..., Awaitable[Any]]] = {
+    "subscribe": _subscribe,
+    "unsubscribe": MediaCore.unsubscribe,
+    "set_tier": MediaCore.set_tier,
+    "stats": MediaCore.stats,
+    "ping": _ping,
+}
+
+
 async def _serve_worker(fd: int, config: dict[str, Any]) -> None:
-    from ccctl.media.core import MediaCore
     from ccctl.media.net import pin_ice
 
     hosts = config["hosts"]
@@ -497,22 +519,11 @@ async def _serve_worker(fd: int, config: dict[str, Any]) -> None:
     tasks: set[asyncio.Task[None]] = set()
 
     async def call(request: dict[str, Any]) -> None:
-        op, args = request["op"], request["args"]
         try:
-            if op == "subscribe":
-                session_id, answer = await core.subscribe(*args)
-                result: Any = [session_id, answer, core._sessions[session_id].tier]
-            elif op == "unsubscribe":
-                result = await core.unsubscribe(args[0], args[1])
-            elif op == "set_tier":
-                core.set_tier(*args)
-                result = None
-            elif op == "stats":
-                result = await core.stats()
-            elif op == "ping":
-                result = None
-            else:
-                raise MediaError(f"unknown call {op}")
+            handler = WORKER_CALLS.get(request["op"])
+            if handler is None:
+                raise MediaError(f"unknown call {request['op']}")
+            result = await handler(core, *request["args"])
             channel.send_json(b"A", {"id": request["id"], "result": result})
         except CcctlError as exc:
             channel.send_json(b"A", {"id": request["id"], "error": type(exc).__name__, "message": str(exc),

@@ -267,8 +267,11 @@ def receiver_processes(count: int, processes: int | None = None) -> int:
 
 
 def start_receivers(home: Path, plan: list[PlannedReceiver], tokens: dict[str, str], server: str, *,
-                    processes: int | None = None, sample: int = 1, media_timeout: float | None = None) -> list[int]:
+                    processes: int | None = None, sample: int = 1, media_timeout: float | None = None,
+                    trust: dict[str, str] | None = None) -> list[int]:
     """Start the receivers of ``plan`` in worker processes (they join at once); their pids.
+
+    ``trust`` (a ``ServerTrust``'s fields) is how they check an https server's certificate.
 
     ``tokens`` maps each site to its token; the shards' plans holding them are mode 0600.
     Returns once every worker has started its receivers, not once they are connected:
@@ -289,6 +292,8 @@ def start_receivers(home: Path, plan: list[PlannedReceiver], tokens: dict[str, s
             {**r.__dict__, "kinds": list(r.kinds), "token": tokens[r.site_id]} for r in shard]}
         if media_timeout is not None:
             payload["media_timeout"] = media_timeout
+        if trust:
+            payload["trust"] = trust
         payloads.append(payload)
     pids, _ = spawn_workers(base, payloads, private=True)
     (base / "state.json").write_text(json.dumps({

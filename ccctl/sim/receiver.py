@@ -36,15 +36,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import hashlib
 import json
 import logging
 import os
 import random
 import socket
+import ssl
 import struct
 import time
-import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,8 +53,6 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-import aiortc.rtcpeerconnection
-import aiortc.rtcrtpreceiver
 from aiortc import RTCCertificate, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
@@ -61,6 +60,8 @@ from aiortc.sdp import SessionDescription
 
 from ccctl.limits import raise_nofile_limit
 from ccctl.media.net import gather_only_on, ice_connections, patient_consent
+from ccctl.media.seam import ice_sockets, lean_peers, replace_rtp_handler, shared_certificate, wrap_ice_data
+from ccctl.media.tls import ServerTrust
 from ccctl.sim.faults import BWCAP, LOSS, Fault
 
 log = logging.getLogger(__name__)
@@ -319,6 +320,11 @@ class SimReceiver:
                 raise JoinFailed(f"http_{response.status}", first)
         except TimeoutError:  # before OSError, its base; aiohttp's timeouts are TimeoutErrors too
             raise JoinFailed("http_timeout") from None
+        except aiohttp.ServerFingerprintMismatch as exc:  # not the pinned certificate: nothing was sent
+            seen = ":".join(f"{b:02X}" for b in exc.got)
+            raise JoinFailed("tls_refused", f"certificate SHA256 {seen} is not the pinned one") from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise JoinFailed("tls_refused", str(exc.certificate_error)) from None
         except aiohttp.ClientConnectorError as exc:
             raise JoinFailed("server_down", type(exc).__name__) from None
         except (aiohttp.ClientError, OSError) as exc:
@@ -380,22 +386,20 @@ class SimReceiver:
         transceivers = pc.getTransceivers()
         if self.sample == 1:
             for transceiver in transceivers:
-                receiver = transceiver.receiver
-                receiver._handle_rtp_packet = self._exact_counter(receiver, transceiver.kind)  # type: ignore[method-assign]
+                self._exact_counter(transceiver.receiver, transceiver.kind)
             return
         kinds = {codec.payloadType: m.kind for m in media for codec in m.rtp.codecs if codec.payloadType is not None}
         program = sampling_filter(self.sample)
         for conn in ice_connections(pc):
-            for protocol in conn._protocols:
-                sock = protocol.transport.get_extra_info("socket") if protocol.transport else None
+            for sock in ice_sockets(conn):
                 if sock is not None:
                     attach_filter(sock, program)
-            conn.data_received = self._sampled_counter(conn.data_received, kinds)
+            wrap_ice_data(conn, functools.partial(self._sampled_counter, kinds=kinds))
 
-    def _exact_counter(self, receiver: RTCRtpReceiver, kind: str) -> Callable[..., Any]:
-        """Replaces ``receiver._handle_rtp_packet``: count, and keep the RTCP statistics."""
+    def _exact_counter(self, receiver: RTCRtpReceiver, kind: str) -> None:
+        """Every RTP packet ``receiver`` decrypts is counted, and its RTCP statistics kept."""
         stats = self.stats
-        streams: dict[int, StreamStatistics] = receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+        streams: dict[int, StreamStatistics] = {}
         clock_rate = CLOCK_RATES.get(kind, 90_000)
         shaper = self._shaper
 
@@ -411,7 +415,7 @@ class SimReceiver:
                 stream = streams[packet.ssrc] = StreamStatistics(clock_rate)
             stream.add(packet)
 
-        return count
+        streams = replace_rtp_handler(receiver, count)
 
     def _sampled_counter(self, forward: Callable[[bytes, int], None], kinds: dict[int, str]) -> Callable[[bytes, int], None]:
         """Replaces the ICE connection's ``data_received``: RTP is counted (scaled) and dropped."""
@@ -451,28 +455,25 @@ _certificate: RTCCertificate | None = None
 
 def lean_peer(kinds: tuple[str, ...]) -> RTCPeerConnection:
     """A bundled recvonly peer connection for ``kinds``, built with this process's shared DTLS
-    certificate and without remote bitrate estimators (all synchronous: nothing else runs
-    while aiortc's two module names are swapped)."""
+    certificate and without remote bitrate estimators (:func:`ccctl.media.seam.lean_peers`)."""
     global _certificate
     if _certificate is None:
-        _certificate = RTCCertificate.generateCertificate()
-    shared = _certificate
-    pcmod, rxmod = aiortc.rtcpeerconnection, aiortc.rtcrtpreceiver
-    saved = pcmod.RTCCertificate, rxmod.RemoteBitrateEstimator
-    pcmod.RTCCertificate = types.SimpleNamespace(generateCertificate=lambda: shared)  # type: ignore[misc,assignment]
-    rxmod.RemoteBitrateEstimator = _no_estimator  # type: ignore[misc,assignment]
-    try:
+        _certificate = shared_certificate()
+    with lean_peers(_certificate):
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         for kind in kinds:
             pc.addTransceiver(kind, direction="recvonly")
-    finally:
-        pcmod.RTCCertificate, rxmod.RemoteBitrateEstimator = saved  # type: ignore[misc]
     patient_consent(pc)  # as a browser: consent ends 30 s after the last answer, not 6 late ones
     return pc
 
 
-def _no_estimator() -> None:
-    return None
+def https_check(trust: ServerTrust | None) -> aiohttp.Fingerprint | ssl.SSLContext:
+    """What aiohttp checks an https server with: the pinned certificate's fingerprint (a
+    self-signed server of this installation), else ``trust``'s CA file or the system's store."""
+    trust = trust or ServerTrust()
+    if trust.fingerprint:
+        return aiohttp.Fingerprint(bytes.fromhex(trust.fingerprint.replace(":", "")))
+    return trust.context()
 
 
 def retry_delay(attempt: int, retry_after: float | None, rng: random.Random) -> float:
@@ -512,9 +513,10 @@ class ReceiverPool:
     """A shard of receivers in this process, with a status file refreshed every second."""
 
     def __init__(self, specs: list[ReceiverSpec], server: str, status_path: Path | None = None, *,
-                 sample: int = 1, media_timeout: float = MEDIA_TIMEOUT_S) -> None:
+                 sample: int = 1, media_timeout: float = MEDIA_TIMEOUT_S, trust: ServerTrust | None = None) -> None:
         self.specs = specs
         self.server = server
+        self.trust = trust  # how an https server's certificate is checked (None: the system's store)
         self.status_path = status_path
         self.sample = sample
         self.media_timeout = media_timeout
@@ -526,7 +528,9 @@ class ReceiverPool:
     async def start(self) -> None:
         """Start every receiver at once (they join concurrently) and the status writer."""
         raise_nofile_limit()
-        self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100, force_close=False))
+        self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100, force_close=False,
+                                                                          ssl=https_check(self.trust)),
+                                           trust_env=False)
         self.receivers = [SimReceiver(spec, self.server, self._http, sample=self.sample,
                                       media_timeout=self.media_timeout) for spec in self.specs]
         self._tasks = [asyncio.create_task(r.run(self._stop), name=f"receiver-{r.spec.site_id}")

@@ -61,11 +61,16 @@ async def _serve_endpoints(shard_dir: Path, ready_fd: int, plan: dict[str, Any],
 
 
 async def _serve_receivers(shard_dir: Path, ready_fd: int, plan: dict[str, Any], stop: asyncio.Event) -> None:
+    from ccctl.media import seam
+    from ccctl.media.tls import ServerTrust
     from ccctl.sim.receiver import MEDIA_TIMEOUT_S, ReceiverPool, specs_from_plan
 
     try:
+        seam.check()  # the receivers reach into aiortc as the server does
+        trust = ServerTrust(**plan["trust"]) if plan.get("trust") else None  # an https server's certificate
         pool = ReceiverPool(specs_from_plan(plan), plan["server"], shard_dir / "status.json",
-                            sample=int(plan.get("sample", 1)), media_timeout=float(plan.get("media_timeout", MEDIA_TIMEOUT_S)))
+                            sample=int(plan.get("sample", 1)), media_timeout=float(plan.get("media_timeout", MEDIA_TIMEOUT_S)),
+                            trust=trust)
         await pool.start()
     except Exception as exc:  # reported to the parent, which shows it as one line
         _report(ready_fd, f"{type(exc).__name__}: {exc}")

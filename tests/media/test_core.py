@@ -63,7 +63,7 @@ async def test_audio_only_offer_is_served_as_audio_tier(core: MediaCore, join: J
     assert len(await site.frames(3, "audio")) == 3
     assert core.tier_counts()["audio"] == 1
     with pytest.raises(MediaError):
-        core.set_tier("s-radio", "high")  # no video m-line: must re-subscribe
+        await core.set_tier("s-radio", "high")  # no video m-line: must re-subscribe
 
 
 async def test_two_subscribers_of_a_tier_cost_one_encode(core: MediaCore, join: JoinFn) -> None:
@@ -91,22 +91,22 @@ async def test_stalled_subscriber_does_not_stall_another(core: MediaCore, join: 
 async def test_set_tier_switches_resolution_live(core: MediaCore, join: JoinFn, events: Events) -> None:
     site, session_id = await join("s-switch", "high")
     await site.frame_sized(320)
-    core.set_tier("s-switch", "low")
+    await core.set_tier("s-switch", "low")
     assert core.tier_counts() == {"high": 0, "low": 1, "audio": 0}
     first_low = await site.frame_sized(160)
     assert first_low.height == 90
-    core.set_tier("s-switch", "audio")  # parks video; sound goes on
+    await core.set_tier("s-switch", "audio")  # parks video; sound goes on
     assert len(await site.frames(3, "audio")) == 3
-    core.set_tier("s-switch", "high")
+    await core.set_tier("s-switch", "high")
     assert (await site.frame_sized(320)).height == 180
     assert [e for e in events if e[0] == "tier"] == [
         ("tier", "s-switch", {"session_id": session_id, "from": "high", "to": "low", "reason": "operator"}),
         ("tier", "s-switch", {"session_id": session_id, "from": "low", "to": "audio", "reason": "operator"}),
         ("tier", "s-switch", {"session_id": session_id, "from": "audio", "to": "high", "reason": "operator"})]
     with pytest.raises(UsageError):
-        core.set_tier("s-switch", "ultra")
+        await core.set_tier("s-switch", "ultra")
     with pytest.raises(NotFound):
-        core.set_tier("nobody", "low")
+        await core.set_tier("nobody", "low")
 
 
 async def test_resubscribe_replaces_and_unsubscribe_ends(core: MediaCore, join: JoinFn, events: Events) -> None:

@@ -23,9 +23,9 @@ async def receiver_stats(site: Site, kind: str) -> dict[str, Any]:
 async def test_tier_switches_lose_no_packet_and_keep_one_stream(core: MediaCore, join: JoinFn) -> None:
     site, _ = await join("s-wire", "high")
     await site.frame_sized(320)
-    core.set_tier("s-wire", "low")
+    await core.set_tier("s-wire", "low")
     await site.frame_sized(160)
-    core.set_tier("s-wire", "high")
+    await core.set_tier("s-wire", "high")
     await site.frame_sized(320)
     inbound = (await receiver_stats(site, "video"))["inbound-rtp"]
     # One SSRC throughout, sequence numbers continuous across both switches: nothing lost.
