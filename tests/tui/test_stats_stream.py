@@ -1,0 +1,207 @@
+"""Live media figures in the change stream (``stats`` events) and on the dashboard, against the
+real server with a live broadcast and a real aiortc receiver joined by WHEP: the stream sends
+what moved once a second, the whole table to a client that connects or falls behind, the
+sites that left; the dashboard's detail panel and header show them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from ccctl.media import tokens
+from ccctl.media.changes import ChangeFeed, follow
+from ccctl.media.core import MediaCore
+from ccctl.media.quality import LossWindow, quality_class
+from ccctl.media.server import create_app
+from ccctl.media.tiers import TierSpec
+from ccctl.registry import open_registry
+from ccctl.registry.overview import site_states
+
+BOUND_S = 60.0  # a bound on each wait, not a synchronisation
+SMALL_TIERS = {"high": TierSpec("high", 320, 180, 300_000), "low": TierSpec("low", 160, 90, 120_000),
+               "audio": TierSpec("audio")}
+
+pytestmark = pytest.mark.usefixtures("loopback_ice")  # tests/conftest.py
+
+
+class Live:
+    """The server in this process with a live broadcast, and WHEP receivers joined to it."""
+
+    def __init__(self, server: TestServer, home: Path, db_url: str) -> None:
+        self.server = server
+        self.base = f"http://127.0.0.1:{server.port}"
+        self.secret = tokens.load_secret(home)
+        self.token = tokens.control_token(self.secret)
+        self.db_url = db_url
+        self.peers: list[RTCPeerConnection] = []
+        self.drains: list[asyncio.Task[None]] = []
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        async with ClientSession() as http, http.request(
+                method, f"{self.base}{path}", headers={"Authorization": f"Bearer {self.token}"}, **kwargs) as r:
+            assert r.status < 300, await r.text()
+            return await r.json()
+
+    async def join(self, site_id: str) -> RTCPeerConnection:
+        """A real aiortc receiver joining as ``site_id`` (it keeps decoding what it gets)."""
+        with open_registry(self.db_url) as db:
+            token = tokens.site_token(self.secret, site_id, tokens.generation(db, site_id))
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.peers.append(pc)
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            async def drain() -> None:
+                with contextlib.suppress(MediaStreamError):
+                    while True:
+                        await track.recv()
+            self.drains.append(asyncio.ensure_future(drain()))
+
+        pc.addTransceiver("video", direction="recvonly")
+        pc.addTransceiver("audio", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        async with ClientSession() as http, http.post(
+                f"{self.base}/whep/{site_id}", data=pc.localDescription.sdp,
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}) as r:
+            assert r.status == 201, await r.text()
+            answer = await r.text()
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        return pc
+
+    async def close(self) -> None:
+        for pc in self.peers:
+            await pc.close()
+        for task in self.drains:
+            task.cancel()
+        await asyncio.gather(*self.drains, return_exceptions=True)
+
+
+@pytest_asyncio.fixture
+async def live(dash_db_url: str, tmp_path: Path) -> AsyncIterator[Live]:
+    home = tmp_path / "home"
+    app = create_app(dash_db_url, home, core_factory=functools.partial(MediaCore, tiers=SMALL_TIERS),
+                     media_network="127.0.0.0/8")
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    state = Live(server, home, dash_db_url)
+    await state.call("POST", "/api/broadcast", json={"source": "testsrc", "title": "Giao ban"})
+    try:
+        yield state
+    finally:
+        await state.close()
+        await server.close()
+
+
+def a_site(db_url: str) -> str:
+    with open_registry(db_url) as db:
+        return str(site_states(db)[0]["id"])
+
+
+async def stats_until(stream: AsyncIterator[tuple[str, str, dict[str, Any]]], table: dict[str, dict[str, Any]],
+                      check: Any, what: str) -> dict[str, Any]:
+    """Apply the stream's stats events to ``table`` until ``check(table, event)`` holds."""
+    async def run() -> dict[str, Any]:
+        async for event_id, name, data in stream:
+            if name != "stats":
+                continue
+            assert event_id == ""  # figures are not events to resume after
+            if data["full"]:
+                table.clear()
+            table.update(data["sites"])
+            for site in data["gone"]:
+                table.pop(site, None)
+            if check(table, data):
+                return data
+        raise AssertionError(f"the stream ended before {what}")
+
+    return await asyncio.wait_for(run(), BOUND_S)
+
+
+@pytest.mark.asyncio
+async def test_stats_events_follow_a_real_receiver(live: Live) -> None:
+    site = a_site(live.db_url)
+    stream = follow(live.base, live.token)
+    table: dict[str, dict[str, Any]] = {}
+    pc = await live.join(site)
+    await stats_until(stream, table, lambda t, d: t.get(site, {}).get("state") == "connected"
+                      and (t[site]["kbps"] or 0) > 0, "the site connected with a bitrate")
+    assert table[site]["edge"] is None and table[site]["tier"] == "high"
+    # Its receiver reports give a loss over the window: on loopback, none lost.
+    event = await stats_until(stream, table, lambda t, d: t[site]["quality"] is not None, "a quality class")
+    assert table[site]["quality"] == "good" and table[site]["loss"] == 0.0
+    assert table[site]["rtt_ms"] is not None and table[site]["jitter_ms"] is not None
+    assert event["classes"]["good"] == 1 and event["edges"] == []
+    # A second client gets the whole table at once, without waiting for a change.
+    other: dict[str, dict[str, Any]] = {}
+    first = await stats_until(follow(live.base, live.token), other, lambda t, d: True, "the table")
+    assert first["full"] and other[site]["quality"] == "good"
+    await pc.close()
+    await stats_until(stream, table, lambda t, d: site in d["gone"], "the site gone")
+    assert site not in table
+
+
+def test_only_moved_sites_are_sent_and_a_late_client_gets_the_table() -> None:
+    """The feed's table with thousands of sessions: one delta with only the sites that moved;
+    a client behind by more than one sample gets the whole table, not a queue of deltas."""
+    feed = ChangeFeed("sqlite:///unused.db")  # not started: no registry is read
+    rows = [{"site_id": f"s{i}", "tier": "high", "state": "connected", "kbps": 300.0, "packets_sent": 1000,
+             "packets_lost": 0, "rtt_ms": 10.0, "jitter_ms": 3.0} for i in range(5000)]
+    first = feed.take_sample(rows, [], 0.0)
+    assert first is not None and len(first["sites"]) == 5000 and first["classes"]["unknown"] == 5000
+    feed.stats_version += 1
+    for row in rows:
+        row["packets_sent"] += 500
+        row["kbps"] = 301.0  # a wobble: not a change
+    rows[7]["packets_lost"] = 100  # 20 % of what was sent since: terrible
+    rows[8]["rtt_ms"] = 80.0
+    second = feed.take_sample(rows, [{"name": "hn-1", "up": True, "viewers": 2, "sites": 3, "capacity": 100,
+                                      "error": "", "watching": ["a", "b"]}], 1.0)
+    assert second is not None
+    moved = set(second["sites"])
+    assert moved == {f"s{i}" for i in range(5000)}  # each one's first loss figure: its class is known now
+    assert second["sites"]["s7"]["quality"] == "terrible" and second["classes"]["terrible"] == 1
+    assert second["edges"] == [{"name": "hn-1", "up": True, "viewers": 2, "sites": 3, "capacity": 100,
+                                "error": "", "watching": 2}]
+    feed.stats_version += 1
+    feed._delta = "delta"
+    for row in rows:
+        row["packets_sent"] += 500
+    rows[8]["rtt_ms"] = 200.0
+    third = feed.take_sample(rows, [{"name": "hn-1", "up": True, "viewers": 2, "sites": 3, "capacity": 100,
+                                     "error": "", "watching": ["b", "a"]}], 2.0)
+    # s8's RTT moved; s7's loss over the window halved (no new loss): the others stayed.
+    assert third is not None and set(third["sites"]) == {"s7", "s8"} and third["gone"] == []
+    assert third["sites"]["s7"]["loss"] == 0.1
+    rows.pop()
+    fourth = feed.take_sample(rows, [], 3.0)
+    assert fourth is not None and fourth["sites"] == {} and fourth["gone"] == ["s4999"] and fourth["edges"] == []
+    assert feed.take_sample(rows, [], 4.0) is None  # nothing moved: no event
+    assert feed.stats_after(feed.stats_version) is None
+    assert feed.stats_after(feed.stats_version - 1) == "delta"
+    table = feed.stats_after(feed.stats_version - 2)
+    assert table is not None and '"full": true' in table and table.count('"tier"') == 4999
+
+
+def test_loss_window_and_classes() -> None:
+    assert [quality_class(x) for x in (None, 0.0, 0.0099, 0.01, 0.0299, 0.03, 0.0999, 0.1, 1.0)] == [
+        None, "good", "good", "ok", "ok", "bad", "bad", "terrible", "terrible"]
+    window = LossWindow(20.0)
+    assert window.observe("a", 0.0, None, None) is None  # no receiver report yet
+    assert window.observe("a", 0.0, 0, 0) is None  # nothing sent since the base
+    assert window.observe("a", 10.0, 1000, 50) == 0.05
+    assert window.observe("a", 20.0, 2000, 50) == 0.025
+    assert window.observe("a", 30.0, 3000, 50) == 0.0  # the loss of 0-10 s is out of the window
+    assert window.observe("a", 31.0, 10, 0) is None  # counters went back: a new session
+    window.keep_only(set())
+    assert window.samples == {}
