@@ -155,7 +155,7 @@ def test_only_moved_sites_are_sent_and_a_late_client_gets_the_table() -> None:
     """The feed's table with thousands of sessions: one delta with only the sites that moved;
     a client behind by more than one sample gets the whole table, not a queue of deltas."""
     feed = ChangeFeed("sqlite:///unused.db")  # not started: no registry is read
-    rows = [{"site_id": f"s{i}", "tier": "high", "state": "connected", "kbps": 300.0, "packets_sent": 1000,
+    rows: list[dict[str, Any]] = [{"site_id": f"s{i}", "tier": "high", "state": "connected", "kbps": 300.0, "packets_sent": 1000,
              "packets_lost": 0, "rtt_ms": 10.0, "jitter_ms": 3.0} for i in range(5000)]
     first = feed.take_sample(rows, [], 0.0)
     assert first is not None and len(first["sites"]) == 5000 and first["classes"]["unknown"] == 5000
