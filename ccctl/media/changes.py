@@ -247,7 +247,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         await response.write(f"retry: 2000\nevent: hello\ndata: {json.dumps({'epoch': feed.epoch})}\n\n".encode())
         if reset:
             await response.write(f"id: {feed.epoch}-{seq}\nevent: reset\ndata: {{}}\n\n".encode())
-        seen = -1 if feed.figures or feed.edges else feed.stats_version  # -1: the whole table first
+        seen = -1 if feed.stats_source is not None else feed.stats_version  # -1: the whole table first
         while not feed.closing:
             for number, name, data in feed.pending(seq):
                 await response.write(f"id: {feed.epoch}-{number}\nevent: {name}\ndata: {data}\n\n".encode())

@@ -27,6 +27,9 @@ from ccctl.media.server import create_app
 from ccctl.media.tiers import TierSpec
 from ccctl.registry import open_registry
 from ccctl.registry.overview import site_states
+from ccctl.tui.widgets.detail import Detail
+from ccctl.tui.widgets.header import Header
+from tests.tui.pilot import SIZE, make_app, until
 
 BOUND_S = 60.0  # a bound on each wait, not a synchronisation
 SMALL_TIERS = {"high": TierSpec("high", 320, 180, 300_000), "low": TierSpec("low", 160, 90, 120_000),
@@ -149,6 +152,40 @@ async def test_stats_events_follow_a_real_receiver(live: Live) -> None:
     await pc.close()
     await stats_until(stream, table, lambda t, d: site in d["gone"], "the site gone")
     assert site not in table
+
+
+@pytest.mark.asyncio
+async def test_dashboard_shows_a_real_receivers_live_figures(live: Live, tmp_path: Path) -> None:
+    """The dashboard follows the real server's stream: the detail panel of a joined site shows
+    its bitrate, loss, class, RTT, jitter and that ccctl serves it; the header counts the
+    connected sites by class; when it leaves, both say so."""
+    app = make_app(live.db_url, tmp_path / "home")
+    app.listen = f"127.0.0.1:{live.server.port}"
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.loaded and app.stream_state == "live", "the stream followed", BOUND_S)
+        await pilot.press("s")
+        row = app.rowlist.current()
+        assert row is not None
+        site = row["id"]
+        header, panel = app.widget("#header", Header), app.widget("#detail", Detail)
+
+        def shown() -> str:
+            return panel.shown.plain if panel.shown is not None else ""
+
+        pc = await live.join(site)
+        await until(pilot, lambda: header.quality.get("good") == 1, "the header's count of good links", BOUND_S)
+        assert header.last is not None and "connected good 1 ok 0 bad 0 terrible 0" in header.last.plain
+        assert "on air: Giao ban (testsrc)" in header.last.plain and "edges" not in header.last.plain
+        await until(pilot, lambda: "good" in shown(), "the site's figures in the detail panel", BOUND_S)
+        text = shown()
+        assert "broadcast connected tier high  served by ccctl" in text
+        assert "kbps  loss 0.0 % good  rtt " in text and " ms  jitter " in text
+        figures = app.live.sites[site]
+        assert figures["kbps"] > 0 and f"{figures['kbps']:.0f} kbps" in text
+        await pc.close()
+        await until(pilot, lambda: site not in app.live.sites and "broadcast" not in shown(), "the site gone",
+                    BOUND_S)
+        assert sum(header.quality.values()) == 0 and "connected good" not in header.last.plain
 
 
 def test_only_moved_sites_are_sent_and_a_late_client_gets_the_table() -> None:
