@@ -36,7 +36,7 @@ from ccctl.tui.screens.main import MainScreen
 from ccctl.tui.views import site_columns, unit_columns
 from ccctl.tui.widgets.detail import Detail, detail_text
 from ccctl.tui.widgets.eventlog import EventLog
-from ccctl.tui.widgets.header import Header, broadcast_lines
+from ccctl.tui.widgets.header import Header, broadcast_lines, edges_of
 from ccctl.tui.widgets.rowlist import RowList
 
 REPAINT_S = 0.5
@@ -298,6 +298,8 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
             self.log_event("server: answering")
         tiers = tier_summary(message.status.get("sessions", []), self.expected)
         header.show(server="up", broadcast=broadcast_lines(message.status, tiers))
+        if self.stream_state != "live":  # the edges from the status poll; the stream's are fuller
+            header.show(edges=edges_of(message.status.get("sessions", [])))
 
     @while_shown
     def on_stream_event(self, message: msg.StreamEvent) -> None:

@@ -129,3 +129,13 @@ def edges_line(text: Text, edges: list[dict[str, Any]]) -> None:
         full = capacity is not None and e.get("watching", 0) >= capacity
         text.append(f"{e.get('watching', 0):,}/{'-' if capacity is None else f'{capacity:,}'}",
                     style="bold yellow" if full else "green")
+
+
+def edges_of(sessions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The edges as the server's broadcast status shows them (when the change stream is down):
+    those serving a site, with the sites watching from each; no capacity, none shown down."""
+    counts: dict[str, int] = {}
+    for s in sessions:
+        if s.get("edge"):
+            counts[s["edge"]] = counts.get(s["edge"], 0) + 1
+    return [{"name": name, "up": True, "watching": n, "capacity": None} for name, n in sorted(counts.items())]
