@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -139,11 +140,13 @@ async def test_stats_events_follow_a_real_receiver(live: Live) -> None:
     pc = await live.join(site)
     await stats_until(stream, table, lambda t, d: t.get(site, {}).get("state") == "connected"
                       and (t[site]["kbps"] or 0) > 0, "the site connected with a bitrate")
-    assert table[site]["edge"] is None and table[site]["tier"] == "high"
-    # Its receiver reports give a loss over the window: on loopback, none lost.
-    event = await stats_until(stream, table, lambda t, d: t[site]["quality"] is not None, "a quality class")
-    assert table[site]["quality"] == "good" and table[site]["loss"] == 0.0
-    assert table[site]["rtt_ms"] is not None and table[site]["jitter_ms"] is not None
+    assert table[site]["edge"] is None and table[site]["tier"] in SMALL_TIERS  # admission may start it lower
+    # Its receiver reports give a loss over the window (on loopback, under 1 %: good) and an
+    # RTT (once a report answers one of the server's sender reports).
+    event = await stats_until(stream, table, lambda t, d: t[site]["quality"] is not None
+                              and t[site]["rtt_ms"] is not None, "a quality class and an RTT")
+    assert table[site]["quality"] == "good" and 0.0 <= table[site]["loss"] < 0.01
+    assert table[site]["jitter_ms"] is not None
     assert event["classes"]["good"] == 1 and event["edges"] == []
     # A second client gets the whole table at once, without waiting for a change.
     other: dict[str, dict[str, Any]] = {}
@@ -174,12 +177,12 @@ async def test_dashboard_shows_a_real_receivers_live_figures(live: Live, tmp_pat
 
         pc = await live.join(site)
         await until(pilot, lambda: header.quality.get("good") == 1, "the header's count of good links", BOUND_S)
-        assert header.last is not None and "connected good 1 ok 0 bad 0 terrible 0" in header.last.plain
+        assert header.last is not None and "   connected good 1\n" in header.last.plain
         assert "on air: Giao ban (testsrc)" in header.last.plain and "edges" not in header.last.plain
         await until(pilot, lambda: "good" in shown(), "the site's figures in the detail panel", BOUND_S)
         text = shown()
-        assert "broadcast connected tier high  served by ccctl" in text
-        assert "kbps  loss 0.0 % good  rtt " in text and " ms  jitter " in text
+        assert re.search(r"broadcast connected tier (high|low|audio)  served by ccctl\n"
+                         r"  \d+ kbps  loss 0\.\d % good  rtt (\d+ ms|-)  jitter \d+ ms\n", text), text
         figures = app.live.sites[site]
         assert figures["kbps"] > 0 and f"{figures['kbps']:.0f} kbps" in text
         await pc.close()
@@ -242,3 +245,27 @@ def test_loss_window_and_classes() -> None:
     assert window.observe("a", 31.0, 10, 0) is None  # counters went back: a new session
     window.keep_only(set())
     assert window.samples == {}
+
+
+@pytest.mark.asyncio
+async def test_a_long_header_line_is_cut_not_wrapped() -> None:
+    """With every state, big counts and every quality class the first line is longer than a
+    narrow screen: it is cut, and the second line (registry, server, stream) stays in view."""
+    from textual.app import App, ComposeResult
+
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield Header(id="header")
+
+    app = One()
+    async with app.run_test(size=(100, 4)) as pilot:
+        header = app.query_one(Header)
+        header.styles.height = 2
+        header.show(counts={s: 1_000 for s in ("OK", "DEGRADED", "UNREACHABLE", "AUTH_FAILED", "TIMEOUT", "ERROR")},
+                    newest=0.0, now=10.0, registry="ok", server="up", broadcast=["on air: Giao ban (testsrc)"],
+                    quality={"good": 9_000, "ok": 500, "bad": 90, "terrible": 9, "unknown": 3},
+                    edges=[{"name": "hn-1", "up": True, "watching": 12, "capacity": 100}])
+        await pilot.pause()
+        lines = [header.render_line(y).text for y in range(2)]
+        assert lines[0].startswith("6,000 sites  OK 1,000") and lines[0].rstrip().endswith("…")
+        assert lines[1].lstrip().startswith("registry ok   server up")

@@ -28,7 +28,10 @@ def age_text(seconds: float | None) -> str:
 
 
 class Header(Static):
-    """Two lines of figures the app hands over; redrawn each second for the data's age."""
+    """Two lines of figures the app hands over; redrawn each second for the data's age. A line
+    longer than the screen is cut: it never wraps and pushes the second one out of view."""
+
+    DEFAULT_CSS = "Header { text-wrap: nowrap; text-overflow: ellipsis; }"
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__("", id=id)
@@ -108,11 +111,13 @@ def broadcast_lines(status: dict[str, Any], tiers: list[dict[str, Any]]) -> list
 
 
 def quality_line(text: Text, counts: dict[str, int]) -> None:
-    """The live broadcast's connected sites by quality class (loss over 20 s), onto ``text``."""
+    """The live broadcast's connected sites by quality class (loss over 20 s), onto ``text``:
+    the classes with sites only, so that the line stays short."""
     text.append("   connected", style="dim")
     for name in CLASSES:
-        text.append(f" {name} ", style=QUALITY_STYLES[name])
-        text.append(f"{counts.get(name, 0):,}")
+        if counts.get(name):
+            text.append(f" {name} ", style=QUALITY_STYLES[name])
+            text.append(f"{counts[name]:,}")
     if counts.get("unknown"):
         text.append(f" no figure {counts['unknown']:,}", style="dim")
 
