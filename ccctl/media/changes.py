@@ -46,6 +46,7 @@ RING = 50_000
 POLL_S = 0.25
 HEARTBEAT_S = 15.0
 MAX_CLIENTS = 64
+MAX_LINE = 64 * 2**20  # the longest change-stream line a client takes (a stats table of 10,599 sites: ~2 MB)
 STATS_S = 1.0  # live figures are sampled, and a stats event sent, at most this often
 #: The live figures: (sessions as the media core's ``stats()`` gives them, with the edges'
 #: sites among them; each edge's ``status()``).
@@ -384,6 +385,27 @@ def add_change_routes(app: web.Application, db_url: str, authorize: Callable[[we
     app.on_cleanup.append(on_cleanup)
 
 
+async def _lines(content: Any) -> AsyncIterator[bytes]:
+    """The lines of a response body, without their ``\n``, however long (aiohttp's own line
+    reader refuses a line over 512 KiB, and a stats event of the whole country is a few MB)
+    up to ``MAX_LINE`` bytes."""
+    from ccctl.errors import CcctlError
+
+    pending = bytearray()
+    async for chunk in content.iter_any():
+        scan = len(pending)  # only the new bytes can hold the next newline
+        pending += chunk
+        start = 0
+        while (end := pending.find(b"\n", scan)) >= 0:
+            yield bytes(pending[start:end])
+            start = scan = end + 1
+        del pending[:start]
+        if len(pending) > MAX_LINE:
+            raise CcctlError(f"change stream: a line longer than {MAX_LINE // 2**20} MiB")
+    if pending:
+        yield bytes(pending)
+
+
 async def follow(base_url: str, token: str, last_event_id: str | None = None,
                  connect_timeout: float = 5.0, trust: ServerTrust | None = None,
                  ) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
@@ -412,8 +434,8 @@ async def follow(base_url: str, token: str, last_event_id: str | None = None,
             if response.status != 200:
                 raise CcctlError(f"change stream: server said {response.status}")
             event_id, name, data = "", "message", ""
-            async for raw in response.content:
-                line = raw.decode("utf-8").rstrip("\r\n")
+            async for raw in _lines(response.content):
+                line = raw.decode("utf-8").rstrip("\r")
                 if not line:
                     if data:
                         yield event_id, name, json.loads(data)

@@ -269,3 +269,65 @@ async def test_a_long_header_line_is_cut_not_wrapped() -> None:
         lines = [header.render_line(y).text for y in range(2)]
         assert lines[0].startswith("6,000 sites  OK 1,000") and lines[0].rstrip().endswith("…")
         assert lines[1].lstrip().startswith("registry ok   server up")
+
+
+@pytest.mark.asyncio
+async def test_a_client_that_stops_reading_is_sent_the_table_not_a_queue(dash_db_url: str) -> None:
+    """A change-stream client that stops reading (a tiny receive buffer, nothing read) while
+    the figures of 10,599 sites move every second: the server's writes to it wait for its
+    socket, the others' figures keep coming, and when it reads again it gets the current
+    table (``full``), not every delta it missed. The figures come from a plain function
+    standing in for the media core (10,599 real peers are a benchmark's work, not a test's)."""
+    import socket
+
+    from aiohttp import web
+
+    from ccctl.media.changes import EVENTS_KEY, add_change_routes
+
+    tick = 0
+
+    async def figures() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        nonlocal tick
+        tick += 1  # every site's bitrate moves by a third each second: each delta names them all
+        return [{"site_id": f"s{i}", "state": "connected", "tier": "high", "kbps": 300.0 if tick % 2 else 200.0,
+                 "packets_sent": 1000 * tick, "packets_lost": 0, "rtt_ms": 10.0, "jitter_ms": 2.0}
+                for i in range(10_599)], []
+
+    app = web.Application()
+    add_change_routes(app, dash_db_url, lambda request: None, figures)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    feed = app[EVENTS_KEY]
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    try:
+        writer.write(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await asyncio.wait_for(reader.readuntil(b"event: hello"), BOUND_S)
+        # A second client reading all along keeps getting the figures while the first one waits.
+        table: dict[str, dict[str, Any]] = {}
+        other = follow(f"http://127.0.0.1:{server.port}", "unused")
+        await stats_until(other, table, lambda t, d: len(t) == 10_599, "the other client's table")
+        paused_at = feed.stats_version
+        await stats_until(other, table, lambda t, d: feed.stats_version >= paused_at + 5, "five more samples")
+        versions = feed.stats_version - paused_at
+        # Read again: the events after the pause, up to the first whole table sent after the first.
+        fulls, events, buffer = 0, 0, b""
+
+        async def read_on() -> None:
+            nonlocal fulls, events, buffer
+            while fulls < 2:
+                buffer += await reader.read(1 << 20)
+                while b"\n\n" in buffer:
+                    block, buffer = buffer.split(b"\n\n", 1)
+                    if b"event: stats" in block:
+                        events += 1
+                        fulls += b'"full": true' in block
+
+        await asyncio.wait_for(read_on(), BOUND_S)
+        assert fulls == 2 and events < versions + 1, (events, versions)
+    finally:
+        writer.close()
+        await server.close()
