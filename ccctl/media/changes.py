@@ -7,6 +7,17 @@ and keeps the newest ``RING`` events in memory, numbered ``EPOCH-SEQ``. A client
 reconnects with ``Last-Event-ID`` gets every event after that one; when the id is from
 another run of the server or too old for the ring, it first gets a ``reset`` event and must
 read the registry in full once (the change stream resumes without a gap or says it cannot).
+
+Beside them, while a broadcast is live and a client listens, the connected sites' live figures
+(bitrate, loss over a 20 s window and its quality class, RTT, jitter, tier, and the Janus edge
+serving the site, if any) are sampled once a second (``STATS_S``); a ``stats`` event then
+carries only the sites whose figures moved (``sites``), those gone (``gone``), the connected
+count by class (``classes``) and the edges serving the broadcast (``edges``). Stats events
+have no id and are not kept in the ring: they hold the latest figures, not history. A client
+gets the whole table (``full``: true) when it connects and whenever it fell behind by more
+than one sample (a slow client is sent the current table, never a queue of deltas), so the
+server keeps one table whatever the number or speed of its clients, and writes to a client
+wait for that client's socket to drain (aiohttp's writer) rather than buffer.
 """
 
 from __future__ import annotations
@@ -17,10 +28,12 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
+from ccctl.media.quality import CLASSES, LossWindow, quality_class
 
 if TYPE_CHECKING:
     import ssl
@@ -33,14 +46,27 @@ RING = 50_000
 POLL_S = 0.25
 HEARTBEAT_S = 15.0
 MAX_CLIENTS = 64
+MAX_LINE = 64 * 2**20  # the longest change-stream line a client takes (a stats table of 10,599 sites: ~2 MB)
+STATS_S = 1.0  # live figures are sampled, and a stats event sent, at most this often
+#: The live figures: (sessions as the media core's ``stats()`` gives them, with the edges'
+#: sites among them; each edge's ``status()``).
+StatsSource = Callable[[], Awaitable[tuple[list[dict[str, Any]], list[dict[str, Any]]]]]
 EVENTS_KEY: web.AppKey[ChangeFeed] = web.AppKey("changes", None)  # type: ignore[arg-type]
 
 
 class ChangeFeed:
     """Reads the registry for changes and hands them to every stream client."""
 
-    def __init__(self, db_url: str) -> None:
+    def __init__(self, db_url: str, stats: StatsSource | None = None) -> None:
         self.db_url = db_url
+        self.stats_source = stats
+        self.figures: dict[str, dict[str, Any]] = {}  # site -> its figures as last sent
+        self.edges: list[dict[str, Any]] = []  # the edges as last sent
+        self.stats_version = 0
+        self._delta: str | None = None  # the JSON of the stats event taking version - 1 to version
+        self._full: tuple[int, str] | None = None  # (version, the JSON of the whole table)
+        self._window = LossWindow()
+        self._sampler: asyncio.Task[None] | None = None
         self.epoch = secrets.token_hex(4)
         self.events: deque[tuple[int, str, str]] = deque(maxlen=RING)  # (seq, event, JSON data)
         self.seq = 0
@@ -56,15 +82,18 @@ class ChangeFeed:
     def start(self) -> None:
         """Start reading the registry."""
         self._task = asyncio.get_running_loop().create_task(self._run())
+        if self.stats_source is not None:
+            self._sampler = asyncio.get_running_loop().create_task(self._sample_stats())
 
     async def close(self) -> None:
         """Stop reading and close the registry connection."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        for task in (self._task, self._sampler):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
         if self._reading is not None:
             # Cancelling the task does not stop a read already in its thread: closing the
             # connection under it crashed the process (SQLite, segmentation fault).
@@ -112,6 +141,79 @@ class ChangeFeed:
                     self.changed.notify_all()
             await asyncio.sleep(POLL_S)  # the registry's read cadence
 
+    async def _sample_stats(self) -> None:
+        """Once a second while a client listens: read the live figures, send what moved."""
+        assert self.stats_source is not None
+        while True:
+            await asyncio.sleep(STATS_S)
+            if self.clients == 0:  # nobody listens: keep nothing, read nothing
+                if self.figures or self.edges:
+                    self.figures, self.edges, self._window = {}, [], LossWindow()
+                    self.stats_version += 1
+                    self._delta = None
+                continue
+            try:
+                sessions, edges = await self.stats_source()
+            except Exception as exc:  # noqa: BLE001 - a broadcast ending under the read: next second
+                log.warning("change feed: live figures not read: %s", exc)
+                continue
+            # Folded and encoded in a thread: 10,599 sites cost tens of milliseconds, which the
+            # event loop (media, control, every stream) should not wait for.
+            delta = await asyncio.to_thread(self.take_sample, sessions, edges, time.monotonic())
+            if delta is not None:
+                data = await asyncio.to_thread(json.dumps, delta, ensure_ascii=False)
+                async with self.changed:
+                    self.stats_version += 1
+                    self._delta = data
+                    self.changed.notify_all()
+
+    def take_sample(self, sessions: list[dict[str, Any]], edges: list[dict[str, Any]],
+                    now: float) -> dict[str, Any] | None:
+        """Fold one reading into the table; the stats event's data (None: nothing moved). The
+        table is replaced, never changed in place, so a reader (``stats_after``, in the event
+        loop while this runs in a thread) always sees a whole one; deltas hold absolute
+        figures, so a client that got the new table just before its delta loses nothing."""
+        current: dict[str, dict[str, Any]] = {}
+        for row in sorted(sessions, key=lambda r: r.get("state") == "connected"):  # a connected session wins
+            current[row["site_id"]] = row
+        self._window.keep_only(set(current))
+        figures = dict(self.figures)
+        moved: dict[str, dict[str, Any]] = {}
+        for site, row in current.items():
+            loss = self._window.observe(site, now, row.get("packets_sent"), row.get("packets_lost"))
+            new = site_figures(row, loss)
+            if _moved(figures.get(site), new):
+                moved[site] = figures[site] = new
+        gone = [site for site in figures if site not in current]
+        for site in gone:
+            del figures[site]
+        served = [{k: e.get(k) for k in ("name", "up", "viewers", "sites", "capacity", "error")}
+                  | {"watching": len(e.get("watching") or [])} for e in edges]
+        if not moved and not gone and served == self.edges:
+            return None
+        self.figures, self.edges = figures, served
+        return {"full": False, "sites": moved, "gone": gone, "classes": self.classes(), "edges": served}
+
+    def classes(self) -> dict[str, int]:
+        """Connected sites by quality class (``unknown``: no loss figure yet, e.g. an edge's site)."""
+        counts = dict.fromkeys((*CLASSES, "unknown"), 0)
+        for f in self.figures.values():
+            if f["state"] == "connected":
+                counts[f["quality"] or "unknown"] += 1
+        return counts
+
+    def stats_after(self, seen: int) -> str | None:
+        """The stats event for a client that has version ``seen`` (None: it is up to date):
+        the last delta when it missed only that, else the whole table."""
+        if seen == self.stats_version:
+            return None
+        if seen >= 0 and seen == self.stats_version - 1 and self._delta is not None:
+            return self._delta
+        if self._full is None or self._full[0] != self.stats_version:
+            table = {"full": True, "sites": self.figures, "gone": [], "classes": self.classes(), "edges": self.edges}
+            self._full = (self.stats_version, json.dumps(table, ensure_ascii=False))
+        return self._full[1]
+
     def after(self, last_event_id: str | None) -> tuple[bool, int]:
         """(reset needed, the sequence number to continue after) for a client's Last-Event-ID."""
         if not last_event_id:
@@ -126,9 +228,10 @@ class ChangeFeed:
             return True, self.seq
         return False, seq
 
-    def newer_than(self, seq: int) -> Callable[[], bool]:
-        """A predicate for waiting: an event after ``seq`` arrived, or the server is closing."""
-        return lambda: self.seq > seq or self.closing
+    def newer_than(self, seq: int, stats_seen: int | None = None) -> Callable[[], bool]:
+        """A predicate for waiting: an event after ``seq`` arrived, live figures newer than
+        version ``stats_seen``, or the server is closing."""
+        return lambda: self.seq > seq or self.closing or (stats_seen is not None and self.stats_version != stats_seen)
 
     def pending(self, seq: int) -> list[tuple[int, str, str]]:
         """Events after ``seq``, in order."""
@@ -152,14 +255,20 @@ async def stream(request: web.Request) -> web.StreamResponse:
         await response.write(f"retry: 2000\nevent: hello\ndata: {json.dumps({'epoch': feed.epoch})}\n\n".encode())
         if reset:
             await response.write(f"id: {feed.epoch}-{seq}\nevent: reset\ndata: {{}}\n\n".encode())
+        seen = -1 if feed.stats_source is not None else feed.stats_version  # -1: the whole table first
         while not feed.closing:
             for number, name, data in feed.pending(seq):
                 await response.write(f"id: {feed.epoch}-{number}\nevent: {name}\ndata: {data}\n\n".encode())
                 seq = number
+            if feed.stats_version != seen:
+                stats = feed.stats_after(seen)
+                seen = feed.stats_version
+                if stats is not None:  # no id: the latest figures, not an event to resume after
+                    await response.write(f"event: stats\ndata: {stats}\n\n".encode())
             quiet = False
             async with feed.changed:
                 try:
-                    await asyncio.wait_for(feed.changed.wait_for(feed.newer_than(seq)), HEARTBEAT_S)
+                    await asyncio.wait_for(feed.changed.wait_for(feed.newer_than(seq, seen)), HEARTBEAT_S)
                 except TimeoutError:
                     quiet = True
             if quiet:  # written outside the lock: a slow client never holds up the feed
@@ -169,6 +278,34 @@ async def stream(request: web.Request) -> web.StreamResponse:
     finally:
         feed.clients -= 1
     return response
+
+
+def site_figures(row: dict[str, Any], loss: float | None) -> dict[str, Any]:
+    """What a stats event says of one site: its session's tier and state, kbps, ``loss`` over
+    the window and its ``quality`` class, RTT, jitter, and ``edge`` (None: served by ccctl)."""
+    return {"tier": row.get("tier"), "state": row.get("state"), "kbps": row.get("kbps"),
+            "loss": None if loss is None else round(loss, 4), "quality": quality_class(loss),
+            "rtt_ms": row.get("rtt_ms"), "jitter_ms": row.get("jitter_ms"), "edge": row.get("edge")}
+
+
+def _near(before: float | None, after: float | None, floor: float) -> bool:
+    """Within the dead band: 10 % of the value, at least ``floor``."""
+    if before is None or after is None:
+        return before is after
+    return abs(after - before) < max(floor, abs(before) * 0.1)
+
+
+def _moved(before: dict[str, Any] | None, after: dict[str, Any]) -> bool:
+    """Whether a site's figures moved enough to be sent: any change of tier, state, class or
+    edge; loss, bitrate, RTT or jitter by 10 % (and at least 0.1 point of loss, 5 kbps, 2 ms):
+    a figure that wobbles is not a change."""
+    if before is None:
+        return True
+    if any(before[k] != after[k] for k in ("tier", "state", "quality", "edge")):
+        return True
+    return not (_near(before["loss"], after["loss"], 0.001) and _near(before["kbps"], after["kbps"], 5.0)
+                and _near(before["rtt_ms"], after["rtt_ms"], 2.0)
+                and _near(before["jitter_ms"], after["jitter_ms"], 2.0))
 
 
 AUTH_KEY: web.AppKey[Callable[[web.Request], None]] = web.AppKey("changes_auth", None)  # type: ignore[arg-type]
@@ -220,10 +357,12 @@ async def site_detail(request: web.Request) -> web.Response:
     return web.json_response(data, dumps=lambda v: json.dumps(v, ensure_ascii=False))
 
 
-def add_change_routes(app: web.Application, db_url: str, authorize: Callable[[web.Request], None]) -> None:
+def add_change_routes(app: web.Application, db_url: str, authorize: Callable[[web.Request], None],
+                      stats: StatsSource | None = None) -> None:
     """Serve ``GET /api/events`` on ``app``; ``authorize`` raises unless the request holds the
-    control token. The feed starts and stops with the application."""
-    feed = ChangeFeed(db_url)
+    control token; ``stats`` reads the live figures (none: no stats events). The feed starts
+    and stops with the application."""
+    feed = ChangeFeed(db_url, stats)
     app[EVENTS_KEY] = feed
     app[AUTH_KEY] = authorize
     app.router.add_get("/api/events", stream)
@@ -244,6 +383,27 @@ def add_change_routes(app: web.Application, db_url: str, authorize: Callable[[we
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
+
+
+async def _lines(content: Any) -> AsyncIterator[bytes]:
+    """The lines of a response body, without their ``\n``, however long (aiohttp's own line
+    reader refuses a line over 512 KiB, and a stats event of the whole country is a few MB)
+    up to ``MAX_LINE`` bytes."""
+    from ccctl.errors import CcctlError
+
+    pending = bytearray()
+    async for chunk in content.iter_any():
+        scan = len(pending)  # only the new bytes can hold the next newline
+        pending += chunk
+        start = 0
+        while (end := pending.find(b"\n", scan)) >= 0:
+            yield bytes(pending[start:end])
+            start = scan = end + 1
+        del pending[:start]
+        if len(pending) > MAX_LINE:
+            raise CcctlError(f"change stream: a line longer than {MAX_LINE // 2**20} MiB")
+    if pending:
+        yield bytes(pending)
 
 
 async def follow(base_url: str, token: str, last_event_id: str | None = None,
@@ -274,8 +434,8 @@ async def follow(base_url: str, token: str, last_event_id: str | None = None,
             if response.status != 200:
                 raise CcctlError(f"change stream: server said {response.status}")
             event_id, name, data = "", "message", ""
-            async for raw in response.content:
-                line = raw.decode("utf-8").rstrip("\r\n")
+            async for raw in _lines(response.content):
+                line = raw.decode("utf-8").rstrip("\r")
                 if not line:
                     if data:
                         yield event_id, name, json.loads(data)

@@ -279,6 +279,14 @@ class Server:
                                   "admission": self.admission.summary() if self.admission is not None else None,
                                   "sessions": sessions})
 
+    async def live_figures(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The change stream's live figures: every connected site's (the media core's and the
+        edges'), and each edge serving the broadcast (ccctl.media.changes)."""
+        core, edges = self.core, self.edges
+        if core is None:
+            return [], []
+        return await core.stats() + (edges.stats() if edges is not None else []), edges.status() if edges else []
+
     async def stop(self, request: web.Request) -> web.Response:
         self._require_control(request)
         async with self._lock:
@@ -655,7 +663,7 @@ def create_app(db_url: str, home: Path, core_factory: Any = None, media_network:
             app.router.add_get(path, handler)  # and HEAD
         else:
             app.router.add_route(method, path, handler)
-    add_change_routes(app, db_url, server._require_control)  # GET /api/events: ccctl/media/changes.py
+    add_change_routes(app, db_url, server._require_control, server.live_figures)  # GET /api/events: changes.py
     add_edge_routes(app, server)  # where a site plays from: ccctl/edges/routes.py
 
     async def on_startup(app: web.Application) -> None:

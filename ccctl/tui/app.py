@@ -27,7 +27,7 @@ from ccctl.tui import messages as msg
 from ccctl.tui.actions import ACTIONS, REGISTRY_ACTIONS, ActionsMixin
 from ccctl.tui.commands import run_command
 from ccctl.tui.data import DataMixin
-from ccctl.tui.feeds import RegistryFeed, RemoteFeed, broadcast_status
+from ccctl.tui.feeds import LiveFigures, RegistryFeed, RemoteFeed, broadcast_status
 from ccctl.tui.fleet import Fleet
 from ccctl.tui.guard import while_shown
 from ccctl.tui.keys import LOG_KEYS, SORT_KEYS
@@ -36,7 +36,7 @@ from ccctl.tui.screens.main import MainScreen
 from ccctl.tui.views import site_columns, unit_columns
 from ccctl.tui.widgets.detail import Detail, detail_text
 from ccctl.tui.widgets.eventlog import EventLog
-from ccctl.tui.widgets.header import Header, broadcast_lines
+from ccctl.tui.widgets.header import Header, broadcast_lines, edges_of
 from ccctl.tui.widgets.rowlist import RowList
 
 REPAINT_S = 0.5
@@ -108,6 +108,7 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
         self.changed_ids: set[str] = set()  # sites changed since the list was last drawn
         self.stream_state = "not connected"
         self.stream_id: str | None = None  # the last change-stream event taken, to resume after
+        self.live = LiveFigures()  # the broadcast's live figures, from the stream's stats events
 
     # --- layout -------------------------------------------------------------------------
 
@@ -297,6 +298,8 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
             self.log_event("server: answering")
         tiers = tier_summary(message.status.get("sessions", []), self.expected)
         header.show(server="up", broadcast=broadcast_lines(message.status, tiers))
+        if self.stream_state != "live":  # the edges from the status poll; the stream's are fuller
+            header.show(edges=edges_of(message.status.get("sessions", [])))
 
     @while_shown
     def on_stream_event(self, message: msg.StreamEvent) -> None:
@@ -313,6 +316,15 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
             data = message.data
             detail = " ".join(f"{k}={v}" for k, v in (data.get("detail") or {}).items())
             self.log_event(f"{data.get('site_id')}: {data.get('kind')} {detail}".rstrip())
+        elif message.name == "stats":
+            self.show_live(self.live.apply(message.data))
+
+    def show_live(self, changed: set[str] | None) -> None:
+        """The live figures to the header, and to the detail panel when its site changed (None: any)."""
+        self.widget("#header", Header).show(quality=self.live.classes, edges=self.live.edges)
+        row = self.rowlist.current()
+        if row is not None and (changed is None or row.get("id") in changed):
+            self.show_detail()
 
     @while_shown
     def on_stream_state(self, message: msg.StreamState) -> None:
@@ -322,6 +334,9 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
         if state != self.stream_state and (state == "live" or self.stream_state == "live"):
             self.log_event(f"change stream: {state}", "info" if state == "live" else "warn")
         self.stream_state = state
+        if state != "live" and (self.live.sites or self.live.edges):  # stale without the stream
+            self.live.clear()
+            self.show_live(None)
         self.widget("#header", Header).show(stream="live" if state == "live" else "polling the registry")
 
     @while_shown
@@ -396,7 +411,7 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
         record, history = self.details.get(site["id"], (None, []))
         sessions = (self.server_status or {}).get("sessions", [])
         session = next((s for s in sessions if s.get("site_id") == site["id"]), None)
-        panel.show(detail_text(site, record, history, session))
+        panel.show(detail_text(site, record, history, session, self.live.sites.get(site["id"])))
 
     @while_shown
     def on_row_list_highlighted(self, message: RowList.Highlighted) -> None:

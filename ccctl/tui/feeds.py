@@ -320,3 +320,32 @@ def broadcast_status(home: Path, listen: str, timeout: float = 3.0, server_url: 
                      token: str | None = None) -> dict[str, Any]:
     """The server's ``GET /api/broadcast``; ServerDown when it does not answer."""
     return dict(control_client(home, listen, server_url, token).call("GET", "/api/broadcast", timeout=timeout))
+
+
+class LiveFigures:
+    """The live broadcast's figures as the change stream's ``stats`` events give them
+    (``ccctl.media.changes``): per connected site (tier, state, kbps, loss over 20 s and its
+    quality class, RTT, jitter, the edge serving it), the connected count by class, and the
+    edges serving the broadcast (name, up, sites watching, capacity)."""
+
+    def __init__(self) -> None:
+        self.sites: dict[str, dict[str, Any]] = {}
+        self.classes: dict[str, int] = {}
+        self.edges: list[dict[str, Any]] = []
+
+    def apply(self, data: dict[str, Any]) -> set[str]:
+        """One stats event (the whole table when ``full``); the sites it changed."""
+        changed = set(data.get("sites") or {}) | set(data.get("gone") or [])
+        if data.get("full"):
+            changed |= set(self.sites)
+            self.sites = {}
+        self.sites.update(data.get("sites") or {})
+        for site in data.get("gone") or []:
+            self.sites.pop(site, None)
+        self.classes = dict(data.get("classes") or {})
+        self.edges = list(data.get("edges") or [])
+        return changed
+
+    def clear(self) -> None:
+        """Forget everything (the stream ended: the figures would go stale)."""
+        self.sites, self.classes, self.edges = {}, {}, []

@@ -1,5 +1,6 @@
 """The site detail panel: endpoint, contact, unit, tier, the latest check and the history, and
-the live media figures when the site is in the broadcast."""
+the live media figures when the site is in the broadcast (from the change stream's ``stats``
+events; the server's status poll when the stream is down), with the edge serving it."""
 
 from __future__ import annotations
 
@@ -9,15 +10,32 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
+from ccctl.media.quality import quality_class
 from ccctl.tui.style import STATE_STYLES
 
+QUALITY_STYLES = {"good": "green", "ok": "yellow", "bad": "bold dark_orange", "terrible": "bold red"}
 
-def quality(fraction_lost: float | None) -> str:
-    """Loss per 20 s window: < 1 % good, < 3 % ok, < 10 % bad, else terrible."""
-    if fraction_lost is None:
-        return "-"
-    pct = fraction_lost * 100
-    return "good" if pct < 1 else "ok" if pct < 3 else "bad" if pct < 10 else "terrible"
+
+def quality(loss: float | None) -> str:
+    """The class of a loss fraction (``ccctl.media.quality``): good, ok, bad, terrible; ``-``
+    without a figure."""
+    return quality_class(loss) or "-"
+
+
+def _figure(value: float | None, unit: str, scale: float = 1.0, digits: int = 0) -> str:
+    return "-" if value is None else f"{value * scale:.{digits}f} {unit}"
+
+
+def live_text(t: Text, figures: dict[str, Any], loss_key: str) -> None:
+    """The broadcast lines of the panel from a site's live figures (``loss_key``: ``loss``
+    over the 20 s window from the stream, ``fraction_lost`` of the last report from a poll)."""
+    loss = figures.get(loss_key)
+    edge = figures.get("edge")
+    t.append("\nbroadcast ", style="bold")
+    t.append(f"{figures.get('state')} tier {figures.get('tier')}  served by {f'edge {edge}' if edge else 'ccctl'}\n")
+    t.append(f"  {_figure(figures.get('kbps'), 'kbps')}  loss {_figure(loss, '%', 100, 1)} ")
+    t.append(quality(loss), style=QUALITY_STYLES.get(quality(loss), "dim"))
+    t.append(f"  rtt {_figure(figures.get('rtt_ms'), 'ms')}  jitter {_figure(figures.get('jitter_ms'), 'ms')}\n")
 
 
 def _when(ts: float | None) -> str:
@@ -25,8 +43,9 @@ def _when(ts: float | None) -> str:
 
 
 def detail_text(site: dict[str, Any], record: dict[str, Any] | None, history: list[dict[str, Any]],
-                session: dict[str, Any] | None) -> Text:
-    """The panel's text for one site (``record`` and ``history`` None/empty while loading)."""
+                session: dict[str, Any] | None, live: dict[str, Any] | None = None) -> Text:
+    """The panel's text for one site (``record`` and ``history`` None/empty while loading);
+    ``live``: its figures from the change stream, else ``session``: from the status poll."""
     t = Text()
     t.append(f"{site['name']}\n", style="bold")
     t.append(f"{site['id']}  ({site['scheme']})\n", style="dim")
@@ -48,12 +67,10 @@ def detail_text(site: dict[str, Any], record: dict[str, Any] | None, history: li
         t.append(f"contact  {contact or '-'}\n")
         if record.get("tags"):
             t.append(f"tags     {', '.join(record['tags'])}\n")
-    if session is not None:
-        t.append("\nbroadcast ", style="bold")
-        t.append(f"{session.get('state')} tier {session.get('tier')}\n")
-        t.append(f"  {session.get('kbps') or 0:.0f} kbps  loss {(session.get('fraction_lost') or 0) * 100:.1f} % "
-                 f"({quality(session.get('fraction_lost'))})  rtt {session.get('rtt_ms') or 0:.0f} ms  "
-                 f"jitter {session.get('jitter_ms') or 0:.0f} ms\n")
+    if live is not None:
+        live_text(t, live, "loss")
+    elif session is not None:
+        live_text(t, session, "fraction_lost")
     if history:
         t.append("\nlast checks (run, when, state, why)\n", style="bold")
         for h in history:  # one line each, to fit the panel

@@ -1,4 +1,5 @@
-"""The header: counts by state, the data's age, the registry and the server, the broadcast."""
+"""The header: counts by state, the data's age, the registry and the server, the broadcast, its
+connected sites by quality class and the edges serving it (sites watching / capacity)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
+from ccctl.media.quality import CLASSES
 from ccctl.reports import STATES
 from ccctl.tui.style import STATE_STYLES
+from ccctl.tui.widgets.detail import QUALITY_STYLES
 
 
 def age_text(seconds: float | None) -> str:
@@ -25,7 +28,10 @@ def age_text(seconds: float | None) -> str:
 
 
 class Header(Static):
-    """Two lines of figures the app hands over; redrawn each second for the data's age."""
+    """Two lines of figures the app hands over; redrawn each second for the data's age. A line
+    longer than the screen is cut: it never wraps and pushes the second one out of view."""
+
+    DEFAULT_CSS = "Header { text-wrap: nowrap; text-overflow: ellipsis; }"
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__("", id=id)
@@ -35,13 +41,20 @@ class Header(Static):
         self.server = "not polled yet"
         self.broadcast: list[str] = []
         self.stream = "polling the registry"
+        self.quality: dict[str, int] = {}  # connected sites of the live broadcast by quality class
+        self.edges: list[dict[str, Any]] = []  # the edges serving it
         self.last: Text | None = None
         self.clock: Callable[[], float] = time.time  # the app's clock (tests freeze it)
 
     def show(self, counts: dict[str, int] | None = None, newest: float | None = None, registry: str | None = None,
              server: str | None = None, broadcast: list[str] | None = None, now: float | None = None,
-             stream: str | None = None) -> None:
+             stream: str | None = None, quality: dict[str, int] | None = None,
+             edges: list[dict[str, Any]] | None = None) -> None:
         """Update the given parts and redraw."""
+        if quality is not None:
+            self.quality = quality
+        if edges is not None:
+            self.edges = edges
         if counts is not None:
             self.counts = counts
             self.newest = newest
@@ -68,6 +81,8 @@ class Header(Static):
                 text.append(f"{n:,}")
         age = None if self.newest is None else now - self.newest
         text.append(f"   data {age_text(age)} old", style="dim" if age is None or age < 900 else "bold yellow")
+        if self.broadcast and sum(self.quality.values()):
+            quality_line(text, self.quality)
         reg_style = "green" if self.registry == "ok" else "bold red"
         text.append("\nregistry ", style="dim")
         text.append(self.registry, style=reg_style)
@@ -77,6 +92,8 @@ class Header(Static):
         text.append(self.stream, style="green" if self.stream == "live" else "yellow")
         if self.broadcast:
             text.append("   " + "  ".join(self.broadcast))
+            if self.edges:
+                edges_line(text, self.edges)
         if text != self.last:
             self.last = text
             self.update(text, layout=False)  # two lines always: no layout pass
@@ -91,3 +108,39 @@ def broadcast_lines(status: dict[str, Any], tiers: list[dict[str, Any]]) -> list
         parts.append(f"floor: {status['floor']}")
     parts.append(" ".join(f"{t['tier']} {t['connected']}/{t['expected']}" for t in tiers))
     return parts
+
+
+def quality_line(text: Text, counts: dict[str, int]) -> None:
+    """The live broadcast's connected sites by quality class (loss over 20 s), onto ``text``:
+    the classes with sites only, so that the line stays short."""
+    text.append("   connected", style="dim")
+    for name in CLASSES:
+        if counts.get(name):
+            text.append(f" {name} ", style=QUALITY_STYLES[name])
+            text.append(f"{counts[name]:,}")
+    if counts.get("unknown"):
+        text.append(f" no figure {counts['unknown']:,}", style="dim")
+
+
+def edges_line(text: Text, edges: list[dict[str, Any]]) -> None:
+    """The edges serving the live broadcast: sites watching from each / its capacity, or down."""
+    text.append("   edges", style="dim")
+    for e in edges:
+        text.append(f" {e['name']} ")
+        if not e.get("up"):
+            text.append("down", style="bold red")
+            continue
+        capacity = e.get("capacity")
+        full = capacity is not None and e.get("watching", 0) >= capacity
+        text.append(f"{e.get('watching', 0):,}/{'-' if capacity is None else f'{capacity:,}'}",
+                    style="bold yellow" if full else "green")
+
+
+def edges_of(sessions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The edges as the server's broadcast status shows them (when the change stream is down):
+    those serving a site, with the sites watching from each; no capacity, none shown down."""
+    counts: dict[str, int] = {}
+    for s in sessions:
+        if s.get("edge"):
+            counts[s["edge"]] = counts.get(s["edge"], 0) + 1
+    return [{"name": name, "up": True, "watching": n, "capacity": None} for name, n in sorted(counts.items())]
