@@ -163,6 +163,20 @@ def test_attendance_classes_against_the_audience(units_db: Database) -> None:
     assert absent == dict.fromkeys(("a", "b", "c", "d", "e", "x"), "absent")  # every enabled site
 
 
+def test_several_live_and_none_named_is_a_clear_error(ccctl: Ccctl) -> None:
+    with open_registry(ccctl.db_url) as db:
+        first = state.start_broadcast(db, "Trung ương", "testsrc", {})
+        second = state.start_broadcast(db, "Tỉnh", "testsrc", {}, ["bn-1"])
+    for args in (("status",), ("stop",), ("floor", "--release"), ("tier", "bn-1", "audio"), ("attendance",)):
+        result = ccctl("broadcast", *args)
+        assert result.exit_code == 2, (args, result.stderr)
+        assert result.stderr.strip().endswith(
+            f"2 broadcasts are live ({first}, {second}): name one with --broadcast ID"), result.stderr
+    named = ccctl.json("broadcast", "attendance", "--broadcast", str(first))
+    assert named == []  # every enabled site: none in this registry
+    assert [r["audience"] for r in ccctl.json("broadcast", "list")] == [1, "all"]
+
+
 @pytest.fixture
 def served(ccctl: Ccctl, monkeypatch: pytest.MonkeyPatch, loopback_ice: None) -> Iterator[Ccctl]:
     """A detached server on a free loopback port, with sites in two provinces."""

@@ -26,9 +26,18 @@ def _client(obj: AppContext) -> Any:
     return ControlClient(obj.config.home, obj.config.serve.listen)
 
 
-def _which(broadcast_id: int | None, sep: str = "?") -> str:
-    """The query naming the broadcast a control call acts on ("": the server's only live one)."""
-    return "" if broadcast_id is None else f"{sep}broadcast={broadcast_id}"
+def _which(obj: AppContext, broadcast_id: int | None) -> str:
+    """The query naming the broadcast a control call acts on ("": the only live one); none
+    named while several are live is a usage error."""
+    if broadcast_id is not None:
+        return f"?broadcast={broadcast_id}"
+    from ccctl.errors import UsageError
+    from ccctl.registry.broadcasts import live_ids
+
+    live = live_ids(obj.db)
+    if len(live) > 1:
+        raise UsageError(f"{len(live)} broadcasts are live ({', '.join(map(str, live))}): name one with --broadcast ID")
+    return ""
 
 
 @click.group()
@@ -83,7 +92,7 @@ def status(obj: AppContext, broadcast_id: int | None, fmt: str | None, as_json: 
     """Connected sites with their tier and link figures. In JSON, one object: ``live``, the
     ``broadcast`` (id, title, source, audience, floor, counts; null when nothing is live) and its
     ``sessions``."""
-    data = _client(obj).call("GET", "/api/broadcast" + _which(broadcast_id))
+    data = _client(obj).call("GET", "/api/broadcast" + _which(obj, broadcast_id))
     form = resolve_format(obj, fmt, as_json, as_csv)
     if not data["live"]:
         say("no live broadcast")
@@ -147,7 +156,7 @@ def floor(obj: AppContext, site_id: str | None, release: bool, broadcast_id: int
 
     if (site_id is None) == (not release):
         raise UsageError("give either a SITE or --release")
-    client, which = _client(obj), _which(broadcast_id)
+    client, which = _client(obj), _which(obj, broadcast_id)
     result = (client.call("DELETE", "/api/floor" + which) if release
               else client.call("POST", "/api/floor" + which, {"site": site_id}))
     if release:
@@ -169,7 +178,7 @@ def tier(obj: AppContext, site_id: str, tier: str, save: bool, broadcast_id: int
     it down, and back up to TIER but not above, for the rest of its session."""
     from urllib.parse import quote
 
-    result = _client(obj).call("PUT", f"/api/sites/{quote(site_id, safe='')}/tier{_which(broadcast_id)}",
+    result = _client(obj).call("PUT", f"/api/sites/{quote(site_id, safe='')}/tier{_which(obj, broadcast_id)}",
                                {"tier": tier})
     say(f"{site_id} moved to {tier}" + (f" (was {result['previous']})" if result["previous"] != tier else " (already)"))
     if save:
@@ -184,7 +193,7 @@ def tier(obj: AppContext, site_id: str, tier: str, save: bool, broadcast_id: int
 @click.pass_obj
 def stop(obj: AppContext, broadcast_id: int | None) -> None:
     """End the live broadcast."""
-    result = _client(obj).call("DELETE", "/api/broadcast" + _which(broadcast_id))
+    result = _client(obj).call("DELETE", "/api/broadcast" + _which(obj, broadcast_id))
     say(f"broadcast {result['id']} stopped")
 
 
@@ -266,6 +275,8 @@ def attendance(obj: AppContext, ref: str | None, broadcast_id: int | None, by: s
 
     if ref is not None and broadcast_id is not None:
         raise UsageError("name the broadcast once: BROADCAST or --broadcast")
+    if ref is None and broadcast_id is None:
+        _which(obj, None)  # several live: name one
     cfg = obj.config.meetings
     bid = resolve_broadcast(obj.db, broadcast_id if broadcast_id is not None else ref)
     rows = broadcast_attendance(obj.db, bid, time.time(), Tolerances(cfg.late_after_s, cfg.left_early_s))

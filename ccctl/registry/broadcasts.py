@@ -54,6 +54,11 @@ def audience_size(db: Database, broadcast_id: int) -> int:
     return int(db.query("SELECT COUNT(*) FROM broadcast_sites WHERE broadcast_id = ?", (broadcast_id,))[0][0])
 
 
+def live_ids(db: Database) -> list[int]:
+    """The ids of the broadcasts live now, oldest first."""
+    return [int(r[0]) for r in db.query("SELECT id FROM broadcasts WHERE status = 'live' ORDER BY id")]
+
+
 def list_broadcasts(db: Database, limit: int = 20) -> list[dict[str, Any]]:
     """Live broadcasts and the most recent ones (``limit`` in all), newest first; ``audience``
     is ``all`` or the number of listed sites."""
