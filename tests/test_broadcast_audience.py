@@ -101,6 +101,8 @@ async def test_only_the_audience_joins(room: Room) -> None:
         assert await refused.text() == f"site out-1 is not in the audience of broadcast {bid}\n"
     token = room.auth("out-1")["Authorization"].split()[1]
     assert (await client.get(f"/join/out-1?t={token}")).status == 403
+    edge = await client.get("/api/sites/out-1/edge", headers=room.auth("out-1"))  # nor is it given an edge
+    assert edge.status == 403 and "not in the audience" in await edge.text()
     assert room.events("refused") == [("out-1", {"why": "not in the audience"})]
     floor = await client.post("/api/floor", json={"site": "out-1"}, headers=ctl)
     assert floor.status == 409 and "not in the audience" in await floor.text()
