@@ -89,6 +89,14 @@ async def test_only_the_audience_joins(room: Room) -> None:
     client, ctl = room.client, room.auth()
     empty = await client.post("/api/broadcast", json={"sites": []}, headers=ctl)
     assert empty.status == 400 and "audience is empty" in await empty.text()
+    bad = await client.post("/api/broadcast", json={"sites": ["in-1", "a\nb"]}, headers=ctl)
+    assert bad.status == 400 and "one line" in await bad.text()
+    # Every commune of the country fits in one start (a body beyond the JSON default of 64 KB).
+    national = [f"2021-{n:05d}" for n in range(11_000)]
+    started = await client.post("/api/broadcast", json={"title": "Toàn quốc", "sites": national}, headers=ctl)
+    assert started.status == 201, await started.text()
+    assert (await started.json())["audience"] == 11_000
+    assert (await client.delete("/api/broadcast", headers=ctl)).status == 200
     started = await client.post("/api/broadcast", json={"title": "Họp tỉnh", "sites": ["in-1", "in-2", "in-1"]},
                                 headers=ctl)
     assert started.status == 201, await started.text()

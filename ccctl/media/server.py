@@ -83,6 +83,10 @@ MAIN_PUBLISH = "program"
 TRICKLE = "application/trickle-ice-sdpfrag"
 #: Longest a floor long-poll is held (the page asks for less).
 FLOOR_WAIT_MAX = 55.0
+#: A start's body carries its audience: up to the app's whole body size (every commune's id fits).
+START_BODY_BYTES = 256 * 1024
+#: Most sites a broadcast's audience lists, and the longest id in it.
+MAX_AUDIENCE, MAX_SITE_ID = 20_000, 64
 
 
 class Server:
@@ -252,7 +256,7 @@ class Server:
 
     async def start(self, request: web.Request) -> web.Response:
         self._require_control(request)
-        body = await read_json_object(request)
+        body = await read_json_object(request, START_BODY_BYTES)
         source = body.get("source") or "testsrc"
         if not isinstance(source, str) or (source not in ("testsrc", "whip") and not source.startswith("file:")):
             raise BadInput(f"unknown source {one_line(source, 80)!r}: use testsrc, file:PATH or whip")
@@ -263,8 +267,11 @@ class Server:
         if record is not None and not (isinstance(record, str) and Path(record).is_absolute()):
             raise BadInput("record must be an absolute path on the server")
         sites = body.get("sites")  # the audience: None (absent) is every enabled site
-        if sites is not None and (not isinstance(sites, list) or not all(isinstance(x, str) and x for x in sites)):
-            raise BadInput("sites must be a list of site ids")
+        if sites is not None and (not isinstance(sites, list) or not all(
+                isinstance(x, str) and 0 < len(x) <= MAX_SITE_ID and x.isprintable() for x in sites)):
+            raise BadInput(f"sites must be a list of site ids (one line, at most {MAX_SITE_ID} characters each)")
+        if sites is not None and len(sites) > MAX_AUDIENCE:
+            raise BadInput(f"an audience of {len(sites)} sites: at most {MAX_AUDIENCE}")
         if sites == []:
             raise BadInput("the audience is empty: name at least one site, or none for every enabled site")
         async with self._lock:
