@@ -232,6 +232,8 @@ def test_cli_audience_status_list_and_meeting(served: Ccctl) -> None:
         assert data["live"] and (live["title"], live["source"], live["audience"], live["floor"]) == (
             "Họp Thành phố", "testsrc", 2, None)
         assert live["counts"]["sessions"] == 1 and [s["site_id"] for s in data["sessions"]] == ["bn-1"]
+        table = await asyncio.to_thread(ccctl, "broadcast", "status")
+        assert "Họp Thành phố (testsrc), 1 of 2 site(s) connected" in table.stderr, table.stderr
         seen = {r["site_id"]: r for r in await asyncio.to_thread(ccctl.json, "broadcast", "attendance")}
         assert {s: (r["status"], r["audio_only"]) for s, r in seen.items()} == {
             "bn-1": ("present", True), "bn-2": ("absent", False)}

@@ -100,7 +100,8 @@ def status(obj: AppContext, broadcast_id: int | None, fmt: str | None, as_json: 
         floor = f", floor: {data['floor']}" if data.get("floor") else ""
         if data.get("floor") and data.get("on_air") != data["floor"]:
             floor += " (its uplink is not on air yet)"
-        say(f"broadcast {data['id']}: {data['title']} ({data['source']}), {len(data['sessions'])} site(s) "
+        audience = "" if data.get("audience") is None else f" of {data['audience']}"
+        say(f"broadcast {data['id']}: {data['title']} ({data['source']}), {len(data['sessions'])}{audience} site(s) "
             f"connected{floor}")
     if form == "json":
         emit_object(_status_object(data), "json")
