@@ -10,7 +10,7 @@ ended, or an offer never connected), ``tier``, ``floor`` (detail
 ``action``: ``grant``, ``release``, or ``on_air`` when the holder's uplink became the
 program), ``publish`` (a WHIP session ``start``/``end``; site "" is the control room) and
 ``refused`` (a site outside the broadcast's audience tried to join: detail ``why``; once per
-site and broadcast).
+site while a server process runs the broadcast).
 """
 
 from __future__ import annotations
