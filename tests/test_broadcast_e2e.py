@@ -86,14 +86,14 @@ def test_broadcast_to_a_site_end_to_end(server: Ccctl) -> None:
     async def scenario() -> None:
         pc, frames, _ = await _join(links["bn-1"]["whep_url"], links["bn-1"]["token"])
         assert frames["video"] >= 5 and frames["audio"] >= 5
-        status = server.json("broadcast", "status")
+        status = server.json("broadcast", "status")["sessions"]
         assert [(s["site_id"], s["tier"]) for s in status] == [("bn-1", "low")]
         with pytest.raises(urllib.error.HTTPError) as refused:  # px-1's token cannot join as bn-1
             await _join(links["bn-1"]["whep_url"], links["px-1"]["token"])
         assert refused.value.code == 401
         revoked = await asyncio.to_thread(server, "broadcast", "revoke", "bn-1")
         assert revoked.exit_code == 0 and "ended bn-1's live session" in revoked.stderr
-        assert server.json("broadcast", "status") == []
+        assert server.json("broadcast", "status")["sessions"] == []
         with pytest.raises(urllib.error.HTTPError) as stale:  # the old token no longer joins
             await _join(links["bn-1"]["whep_url"], links["bn-1"]["token"])
         assert stale.value.code == 401
@@ -113,10 +113,10 @@ def test_operator_moves_a_site_between_tiers_live(server: Ccctl) -> None:
         pc, frames, _ = await _join(links["bn-1"]["whep_url"], links["bn-1"]["token"])
         moved = await asyncio.to_thread(server, "broadcast", "tier", "bn-1", "high")
         assert moved.exit_code == 0 and "bn-1 moved to high (was low)" in moved.stderr, moved.stderr
-        assert [(s["site_id"], s["tier"]) for s in server.json("broadcast", "status")] == [("bn-1", "high")]
+        assert [(s["site_id"], s["tier"]) for s in server.json("broadcast", "status")["sessions"]] == [("bn-1", "high")]
         saved = await asyncio.to_thread(server, "broadcast", "tier", "bn-1", "audio", "--save")
         assert saved.exit_code == 0 and "registry tier is now audio" in saved.stderr
-        assert [s["tier"] for s in server.json("broadcast", "status")] == ["audio"]
+        assert [s["tier"] for s in server.json("broadcast", "status")["sessions"]] == ["audio"]
         assert server.json("sites", "show", "bn-1")["tier"] == "audio"  # where its next joins start
         heard = frames["audio"]
         await asyncio.wait_for(until_more(frames, "audio", heard + 25), TIMEOUT)  # sound goes on
@@ -201,7 +201,7 @@ def test_fanout_workers_and_recording_end_to_end(server: Ccctl, tmp_path: Path) 
     async def scenario() -> None:
         pc, frames, _ = await _join(links["bn-1"]["whep_url"], links["bn-1"]["token"])
         assert frames["video"] >= 5 and frames["audio"] >= 5
-        (row,) = server.json("broadcast", "status")
+        (row,) = server.json("broadcast", "status")["sessions"]
         assert row["site_id"] == "bn-1" and row["worker"] in (0, 1) and row["packets_sent"] > 0
         from ccctl.media.tokens import control_token, load_secret
 
@@ -213,7 +213,7 @@ def test_fanout_workers_and_recording_end_to_end(server: Ccctl, tmp_path: Path) 
         assert int(sent.split()[-1]) > 0
         moved = await asyncio.to_thread(server, "broadcast", "tier", "bn-1", "audio")  # in its worker
         assert moved.exit_code == 0 and "bn-1 moved to audio (was low)" in moved.stderr, moved.stderr
-        assert [s["tier"] for s in server.json("broadcast", "status")] == ["audio"]
+        assert [s["tier"] for s in server.json("broadcast", "status")["sessions"]] == ["audio"]
         await pc.close()
 
     asyncio.run(scenario())

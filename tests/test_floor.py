@@ -233,7 +233,7 @@ def test_floor_commands(server: Ccctl) -> None:
     taken = server("broadcast", "floor", "px-1")
     assert taken.exit_code == 0 and "taken from bn-1" in taken.stderr
     status = server("broadcast", "status", "--json")
-    assert status.exit_code == 0 and "floor: px-1" in status.stderr and json.loads(status.stdout) == []
+    assert status.exit_code == 0 and "floor: px-1" in status.stderr and json.loads(status.stdout)["sessions"] == []
     released = server("broadcast", "floor", "--release")
     assert released.exit_code == 0 and "was px-1" in released.stderr
     assert "nobody held the floor" in server("broadcast", "floor", "--release").stderr
@@ -335,7 +335,7 @@ def test_join_page_takes_the_floor_in_chromium(server: Ccctl, tmp_path: Path) ->
                 assert seen["floor"] and seen["uplink"] == "live" and seen["uplinks"] == 1
                 await viewer.until_sound(TONE_HZ)  # the control room hears the floor holder
                 status = json.loads((await asyncio.to_thread(server, "broadcast", "status", "--json")).stdout)
-                assert {s["site_id"]: s["floor"] for s in status} == {"bn-1": True, "px-1": False}
+                assert {s["site_id"]: s["floor"] for s in status["sessions"]} == {"bn-1": True, "px-1": False}
 
                 released = await asyncio.to_thread(server, "broadcast", "floor", "--release")
                 assert released.exit_code == 0, released.stderr

@@ -68,6 +68,7 @@ def add_routes(app: web.Application, server: Any) -> None:
         site = request.match_info["site"]
         server._require_site(request, site)
         tier = server._site_tier(site)
+        server._require_audience(site)  # 403: not this broadcast's site, not on its edges either
         manager = server.edges
         where = manager.edge_for(site, tier) if manager is not None else None
         return web.json_response(where or {"edge": None}, headers={"Cache-Control": "no-store", **CORS})
@@ -83,6 +84,8 @@ def add_routes(app: web.Application, server: Any) -> None:
         if manager is None:
             raise web.HTTPServiceUnavailable(text="no live broadcast\n", headers={"Retry-After": "5", **CORS})
         ids = _ids(body)
+        if body["state"] == "watching":
+            server._require_audience(site)
         if body["state"] == "left":
             manager.left(site)
         elif not await manager.report_watching(site, str(body.get("edge") or ""), tier, ids):

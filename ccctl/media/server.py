@@ -3,7 +3,9 @@
 Routes (all media and control routes need a token; only ``/healthz`` is open):
 - ``GET /healthz``: liveness and the live broadcast's id.
 - ``GET /metrics`` (control token): Prometheus text.
-- ``POST|GET|DELETE /api/broadcast`` (control token): start, status, stop.
+- ``POST|GET|DELETE /api/broadcast`` (control token): start (``{"sites": [ID...]}`` is its
+  audience; none: every enabled site), status, stop. Control calls acting on the live broadcast
+  take ``?broadcast=ID`` (404 unless that one is live).
 - ``DELETE /api/sites/{site}/session`` (control token, optional ``{"why": REASON}``): end every
   session of that site (WHEP and its WHIP uplink) and take the floor back if it holds it.
 - ``PUT /api/sites/{site}/tier`` (control token): move a connected site to ``{"tier": T}`` now;
@@ -21,6 +23,8 @@ Routes (all media and control routes need a token; only ``/healthz`` is open):
   that changes for this site, or after ``wait`` seconds.
 - ``GET /join/{site}?t=TOKEN``: the join page a site opens in a browser (the only route that
   takes a token in the query string; the page sends it as ``Authorization: Bearer``).
+A site outside the live broadcast's audience is refused its join page and WHEP offers (403,
+and a ``refused`` event).
 Bodies are read through :mod:`ccctl.media.webinput` (UTF-8, bounded, SDP scanned before
 parsing) and every error becomes a one-line answer in its middleware; :data:`ROUTES` is the
 route table. The live broadcast and its floor holder are kept in the registry, so a restarted server
@@ -60,6 +64,7 @@ from ccctl.media.webinput import (
     read_sdp,
 )
 from ccctl.registry import open_registry
+from ccctl.registry.broadcasts import audience_ids, audience_size
 from ccctl.registry.db import Database
 
 if TYPE_CHECKING:
@@ -78,6 +83,10 @@ MAIN_PUBLISH = "program"
 TRICKLE = "application/trickle-ice-sdpfrag"
 #: Longest a floor long-poll is held (the page asks for less).
 FLOOR_WAIT_MAX = 55.0
+#: A start's body carries its audience: up to the app's whole body size (every commune's id fits).
+START_BODY_BYTES = 256 * 1024
+#: Most sites a broadcast's audience lists, and the longest id in it.
+MAX_AUDIENCE, MAX_SITE_ID = 20_000, 64
 
 
 class Server:
@@ -95,6 +104,8 @@ class Server:
         self.ingest: Ingest | None = None
         self.edges: Any = None  # the live broadcast's EdgeManager (ccctl.edges.manager)
         self.broadcast: dict[str, Any] | None = None
+        self.audience: frozenset[str] | None = None  # the live broadcast's listed sites (None: every enabled one)
+        self._refused: set[str] = set()  # sites outside the audience refused (one event each per broadcast)
         self.started_at = time.time()
         self._core_factory = core_factory
         self._lock = asyncio.Lock()
@@ -147,6 +158,7 @@ class Server:
         from ccctl.edges.manager import start_edges  # edges: fed while the broadcast is live
 
         self.edges = await start_edges(self.db, self.core.program, bid, record)
+        self.audience, self._refused = audience_ids(self.db, bid), set()
         self.broadcast = broadcast
 
     async def _watch_clock(self) -> None:
@@ -208,6 +220,30 @@ class Server:
             raise web.HTTPNotFound(text=f"no enabled site {site_id}\n", headers=CORS)
         return str(rows[0][0])
 
+    def _require_audience(self, site_id: str) -> None:
+        """403 (with one ``refused`` event per site and broadcast) when a broadcast is live and
+        ``site_id`` is not in its audience; nothing live: the site may wait for one."""
+        broadcast, audience = self.broadcast, self.audience
+        if broadcast is None or audience is None or site_id in audience:
+            return
+        why = f"site {site_id} is not in the audience of broadcast {broadcast['id']}"
+        if site_id not in self._refused:
+            self._refused.add(site_id)
+            state.record_event(self.db, broadcast["id"], site_id, "refused", {"why": "not in the audience"})
+        raise web.HTTPForbidden(text=why + "\n", headers=CORS)
+
+    def _live_named(self, request: web.Request) -> dict[str, Any] | None:
+        """The live broadcast a control call acts on: ``?broadcast=ID`` must name it (404 if
+        that one is not live); none named: the only live one (None when nothing is live)."""
+        named = request.query.get("broadcast")
+        if named is None:
+            return self.broadcast
+        if not named.isdigit():
+            raise BadInput(f"broadcast must be a number, not {one_line(named, 40)!r}")
+        if self.broadcast is None or self.broadcast["id"] != int(named):
+            raise web.HTTPNotFound(text=f"broadcast {int(named)} is not live\n")
+        return self.broadcast
+
     async def _read_offer(self, request: web.Request, live: bool) -> str:
         """A WHIP/WHEP offer's SDP (415 unless application/sdp, 503 with no live broadcast,
         400 for an offer :func:`~ccctl.media.webinput.check_sdp` refuses), without the
@@ -226,7 +262,7 @@ class Server:
 
     async def start(self, request: web.Request) -> web.Response:
         self._require_control(request)
-        body = await read_json_object(request)
+        body = await read_json_object(request, START_BODY_BYTES)
         source = body.get("source") or "testsrc"
         if not isinstance(source, str) or (source not in ("testsrc", "whip") and not source.startswith("file:")):
             raise BadInput(f"unknown source {one_line(source, 80)!r}: use testsrc, file:PATH or whip")
@@ -236,13 +272,18 @@ class Server:
         record = body.get("record")
         if record is not None and not (isinstance(record, str) and Path(record).is_absolute()):
             raise BadInput("record must be an absolute path on the server")
-        sites = body.get("sites", [])
-        if not isinstance(sites, list) or not all(isinstance(x, str) for x in sites):
-            raise BadInput("sites must be a list of site ids")
+        sites = body.get("sites")  # the audience: None (absent) is every enabled site
+        if sites is not None and (not isinstance(sites, list) or not all(
+                isinstance(x, str) and 0 < len(x) <= MAX_SITE_ID and x.isprintable() for x in sites)):
+            raise BadInput(f"sites must be a list of site ids (one line, at most {MAX_SITE_ID} characters each)")
+        if sites is not None and len(sites) > MAX_AUDIENCE:
+            raise BadInput(f"an audience of {len(sites)} sites: at most {MAX_AUDIENCE}")
+        if sites == []:
+            raise BadInput("the audience is empty: name at least one site, or none for every enabled site")
         async with self._lock:
             if self.broadcast is not None:
                 raise web.HTTPConflict(text=f"broadcast {self.broadcast['id']} is already live\n")
-            bid = state.start_broadcast(self.db, title, source, {"sites": sites})
+            bid = state.start_broadcast(self.db, title, source, {}, sites)
             live = state.live_broadcast(self.db)
             assert live is not None and live["id"] == bid
             try:
@@ -259,25 +300,28 @@ class Server:
                 self.broadcast = None
                 state.end_broadcast(self.db, bid)
                 raise CcctlError(f"media core failed to start: {type(exc).__name__}: {exc}") from None
-        return web.json_response({"id": bid, "title": title, "source": source, "record": record}, status=201)
+        return web.json_response({"id": bid, "title": title, "source": source, "record": record,
+                                  "audience": "all" if sites is None else len(set(sites))}, status=201)
 
     async def status(self, request: web.Request) -> web.Response:
         self._require_control(request)
-        if self.broadcast is None:
+        live = self._live_named(request)
+        if live is None:
             return web.json_response({"live": False, "sessions": []})
         sessions = await self._live_core().stats() + (self.edges.stats() if self.edges is not None else [])  # edges' sites
         holder = self.board.holder
         for row in sessions:
             row["floor"] = row.get("site_id") == holder
         on_air = self.ingest.on_air if self.ingest is not None else None
-        return web.json_response({"live": True, "id": self.broadcast["id"], "title": self.broadcast["title"],
-                                  "source": self.broadcast["source"], "started_at": self.broadcast["started_at"],
+        return web.json_response({"live": True, "id": live["id"], "title": live["title"],
+                                  "source": live["source"], "started_at": live["started_at"],
                                   "floor": holder, "floor_since": self.board.since,
                                   "floor_listeners": self.floor_listeners,
                                   "on_air": None if on_air is None else (on_air.site_id or MAIN_PUBLISH),
                                   "publishers": self.ingest.stats() if self.ingest is not None else [],
                                   "admission": self.admission.summary() if self.admission is not None else None,
-                                  "sessions": sessions})
+                                  "audience": audience_size(self.db, live["id"]),
+                                  "audience_all": self.audience is None, "sessions": sessions})
 
     async def live_figures(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The change stream's live figures: every connected site's (the media core's and the
@@ -290,9 +334,10 @@ class Server:
     async def stop(self, request: web.Request) -> web.Response:
         self._require_control(request)
         async with self._lock:
-            if self.broadcast is None:
+            live = self._live_named(request)
+            if live is None:
                 raise web.HTTPNotFound(text="no live broadcast\n")
-            bid = self.broadcast["id"]
+            bid = live["id"]
             await self._stop_core()
             self.broadcast = None
             state.end_broadcast(self.db, bid)
@@ -307,11 +352,15 @@ class Server:
         if not isinstance(site_id, str) or not site_id:
             raise web.HTTPBadRequest(text='body must name the site: {"site": ID}\n')
         self._site_tier(site_id)  # 404 unless an enabled site
+        self._live_named(request)
+        if self.broadcast is not None and self.audience is not None and site_id not in self.audience:
+            raise web.HTTPConflict(text=f"site {site_id} is not in the audience of broadcast {self.broadcast['id']}\n")
         return web.json_response({"floor": site_id, "previous": await self._set_floor(site_id)})
 
     async def floor_release(self, request: web.Request) -> web.Response:
         """Take the floor back: the program returns to the main source."""
         self._require_control(request)
+        self._live_named(request)
         return web.json_response({"floor": None, "released": await self._set_floor(None)})
 
     async def _set_floor(self, site_id: str | None) -> str | None:
@@ -448,11 +497,13 @@ class Server:
         site_id = request.match_info["site"]
         self._require_site(request, site_id)
         tier = self._site_tier(site_id)
+        self._require_audience(site_id)  # 403: another broadcast's site
         offer = await self._read_offer(request, self.core is not None)
         if self.core is None:  # the broadcast ended while the offer was read
             raise web.HTTPServiceUnavailable(text="no live broadcast\n", headers={"Retry-After": "5", **CORS})
         core, admission = self.core, self.admission
         assert admission is not None
+        self._require_audience(site_id)  # the broadcast may have changed while the offer was read
         ticket = await admission.admit(site_id, tier, self.board.holder)  # Overloaded: 503 + Retry-After
         with admission.holding(ticket):
             for moved in ticket.moves:
@@ -511,6 +562,7 @@ class Server:
         if not isinstance(tier, str) or not tier:
             raise web.HTTPBadRequest(text='body must name the tier: {"tier": "high"|"low"|"audio"}\n')
         self._site_tier(site_id)  # 404 unless an enabled site
+        self._live_named(request)
         core = self.core
         session = next((s for s in core.sessions() if s.site_id == site_id), None) if core is not None else None
         if session is None and self.edges is not None and site_id in self.edges.watching:
@@ -534,6 +586,7 @@ class Server:
     async def join_page(self, request: web.Request) -> web.Response:
         site_id = request.match_info["site"]
         self._require_site(request, site_id, query_ok=True)  # the link a site opens carries its token
+        self._require_audience(site_id)
         name = self.db.query("SELECT name FROM sites WHERE id = ?", (site_id,))
         page = JOIN_PAGE.read_text("utf-8").replace("{{SITE}}", _script_literal(site_id)).replace(
             "{{NAME}}", _script_literal(name[0][0] if name else site_id))

@@ -8,13 +8,16 @@ restarted server gives the floor back to the same site.
 Event kinds: ``join`` (a site's WHEP session is connected and media flows), ``leave`` (it
 ended, or an offer never connected), ``tier``, ``floor`` (detail
 ``action``: ``grant``, ``release``, or ``on_air`` when the holder's uplink became the
-program) and ``publish`` (a WHIP session ``start``/``end``; site "" is the control room).
+program), ``publish`` (a WHIP session ``start``/``end``; site "" is the control room) and
+``refused`` (a site outside the broadcast's audience tried to join: detail ``why``; once per
+site while a server process runs the broadcast).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from ccctl.registry.db import Database
@@ -39,12 +42,20 @@ def live_broadcast(db: Database) -> dict[str, Any] | None:
     return row
 
 
-def start_broadcast(db: Database, title: str, source: str, params: dict[str, Any]) -> int:
-    """Record a new live broadcast; the caller checked none is live."""
+def start_broadcast(db: Database, title: str, source: str, params: dict[str, Any],
+                    audience: Sequence[str] | None = None) -> int:
+    """Record a new live broadcast; the caller checked none is live. ``audience``: the sites
+    that may join it (None: every enabled site), kept in :mod:`ccctl.registry.broadcasts`."""
+    from ccctl.registry.broadcasts import set_audience
+
+    params = {**params, "audience": "all" if audience is None else "listed"}
     with db.transaction():
         db.lock("ccctl-broadcast")
-        return _insert_id(db, "INSERT INTO broadcasts (title, source, status, started_at, params) VALUES (?, ?, 'live', ?, ?)",
-                          (title, source, time.time(), json.dumps(params)))
+        bid = _insert_id(db, "INSERT INTO broadcasts (title, source, status, started_at, params) VALUES (?, ?, 'live', ?, ?)",
+                         (title, source, time.time(), json.dumps(params)))
+        if audience is not None:
+            set_audience(db, bid, audience)
+        return bid
 
 
 def end_broadcast(db: Database, broadcast_id: int) -> None:

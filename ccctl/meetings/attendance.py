@@ -1,10 +1,12 @@
-"""Attendance of a meeting against its audience, from the broadcast's join and leave events.
+"""Attendance against an audience (a meeting's, or a broadcast's own), from the broadcast's
+join and leave events.
 
 Each audience site is ``present``, ``late`` (first joined more than ``late_after_s`` after the
-later of the meeting's time and the broadcast's start) or ``absent`` (never joined); besides,
-``left_early`` (gone for good more than ``left_early_s`` before the end) and ``audio_only``
-(its last tier was sound only). The latest pre-check and the site's contact come along, so
-one table says who was missing and whom to call.
+start: for a meeting the later of its time and the broadcast's start) or ``absent`` (never
+joined); besides, ``left_early`` (gone for good more than ``left_early_s`` before the end) and
+``audio_only`` (its last tier was sound only): :func:`classify`, shared by both. For a meeting
+the latest pre-check and the site's contact come along, so one table says who was missing and
+whom to call.
 """
 
 from __future__ import annotations
@@ -38,6 +40,49 @@ def _epoch(iso: str | None) -> float | None:
     return float(timegm(strptime(iso, "%Y-%m-%dT%H:%M:%SZ"))) if iso else None
 
 
+def classify(seen: dict[str, Any] | None, begin: float, end: float, tol: Tolerances) -> dict[str, Any]:
+    """``status``, ``left_early`` and ``audio_only`` of one audience site, from its row of
+    :func:`ccctl.media.state.attendance` (None: it never joined) and the span it was expected."""
+    first = _epoch(seen["first_join"]) if seen else None
+    last_leave = _epoch(seen["last_leave"]) if seen else None
+    if first is None:
+        status = "absent"
+    elif first > begin + tol.late_after_s:
+        status = "late"
+    else:
+        status = "present"
+    gone = seen is not None and not seen["connected"] and last_leave is not None
+    return {"status": status, "left_early": gone and last_leave is not None and last_leave < end - tol.left_early_s,
+            "audio_only": seen is not None and seen["tier"] == "audio"}
+
+
+def broadcast_attendance(db: Database, broadcast_id: int, now: float,
+                         tol: Tolerances = Tolerances()) -> list[dict[str, Any]]:
+    """One row per site of the broadcast's audience (and any other site that joined it, an older
+    broadcast's for instance): :func:`ccctl.media.state.attendance`'s figures, the site's name
+    and province, its :func:`classify` classes and share of the broadcast connected; absent first."""
+    from ccctl.media.state import attendance
+    from ccctl.registry.broadcasts import audience_sites
+
+    span = store.broadcast_span(db, broadcast_id)
+    begin, end = (span[0], span[1] if span[1] is not None else now) if span else (now, now)
+    length = max(end - begin, 1.0)
+    joined = {r["site_id"]: r for r in attendance(db, broadcast_id)}
+    members = {m["site_id"]: m for m in audience_sites(db, broadcast_id)}
+    rows = []
+    for site_id in [*members, *(s for s in joined if s not in members)]:
+        seen, member = joined.get(site_id), members.get(site_id)
+        figures = seen or {"site_id": site_id, "first_join": None, "last_leave": None, "joins": 0, "seconds": 0.0,
+                           "tier": None, "connected": False, "edge": None}
+        rows.append({**figures, "site_name": member["site_name"] if member else None,
+                     "province_code": member["province_code"] if member else None, "in_audience": member is not None,
+                     **classify(seen, begin, end, tol),
+                     "connected_pct": round(min(figures["seconds"] / length, 1.0) * 100, 1)})
+    order = {"absent": 0, "late": 1, "present": 2}
+    rows.sort(key=lambda r: (order[r["status"]], not r["left_early"], r["province_code"] or "", r["site_id"]))
+    return rows
+
+
 def latest_check(db: Database, meeting_id: int) -> dict[str, Any] | None:
     """The meeting's last check that ran, if any."""
     done = [c for c in store.checks(db, meeting_id) if c["status"] == "done"]
@@ -68,24 +113,17 @@ def site_attendance(db: Database, meeting_id: int, now: float, tol: Tolerances =
         seen = joined.get(m["site_id"])
         first = _epoch(seen["first_join"]) if seen else None
         last_leave = _epoch(seen["last_leave"]) if seen else None
-        if first is None:
-            status = "absent"
-        elif first > begin + tol.late_after_s:
-            status = "late"
-        else:
-            status = "present"
-        gone = seen is not None and not seen["connected"] and last_leave is not None
+        classes = classify(seen, begin, end, tol)
         pre = prechecks.get(m["site_id"], {})
         rows.append({
             "site_id": m["site_id"], "site_name": info.get("site_name", m["site_name"]),
             "province_code": info.get("province_code", m["province_code"]), "province_name": info.get("province_name"),
-            "scheme": info.get("scheme"), "unit_code": info.get("unit_code"), "status": status,
+            "scheme": info.get("scheme"), "unit_code": info.get("unit_code"), "status": classes["status"],
             "first_join": local_text(first, tz), "last_leave": local_text(last_leave, tz),
             "minutes": round(seen["seconds"] / 60, 1) if seen else 0.0,
             "connected_pct": round(min(seen["seconds"] / length, 1.0) * 100, 1) if seen else 0.0,
             "joins": seen["joins"] if seen else 0, "tier": seen["tier"] if seen else None,
-            "left_early": gone and last_leave is not None and last_leave < end - tol.left_early_s,
-            "audio_only": seen is not None and seen["tier"] == "audio",
+            "left_early": classes["left_early"], "audio_only": classes["audio_only"],
             "precheck": pre.get("readiness"), "precheck_reason": pre.get("reason"),
             "contact_name": info.get("contact_name"), "contact_phone": info.get("contact_phone")})
     order = {"absent": 0, "late": 1, "present": 2}

@@ -14,6 +14,7 @@ from typing import Any
 
 from ccctl.errors import NotFound
 from ccctl.models import Site
+from ccctl.registry.broadcasts import audience_ids
 from ccctl.registry.db import Database
 
 _MEETING_COLUMNS = ("id, title, starts_at, tz, source, record, status, filters, broadcast_id, recording, "
@@ -226,7 +227,9 @@ def live_broadcasts_since(db: Database, since: float) -> list[dict[str, Any]]:
     rows = db.query_dicts("SELECT id, title, source, started_at, params FROM broadcasts "
                           "WHERE status = 'live' AND started_at >= ? ORDER BY id", (since,))
     for r in rows:
-        r["sites"] = json.loads(r.pop("params") or "{}").get("sites", [])
+        listed = audience_ids(db, r["id"])  # None: every enabled site (or a broadcast from before audiences)
+        r["sites"] = sorted(listed) if listed is not None else json.loads(r.pop("params") or "{}").get("sites", [])
+        r.pop("params", None)
     return rows
 
 

@@ -119,6 +119,14 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE edges ADD COLUMN admin_url TEXT",
         "ALTER TABLE edges ADD COLUMN srtp INTEGER",
     ],
+    # 8: a broadcast's audience, when it is not every enabled site (``params.audience`` says
+    # which): the sites allowed to join it and counted in its attendance.
+    [
+        """CREATE TABLE broadcast_sites (
+            broadcast_id INTEGER NOT NULL REFERENCES broadcasts (id) ON DELETE CASCADE,
+            site_id TEXT NOT NULL,
+            PRIMARY KEY (broadcast_id, site_id))""",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

@@ -78,7 +78,7 @@ def test_meeting_start_and_attendance(server: Ccctl) -> None:
     asyncio.run(scenario())
     stopped = server("meeting", "stop", meeting)
     assert stopped.exit_code == 0 and f"meeting {meeting} ended" in stopped.stderr, stopped.stderr
-    assert server.json("broadcast", "status") == []  # no live broadcast left
+    assert server.json("broadcast", "status")["live"] is False  # no live broadcast left
     final = {r["site_id"]: r for r in server.json("meeting", "report", meeting)}
     assert {s: r["status"] for s, r in final.items()} == {"bn-1": "present", "px-1": "present", "bl-1": "absent"}
     assert final["bn-1"]["first_join"] is not None and final["bn-1"]["joins"] == 1
@@ -124,7 +124,7 @@ def test_rehearsal_says_who_received(server: Ccctl) -> None:
     assert (rows["bn-1"]["verdict"], rows["bn-1"]["sent"]) == ("received", "picture and sound")
     assert (rows["px-1"]["verdict"], rows["px-1"]["sent"]) == ("received", "sound only")
     assert "2/2 site(s) received the test broadcast" in result.stderr
-    assert server.json("broadcast", "status") == []  # the test broadcast was stopped
+    assert server.json("broadcast", "status")["live"] is False  # the test broadcast was stopped
     assert server.json("meeting", "show", meeting)["status"] == "planned"
     [event] = [e for e in server.json("meeting", "events", meeting) if e["kind"] == "rehearsal"]
     assert event["detail"]["received"] == 2 and event["detail"]["missing"] == []

@@ -68,7 +68,7 @@ def sites(ccctl: Ccctl) -> dict[str, dict[str, Any]]:
 
 def sessions(ccctl: Ccctl) -> dict[str, dict[str, Any]]:
     """The server's connected sessions (`broadcast status`) by site id."""
-    return {r["site_id"]: r for r in ccctl.json("broadcast", "status") if r["state"] == "connected"}
+    return {r["site_id"]: r for r in ccctl.json("broadcast", "status")["sessions"] if r["state"] == "connected"}
 
 
 def test_sites_join_receive_are_listed_refused_rejoin_and_leave(live: Ccctl) -> None:
