@@ -218,6 +218,12 @@ def unit_places(db: Database, scheme: str, level: str) -> dict[str, tuple[str, s
         (scheme, level))}
 
 
+def unit_names(db: Database, scheme: str, level: str) -> dict[str, str]:
+    """code -> short name (``Cà Mau``, without ``Tỉnh``) of one level's units."""
+    return {code: name for code, name in db.query(
+        "SELECT code, name FROM units WHERE scheme = ? AND level = ?", (scheme, level))}
+
+
 def site_schemes(db: Database, level: str) -> dict[str, set[str]]:
     """Province (or district) code -> the schemes of the registry's sites placed there."""
     column = {"province": "province_code", "district": "district_code"}[level]

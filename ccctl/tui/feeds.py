@@ -68,7 +68,8 @@ def feed_values(db: Database, spec: Any, state: dict[str, Any]) -> dict[str, Any
     can be shown in (a 2021 feed in the 2025 one too, through the units map); ``risk``:
     (scheme, level, code) -> risk level 1-4 at the province and at the feed's own level (the map);
     ``days`` (the last ``FEED_DAYS`` days to the newest) and ``history``: province code ->
-    indicator -> one value or None per day, in the feed's own scheme (the sparklines).
+    indicator -> one value or None per day, in the feed's own scheme (the sparklines);
+    ``names``: scheme -> province code -> name (the panel's chart).
     """
     import datetime as dt
 
@@ -98,8 +99,11 @@ def feed_values(db: Database, spec: Any, state: dict[str, Any]) -> dict[str, Any
             for unit, points in history(db, spec.name, indicator, by="province", since=days[0]).items():
                 by_day = dict(points)
                 series.setdefault(unit, {})[indicator] = [by_day.get(d) for d in days]
+    from ccctl.registry.feeds import unit_names
+
+    names = {scheme: unit_names(db, scheme, "province") for scheme in provinces}
     return {"name": spec.name, "level": spec.level, "scheme": spec.scheme, "provinces": provinces, "risk": risk,
-            "days": days, "history": series,
+            "days": days, "history": series, "names": names,
             **{k: state[k] for k in ("last_ok_at", "last_error", "last_error_at", "newest_day", "last_pull_at")}}
 
 

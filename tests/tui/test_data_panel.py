@@ -16,7 +16,7 @@ from ccctl.registry import feeds as store
 from ccctl.registry import open_registry
 from ccctl.tui import data
 from ccctl.tui.style import risk_key, sparkline
-from ccctl.tui.widgets.datapanel import DataPanel, whole_feed, whole_series
+from ccctl.tui.widgets.datapanel import BAR_WIDTH, DataPanel, bar, ranked_indicator, top_chart, whole_feed, whole_series
 from ccctl.tui.widgets.eventlog import EventLog
 from ccctl.tui.widgets.map import RISKS, STATES, draw
 from ccctl.tui.widgets.readiness import ReadinessPanel
@@ -75,6 +75,16 @@ async def test_data_panel_alerts_and_risk_map(dash_db_url: str, tmp_path: Path, 
         assert f"{int(covid['95']['new_cases']):,}" in cases and f"{int(cases_all):,}" in cases
         assert "yellow" in span_style(app, "2 medium")  # Bạc Liêu's risk level, in its colour
         assert "4 very high" in text  # the commune feed's worst over Cà Mau, in the "all units" column
+        # The chart: the covid feed's provinces with the most new cases, largest first, by name.
+        ranked = sorted(covid, key=lambda code: (-covid[code]["new_cases"], code))[:10]
+        chart = text[text.index("top "):].splitlines()[:1 + len(ranked)]
+        assert chart[0].strip() == f"top {len(ranked)} provinces by new_cases"
+        first = chart[1]
+        assert f"{int(covid[ranked[0]]['new_cases']):,}" in first and first.rstrip().endswith("█" * BAR_WIDTH)
+        assert not chart[1].split()[0].isdigit()  # a name from the registry's units, not a code
+        assert any("Bạc Liêu" in line for line in chart) == ("95" in ranked)
+        if "95" in ranked:  # the selected province's bar is marked
+            assert next(line for line in chart if "Bạc Liêu" in line).startswith("▶")
 
         await pilot.press("colon", *"prov 96", "enter")
         await until(pilot, lambda: "Cà Mau (2021)" in panel_text(app), "the panel follows the province")
@@ -126,6 +136,21 @@ def test_whole_feed_sums_counts_and_keeps_the_worst_risk() -> None:
                "96": {"new_cases": [None, None, 5.0], "risk_level": [None, 2.0, 1.0]}}
     assert whole_series(history, "new_cases") == [None, 1.0, 7.0]
     assert whole_series(history, "risk_level") == [None, 2.0, 3.0]
+
+
+def test_top_chart_ranks_on_one_scale_with_stable_ties() -> None:
+    assert bar(10, 10, 4) == "████" and bar(5, 10, 4) == "██" and bar(1, 10, 4) == "▍" and bar(0, 10, 4) == ""
+    assert bar(0.001, 10, 4) == "▏"  # any value above zero shows
+    assert ranked_indicator({"risk_level", "deaths", "new_cases"}) == "new_cases"
+    assert ranked_indicator({"risk_level", "doses"}) == "doses" and ranked_indicator({"risk_level"}) is None
+    units = {code: {"new_cases": ("2021-10-15", value)} for code, value in
+             (("01", 5.0), ("79", 20.0), ("02", 5.0), ("96", 0.0))}
+    lines = top_chart(units, {"79": "Hồ Chí Minh"}, n=3, selected="02").plain.splitlines()
+    assert lines[0].strip() == "top 3 provinces by new_cases"
+    assert [line.split()[0] for line in lines[1:]] == ["Hồ", "01", "▶"]  # ties by code; 02 marked
+    assert lines[1].rstrip().endswith("█" * BAR_WIDTH) and lines[2].rstrip().endswith("█████▌")  # a quarter of 22 cells
+    assert top_chart({"01": {"risk_level": ("2021-10-15", 3.0)}}, {}).plain == ""  # nothing to rank
+    assert top_chart({c: units[c] for c in ("01", "79")}, {}).plain == ""  # two units: no ranking
 
 
 def test_risk_palette_colours_the_worst_level_of_a_cell() -> None:

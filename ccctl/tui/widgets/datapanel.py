@@ -1,6 +1,12 @@
 """The data panel (``i``): each data feed's newest indicators for the selected province beside
 the whole feed's, a sparkline of their last days, how old the last good pull is and its last
-error; risk levels in their colours (1 green, 2 yellow, 3 orange, 4 red)."""
+error; risk levels in their colours (1 green, 2 yellow, 3 orange, 4 red); and a bar chart of the
+country's provinces with the most of the feed's first count (``new_cases`` when it has one), the
+selected province's bar marked.
+
+The chart is drawn with block characters in the panel's own text rather than with a plotting
+widget (textual-plotext, which the issue named): ten bars need no dependency, and the same
+text shows in a terminal, on the served wall screen and in the snapshots."""
 
 from __future__ import annotations
 
@@ -66,6 +72,45 @@ def trend_text(indicator: str, values: list[float | None]) -> Text:
     return Text(sparkline(values, max(known) or 1.0), style="cyan")
 
 
+TOP_N = 10
+BAR_WIDTH = 22  # with the name and the value, the chart fits the panel's 56 columns
+EIGHTHS = " ▏▎▍▌▋▊▉█"
+PREFERRED = ("new_cases", "cases", "active", "deaths")  # the count a room ranks provinces by
+
+
+def bar(value: float, most: float, width: int = BAR_WIDTH) -> str:
+    """A horizontal bar of ``value`` against ``most`` in eighths of a cell (at least a sliver for any value above 0)."""
+    eighths = round(width * 8 * value / most) if most > 0 else 0
+    eighths = max(eighths, 1) if value > 0 else 0
+    return "█" * (eighths // 8) + (EIGHTHS[eighths % 8] if eighths % 8 else "")
+
+
+def ranked_indicator(indicators: set[str]) -> str | None:
+    """The count to rank provinces by: the first of PREFERRED the feed has, else its first count by name."""
+    counts = sorted(indicators - {RISK})
+    return next((i for i in PREFERRED if i in counts), counts[0] if counts else None)
+
+
+def top_chart(units: dict[str, dict[str, tuple[str, float]]], names: dict[str, str], n: int = TOP_N,
+              selected: str | None = None) -> Text:
+    """The ``n`` provinces with the most of the ranked count, as bars on one scale (largest first,
+    ties by code so the order is stable); ``selected`` (a province code) marked with ``▶``."""
+    indicator = ranked_indicator({i for values in units.values() for i in values})
+    if indicator is None:
+        return Text("")
+    ranked = sorted(((values[indicator][1], code) for code, values in units.items() if indicator in values),
+                    key=lambda vc: (-vc[0], vc[1]))[:n]
+    if len(ranked) < 3 or ranked[0][0] <= 0:  # a ranking of one or two units says nothing
+        return Text("")
+    most = ranked[0][0]
+    text = Text.assemble("  ", (f"top {len(ranked)} provinces by {indicator}", "underline"), "\n")
+    for value, code in ranked:
+        mark = ("▶ ", "bold") if code == selected else "  "
+        text.append_text(Text.assemble(mark, _cell(names.get(code, code), 16, False), " ",
+                                       _cell(value_text(indicator, value), 10), " ", (bar(value, most), "cyan"), "\n"))
+    return text
+
+
 def _cell(text: Text | str, width: int, right: bool = True) -> Text:
     cell = text if isinstance(text, Text) else Text(text)
     cell.truncate(width, overflow="ellipsis")
@@ -112,7 +157,7 @@ def data_text(feeds: list[dict[str, Any]] | None, province: Province | None, now
         ours = province is not None and province[0] == feed["scheme"] and province[1] in history
         days = len(feed.get("days", []))
         head = province[2] if province else ""
-        text.append_text(Text.assemble("  ", _cell("indicator", 15, False), _cell(head, 12), _cell("all units", 12),
+        text.append_text(Text.assemble("  ", _cell("indicator", 15, False), " ", _cell(head, 12), " ", _cell("all units", 12),
                                        " ", _cell(f"{days} days" + ("" if ours else ", all"), days or 8, False),
                                        style="underline"))
         text.append("\n")
@@ -123,12 +168,15 @@ def data_text(feeds: list[dict[str, Any]] | None, province: Province | None, now
                 older.append(f"{indicator} {day}")
             series = history[province[1]].get(indicator, []) if ours and province else whole_series(history, indicator)
             text.append_text(Text.assemble(
-                "  ", _cell(indicator, 15, False),
-                _cell(value_text(indicator, mine[indicator][1] if indicator in mine else None), 12),
+                "  ", _cell(indicator, 15, False), " ",
+                _cell(value_text(indicator, mine[indicator][1] if indicator in mine else None), 12), " ",
                 _cell(value_text(indicator, total[indicator][1]), 12), " ", trend_text(indicator, series)))
             text.append("\n")
         if older:
             text.append(f"  older values: {', '.join(older)}\n", style="dim")
+        scheme = feed["scheme"]
+        text.append_text(top_chart(provinces.get(scheme, {}), feed.get("names", {}).get(scheme, {}),
+                                   selected=province[1] if province and province[0] == scheme else None))
     return text
 
 
