@@ -90,20 +90,8 @@ class JanusClient:
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         if self._http is None:
             raise EdgeError(f"edge {self.url}: client is closed")
-        body = body | {"transaction": f"cc{next(self._tx)}"}
-        try:
-            async with self._http.post(f"{self.url}{path}", json=body) as r:
-                if r.status != 200:
-                    raise EdgeError(f"edge {self.url}: HTTP {r.status}")
-                reply = await r.json(content_type=None)
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-            raise EdgeError(f"edge {self.url}: not answering ({type(exc).__name__}: {exc})") from None
-        if not isinstance(reply, dict):
-            raise EdgeError(f"edge {self.url}: unexpected reply")
-        if reply.get("janus") == "error":
-            error = reply.get("error") or {}
-            raise EdgeError(f"edge {self.url}: janus error {error.get('code')}: {error.get('reason')}")
-        return reply
+        return await janus_call(self._http, f"{self.url}{path}", body | {"transaction": f"cc{next(self._tx)}"},
+                                f"edge {self.url}")
 
     async def keepalive(self) -> None:
         """Tell Janus the session is in use (also a cheap liveness probe)."""
@@ -201,21 +189,7 @@ class JanusAdmin:
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         body = body | {"transaction": f"ca{next(self._tx)}", "admin_secret": self._secret}
-        try:
-            async with self._http.post(f"{self.url}{path}", json=body) as r:
-                if r.status != 200:
-                    raise EdgeError(f"edge admin {self.url}: HTTP {r.status}")
-                reply = await r.json(content_type=None)
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-            raise EdgeError(f"edge admin {self.url}: not answering ({type(exc).__name__}: {exc})") from None
-        if not isinstance(reply, dict):
-            raise EdgeError(f"edge admin {self.url}: unexpected reply")
-        if reply.get("janus") == "error":
-            error = reply.get("error") or {}
-            if error.get("code") in (JANUS_ERROR_SESSION_NOT_FOUND, JANUS_ERROR_HANDLE_NOT_FOUND):
-                raise Gone(f"edge admin {self.url}: {error.get('reason')}")
-            raise EdgeError(f"edge admin {self.url}: janus error {error.get('code')}: {error.get('reason')}")
-        return reply
+        return await janus_call(self._http, f"{self.url}{path}", body, f"edge admin {self.url}")
 
     async def handle_info(self, session: int, handle: int) -> dict[str, Any]:
         """Janus's ``handle_info`` of one handle (:class:`Gone` when it or its session is)."""
@@ -230,6 +204,27 @@ class Gone(EdgeError):
 
 
 JANUS_ERROR_SESSION_NOT_FOUND, JANUS_ERROR_HANDLE_NOT_FOUND = 458, 459
+
+
+async def janus_call(http: aiohttp.ClientSession, url: str, body: dict[str, Any], who: str) -> dict[str, Any]:
+    """POST one Janus request (its API or its admin API) and return the reply; an HTTP or
+    transport failure, a reply that is not an object and a Janus error are one-line
+    :class:`~ccctl.edges.EdgeError` naming ``who``, a session or handle that is gone is :class:`Gone`."""
+    try:
+        async with http.post(url, json=body) as r:
+            if r.status != 200:
+                raise EdgeError(f"{who}: HTTP {r.status}")
+            reply = await r.json(content_type=None)
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+        raise EdgeError(f"{who}: not answering ({type(exc).__name__}: {exc})") from None
+    if not isinstance(reply, dict):
+        raise EdgeError(f"{who}: unexpected reply")
+    if reply.get("janus") == "error":
+        error = reply.get("error") or {}
+        if error.get("code") in (JANUS_ERROR_SESSION_NOT_FOUND, JANUS_ERROR_HANDLE_NOT_FOUND):
+            raise Gone(f"{who}: {error.get('reason')}")
+        raise EdgeError(f"{who}: janus error {error.get('code')}: {error.get('reason')}")
+    return reply
 
 
 def viewer_of(info: dict[str, Any]) -> dict[str, Any] | None:

@@ -13,11 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text
-from textual.widgets import Static
 
 from ccctl.feeds.values import RISK, RISK_NAMES
 from ccctl.tui.style import RISK_COLOURS, sparkline
 from ccctl.tui.widgets.header import age_text
+from ccctl.tui.widgets.textpanel import TextPanel
 
 Province = tuple[str, str, str]  # scheme, code, name
 
@@ -180,15 +180,5 @@ def data_text(feeds: list[dict[str, Any]] | None, province: Province | None, now
     return text
 
 
-class DataPanel(Static):
+class DataPanel(TextPanel):
     """Shows what the app hands it; the app re-renders it when data or the selection change."""
-
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__("", id=id)
-        self.last: Text | None = None
-
-    def show(self, text: Text) -> None:
-        """Redraw only when the text changed."""
-        if text != self.last:
-            self.last = text
-            self.update(text)

@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text
-from textual.widgets import Static
 
 from ccctl.meetings.times import local_text, offset_text
 from ccctl.tui.widgets.header import age_text
+from ccctl.tui.widgets.textpanel import TextPanel
 
 LEVEL_STYLES = {"ready": "green", "degraded": "yellow", "down": "bold red", "not_checked": "grey62"}
 CALL_COLUMNS = (("site_id", "site", 12), ("site_name", "name", 28), ("province_name", "province", 14),
@@ -85,15 +85,5 @@ def readiness_text(read: dict[str, Any] | None, now: float, remote: bool = False
     return text
 
 
-class ReadinessPanel(Static):
+class ReadinessPanel(TextPanel):
     """Shows what the app hands it; redrawn when a read changes it (and each second for the time)."""
-
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__("", id=id)
-        self.last: Text | None = None
-
-    def show(self, text: Text) -> None:
-        """Redraw only when the text changed."""
-        if text != self.last:
-            self.last = text
-            self.update(text)
