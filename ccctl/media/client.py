@@ -194,12 +194,16 @@ def pidfile(home: Path) -> Path:
 def start_detached(home: Path, listen: str, db_url: str, workers: int | None = None,
                    tls_args: tuple[str, ...] = ()) -> int:
     """Start ``ccctl serve`` in the background (log in $CCCTL_HOME/serve.log); its pid once it
-    answers. ``tls_args`` are its TLS options (``--tls self-signed`` ...)."""
+    answers. ``tls_args`` are its TLS options (``--tls self-signed`` ...).
+
+    A server that exits before it answers (a port in use, a TLS file it cannot use, a changed
+    library) raises :class:`ServerStartFailed`: its own reason and its exit code."""
     client = ControlClient(home, listen)
     if client.alive():
         raise CcctlError(f"a server already answers at {client.base}")
     home.mkdir(parents=True, exist_ok=True)
     log = open(home / "serve.log", "ab")
+    start = log.seek(0, os.SEEK_END)  # what this server writes begins here
     env = {**os.environ, "CCCTL_HOME": str(home), "CCCTL_DB": db_url}
     argv = [sys.executable, "-m", "ccctl", "serve", "--listen", listen, *tls_args]
     if workers is not None:
@@ -210,7 +214,7 @@ def start_detached(home: Path, listen: str, db_url: str, workers: int | None = N
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:  # bounded wait for the server to answer
         if proc.poll() is not None:
-            raise CcctlError(f"the server exited with {proc.returncode}; see {home / 'serve.log'}")
+            raise ServerStartFailed(proc.returncode, start_failure(home / "serve.log", start, proc.returncode))
         client = ControlClient(home, listen)  # reads the card the new server writes (https or not)
         if client.alive():
             pidfile(home).write_text(f"{proc.pid}\n")
@@ -218,6 +222,45 @@ def start_detached(home: Path, listen: str, db_url: str, workers: int | None = N
         time.sleep(0.1)
     proc.terminate()
     raise CcctlError(f"the server did not answer within {READY_TIMEOUT_S:.0f} s; see {home / 'serve.log'}")
+
+
+class ServerStartFailed(CcctlError):
+    """A detached server exited before it answered; the CLI exits with the server's own code
+    (1 when the server was killed by a signal or claimed success)."""
+
+    def __init__(self, returncode: int, reason: str) -> None:
+        super().__init__(reason)
+        self.exit_code = returncode if returncode > 0 else 1
+
+
+#: Most of the log's end read for a failed start's reason (a traceback fits many times over).
+FAILURE_TAIL_BYTES = 64 * 1024
+
+
+def start_failure(log: Path, start: int, returncode: int) -> str:
+    """The one line a server that failed to start gave as its reason, read from what it wrote to
+    its log after ``start``: its last ``Error:`` line (the CLI's own report of a CcctlError),
+    else the last line of an uncaught traceback; with where the rest is.
+
+    The log is the detached server's only stdout and stderr for its whole life, so it is where
+    the reason is: a pipe would break the server's output once this parent exits, and a status
+    file would need the child to know about it. Only the tail written since ``start`` is read
+    (bounded), so an older server's lines in the same log are never taken for this one's."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(start, f.seek(0, os.SEEK_END) - FAILURE_TAIL_BYTES))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        text = ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error: ")]
+    if errors:
+        reason = errors[-1].removeprefix("Error: ")
+    elif lines and not lines[-1].startswith(("Traceback", "File ")):
+        reason = f"the server exited with {returncode}: {lines[-1]}"
+    else:
+        reason = f"the server exited with {returncode}"
+    return f"{reason[:300]} (see {log})"
 
 
 def stop_detached(home: Path, timeout: float = 30.0) -> int | None:

@@ -8,6 +8,7 @@ connectivity checks never target other addresses either. ``gather_only_on`` pins
 (and the tasks it starts) instead of the process, for the roll-call's media stage and the
 simulator, which talk to many addresses from one process. ``patient_consent`` and
 ``without_consent_checks`` replace aioice's consent checks on one connection (see below).
+What they take from aioice's and aiortc's internals goes through :mod:`ccctl.media.seam`.
 """
 
 from __future__ import annotations
@@ -20,19 +21,19 @@ import ipaddress
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
+
+from ccctl.media import seam
 
 log = logging.getLogger(__name__)
 
 def pin_ice(host: str) -> None:
     """Gather ICE host candidates on ``host`` only (for a server bound to one address)."""
-    import aioice.ice
-
     def addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
         return [host]
 
-    aioice.ice.get_host_addresses = addresses
+    seam.replace_host_address_lookup(addresses)
 
 
 def keep_candidates(sdp: str, network: str) -> str:
@@ -74,9 +75,7 @@ async def close_quietly(pc: Any) -> None:
                     with contextlib.suppress(Exception):
                         await transport.stop()
         pc.remove_all_listeners()
-        closed = getattr(pc, "_RTCPeerConnection__isClosed", None)  # aiortc's private "closed" future
-        if isinstance(closed, asyncio.Future) and not closed.done():
-            closed.set_result(True)
+        seam.mark_closed(pc)
 
 
 #: ICE candidate types (RFC 8445 section 5.1.1).
@@ -107,9 +106,7 @@ _PINNED: contextvars.ContextVar[str | None] = contextvars.ContextVar("ccctl_ice_
 
 def _install_pin() -> None:
     """Wrap aioice's address lookup (once, or again if ``pin_ice`` replaced it)."""
-    import aioice.ice
-
-    current: Callable[[bool, bool], list[str]] = aioice.ice.get_host_addresses
+    current = seam.host_address_lookup()
     if getattr(current, "_ccctl_pinned", False):
         return
 
@@ -118,7 +115,7 @@ def _install_pin() -> None:
         return [host] if host is not None else current(use_ipv4, use_ipv6)
 
     addresses._ccctl_pinned = True  # type: ignore[attr-defined]
-    aioice.ice.get_host_addresses = addresses
+    seam.replace_host_address_lookup(addresses)
 
 
 @contextlib.contextmanager
@@ -151,12 +148,12 @@ CONSENT_RETRANSMISSIONS = 3  # aioice doubles 0.5 s: an answer within 7.5 s stil
 def ice_connections(pc: Any) -> list[Any]:
     """The aioice connections under ``pc``'s transceivers (one when bundled), once each.
 
-    aiortc keeps them private (``RTCIceTransport._connection``); [] if its layout changes.
+    aiortc keeps them private (:func:`ccctl.media.seam.ice_connection`).
     """
     found: dict[int, Any] = {}
     for transceiver in pc.getTransceivers():
         ice = getattr(getattr(transceiver.receiver, "transport", None), "transport", None)
-        connection = getattr(ice, "_connection", None)
+        connection = seam.ice_connection(ice) if ice is not None else None
         if connection is not None:
             found[id(connection)] = connection
     return list(found.values())
@@ -170,7 +167,7 @@ def without_consent_checks(pc: Any) -> bool:
 
     connections = ice_connections(pc)
     for connection in connections:
-        connection.query_consent = no_checks
+        seam.replace_consent_check(connection, no_checks)
     return bool(connections)
 
 
@@ -180,7 +177,7 @@ def patient_consent(pc: Any) -> bool:
     checks then stay)."""
     connections = ice_connections(pc)
     for connection in connections:
-        connection.query_consent = functools.partial(_query_consent, connection)
+        seam.replace_consent_check(connection, functools.partial(_query_consent, connection))
     return bool(connections)
 
 
@@ -192,7 +189,7 @@ async def _query_consent(connection: Any) -> None:
 
     async def check(pair: Any) -> None:
         nonlocal answered
-        request = connection.build_request(pair, nominate=False)
+        request = seam.consent_request(connection, pair)
         try:
             await pair.protocol.request(request, pair.remote_addr, integrity_key=connection.remote_password.encode(),
                                         retransmissions=CONSENT_RETRANSMISSIONS)
@@ -206,10 +203,10 @@ async def _query_consent(connection: Any) -> None:
             if time.monotonic() - answered >= CONSENT_EXPIRY_S:
                 for task in checks:  # no retransmissions onto sockets being closed
                     task.cancel()
-                connection._query_consent_task = None  # close() must not cancel us while we await it
+                seam.forget_consent_task(connection)  # close() must not cancel us while we await it
                 await connection.close()
                 return
-            for pair in list(connection._nominated.values()):
+            for pair in seam.nominated_pairs(connection):
                 task = asyncio.create_task(check(pair))
                 checks.add(task)
                 task.add_done_callback(checks.discard)

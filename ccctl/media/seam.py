@@ -4,19 +4,21 @@ ccctl's media paths need a few things these libraries do not offer publicly: one
 certificate and no bitrate estimators while a peer is built (:func:`lean_peers`), the sender's
 SSRC, counters and RTCP hooks (the tight fan-out sends RTP and sender reports itself), the ICE
 pair's socket and the SRTP session's buffer (one ``sendto`` and libsrtp in place per packet),
-and the receiver's RTP hook (the simulator's counting). Every such reach is a function here, so
-that an upgrade of one of them is read against one file.
+the receiver's RTP hook (the simulator's counting), aioice's address lookup and consent checks
+and aiortc's "closed" flag (:mod:`ccctl.media.net`), and the SRTP keys of a DTLS session (the
+native sender). Every such reach is a function here, so that an upgrade of one of them is read
+against one file.
 
 :func:`check` verifies once, at ``serve`` start and in each simulator worker, that every private
-name used here or elsewhere in ccctl (:data:`REACHES`: also the consent checks of
-``ccctl.media.net`` and the SRTP keys of ``ccctl.media.native``) exists with the shape expected,
-and fails with one line naming the library and version that changed (:class:`SeamBroken`).
+name used here (:data:`REACHES`) exists with the shape expected, and fails with one line
+naming the library and version that changed (:class:`SeamBroken`).
 Attributes that objects set on themselves (aiortc's name-mangled ``__rtt``, say) are checked
 in the code of their class, which must still assign them, since no object exists yet at start.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dis
 import importlib
 import importlib.metadata
@@ -216,6 +218,73 @@ def ice_sockets(connection: Any) -> list[Any]:
     return [p.transport.get_extra_info("socket") for p in connection._protocols if p.transport is not None]
 
 
+# -- aioice's address lookup and consent checks, aiortc's closed flag (ccctl.media.net) ------------
+
+
+def host_address_lookup() -> Callable[[bool, bool], list[str]]:
+    """aioice's current lookup of the addresses it gathers host candidates on."""
+    import aioice.ice
+
+    lookup: Callable[[bool, bool], list[str]] = aioice.ice.get_host_addresses
+    return lookup
+
+
+def replace_host_address_lookup(lookup: Callable[[bool, bool], list[str]]) -> None:
+    """Make aioice gather host candidates on ``lookup(use_ipv4, use_ipv6)`` (for this process)."""
+    import aioice.ice
+
+    aioice.ice.get_host_addresses = lookup  # type: ignore[assignment]
+
+
+def ice_connection(ice_transport: Any) -> Any:
+    """The aioice connection of an ``RTCIceTransport`` (None if it has none)."""
+    return getattr(ice_transport, "_connection", None)
+
+
+def replace_consent_check(connection: Any, check: Callable[[], Awaitable[None]]) -> None:
+    """Run ``check()`` instead of aioice's consent freshness task on ``connection``."""
+    connection.query_consent = check
+
+
+def consent_request(connection: Any, pair: Any) -> Any:
+    """A STUN binding request for a consent check on ``pair`` (not nominating)."""
+    return connection.build_request(pair, nominate=False)
+
+
+def nominated_pairs(connection: Any) -> list[Any]:
+    """The connection's nominated candidate pairs (one per component)."""
+    return list(connection._nominated.values())
+
+
+def forget_consent_task(connection: Any) -> None:
+    """Make ``connection.close()`` not cancel the consent task (the task is closing it)."""
+    connection._query_consent_task = None
+
+
+def mark_closed(pc: Any) -> None:
+    """Resolve aiortc's private "closed" future of a peer connection whose ``close()`` failed,
+    so that a later ``close()`` does not wait for it forever."""
+    closed = getattr(pc, "_RTCPeerConnection__isClosed", None)
+    if isinstance(closed, asyncio.Future) and not closed.done():
+        closed.set_result(True)
+
+
+# -- the SRTP keys of a DTLS session (ccctl.media.native) -----------------------------------------
+
+
+def srtp_tx_key(dtls: Any) -> tuple[int, bytes]:
+    """The negotiated SRTP profile (libsrtp's number) and our sending master key and salt,
+    exported again from the DTLS session with aiortc's own label, lengths and role split
+    (``RTCDtlsTransport._setup_srtp``); ConnectionError when no profile was negotiated."""
+    ssl = dtls._ssl
+    chosen = ssl.get_selected_srtp_profile()
+    profile = next((p for p in dtls._srtp_profiles if p.openssl_profile == chosen), None)
+    if profile is None:
+        raise ConnectionError(f"no SRTP profile negotiated ({chosen!r})")
+    view = ssl.export_keying_material(b"EXTRACTOR-dtls_srtp", 2 * (profile.key_length + profile.salt_length))
+    return profile.libsrtp_profile, profile.get_key_and_salt(view, 1 if dtls._role == "server" else 0)
+
+
 # -- the check at start --------------------------------------------------------------------------
 
 
@@ -223,7 +292,8 @@ def ice_sockets(connection: Any) -> list[Any]:
 class Reach:
     """One private name ccctl relies on: ``owner`` (``module`` or ``module:Class``) has ``name``;
     ``kind`` is ``attr`` (present now), ``callable`` (present and callable, with at least
-    ``arity`` positional parameters) or ``field`` (assigned by the class's own code)."""
+    ``arity`` positional parameters), ``field`` (assigned by the class's own code) or
+    ``declared`` (a field its annotations declare: a dataclass's)."""
 
     library: str
     owner: str
@@ -259,6 +329,11 @@ REACHES: tuple[Reach, ...] = (
     Reach("aiortc", "aiortc.rtcdtlstransport:RTCDtlsTransport", "_ssl", "field"),
     Reach("aiortc", "aiortc.rtcdtlstransport:RTCDtlsTransport", "_role", "field"),
     Reach("aiortc", "aiortc.rtcdtlstransport:RTCDtlsTransport", "_srtp_profiles", "field"),
+    Reach("aiortc", "aiortc.rtcdtlstransport:SRTPProtectionProfile", "get_key_and_salt", "callable", 3),
+    Reach("aiortc", "aiortc.rtcdtlstransport:SRTPProtectionProfile", "libsrtp_profile", "declared"),
+    Reach("aiortc", "aiortc.rtcdtlstransport:SRTPProtectionProfile", "openssl_profile", "declared"),
+    Reach("aiortc", "aiortc.rtcdtlstransport:SRTPProtectionProfile", "key_length", "declared"),
+    Reach("aiortc", "aiortc.rtcdtlstransport:SRTPProtectionProfile", "salt_length", "declared"),
     Reach("aiortc", "aiortc.rtcicetransport:RTCIceTransport", "_connection", "field"),
     Reach("aiortc", "aiortc.rtcrtptransceiver:RTCRtpTransceiver", "_codecs", "field"),
     Reach("aiortc", "aiortc.rtcrtptransceiver:RTCRtpTransceiver", "_headerExtensions", "field"),
@@ -272,6 +347,7 @@ REACHES: tuple[Reach, ...] = (
     Reach("aioice", "aioice.ice:Connection", "build_request", "callable", 3),
     Reach("aioice", "aioice.ice:Connection", "data_received", "callable", 3),
     Reach("aioice", "aioice.ice", "get_host_addresses", "callable", 2),
+    Reach("aioice", "aioice.ice:StunProtocol", "request", "callable", 3),
     Reach("pylibsrtp", "pylibsrtp:Session", "_buffer", "field"),
     Reach("pylibsrtp", "pylibsrtp:Session", "_srtp", "field"),
     Reach("pylibsrtp", "pylibsrtp:Session", "_cdata", "field"),
@@ -313,6 +389,9 @@ def _problem(reach: Reach) -> str | None:
     where = f"{reach.owner.replace(':', '.')}.{reach.name}"
     if reach.kind == "field":
         return None if reach.name in _assigned_names(owner) else f"{where} is no longer set"
+    if reach.kind == "declared":
+        declared = {n for k in getattr(owner, "__mro__", ()) for n in vars(k).get("__annotations__", {})}
+        return None if reach.name in declared else f"{where} is no longer declared"
     if not hasattr(owner, reach.name):
         return f"{where} is gone"
     value = getattr(owner, reach.name)

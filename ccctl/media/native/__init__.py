@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import pylibsrtp
 
+from ccctl.media import seam
+
 if TYPE_CHECKING:
     from ccctl.media.fastpath import Forwarder, RtpUnit
     from ccctl.media.tiers import Feed
@@ -74,13 +76,7 @@ def tx_key(dtls: Any) -> tuple[int, bytes]:
     Exported again from the DTLS session with aiortc's own label, lengths and role split
     (``RTCDtlsTransport._setup_srtp``), so that both paths protect with the same keys.
     """
-    ssl = dtls._ssl
-    chosen = ssl.get_selected_srtp_profile()
-    profile = next((p for p in dtls._srtp_profiles if p.openssl_profile == chosen), None)
-    if profile is None:
-        raise ConnectionError(f"no SRTP profile negotiated ({chosen!r})")
-    view = ssl.export_keying_material(b"EXTRACTOR-dtls_srtp", 2 * (profile.key_length + profile.salt_length))
-    return profile.libsrtp_profile, profile.get_key_and_salt(view, 1 if dtls._role == "server" else 0)
+    return seam.srtp_tx_key(dtls)  # aiortc's DTLS session internals: ccctl/media/seam.py
 
 
 def stream_session(profile: int, key: bytes, ssrc: int) -> pylibsrtp.Session:
