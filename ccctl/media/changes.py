@@ -1,12 +1,16 @@
 """The server's change stream: ``GET /api/events``, Server-Sent Events behind the control token;
 and what a remote dashboard reads once beside it (``GET /api/overview``, a site's detail).
 
-A feed task reads the registry a few times a second for what was written since its last look
-(roll-call results from any process, the broadcast's joins, leaves, tier and floor events)
-and keeps the newest ``RING`` events in memory, numbered ``EPOCH-SEQ``. A client that
-reconnects with ``Last-Event-ID`` gets every event after that one; when the id is from
-another run of the server or too old for the ring, it first gets a ``reset`` event and must
-read the registry in full once (the change stream resumes without a gap or says it cannot).
+A feed task reads the registry for what was written since its last look (roll-call results
+from any process, the broadcast's joins, leaves, tier and floor events) and keeps the newest
+``RING`` events in memory, numbered ``EPOCH-SEQ``. A client that reconnects with
+``Last-Event-ID`` gets every event after that one; when the id is from another run of the
+server or too old for the ring, it first gets a ``reset`` event and must read the registry in
+full once (the change stream resumes without a gap or says it cannot). A client so slow that
+the ring moved past it while it was being written to gets a ``reset`` too, never a silent gap.
+On SQLite the feed reads a few times a second (``POLL_S``); on PostgreSQL it reads only when the
+registry announces a write (``LISTEN``/``NOTIFY``, ccctl/registry/notify.py), so several
+servers on one registry each hear every other's writes, and the CLI's, without polling.
 
 Beside them, while a broadcast is live and a client listens, the connected sites' live figures
 (bitrate, loss over a 20 s window and its quality class, RTT, jitter, tier, and the Janus edge
@@ -39,6 +43,7 @@ if TYPE_CHECKING:
     import ssl
 
     from ccctl.media.tls import ServerTrust
+    from ccctl.registry.notify import Listener
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +83,26 @@ class ChangeFeed:
         self._task: asyncio.Task[None] | None = None
         self._reading: asyncio.Future[list[tuple[str, dict[str, Any]]]] | None = None
         self.closing = False
+        self.reads = 0  # registry reads done (on PostgreSQL: one per burst of notifications)
+        self.listener: Listener | None = None  # PostgreSQL: what wakes the reader
+        self._wake: asyncio.Event | None = None
 
     def start(self) -> None:
         """Start reading the registry."""
+        if self.db_url.startswith(("postgresql://", "postgres://")):
+            from ccctl.registry.notify import Listener
+
+            wake = self._wake = asyncio.Event()
+            self.listener = Listener(self.db_url, lambda _payload: wake.set())
+            self.listener.start()
         self._task = asyncio.get_running_loop().create_task(self._run())
         if self.stats_source is not None:
             self._sampler = asyncio.get_running_loop().create_task(self._sample_stats())
 
     async def close(self) -> None:
         """Stop reading and close the registry connection."""
+        if self.listener is not None:
+            await self.listener.close()
         for task in (self._task, self._sampler):
             if task is not None:
                 task.cancel()
@@ -115,8 +131,10 @@ class ChangeFeed:
 
         if self._db is None:
             self._db = open_registry(self.db_url, 2000)
+        if self._cursor is None:  # the first read: the stream starts from now
             self._cursor = ChangeCursor(latest_run_id(self._db) + 1)
             self._event_id = last_broadcast_event_id(self._db)
+        self.reads += 1
         out: list[tuple[str, dict[str, Any]]] = [("rollcall", r) for r in results_since(self._db, self._cursor)]
         for event in broadcast_events_since(self._db, self._event_id):
             self._event_id = event["id"]
@@ -127,19 +145,29 @@ class ChangeFeed:
         from ccctl.errors import CcctlError
 
         while True:
+            failed = False
             try:
                 self._reading = asyncio.ensure_future(asyncio.to_thread(self._read))
                 found = await asyncio.shield(self._reading)
-            except CcctlError as exc:  # a locked registry: try again, the stream waits
+            except CcctlError as exc:  # a locked or lost registry: try again, the stream waits
                 log.warning("change feed: %s", exc)
-                found = []
+                found, failed = [], True
+                if self.listener is not None and self._db is not None:
+                    # PostgreSQL: the connection may be the broken part; the next read opens
+                    # another and goes on from the same cursor.
+                    self._db.close()
+                    self._db = None
             if found:
                 async with self.changed:
                     for name, data in found:
                         self.seq += 1
                         self.events.append((self.seq, name, json.dumps(data, ensure_ascii=False)))
                     self.changed.notify_all()
-            await asyncio.sleep(POLL_S)  # the registry's read cadence
+            if self._wake is None or failed:
+                await asyncio.sleep(POLL_S)  # SQLite: the registry's read cadence
+            else:  # PostgreSQL: until a write is announced (or the listener reconnects)
+                await self._wake.wait()
+                self._wake.clear()
 
     async def _sample_stats(self) -> None:
         """Once a second while a client listens: read the live figures, send what moved."""
