@@ -261,11 +261,14 @@ class ChangeFeed:
         version ``stats_seen``, or the server is closing."""
         return lambda: self.seq > seq or self.closing or (stats_seen is not None and self.stats_version != stats_seen)
 
-    def pending(self, seq: int) -> list[tuple[int, str, str]]:
-        """Events after ``seq``, in order."""
+    def pending(self, seq: int) -> list[tuple[int, str, str]] | None:
+        """Events after ``seq``, in order; None when some of them have already left the ring
+        (the client fell too far behind and must be sent ``reset``, not a stream with a gap)."""
         if not self.events or self.events[-1][0] <= seq:
             return []
-        start = max(0, seq - self.events[0][0] + 1)
+        start = seq - self.events[0][0] + 1
+        if start < 0:
+            return None
         return [self.events[i] for i in range(start, len(self.events))]
 
 
@@ -285,7 +288,12 @@ async def stream(request: web.Request) -> web.StreamResponse:
             await response.write(f"id: {feed.epoch}-{seq}\nevent: reset\ndata: {{}}\n\n".encode())
         seen = -1 if feed.stats_source is not None else feed.stats_version  # -1: the whole table first
         while not feed.closing:
-            for number, name, data in feed.pending(seq):
+            pending = feed.pending(seq)
+            if pending is None:  # the ring moved past this client: it re-reads the whole state
+                seq = feed.seq
+                await response.write(f"id: {feed.epoch}-{seq}\nevent: reset\ndata: {{}}\n\n".encode())
+                pending = []
+            for number, name, data in pending:
                 await response.write(f"id: {feed.epoch}-{number}\nevent: {name}\ndata: {data}\n\n".encode())
                 seq = number
             if feed.stats_version != seen:
