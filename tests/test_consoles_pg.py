@@ -1,8 +1,8 @@
-"""Several consoles on one PostgreSQL registry: two servers share it, and a write made by
-another process reaches both change streams through LISTEN/NOTIFY (the polling cadence is set to
-an hour, so nothing but a notification can bring it within the bound); the listener comes back
-after its backend is killed (pg_terminate_backend, a real fault), and a write made while it was
-gone still arrives."""
+"""Several consoles on one PostgreSQL registry: two servers share it, and a write made by another
+process (a roll-call result, a feed's pull, a meeting's pre-check) reaches both change streams
+through LISTEN/NOTIFY (the polling cadence is set to an hour, so nothing but a notification can
+bring it within the bound); the listener comes back after its backend is killed
+(pg_terminate_backend, a real fault), and a write made while it was gone still arrives."""
 
 from __future__ import annotations
 
@@ -28,18 +28,33 @@ pytestmark = [pytest.mark.postgresql, pytest.mark.skipif(not PG_URL, reason=NO_P
 
 BOUND_S = 30.0  # a bound on each wait, not a synchronisation
 
-# Another process writes one finished roll-call run through the real recorder (as `ccctl
-# rollcall` would), then exits: argv is the registry URL, the site and the state.
+# Another process writes through the registry's own functions, then exits: argv is the
+# registry URL, what to write, and its two values. ``rollcall``: one finished run through the
+# real recorder (as `ccctl rollcall` would), site and state; ``feed``: a feed and a failed
+# pull's event (as `ccctl feed pull`), name and reason; ``meeting``: a meeting and its
+# pre-check's report (as `ccctl meeting tick`), title and count.
 WRITER = """
 import sys
 from ccctl.models import CheckResult, CheckState
 from ccctl.registry import open_registry
-from ccctl.rollcall.history import RunRecorder
-with open_registry(sys.argv[1]) as db:
-    rec = RunRecorder(db, {"stages": ["tcp"], "sites": 1})
-    rec.add(CheckResult(site_id=sys.argv[2], state=CheckState(sys.argv[3]), reason="x", stage="tcp",
-                        rtt_ms=1.0, started_at=1_900_000_000.0, duration_ms=2.0))
-    rec.finish("finished", {"sites": 1})
+url, what, first, second = sys.argv[1:5]
+with open_registry(url) as db:
+    if what == "rollcall":
+        from ccctl.rollcall.history import RunRecorder
+        rec = RunRecorder(db, {"stages": ["tcp"], "sites": 1})
+        rec.add(CheckResult(site_id=first, state=CheckState(second), reason="x", stage="tcp",
+                            rtt_ms=1.0, started_at=1_900_000_000.0, duration_ms=2.0))
+        rec.finish("finished", {"sites": 1})
+    elif what == "feed":
+        from ccctl.feeds.spec import FeedSpec
+        from ccctl.registry import feeds
+        feeds.add_feed(db, FeedSpec(first, "/nowhere/cases.json"))
+        feeds.add_events(db, first, [("pull_failed", None, None, second)])
+    else:
+        from ccctl.registry import meetings
+        meeting = meetings.insert_meeting(db, {"title": first, "starts_at": 1_900_000_000.0, "tz": "Asia/Ho_Chi_Minh",
+                                               "source": "testsrc", "record": False}, [], [], 1_899_990_000.0)
+        meetings.add_event(db, meeting, 1_899_999_000.0, "check_done", {"ready": int(second)})
 """
 
 
@@ -89,9 +104,9 @@ async def take(stream: AsyncIterator[tuple[str, str, dict[str, Any]]], name: str
     return await asyncio.wait_for(first(), BOUND_S)
 
 
-def write_elsewhere(url: str, site: str, check_state: str) -> None:
-    """A roll-call result written by another process."""
-    subprocess.run([sys.executable, "-c", WRITER, url, site, check_state], check=True, timeout=BOUND_S,
+def write_elsewhere(url: str, site: str, check_state: str, what: str = "rollcall") -> None:
+    """A roll-call result (or a feed's or a meeting's event) written by another process."""
+    subprocess.run([sys.executable, "-c", WRITER, url, what, site, check_state], check=True, timeout=BOUND_S,
                    cwd=Path(__file__).resolve().parents[1])
 
 
@@ -128,6 +143,14 @@ async def test_a_write_elsewhere_reaches_every_console(servers: list[TestServer]
         while data["kind"] != "floor":
             data = await take(stream, "broadcast")
         assert (data["site_id"], data["detail"]) == ("S-2", {"action": "grant"})
+    # A feed's failed pull and a meeting's pre-check report, written by other processes.
+    await asyncio.to_thread(write_elsewhere, pg_url, "cases", "HTTP 500 from the platform", "feed")
+    await asyncio.to_thread(write_elsewhere, pg_url, "Giao ban", "42", "meeting")
+    for stream in streams:
+        data = await take(stream, "feed")
+        assert (data["feed"], data["kind"], data["detail"]) == ("cases", "pull_failed", "HTTP 500 from the platform")
+        data = await take(stream, "meeting")
+        assert (data["kind"], data["detail"]) == ("check_done", {"ready": 42})
         await stream.aclose()
 
 

@@ -1,16 +1,17 @@
 """The server's change stream: ``GET /api/events``, Server-Sent Events behind the control token;
 and what a remote dashboard reads once beside it (``GET /api/overview``, a site's detail).
 
-A feed task reads the registry for what was written since its last look (roll-call results
-from any process, the broadcast's joins, leaves, tier and floor events) and keeps the newest
-``RING`` events in memory, numbered ``EPOCH-SEQ``. A client that reconnects with
-``Last-Event-ID`` gets every event after that one; when the id is from another run of the
-server or too old for the ring, it first gets a ``reset`` event and must read the registry in
-full once (the change stream resumes without a gap or says it cannot). A client so slow that
-the ring moved past it while it was being written to gets a ``reset`` too, never a silent gap.
-On SQLite the feed reads a few times a second (``POLL_S``); on PostgreSQL it reads only when the
-registry announces a write (``LISTEN``/``NOTIFY``, ccctl/registry/notify.py), so several
-servers on one registry each hear every other's writes, and the CLI's, without polling.
+A feed task reads the registry for what was written since its last look (roll-call results from
+any process, the broadcast's joins, leaves, tier and floor events, the feeds' pulls and alerts,
+the meetings' pre-checks and starts) and keeps the newest ``RING`` events in memory, numbered
+``EPOCH-SEQ``. A client that reconnects with ``Last-Event-ID`` gets every event after that one;
+when the id is from another run of the server or too old for the ring, it first gets a
+``reset`` event and must read the registry in full once (the change stream resumes without a
+gap or says it cannot). A client so slow that the ring moved past it while it was being written
+to gets a ``reset`` too, never a silent gap. On SQLite the feed reads a few times a second
+(``POLL_S``); on PostgreSQL it reads only when the registry announces a write
+(``LISTEN``/``NOTIFY``, ccctl/registry/notify.py), so several servers on one registry each hear
+every other's writes, and the CLI's, without polling.
 
 Beside them, while a broadcast is live and a client listens, the connected sites' live figures
 (bitrate, loss over a 20 s window and its quality class, RTT, jitter, tier, and the Janus edge
@@ -52,6 +53,9 @@ POLL_S = 0.25
 HEARTBEAT_S = 15.0
 MAX_CLIENTS = 64
 MAX_LINE = 64 * 2**20  # the longest change-stream line a client takes (a stats table of 10,599 sites: ~2 MB)
+#: Other event tables carried by the stream, and the event's name: a feed's pulls, failures and
+#: alerts (``feed``), a meeting's pre-checks done or failed, start and end (``meeting``).
+OTHER_EVENTS = {"feed_events": "feed", "meeting_events": "meeting"}
 STATS_S = 1.0  # live figures are sampled, and a stats event sent, at most this often
 #: The live figures: (sessions as the media core's ``stats()`` gives them, with the edges'
 #: sites among them; each edge's ``status()``).
@@ -80,6 +84,7 @@ class ChangeFeed:
         self._db: Any = None
         self._cursor: Any = None
         self._event_id = 0
+        self._other_ids: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._reading: asyncio.Future[list[tuple[str, dict[str, Any]]]] | None = None
         self.closing = False
@@ -121,6 +126,7 @@ class ChangeFeed:
 
     def _read(self) -> list[tuple[str, dict[str, Any]]]:
         from ccctl.registry import open_registry
+        from ccctl.registry.notify import events_after, last_event_id
         from ccctl.registry.overview import (
             ChangeCursor,
             broadcast_events_since,
@@ -134,11 +140,18 @@ class ChangeFeed:
         if self._cursor is None:  # the first read: the stream starts from now
             self._cursor = ChangeCursor(latest_run_id(self._db) + 1)
             self._event_id = last_broadcast_event_id(self._db)
+            self._other_ids = {table: last_event_id(self._db, table) for table in OTHER_EVENTS}
         self.reads += 1
         out: list[tuple[str, dict[str, Any]]] = [("rollcall", r) for r in results_since(self._db, self._cursor)]
         for event in broadcast_events_since(self._db, self._event_id):
             self._event_id = event["id"]
             out.append(("broadcast", event))
+        for table, name in OTHER_EVENTS.items():
+            for event in events_after(self._db, table, self._other_ids[table]):
+                self._other_ids[table] = event["id"]
+                if name == "meeting":
+                    event["detail"] = json.loads(event["detail"]) if event["detail"] else {}
+                out.append((name, event))
         return out
 
     async def _run(self) -> None:

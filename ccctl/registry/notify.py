@@ -2,15 +2,16 @@
 follows, and a listener that hears them on its own connection.
 
 Several ccctl processes (servers, CLI runs, cron pulls) may share one PostgreSQL registry; a
-server's change stream must learn of another's writes without reading the registry on a
-timer. A row trigger on each table the stream follows (roll-call results, broadcast events,
-feed events, meeting checks and events) calls ``pg_notify`` in the writer's own transaction,
-so the notification is sent when, and only if, the write commits, whichever program wrote
-it. The payload is small (``{"table": ..., "id": ...}``: the run for a roll-call result, the
-row's id otherwise) and identical payloads of one transaction are folded into one by
-PostgreSQL, so a run of 10,599 results announces itself once per commit; the listener reads
-the rows itself. The channel is named after the registry's schema, so two registries in one
-database never hear each other. SQLite has no such thing: its readers keep reading on a timer.
+server's change stream must learn of another's writes without reading the registry on a timer.
+A row trigger on each table the stream follows (roll-call results, broadcast events, feed
+events: pulls and alerts; meeting events: pre-checks done or failed, starts) calls
+``pg_notify`` in the writer's own transaction, so the notification is sent when, and only if,
+the write commits, whichever program wrote it. The payload is small (``{"table": ..., "id":
+...}``: the run for a roll-call result, the row's id otherwise) and identical payloads of one
+transaction are folded into one by PostgreSQL, so a run of 10,599 results announces itself once
+per commit; the listener reads the rows itself. The channel is named after the registry's
+schema, so two registries in one database never hear each other. SQLite has no such thing: its
+readers keep reading on a timer.
 """
 
 from __future__ import annotations
@@ -32,8 +33,7 @@ WATCHED: dict[str, str] = {
     "rollcall_results": "run_id",
     "broadcast_events": "id",
     "feed_events": "id",
-    "meeting_checks": "id",
-    "meeting_events": "id",
+    "meeting_events": "id",  # a meeting's pre-check done or failed, its start, ...
 }
 RETRY_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # reconnect delays, the last one repeated
 # The channel of a schema: a fixed-length name (a channel is an identifier, at most 63 bytes).
@@ -61,6 +61,28 @@ def install_triggers(db: Database) -> bool:
             db.execute(f"CREATE OR REPLACE TRIGGER {TRIGGER} AFTER INSERT OR UPDATE ON {table} "
                        f"FOR EACH ROW EXECUTE FUNCTION {FUNCTION}('{column}')")
     return True
+
+
+#: What :func:`events_after` reads: the tables of events with an id, and their columns.
+EVENT_TABLES: dict[str, str] = {
+    "feed_events": "id, feed, ts, kind, unit_code, indicator, detail",
+    "meeting_events": "id, meeting_id, ts, kind, detail",
+}
+
+
+def last_event_id(db: Database, table: str) -> int:
+    """The newest id of an event table (0 when empty)."""
+    if table not in EVENT_TABLES:
+        raise ValueError(table)
+    return int(db.query(f"SELECT COALESCE(MAX(id), 0) FROM {table}")[0][0])
+
+
+def events_after(db: Database, table: str, after_id: int, limit: int = 5000) -> list[dict[str, Any]]:
+    """Rows of an event table (``EVENT_TABLES``) with an id above ``after_id``, oldest first."""
+    if table not in EVENT_TABLES:
+        raise ValueError(table)
+    return db.query_dicts(f"SELECT {EVENT_TABLES[table]} FROM {table} WHERE id > ? ORDER BY id LIMIT ?",
+                          (after_id, limit))
 
 
 def channel(db: Database) -> str:
