@@ -176,10 +176,14 @@ class ChangeFeed:
                         self.seq += 1
                         self.events.append((self.seq, name, json.dumps(data, ensure_ascii=False)))
                     self.changed.notify_all()
-            if self._wake is None or failed:
-                await asyncio.sleep(POLL_S)  # SQLite: the registry's read cadence
-            else:  # PostgreSQL: until a write is announced (or the listener reconnects)
-                await self._wake.wait()
+            if self._wake is None or self.listener is None or failed:
+                await asyncio.sleep(POLL_S)  # SQLite (or a failed read): the registry's read cadence
+            else:  # PostgreSQL: until a write is announced (or the listener reconnects) ...
+                deaf = not self.listener.listening.is_set()  # ... polling while nobody listens
+                try:
+                    await asyncio.wait_for(self._wake.wait(), POLL_S if deaf else None)
+                except TimeoutError:
+                    pass
                 self._wake.clear()
 
     async def _sample_stats(self) -> None:

@@ -95,7 +95,8 @@ class Listener:
     ``on_change`` (from the event loop) for each one, and once after every (re)connection,
     since a write made while it was not listening was announced to nobody. A lost connection
     (a restarted server, a killed backend) is opened again after a short delay, for ever,
-    until :meth:`close`."""
+    until :meth:`close`; meanwhile ``listening`` is clear, and the change feed reads on a
+    timer (as on SQLite) until it is set again."""
 
     def __init__(self, url: str, on_change: Callable[[dict[str, Any] | None], None]) -> None:
         self.url = url
@@ -149,6 +150,7 @@ class Listener:
                         except ValueError:
                             payload = None
                         self.on_change(payload if isinstance(payload, dict) else None)
+                    raise OSError("the notifications ended")  # the connection closed without an error
                 finally:
                     self.listening.clear()
                     await conn.close()
