@@ -1,12 +1,17 @@
 """The server's change stream: ``GET /api/events``, Server-Sent Events behind the control token;
 and what a remote dashboard reads once beside it (``GET /api/overview``, a site's detail).
 
-A feed task reads the registry a few times a second for what was written since its last look
-(roll-call results from any process, the broadcast's joins, leaves, tier and floor events)
-and keeps the newest ``RING`` events in memory, numbered ``EPOCH-SEQ``. A client that
-reconnects with ``Last-Event-ID`` gets every event after that one; when the id is from
-another run of the server or too old for the ring, it first gets a ``reset`` event and must
-read the registry in full once (the change stream resumes without a gap or says it cannot).
+A feed task reads the registry for what was written since its last look (roll-call results from
+any process, the broadcast's joins, leaves, tier and floor events, the feeds' pulls and alerts,
+the meetings' pre-checks and starts) and keeps the newest ``RING`` events in memory, numbered
+``EPOCH-SEQ``. A client that reconnects with ``Last-Event-ID`` gets every event after that one;
+when the id is from another run of the server or too old for the ring, it first gets a
+``reset`` event and must read the registry in full once (the change stream resumes without a
+gap or says it cannot). A client so slow that the ring moved past it while it was being written
+to gets a ``reset`` too, never a silent gap. On SQLite the feed reads a few times a second
+(``POLL_S``); on PostgreSQL it reads only when the registry announces a write
+(``LISTEN``/``NOTIFY``, ccctl/registry/notify.py), so several servers on one registry each hear
+every other's writes, and the CLI's, without polling.
 
 Beside them, while a broadcast is live and a client listens, the connected sites' live figures
 (bitrate, loss over a 20 s window and its quality class, RTT, jitter, tier, and the Janus edge
@@ -39,6 +44,7 @@ if TYPE_CHECKING:
     import ssl
 
     from ccctl.media.tls import ServerTrust
+    from ccctl.registry.notify import Listener
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,9 @@ POLL_S = 0.25
 HEARTBEAT_S = 15.0
 MAX_CLIENTS = 64
 MAX_LINE = 64 * 2**20  # the longest change-stream line a client takes (a stats table of 10,599 sites: ~2 MB)
+#: Other event tables carried by the stream, and the event's name: a feed's pulls, failures and
+#: alerts (``feed``), a meeting's pre-checks done or failed, start and end (``meeting``).
+OTHER_EVENTS = {"feed_events": "feed", "meeting_events": "meeting"}
 STATS_S = 1.0  # live figures are sampled, and a stats event sent, at most this often
 #: The live figures: (sessions as the media core's ``stats()`` gives them, with the edges'
 #: sites among them; each edge's ``status()``).
@@ -75,18 +84,30 @@ class ChangeFeed:
         self._db: Any = None
         self._cursor: Any = None
         self._event_id = 0
+        self._other_ids: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._reading: asyncio.Future[list[tuple[str, dict[str, Any]]]] | None = None
         self.closing = False
+        self.reads = 0  # registry reads done (on PostgreSQL: one per burst of notifications)
+        self.listener: Listener | None = None  # PostgreSQL: what wakes the reader
+        self._wake: asyncio.Event | None = None
 
     def start(self) -> None:
         """Start reading the registry."""
+        if self.db_url.startswith(("postgresql://", "postgres://")):
+            from ccctl.registry.notify import Listener
+
+            wake = self._wake = asyncio.Event()
+            self.listener = Listener(self.db_url, lambda _payload: wake.set())
+            self.listener.start()
         self._task = asyncio.get_running_loop().create_task(self._run())
         if self.stats_source is not None:
             self._sampler = asyncio.get_running_loop().create_task(self._sample_stats())
 
     async def close(self) -> None:
         """Stop reading and close the registry connection."""
+        if self.listener is not None:
+            await self.listener.close()
         for task in (self._task, self._sampler):
             if task is not None:
                 task.cancel()
@@ -105,6 +126,7 @@ class ChangeFeed:
 
     def _read(self) -> list[tuple[str, dict[str, Any]]]:
         from ccctl.registry import open_registry
+        from ccctl.registry.notify import events_after, last_event_id
         from ccctl.registry.overview import (
             ChangeCursor,
             broadcast_events_since,
@@ -115,31 +137,54 @@ class ChangeFeed:
 
         if self._db is None:
             self._db = open_registry(self.db_url, 2000)
+        if self._cursor is None:  # the first read: the stream starts from now
             self._cursor = ChangeCursor(latest_run_id(self._db) + 1)
             self._event_id = last_broadcast_event_id(self._db)
+            self._other_ids = {table: last_event_id(self._db, table) for table in OTHER_EVENTS}
+        self.reads += 1
         out: list[tuple[str, dict[str, Any]]] = [("rollcall", r) for r in results_since(self._db, self._cursor)]
         for event in broadcast_events_since(self._db, self._event_id):
             self._event_id = event["id"]
             out.append(("broadcast", event))
+        for table, name in OTHER_EVENTS.items():
+            for event in events_after(self._db, table, self._other_ids[table]):
+                self._other_ids[table] = event["id"]
+                if name == "meeting":
+                    event["detail"] = json.loads(event["detail"]) if event["detail"] else {}
+                out.append((name, event))
         return out
 
     async def _run(self) -> None:
         from ccctl.errors import CcctlError
 
         while True:
+            failed = False
             try:
                 self._reading = asyncio.ensure_future(asyncio.to_thread(self._read))
                 found = await asyncio.shield(self._reading)
-            except CcctlError as exc:  # a locked registry: try again, the stream waits
+            except CcctlError as exc:  # a locked or lost registry: try again, the stream waits
                 log.warning("change feed: %s", exc)
-                found = []
+                found, failed = [], True
+                if self.listener is not None and self._db is not None:
+                    # PostgreSQL: the connection may be the broken part; the next read opens
+                    # another and goes on from the same cursor.
+                    self._db.close()
+                    self._db = None
             if found:
                 async with self.changed:
                     for name, data in found:
                         self.seq += 1
                         self.events.append((self.seq, name, json.dumps(data, ensure_ascii=False)))
                     self.changed.notify_all()
-            await asyncio.sleep(POLL_S)  # the registry's read cadence
+            if self._wake is None or self.listener is None or failed:
+                await asyncio.sleep(POLL_S)  # SQLite (or a failed read): the registry's read cadence
+            else:  # PostgreSQL: until a write is announced (or the listener reconnects) ...
+                deaf = not self.listener.listening.is_set()  # ... polling while nobody listens
+                try:
+                    await asyncio.wait_for(self._wake.wait(), POLL_S if deaf else None)
+                except TimeoutError:
+                    pass
+                self._wake.clear()
 
     async def _sample_stats(self) -> None:
         """Once a second while a client listens: read the live figures, send what moved."""
@@ -233,11 +278,14 @@ class ChangeFeed:
         version ``stats_seen``, or the server is closing."""
         return lambda: self.seq > seq or self.closing or (stats_seen is not None and self.stats_version != stats_seen)
 
-    def pending(self, seq: int) -> list[tuple[int, str, str]]:
-        """Events after ``seq``, in order."""
+    def pending(self, seq: int) -> list[tuple[int, str, str]] | None:
+        """Events after ``seq``, in order; None when some of them have already left the ring
+        (the client fell too far behind and must be sent ``reset``, not a stream with a gap)."""
         if not self.events or self.events[-1][0] <= seq:
             return []
-        start = max(0, seq - self.events[0][0] + 1)
+        start = seq - self.events[0][0] + 1
+        if start < 0:
+            return None
         return [self.events[i] for i in range(start, len(self.events))]
 
 
@@ -257,7 +305,12 @@ async def stream(request: web.Request) -> web.StreamResponse:
             await response.write(f"id: {feed.epoch}-{seq}\nevent: reset\ndata: {{}}\n\n".encode())
         seen = -1 if feed.stats_source is not None else feed.stats_version  # -1: the whole table first
         while not feed.closing:
-            for number, name, data in feed.pending(seq):
+            pending = feed.pending(seq)
+            if pending is None:  # the ring moved past this client: it re-reads the whole state
+                seq = feed.seq
+                await response.write(f"id: {feed.epoch}-{seq}\nevent: reset\ndata: {{}}\n\n".encode())
+                pending = []
+            for number, name, data in pending:
                 await response.write(f"id: {feed.epoch}-{number}\nevent: {name}\ndata: {data}\n\n".encode())
                 seq = number
             if feed.stats_version != seen:

@@ -52,6 +52,7 @@ from ccctl.limits import raise_nofile_limit
 from ccctl.media import state, tokens
 from ccctl.media.admission import Admission, AdmissionPolicy
 from ccctl.media.changes import add_change_routes
+from ccctl.media.dataroutes import add_data_routes
 from ccctl.media.fastpath import say_path_once
 from ccctl.media.net import keep_candidates, pin_ice
 from ccctl.media.webinput import (
@@ -717,6 +718,7 @@ def create_app(db_url: str, home: Path, core_factory: Any = None, media_network:
         else:
             app.router.add_route(method, path, handler)
     add_change_routes(app, db_url, server._require_control, server.live_figures)  # GET /api/events: changes.py
+    add_data_routes(app)  # GET /api/data/{trend,feeds,meeting}: a remote console's panels, dataroutes.py
     add_edge_routes(app, server)  # where a site plays from: ccctl/edges/routes.py
 
     async def on_startup(app: web.Application) -> None:

@@ -65,14 +65,14 @@ class DataMixin:
         self.risk_map = {}
         self.read_trend()
         self.read_feeds()
-        if not self._remote():
-            self.read_meeting()
+        self.read_meeting()
         self.set_interval(1.0, self.show_meeting)  # "in 12 min" moves on between reads
 
-    def _remote(self: Dashboard) -> bool:  # type: ignore[misc]
+    def _unserved(self: Dashboard, kind: str) -> bool:  # type: ignore[misc]
+        """Whether the remote server does not serve this panel's data (an older server)."""
         from ccctl.tui.feeds import RemoteFeed
 
-        return isinstance(self.feed, RemoteFeed)
+        return isinstance(self.feed, RemoteFeed) and kind in self.feed.unserved
 
     def trend_for(self, place: Place) -> dict[tuple[str, str], list[float | None]] | None:
         """The sparklines to show under ``place``: the provinces' at the country, else none."""
@@ -120,7 +120,8 @@ class DataMixin:
         """Redraw the meeting panel (only while it is open)."""
         if self.get_screen_main().has_class("meeting-open"):
             self.widget("#meeting", ReadinessPanel).show(
-                readiness_text(self.meeting_read, self.clock(), remote=self._remote(), loaded=self.meeting_loaded))
+                readiness_text(self.meeting_read, self.clock(), remote=self._unserved("meeting"),
+                               loaded=self.meeting_loaded))
 
     # --- the data feeds ---------------------------------------------------------------------
 
@@ -149,7 +150,7 @@ class DataMixin:
         if not self.get_screen_main().has_class("data-open"):
             return
         self.widget("#data", DataPanel).show(data_text(self.feed_data, self.selected_province(), self.clock(),
-                                                       remote=self._remote()))
+                                                       remote=self._unserved("feeds")))
 
     def site_risk(self, site: dict[str, Any]) -> float | None:
         """The worst risk level the feeds give a site's unit: its commune's, else its district's,
@@ -163,7 +164,7 @@ class DataMixin:
         return None
 
     def _took_feeds(self: Dashboard, read: FeedsRead | None) -> None:  # type: ignore[misc]
-        if read is None:  # a remote console
+        if read is None:  # a remote server that does not serve it
             self.show_data()
             return
         self.feed_data = read.feeds
@@ -209,6 +210,8 @@ class DataMixin:
                 self.meeting_read = message.data
                 self.meeting_loaded = True
                 self.show_meeting()
+                if self._unserved("meeting"):
+                    return  # a remote server without it: nothing to poll
             self.set_timer(MEETING_S, self.read_meeting)
         if message.kind == "trend":
             if not message.error:
@@ -216,5 +219,5 @@ class DataMixin:
                 if self.fleet.here.level == "country" and self.loaded:
                     self.repaint()
             if not message.error and message.data is None:
-                return  # a remote console: the server does not serve it, nothing to poll
+                return  # a remote server that does not serve it: nothing to poll
             self.set_timer(TREND_S, self.read_trend)

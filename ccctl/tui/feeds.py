@@ -6,105 +6,21 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ccctl.media.paneldata import (  # noqa: F401 - meeting_readiness: named here as the dashboard knows it
+    TREND_HOURS,
+    FeedsRead,
+    FeedValues,
+    TrendKeeper,
+    feed_events_after,
+    meeting_readiness,
+)
 from ccctl.registry.db import Database
 
 BUSY_TIMEOUT_MS = 2000  # a locked registry shows as such within two seconds, then is retried
-TREND_HOURS = 24  # the overview's sparkline: share ready per hour over the last day
-TREND_FILLING = 2  # hours re-read between full reads: a run that started in the last hour still writes
 T = TypeVar("T")
-FEED_DAYS = 14  # the data panel's sparklines: each indicator's last two weeks per province
-EVENTS_PER_READ = 200  # feed events taken per read: more in one poll interval are summed up by the pulls
-
-
-MEETING_LOOKBACK_S = 12 * 3600.0  # a live meeting that started longer ago than this is not looked for
-MISSED_S = 3600.0  # a planned meeting this long past its time (never started) is no longer "next"
-CALLS_SHOWN = 200  # sites to call listed on screen (the total is shown)
-
-
-def meeting_readiness(db: Database, now: float) -> dict[str, Any] | None:
-    """The meeting on now (live or starting), else the next planned one, with the readiness of
-    its latest pre-check that ran, as ``ccctl meeting readiness`` computes it
-    (``ccctl.meetings.readiness``): ``meeting``, ``check`` (None before the first),
-    ``next_check``, ``summary`` (counts), ``calls`` (the sites not ready with whom to call, at
-    most ``CALLS_SHOWN``) and ``calls_total``; None when no meeting is on or ahead."""
-    from ccctl.meetings import readiness as core
-    from ccctl.registry.meetings import checks, list_meetings
-
-    meetings = list_meetings(db, since=now - MEETING_LOOKBACK_S)
-    on = [m for m in meetings if m["status"] in ("live", "starting")]
-    ahead = [m for m in meetings if m["status"] == "planned" and m["starts_at"] >= now - MISSED_S]
-    if not (on or ahead):
-        return None
-    meeting = (on or ahead)[0]
-    history = checks(db, meeting["id"])
-    ran = [c for c in history if c["run_id"] is not None]
-    pending = [c for c in history if c["status"] in ("due", "running")]
-    out: dict[str, Any] = {"meeting": meeting, "check": ran[-1] if ran else None,
-                           "next_check": pending[0] if pending else None, "summary": None, "calls": [],
-                           "calls_total": 0}
-    if ran:
-        rows = core.site_readiness(db, meeting["id"], ran[-1]["run_id"])
-        calls = core.not_ready(rows)
-        out.update(summary=core.summary(rows), calls=calls[:CALLS_SHOWN], calls_total=len(calls))
-    return out
-
-
-@dataclass
-class FeedsRead:
-    """One read of the data feeds: each feed's newest values, and the feed events since the last read."""
-
-    feeds: list[dict[str, Any]]
-    events: list[dict[str, Any]]
-
-
-def feed_values(db: Database, spec: Any, state: dict[str, Any]) -> dict[str, Any]:
-    """One feed's state and newest values for the dashboard, through the core's views.
-
-    ``provinces``: scheme -> province code -> indicator -> (day, value), in each scheme the feed
-    can be shown in (a 2021 feed in the 2025 one too, through the units map); ``risk``:
-    (scheme, level, code) -> risk level 1-4 at the province and at the feed's own level (the map);
-    ``days`` (the last ``FEED_DAYS`` days to the newest) and ``history``: province code ->
-    indicator -> one value or None per day, in the feed's own scheme (the sparklines);
-    ``names``: scheme -> province code -> name (the panel's chart).
-    """
-    import datetime as dt
-
-    from ccctl.errors import UnitsMissing, UsageError
-    from ccctl.feeds.values import RISK
-    from ccctl.feeds.views import history, snapshot
-
-    provinces: dict[str, dict[str, dict[str, tuple[str, float]]]] = {}
-    risk: dict[tuple[str, str, str], float] = {}
-    for scheme in ("2021", "2025"):
-        for level in dict.fromkeys(("province", spec.level)):
-            try:
-                rows = snapshot(db, spec.name, by=level, scheme=scheme)
-            except (UsageError, UnitsMissing):  # a 2025 feed has no 2021 view; no map loaded
-                continue
-            for indicator, unit, day, value in rows:
-                if level == "province":
-                    provinces.setdefault(scheme, {}).setdefault(unit, {})[indicator] = (day, value)
-                if indicator == RISK:
-                    risk[(scheme, level, unit)] = value
-    days: list[str] = []
-    series: dict[str, dict[str, list[float | None]]] = {}
-    if state["newest_day"]:
-        newest = dt.date.fromisoformat(state["newest_day"])
-        days = [(newest - dt.timedelta(days=n)).isoformat() for n in range(FEED_DAYS - 1, -1, -1)]
-        for indicator in sorted({i for units in provinces.get(spec.scheme, {}).values() for i in units}):
-            for unit, points in history(db, spec.name, indicator, by="province", since=days[0]).items():
-                by_day = dict(points)
-                series.setdefault(unit, {})[indicator] = [by_day.get(d) for d in days]
-    from ccctl.registry.feeds import unit_names
-
-    names = {scheme: unit_names(db, scheme, "province") for scheme in provinces}
-    return {"name": spec.name, "level": spec.level, "scheme": spec.scheme, "provinces": provinces, "risk": risk,
-            "days": days, "history": series, "names": names,
-            **{k: state[k] for k in ("last_ok_at", "last_error", "last_error_at", "newest_day", "last_pull_at")}}
 
 
 class RegistryFeed:
@@ -121,9 +37,9 @@ class RegistryFeed:
         self.lock = threading.Lock()
         self.data_db: Database | None = None  # the data beside readiness, read on a connection of its own
         self.data_lock = threading.Lock()
-        self._feeds_cache: tuple[list[tuple[str, Any, Any, Any]], list[dict[str, Any]]] | None = None
+        self._feeds = FeedValues()
         self._events_after: int | None = None  # the newest feed event read
-        self._trend: tuple[float, int, dict[tuple[str, str], list[float | None]]] | None = None
+        self._trend = TrendKeeper()
 
     def _open(self) -> Database:
         if self.db is None:
@@ -190,52 +106,19 @@ class RegistryFeed:
                 raise
 
     def trend(self, now: float, hours: int = TREND_HOURS) -> dict[tuple[str, str], list[float | None]] | None:
-        """Share ready per province and hour over the last ``hours`` (the overview's sparklines).
-
-        The whole window is read when the hour changes; in between only the last
-        ``TREND_FILLING`` hours are (a country's day of results is a million rows, the last
-        two hours a tenth of it), merged into the hours kept from the last full read.
-        """
+        """Share ready per province and hour over the last ``hours`` (the overview's sparklines),
+        the last hours topped up between full reads (``TrendKeeper``)."""
         from ccctl.registry.overview import ready_trend
 
-        end = (now // 3600 + 1) * 3600
-
-        def read(db: Database) -> dict[tuple[str, str], list[float | None]]:
-            kept = self._trend
-            if kept is None or kept[:2] != (end, hours):
-                merged = ready_trend(db, now, hours)
-            else:
-                fresh = ready_trend(db, now, hours, last=TREND_FILLING)
-                merged = kept[2]
-                for key in set(merged) | set(fresh):
-                    series = merged.setdefault(key, [None] * hours)
-                    series[-TREND_FILLING:] = fresh.get(key, [None] * hours)[-TREND_FILLING:]
-            self._trend = (end, hours, merged)
-            return {key: list(series) for key, series in merged.items()}  # the app's copy: ours changes
-
-        return self._read(read)
+        return self._read(lambda db: self._trend.update(now, hours, lambda last: ready_trend(db, now, hours, last=last)))
 
     def feeds(self) -> FeedsRead | None:
         """The data feeds' newest values (re-read only when a feed pulled since the last call)
         and the feed events written since the last call (alerts, failed and good pulls)."""
-        from ccctl.registry.feeds import feed_events, list_feeds
-
         def read(db: Database) -> FeedsRead:
-            listed = list_feeds(db)
-            signature = [(spec.name, state["last_pull_at"], state["last_ok_at"], state["row_count"])
-                         for spec, state in listed]
-            if self._feeds_cache is None or self._feeds_cache[0] != signature:
-                self._feeds_cache = (signature, [feed_values(db, spec, state) for spec, state in listed])
-            first = self._events_after is None
-            events = [e for e in reversed(feed_events(db, None, EVENTS_PER_READ))
-                      if self._events_after is None or e["id"] > self._events_after]
-            if events:
-                self._events_after = max(int(e["id"]) for e in events)
-            elif first:
-                self._events_after = 0
-            if first:  # at start: the recent alerts and failures, not every past pull
-                events = [e for e in events if e["kind"] != "pull_ok"]
-            return FeedsRead(self._feeds_cache[1], events)
+            values = self._feeds.read(db)
+            events, self._events_after = feed_events_after(db, self._events_after)
+            return FeedsRead(values, events)
 
         return self._read(read)
 
@@ -266,17 +149,36 @@ class RegistryFeed:
 
 class RemoteFeed:
     """The same reads from a server the operator's machine does not run (``--server URL``):
-    the overview once, then the change stream carries the deltas; a site's detail on demand."""
+    the overview once, then the change stream carries the deltas; a site's detail on demand;
+    the panels' data (sparklines, feeds, meeting) from the server's data routes
+    (``ccctl.media.dataroutes``), built on the same core as the local reads. A server too old
+    to have them answers 404: the panel then says it is not served (None), as before."""
 
     def __init__(self, base_url: str, token: str) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.last_event_id: str | None = None
+        self._trend = TrendKeeper()
+        self._events_after: int | None = None
+        self.unserved: set[str] = set()  # the panels' reads the server answered 404 (an older server)
 
     def _client(self) -> Any:
         from ccctl.media.client import ControlClient
 
         return ControlClient.remote(self.base_url, self.token)
+
+    def _get(self, kind: str, path: str, timeout: float) -> Any:
+        """One GET of a panel's data; None when the server does not serve ``path`` (404, kept
+        in ``unserved`` under ``kind``)."""
+        from ccctl.errors import NotFound
+
+        try:
+            data = self._client().call("GET", path, timeout=timeout)
+        except NotFound:
+            self.unserved.add(kind)
+            return None
+        self.unserved.discard(kind)
+        return data
 
     def load(self) -> tuple[list[dict[str, Any]], dict[str, int]]:
         """Every site with its state (``GET /api/overview``), and the stream id to follow from."""
@@ -296,16 +198,40 @@ class RemoteFeed:
         return dict(data["record"]), list(data["history"])
 
     def trend(self, now: float, hours: int = TREND_HOURS) -> dict[tuple[str, str], list[float | None]] | None:
-        """None: the server does not serve the history (the overview shows no sparkline)."""
-        return None
+        """Share ready per province and hour (``GET /api/data/trend``), the last hours topped
+        up between full reads as the local console does; None: not served."""
+        from ccctl.media.paneldata import decode_trend
+
+        served = True
+
+        def read(last: int | None) -> dict[tuple[str, str], list[float | None]]:
+            nonlocal served
+            data = self._get("trend", f"/api/data/trend?now={now!r}&hours={int(hours)}" + (f"&last={last}" if last else ""), 30)
+            served = data is not None
+            return decode_trend(data["trend"]) if data is not None else {}
+
+        trend = self._trend.update(now, hours, read)
+        if not served:
+            self._trend = TrendKeeper()
+            return None
+        return trend
 
     def feeds(self) -> FeedsRead | None:
-        """None: the server does not serve the feeds' data yet."""
-        return None
+        """The feeds' newest values and the feed events since the last call
+        (``GET /api/data/feeds``); None: not served."""
+        from ccctl.media.paneldata import decode_feeds
+
+        after = "" if self._events_after is None else f"?after={self._events_after}"
+        data = self._get("feeds", f"/api/data/feeds{after}", 60)
+        if data is None:
+            return None
+        self._events_after = int(data["after"])
+        return FeedsRead(decode_feeds(data["feeds"]), list(data["events"]))
 
     def meeting(self, now: float) -> dict[str, Any] | None:
-        """None: the server does not serve the meetings' readiness yet (the app does not ask)."""
-        return None
+        """The current or next meeting and its latest pre-check (``GET /api/data/meeting``)."""
+        data = self._get("meeting", f"/api/data/meeting?now={now!r}", 30)
+        return None if data is None else data.get("meeting")
 
     def close(self) -> None:
         """Nothing held open."""

@@ -19,7 +19,6 @@ from ccctl.tui.style import risk_key, sparkline
 from ccctl.tui.widgets.datapanel import BAR_WIDTH, DataPanel, bar, ranked_indicator, top_chart, whole_feed, whole_series
 from ccctl.tui.widgets.eventlog import EventLog
 from ccctl.tui.widgets.map import RISKS, STATES, draw
-from ccctl.tui.widgets.readiness import ReadinessPanel
 from tests.tui.pilot import SIZE, make_app, until
 
 FIXTURES = Path(__file__).resolve().parents[2] / "configs" / "feeds"
@@ -157,18 +156,3 @@ def test_risk_palette_colours_the_worst_level_of_a_cell() -> None:
     points = [(16.0, 108.0, risk_key(1), False), (16.0, 108.0, risk_key(3), False)]
     styles = {str(s.style) for line in draw(points, 40, 20, RISKS) for s in line.spans}
     assert any("dark_orange" in s for s in styles) and not any("green" in s for s in styles)
-
-
-@pytest.mark.asyncio
-async def test_a_remote_console_says_the_panels_are_not_served(dash_db_url: str, tmp_path: Path) -> None:
-    # No server answers at the address: the panels do not depend on it, only on the console's kind.
-    app = make_app(dash_db_url, tmp_path / "home", server_url="http://127.0.0.1:9", token="t" * 32)
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("i", "M")
-        await until(pilot, lambda: "not served" in panel_text(app), "the data panel's answer")
-        meeting = app.widget("#meeting", ReadinessPanel)
-        assert meeting.last is not None and "not served to a remote console" in meeting.last.plain
-        assert app.trend is None and app.trend_for(app.fleet.here) is None  # no sparkline column
-        await until(pilot, lambda: not any(w.group in ("meeting", "trend", "feeds") for w in app.workers
-                                           if not w.is_finished), "the data workers ended")
-        assert not app.meeting_loaded  # never asked: the server has no such read
