@@ -67,6 +67,8 @@ class DataMixin:
         self.read_feeds()
         self.read_meeting()
         self.set_interval(1.0, self.show_meeting)  # "in 12 min" moves on between reads
+        if self.wall:  # the room's wall screen has no keyboard: the data beside readiness from the start
+            self.get_screen_main().add_class("data-open")
 
     def _unserved(self: Dashboard, kind: str) -> bool:  # type: ignore[misc]
         """Whether the remote server does not serve this panel's data (an older server)."""

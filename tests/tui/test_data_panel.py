@@ -127,6 +127,23 @@ async def test_data_panel_alerts_and_risk_map(dash_db_url: str, tmp_path: Path, 
         assert not app.widget("#data", DataPanel).display
 
 
+@pytest.mark.asyncio
+async def test_the_wall_shows_the_data_beside_the_province_it_cycles_to(dash_db_url: str, tmp_path: Path) -> None:
+    with open_registry(dash_db_url) as db:
+        store.add_feed(db, FeedSpec("covid", str(FIXTURES / "covid-provinces.json")))
+        await pull_feed(db, "covid")
+    app = make_app(dash_db_url, tmp_path / "home", wall=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.loaded and app.feed_data is not None, "the registry and the feeds read")
+        assert app.widget("#data", DataPanel).display  # open without a key: a wall has no keyboard
+        for _ in range(2):
+            app.wall_cycle()  # what the wall's timer calls
+            here = app.fleet.here
+            await until(pilot, lambda here=here: f"{here.name} ({here.scheme})" in panel_text(app),
+                        "the panel follows the wall to its province")
+        assert "top " in panel_text(app)
+
+
 def test_whole_feed_sums_counts_and_keeps_the_worst_risk() -> None:
     values = {"95": {"new_cases": ("2021-10-15", 3.0), "risk_level": ("2021-10-15", 2.0)},
               "96": {"new_cases": ("2021-10-14", 4.0), "risk_level": ("2021-10-14", 4.0)}}
