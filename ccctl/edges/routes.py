@@ -68,8 +68,8 @@ def add_routes(app: web.Application, server: Any) -> None:
         site = request.match_info["site"]
         server._require_site(request, site)
         tier = server._site_tier(site)
-        server._require_audience(site)  # 403: not this broadcast's site, not on its edges either
-        manager = server.edges
+        room = server._require_audience(site)  # 403: no live broadcast's site, not on its edges either
+        manager = room.edges if room is not None else None
         where = manager.edge_for(site, tier) if manager is not None else None
         return web.json_response(where or {"edge": None}, headers={"Cache-Control": "no-store", **CORS})
 
@@ -80,12 +80,13 @@ def add_routes(app: web.Application, server: Any) -> None:
         body = await read_json_object(request)  # bounded, UTF-8, nesting caught: 400 otherwise
         if body.get("state") not in ("watching", "left"):
             raise web.HTTPBadRequest(text='body must be {"state": "watching"|"left", "edge": NAME}\n', headers=CORS)
-        manager = server.edges
+        room = server.site_room(site)  # the broadcast it belongs to (one that gave it back: its left is moot)
+        manager = room.edges if room is not None else None
+        if body["state"] == "watching":
+            server._require_audience(site)  # 403 first: outside every live broadcast's audience
         if manager is None:
             raise web.HTTPServiceUnavailable(text="no live broadcast\n", headers={"Retry-After": "5", **CORS})
         ids = _ids(body)
-        if body["state"] == "watching":
-            server._require_audience(site)
         if body["state"] == "left":
             manager.left(site)
         elif not await manager.report_watching(site, str(body.get("edge") or ""), tier, ids):
@@ -95,7 +96,8 @@ def add_routes(app: web.Application, server: Any) -> None:
 
     async def edges(request: web.Request) -> web.Response:
         server._require_control(request)
-        manager = server.edges
+        room = server._room_named(request)  # ?broadcast=ID, or the only live one
+        manager = room.edges if room is not None else None
         return web.json_response({"live": manager is not None, "edges": manager.status() if manager else []})
 
     async def edge_script(request: web.Request) -> web.Response:

@@ -108,8 +108,13 @@ class FloorBoard:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout)
 
+    def poke(self) -> None:
+        """Wake every waiting long-poll without a change (its site may belong elsewhere now)."""
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
     def close(self) -> None:
-        """Wake every waiting long-poll (the server is going away)."""
+        """Wake every waiting long-poll (the server, or this broadcast, is going away)."""
         self._closed = True
         self._changed.set()
 
