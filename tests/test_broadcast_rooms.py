@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -170,3 +171,36 @@ async def test_a_restarted_server_resumes_every_live_broadcast(units_db_url: str
         await px.until_picture(bars, what="the centre's test pattern")
         await until_sites(api, centre, {"px-1"})
         await until_sites(api, hanoi, set())
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/services.sh installs it as root)")
+async def test_the_join_page_follows_its_site_to_the_centre_and_back(api: Api) -> None:
+    playwright = pytest.importorskip("playwright.async_api", reason="the test extra installs playwright")
+    province = await start(api, "testsrc", ["bn-1"])
+    async with playwright.async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
+            "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns"])
+        try:
+            page = await browser.new_page()
+            await page.goto(api.url(f"/join/bn-1?t={api.site_token('bn-1')}"))
+            await page.wait_for_function("window.ccctl.connected && window.ccctl.videoFrames > 5",
+                                         timeout=BOUND_S * 1000)
+            await until_sites(api, province, {"bn-1"})
+            centre = await start(api, "testsrc")
+            # No reload: the page sees its connection end and joins again, now in the centre.
+            await page.wait_for_function("window.ccctl.joins >= 2 && window.ccctl.connected",
+                                         timeout=5 * BOUND_S * 1000)  # Chromium sees the DTLS close
+            await until_sites(api, centre, {"bn-1"})
+            await until_sites(api, province, set())
+            stopped = await api.client.delete(f"/api/broadcast?broadcast={centre}", headers=api.control)
+            assert stopped.status == 200
+            await page.wait_for_function("window.ccctl.joins >= 3 && window.ccctl.connected",
+                                         timeout=5 * BOUND_S * 1000)  # Chromium sees the DTLS close
+            await until_sites(api, province, {"bn-1"})
+        finally:
+            await browser.close()
