@@ -593,7 +593,8 @@ class Server:
             for moved in ticket.moves:
                 await self._to_audio(core, moved)
             if room.core is not core or self.site_room(site_id) is not room:  # ended, or moved, while it waited
-                raise web.HTTPServiceUnavailable(text="no live broadcast\n", headers={"Retry-After": "5", **CORS})
+                raise web.HTTPServiceUnavailable(text=f"broadcast {room.id} ended or gave this site to another while "
+                                                 "the offer waited: offer again\n", headers={"Retry-After": "1", **CORS})
             session_id, answer = await core.subscribe(site_id, offer, ticket.tier)
             held = core.session(session_id)
             admission.bound(ticket, session_id, held.tier if held is not None else ticket.tier)
