@@ -10,6 +10,7 @@ its next offer lands in the centre) and gives it back when it ends.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import shutil
 import time
@@ -21,8 +22,9 @@ import av
 import pytest
 import pytest_asyncio
 
+from ccctl.media.server import SERVER_KEY
 from ccctl.registry import open_registry
-from ccctl.registry.broadcasts import audience_level
+from ccctl.registry.broadcasts import audience_level, list_broadcasts
 from tests.test_whip import ORANGE, AiortcPublisher, Api, in_process_server, is_solid, yuv_stats
 
 pytestmark = [pytest.mark.usefixtures("loopback_ice"), pytest.mark.asyncio]  # loopback_ice: tests/conftest.py
@@ -101,6 +103,9 @@ async def test_two_broadcasts_each_site_sees_its_own(api: Api) -> None:
     await until_sites(api, hanoi, {"px-1"})
     await until_sites(api, saigon, {"bn-1"})
     assert (await status(api, saigon))["on_air"] == "program"
+    # One budget for the machine, split over the live broadcasts.
+    budget = api.client.app[SERVER_KEY].policy.pps_budget  # type: ignore[union-attr]
+    assert [(await status(api, b))["admission"]["capacity_pps"] for b in (hanoi, saigon)] == [budget / 2] * 2
     # Several live, none named: a clear 409; each series of the metrics names its broadcast.
     unnamed = await api.client.get("/api/broadcast", headers=api.control)
     assert unnamed.status == 409 and f"2 broadcasts are live ({hanoi}, {saigon})" in await unnamed.text()
@@ -204,3 +209,32 @@ async def test_the_join_page_follows_its_site_to_the_centre_and_back(api: Api) -
             await until_sites(api, province, {"bn-1"})
         finally:
             await browser.close()
+
+
+async def test_workers_run_one_broadcast_at_a_time(units_db_url: str, tmp_path: Path) -> None:
+    """serve --workers: a second broadcast is refused with the reason, not half-started."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from ccctl.media import tokens
+    from ccctl.media.server import create_app
+    from ccctl.media.shard import ShardedCore
+    from ccctl.registry.sites import add_site
+    from tests.media.conftest import SMALL_TIERS
+
+    with open_registry(units_db_url) as db:
+        add_site(db, {"id": "bn-1", "name": "Điểm cầu Bến Nghé", "unit_code": "26740", "tier": "high"})
+        add_site(db, {"id": "px-1", "name": "Điểm cầu Phúc Xá", "unit_code": "00001", "tier": "high"})
+    app = create_app(units_db_url, tmp_path, core_factory=functools.partial(ShardedCore, tiers=SMALL_TIERS, workers=1),
+                     media_network="127.0.0.0/8")
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    control = {"Authorization": f"Bearer {tokens.control_token(tokens.load_secret(tmp_path))}"}
+    try:
+        first = await client.post("/api/broadcast", json={"sites": ["bn-1"]}, headers=control)
+        assert first.status == 201, await first.text()
+        second = await client.post("/api/broadcast", json={"sites": ["px-1"]}, headers=control)
+        assert second.status == 409 and "need serve without --workers" in await second.text()
+        with open_registry(units_db_url) as db:
+            assert len(list_broadcasts(db)) == 1  # nothing recorded for the refused one
+    finally:
+        await client.close()
