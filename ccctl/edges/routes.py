@@ -13,7 +13,8 @@
   ``{"state": "left"}`` when it stops (a ``leave``; also recorded when the edge's admin API
   no longer shows its handle). The session and handle also let ccctl ``switch`` it to
   another tier on the same connection.
-- ``GET /api/edges`` (control token): the live broadcast's edges (up, viewers, sites given).
+- ``GET /api/edges`` (control token, ``?broadcast=ID`` when several are live): that broadcast's
+  edges (up, viewers, sites given).
 - ``PUT /api/sites/{site}/tier`` (the server's route) for a site on an edge: :func:`edge_set_tier`.
 - ``GET /edge.js``: the join page's edge player (``ccctl/edges/edge.js``; code only, no token:
   it holds nothing of any site), which the page includes with one line.

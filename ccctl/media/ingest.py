@@ -80,8 +80,10 @@ class IceRestartRefused(MediaError):
 class FloorBoard:
     """Who holds the floor, with a version number that sites' long-polls wait on.
 
-    The server keeps one for its whole life (broadcasts come and go), and versions start
-    from the clock, so a page polling a restarted server never finds its old version current.
+    Each live broadcast's room has one (and the server one for sites no broadcast holds), and
+    versions start from the clock, so a page polling a restarted server, or now polling another
+    broadcast's board, almost never finds its old version current (if it does, it is answered
+    when its wait ends).
     """
 
     def __init__(self) -> None:

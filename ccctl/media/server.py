@@ -1,11 +1,12 @@
 """``ccctl serve``: the long-running aiohttp server around the media core.
 
 Routes (all media and control routes need a token; only ``/healthz`` is open):
-- ``GET /healthz``: liveness and the live broadcast's id.
+- ``GET /healthz``: liveness, the only live broadcast's id and every live one's.
 - ``GET /metrics`` (control token): Prometheus text.
 - ``POST|GET|DELETE /api/broadcast`` (control token): start (``{"sites": [ID...]}`` is its
-  audience; none: every enabled site), status, stop. Control calls acting on the live broadcast
-  take ``?broadcast=ID`` (404 unless that one is live).
+  audience; none: every enabled site), status, stop. Control calls acting on a live broadcast
+  take ``?broadcast=ID`` (404 unless that one is live); none named: the only live one (409
+  when several are).
 - ``DELETE /api/sites/{site}/session`` (control token, optional ``{"why": REASON}``): end every
   session of that site (WHEP and its WHIP uplink) and take the floor back if it holds it.
 - ``PUT /api/sites/{site}/tier`` (control token): move a connected site to ``{"tier": T}`` now;
@@ -23,12 +24,14 @@ Routes (all media and control routes need a token; only ``/healthz`` is open):
   that changes for this site, or after ``wait`` seconds.
 - ``GET /join/{site}?t=TOKEN``: the join page a site opens in a browser (the only route that
   takes a token in the query string; the page sends it as ``Authorization: Bearer``).
-A site outside the live broadcast's audience is refused its join page and WHEP offers (403,
-and a ``refused`` event).
+Several broadcasts may be live, one :class:`~ccctl.media.room.Room` each; a site's routes act
+in the room of the highest-level broadcast whose audience holds it (:meth:`Server.site_room`).
+A site outside every live broadcast's audience is refused its join page and WHEP offers (403,
+and a ``refused`` event in each).
 Bodies are read through :mod:`ccctl.media.webinput` (UTF-8, bounded, SDP scanned before
 parsing) and every error becomes a one-line answer in its middleware; :data:`ROUTES` is the
-route table. The live broadcast and its floor holder are kept in the registry, so a restarted server
-resumes them and sites rejoin (and the floor holder publishes again) on their own.
+route table. The live broadcasts and their floor holders are kept in the registry, so a restarted
+server resumes them all and sites rejoin (and the floor holders publish again) on their own.
 """
 
 from __future__ import annotations
