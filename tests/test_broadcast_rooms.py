@@ -114,6 +114,8 @@ async def test_two_broadcasts_each_site_sees_its_own(api: Api) -> None:
     assert f'ccctl_site_info{{broadcast="{hanoi}",site="px-1",tier="low",state="connected"}} 1' in metrics \
         or f'ccctl_site_info{{broadcast="{hanoi}",site="px-1",tier="high",state="connected"}} 1' in metrics
     assert f'ccctl_whip_publishers{{broadcast="{saigon}",role="main"}} 1' in metrics
+    health = await (await api.client.get("/healthz")).json()
+    assert health["broadcast"] in (hanoi, saigon) and health["broadcasts"] == [hanoi, saigon]
     # A second broadcast for every site next to none: fine; a second "every site" one: 409.
     everyone = await start(api, "testsrc")
     again = await api.client.post("/api/broadcast", json={"source": "testsrc"}, headers=api.control)

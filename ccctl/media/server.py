@@ -1,7 +1,7 @@
 """``ccctl serve``: the long-running aiohttp server around the media core.
 
 Routes (all media and control routes need a token; only ``/healthz`` is open):
-- ``GET /healthz``: liveness, the only live broadcast's id and every live one's.
+- ``GET /healthz``: liveness, the highest-level live broadcast's id and every live one's.
 - ``GET /metrics`` (control token): Prometheus text.
 - ``POST|GET|DELETE /api/broadcast`` (control token): start (``{"sites": [ID...]}`` is its
   audience; none: every enabled site), status, stop. Control calls acting on a live broadcast
@@ -328,7 +328,8 @@ class Server:
 
     # -- routes -------------------------------------------------------------------------------
     async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "broadcast": self.broadcast["id"] if self.broadcast else None,
+        top = min(self.rooms.values(), key=lambda r: r.rank, default=None)  # truthy while anything is live
+        return web.json_response({"ok": True, "broadcast": top.id if top is not None else None,
                                   "broadcasts": sorted(self.rooms), "uptime_s": round(time.time() - self.started_at, 1)})
 
     async def start(self, request: web.Request) -> web.Response:
