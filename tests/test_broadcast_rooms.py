@@ -22,6 +22,7 @@ import av
 import pytest
 import pytest_asyncio
 
+from ccctl.media import state
 from ccctl.media.server import SERVER_KEY
 from ccctl.registry import open_registry
 from ccctl.registry.broadcasts import audience_level, list_broadcasts
@@ -130,6 +131,8 @@ async def test_two_broadcasts_each_site_sees_its_own(api: Api) -> None:
 async def test_a_centre_broadcast_takes_a_province_site_and_gives_it_back(api: Api) -> None:
     province = await start(api, "whip", ["bn-1"])
     await publish_orange(api, province)
+    granted = await api.client.post(f"/api/floor?broadcast={province}", json={"site": "bn-1"}, headers=api.control)
+    assert granted.status == 200, await granted.text()
     bn = await api.viewer("bn-1")
     await bn.until_picture(orange, what="the province's picture")
     floor = await api.client.get("/api/sites/bn-1/floor", headers=api.auth("bn-1"))
@@ -146,6 +149,9 @@ async def test_a_centre_broadcast_takes_a_province_site_and_gives_it_back(api: A
     # Its session in the province ended, saying why; it joins again (as its page does) and sees the centre.
     await until_sites(api, province, set())
     assert ("bn-1", f"moved to broadcast {centre}") in leaves(api, province)
+    assert (await status(api, province))["floor"] is None  # the province's floor went with it
+    with open_registry(api.db_url) as db:
+        assert state.floor_events(db, province)[-1]["why"] == f"moved to broadcast {centre}"
     await bn.close()
     bn = await api.viewer("bn-1")
     await bn.until_picture(bars, what="the centre's test pattern after the move")
@@ -164,7 +170,6 @@ async def test_a_centre_broadcast_takes_a_province_site_and_gives_it_back(api: A
 
 
 async def test_a_restarted_server_resumes_every_live_broadcast(units_db_url: str, tmp_path: Path) -> None:
-    from ccctl.media import state
     from ccctl.registry.sites import add_site
 
     with open_registry(units_db_url) as db:

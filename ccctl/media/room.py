@@ -107,8 +107,10 @@ class Room:
         self.admission = None
 
     def site_ids(self) -> set[str]:
-        """The sites with anything live here: a WHEP session or a WHIP uplink."""
+        """The sites with anything live here: a WHEP session, a WHIP uplink, or the floor."""
         sites = {s.site_id for s in self.core.sessions()} if self.core is not None else set()
+        if self.board.holder is not None:
+            sites.add(self.board.holder)
         if self.ingest is not None:
             sites |= {p["site_id"] for p in self.ingest.stats() if p.get("site_id")}
         return sites
