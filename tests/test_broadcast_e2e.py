@@ -201,15 +201,17 @@ def test_fanout_workers_and_recording_end_to_end(server: Ccctl, tmp_path: Path) 
     async def scenario() -> None:
         pc, frames, _ = await _join(links["bn-1"]["whep_url"], links["bn-1"]["token"])
         assert frames["video"] >= 5 and frames["audio"] >= 5
-        (row,) = server.json("broadcast", "status")["sessions"]
+        live = server.json("broadcast", "status")
+        (row,), bid = live["sessions"], live["broadcast"]["id"]
         assert row["site_id"] == "bn-1" and row["worker"] in (0, 1) and row["packets_sent"] > 0
         from ccctl.media.tokens import control_token, load_secret
 
         scrape = urllib.request.Request("http://" + os.environ["CCCTL_SERVE_LISTEN"] + "/metrics",
                                         headers={"Authorization": f"Bearer {control_token(load_secret(server.home))}"})
         metrics = (await asyncio.to_thread(lambda: urllib.request.urlopen(scrape, timeout=10).read())).decode()
-        assert 'ccctl_site_info{site="bn-1",tier="low",state="connected"} 1' in metrics
-        sent = next(line for line in metrics.splitlines() if line.startswith('ccctl_site_packets_sent{site="bn-1"}'))
+        assert f'ccctl_site_info{{broadcast="{bid}",site="bn-1",tier="low",state="connected"}} 1' in metrics
+        sent = next(line for line in metrics.splitlines()
+                    if line.startswith(f'ccctl_site_packets_sent{{broadcast="{bid}",site="bn-1"}}'))
         assert int(sent.split()[-1]) > 0
         moved = await asyncio.to_thread(server, "broadcast", "tier", "bn-1", "audio")  # in its worker
         assert moved.exit_code == 0 and "bn-1 moved to audio (was low)" in moved.stderr, moved.stderr

@@ -80,8 +80,8 @@ def start(obj: AppContext, source: str, title: str, record: str | None, **kwargs
     if result.get("record"):
         say(f"recording the program to {result['record']}")
     if result["source"] == "whip":
-        say(f"waiting for the program at {client.base}/whip/program (`ccctl broadcast links --program` gives "
-            "the URL and token to publish with)")
+        say(f"waiting for the program at {client.base}/whip/program?broadcast={result['id']} (`ccctl broadcast "
+            f"links --program --broadcast {result['id']}` gives the URL and token to publish with)")
 
 
 @broadcast.command("status")
@@ -126,6 +126,7 @@ def _status_object(data: dict[str, Any]) -> dict[str, Any]:
     audience = data.get("audience")
     return {"live": True, "broadcast": {
         "id": data["id"], "title": data["title"], "source": data["source"], "started_at": data["started_at"],
+        "level": data.get("level"),
         "audience": "all" if data.get("audience_all") else audience, "audience_size": audience,
         "floor": data.get("floor"), "on_air": data.get("on_air"),
         "counts": {"sessions": len(sessions), "connected": connected, "by_tier": by_tier,
@@ -202,9 +203,11 @@ def stop(obj: AppContext, broadcast_id: int | None) -> None:
 @site_filter_options
 @click.option("--program", "program", is_flag=True,
               help="The control room's WHIP URL and token instead (to publish a `--source whip` program).")
+@broadcast_option
 @format_options
 @click.pass_obj
-def links(obj: AppContext, fmt: str | None, as_json: bool, as_csv: bool, program: bool, **kwargs: Any) -> None:
+def links(obj: AppContext, fmt: str | None, as_json: bool, as_csv: bool, program: bool, broadcast_id: int | None,
+          **kwargs: Any) -> None:
     """Each selected site's join URL with its token (give them to the sites, nobody else)."""
     from ccctl.media.client import site_base
     from ccctl.media.tokens import control_token, generation, load_secret, site_token
@@ -213,7 +216,8 @@ def links(obj: AppContext, fmt: str | None, as_json: bool, as_csv: bool, program
     secret = load_secret(obj.config.home)
     base = site_base(obj.config.home, obj.config.serve)  # https when the server runs with TLS
     if program:
-        emit([{"name": "program", "whip_url": f"{base}/whip/program", "token": control_token(secret)}],
+        emit([{"name": "program", "whip_url": f"{base}/whip/program{_which(obj, broadcast_id)}",
+               "token": control_token(secret)}],
              resolve_format(obj, fmt, as_json, as_csv))
         return
     rows = []

@@ -310,7 +310,7 @@ def rehearse(obj: AppContext, ref: str, seconds: float, fmt: str | None, as_json
     deadline = time.monotonic() + seconds
     try:
         while True:
-            data = client.call("GET", "/api/broadcast")
+            data = _live_broadcast(client, started["id"])
             if not data.get("live") or data.get("id") != started["id"]:
                 say("the test broadcast was stopped from elsewhere")
                 break
@@ -319,9 +319,9 @@ def rehearse(obj: AppContext, ref: str, seconds: float, fmt: str | None, as_json
                 break
             time.sleep(1.0)  # the polling cadence of a command an operator watches, not a synchronisation
     finally:
-        live = client.call("GET", "/api/broadcast")
+        live = _live_broadcast(client, started["id"])
         if live.get("live") and live.get("id") == started["id"]:
-            client.call("DELETE", "/api/broadcast")
+            client.call("DELETE", f"/api/broadcast?broadcast={started['id']}")
     rows = rehearsal.judge(members, site_directory(obj.db, sorted(wanted)), seen)
     counts = {v: sum(1 for r in rows if r["verdict"] == v) for v in ("received", "joined, nothing reported back",
                                                                      "absent")}
@@ -331,6 +331,17 @@ def rehearse(obj: AppContext, ref: str, seconds: float, fmt: str | None, as_json
     say(f"{counts['received']}/{len(rows)} site(s) received the test broadcast, "
         f"{counts['joined, nothing reported back']} joined without reporting back, {counts['absent']} absent")
     emit(rows, resolve_format(obj, fmt, as_json, as_csv), rehearsal.COLUMNS)
+
+
+def _live_broadcast(client: Any, broadcast_id: int | None) -> dict[str, Any]:
+    """The server's status of broadcast ``broadcast_id`` (named: several may be live); not
+    live: ``{"live": False}``."""
+    if broadcast_id is None:
+        return {"live": False}
+    try:
+        return dict(client.call("GET", f"/api/broadcast?broadcast={int(broadcast_id)}"))
+    except NotFound:
+        return {"live": False}
 
 
 @meeting.command("stop")
@@ -345,9 +356,9 @@ def stop(obj: AppContext, ref: str) -> None:
     if m["status"] != "live":
         raise UsageError(f"meeting {m['id']} is {m['status']}; only a live meeting can stop")
     client = ControlClient(obj.config.home, obj.config.serve.listen)
-    live = client.call("GET", "/api/broadcast")
+    live = _live_broadcast(client, m["broadcast_id"])
     if live.get("live") and live.get("id") == m["broadcast_id"]:
-        client.call("DELETE", "/api/broadcast")
+        client.call("DELETE", f"/api/broadcast?broadcast={m['broadcast_id']}")
     now = time.time()
     with obj.db.transaction():
         store.update_meeting(obj.db, m["id"], {"status": "ended"}, now)

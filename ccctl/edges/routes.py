@@ -13,7 +13,8 @@
   ``{"state": "left"}`` when it stops (a ``leave``; also recorded when the edge's admin API
   no longer shows its handle). The session and handle also let ccctl ``switch`` it to
   another tier on the same connection.
-- ``GET /api/edges`` (control token): the live broadcast's edges (up, viewers, sites given).
+- ``GET /api/edges`` (control token, ``?broadcast=ID`` when several are live): that broadcast's
+  edges (up, viewers, sites given).
 - ``PUT /api/sites/{site}/tier`` (the server's route) for a site on an edge: :func:`edge_set_tier`.
 - ``GET /edge.js``: the join page's edge player (``ccctl/edges/edge.js``; code only, no token:
   it holds nothing of any site), which the page includes with one line.
@@ -68,8 +69,8 @@ def add_routes(app: web.Application, server: Any) -> None:
         site = request.match_info["site"]
         server._require_site(request, site)
         tier = server._site_tier(site)
-        server._require_audience(site)  # 403: not this broadcast's site, not on its edges either
-        manager = server.edges
+        room = server._require_audience(site)  # 403: no live broadcast's site, not on its edges either
+        manager = room.edges if room is not None else None
         where = manager.edge_for(site, tier) if manager is not None else None
         return web.json_response(where or {"edge": None}, headers={"Cache-Control": "no-store", **CORS})
 
@@ -80,12 +81,13 @@ def add_routes(app: web.Application, server: Any) -> None:
         body = await read_json_object(request)  # bounded, UTF-8, nesting caught: 400 otherwise
         if body.get("state") not in ("watching", "left"):
             raise web.HTTPBadRequest(text='body must be {"state": "watching"|"left", "edge": NAME}\n', headers=CORS)
-        manager = server.edges
+        room = server.site_room(site)  # the broadcast it belongs to (one that gave it back: its left is moot)
+        manager = room.edges if room is not None else None
+        if body["state"] == "watching":
+            server._require_audience(site)  # 403 first: outside every live broadcast's audience
         if manager is None:
             raise web.HTTPServiceUnavailable(text="no live broadcast\n", headers={"Retry-After": "5", **CORS})
         ids = _ids(body)
-        if body["state"] == "watching":
-            server._require_audience(site)
         if body["state"] == "left":
             manager.left(site)
         elif not await manager.report_watching(site, str(body.get("edge") or ""), tier, ids):
@@ -95,7 +97,8 @@ def add_routes(app: web.Application, server: Any) -> None:
 
     async def edges(request: web.Request) -> web.Response:
         server._require_control(request)
-        manager = server.edges
+        room = server._room_named(request)  # ?broadcast=ID, or the only live one
+        manager = room.edges if room is not None else None
         return web.json_response({"live": manager is not None, "edges": manager.status() if manager else []})
 
     async def edge_script(request: web.Request) -> web.Response:

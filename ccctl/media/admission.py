@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -355,21 +355,37 @@ class Admission:
         return {"capacity_pps": self.capacity, "load_pps": self.load(), "handshakes": self.in_flight(),
                 "waiting": self._waiters, "clock_share": self.clock_share, **self.counts}
 
-    def metrics(self) -> list[str]:
-        """Prometheus lines: capacity, load, handshakes, waiting offers, decisions."""
-        lines = [
-            "# HELP ccctl_admission_capacity_pps Packets a second the core may send (all fan-out processes).",
-            "# TYPE ccctl_admission_capacity_pps gauge", f"ccctl_admission_capacity_pps {self.capacity:g}",
-            "# HELP ccctl_admission_load_pps Packets a second of the sessions held or being answered.",
-            "# TYPE ccctl_admission_load_pps gauge", f"ccctl_admission_load_pps {self.load():g}",
-            "# HELP ccctl_admission_handshakes ICE/DTLS handshakes in flight.",
-            "# TYPE ccctl_admission_handshakes gauge", f"ccctl_admission_handshakes {self.in_flight()}",
-            "# HELP ccctl_admission_waiting Offers waiting for a handshake slot.",
-            "# TYPE ccctl_admission_waiting gauge", f"ccctl_admission_waiting {self._waiters}",
-            "# HELP ccctl_admission_clock_share The program clock's rate over the last seconds, of nominal.",
-            "# TYPE ccctl_admission_clock_share gauge",
-            f"ccctl_admission_clock_share {self.clock_share if self.clock_share is not None else 1:g}",
-            "# HELP ccctl_admission_decisions_total Joins admitted, refused (by reason), sites moved to audio.",
-            "# TYPE ccctl_admission_decisions_total counter"]
-        lines += [f'ccctl_admission_decisions_total{{decision="{name}"}} {n}' for name, n in self.counts.items()]
-        return lines
+    def metrics(self, broadcast: int | None = None) -> list[str]:
+        """Prometheus lines: capacity, load, handshakes, waiting offers, decisions (with a
+        ``broadcast`` label when given); :func:`metrics_of` for several accounts."""
+        return metrics_of([(broadcast, self)])
+
+
+#: The admission series: name, type, help, the value of an account.
+_SERIES: tuple[tuple[str, str, str, Callable[[Admission], float]], ...] = (
+    ("ccctl_admission_capacity_pps", "gauge", "Packets a second the core may send (all fan-out processes).",
+     lambda a: a.capacity),
+    ("ccctl_admission_load_pps", "gauge", "Packets a second of the sessions held or being answered.", Admission.load),
+    ("ccctl_admission_handshakes", "gauge", "ICE/DTLS handshakes in flight.", Admission.in_flight),
+    ("ccctl_admission_waiting", "gauge", "Offers waiting for a handshake slot.", lambda a: a._waiters),
+    ("ccctl_admission_clock_share", "gauge", "The program clock's rate over the last seconds, of nominal.",
+     lambda a: a.clock_share if a.clock_share is not None else 1),
+)
+
+
+def metrics_of(accounts: Sequence[tuple[int | None, Admission]]) -> list[str]:
+    """Prometheus lines of several rooms' accounts (``(broadcast id or None, account)``),
+    each family once, a ``broadcast`` label on each series when the id is given."""
+    def labels(bid: int | None, extra: str = "") -> str:
+        parts = ([f'broadcast="{bid}"'] if bid is not None else []) + ([extra] if extra else [])
+        return "{" + ",".join(parts) + "}" if parts else ""
+
+    lines: list[str] = []
+    for name, kind, text, value in _SERIES:
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+        lines += [f"{name}{labels(bid, '')} {value(a):g}" for bid, a in accounts]
+    lines += ["# HELP ccctl_admission_decisions_total Joins admitted, refused (by reason), sites moved to audio.",
+              "# TYPE ccctl_admission_decisions_total counter"]
+    lines += [f'ccctl_admission_decisions_total{labels(bid, f"decision={chr(34)}{name}{chr(34)}")} {n}'
+              for bid, a in accounts for name, n in a.counts.items()]
+    return lines

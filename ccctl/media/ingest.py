@@ -80,8 +80,10 @@ class IceRestartRefused(MediaError):
 class FloorBoard:
     """Who holds the floor, with a version number that sites' long-polls wait on.
 
-    The server keeps one for its whole life (broadcasts come and go), and versions start
-    from the clock, so a page polling a restarted server never finds its old version current.
+    Each live broadcast's room has one (and the server one for sites no broadcast holds), and
+    versions start from the clock, so a page polling a restarted server, or now polling another
+    broadcast's board, almost never finds its old version current (if it does, it is answered
+    when its wait ends).
     """
 
     def __init__(self) -> None:
@@ -108,8 +110,13 @@ class FloorBoard:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout)
 
+    def poke(self) -> None:
+        """Wake every waiting long-poll without a change (its site may belong elsewhere now)."""
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
     def close(self) -> None:
-        """Wake every waiting long-poll (the server is going away)."""
+        """Wake every waiting long-poll (the server, or this broadcast, is going away)."""
         self._closed = True
         self._changed.set()
 

@@ -1,11 +1,12 @@
 """``ccctl serve``: the long-running aiohttp server around the media core.
 
 Routes (all media and control routes need a token; only ``/healthz`` is open):
-- ``GET /healthz``: liveness and the live broadcast's id.
+- ``GET /healthz``: liveness, the highest-level live broadcast's id and every live one's.
 - ``GET /metrics`` (control token): Prometheus text.
 - ``POST|GET|DELETE /api/broadcast`` (control token): start (``{"sites": [ID...]}`` is its
-  audience; none: every enabled site), status, stop. Control calls acting on the live broadcast
-  take ``?broadcast=ID`` (404 unless that one is live).
+  audience; none: every enabled site), status, stop. Control calls acting on a live broadcast
+  take ``?broadcast=ID`` (404 unless that one is live); none named: the only live one (409
+  when several are).
 - ``DELETE /api/sites/{site}/session`` (control token, optional ``{"why": REASON}``): end every
   session of that site (WHEP and its WHIP uplink) and take the floor back if it holds it.
 - ``PUT /api/sites/{site}/tier`` (control token): move a connected site to ``{"tier": T}`` now;
@@ -23,17 +24,20 @@ Routes (all media and control routes need a token; only ``/healthz`` is open):
   that changes for this site, or after ``wait`` seconds.
 - ``GET /join/{site}?t=TOKEN``: the join page a site opens in a browser (the only route that
   takes a token in the query string; the page sends it as ``Authorization: Bearer``).
-A site outside the live broadcast's audience is refused its join page and WHEP offers (403,
-and a ``refused`` event).
+Several broadcasts may be live, one :class:`~ccctl.media.room.Room` each; a site's routes act
+in the room of the highest-level broadcast whose audience holds it (:meth:`Server.site_room`).
+A site outside every live broadcast's audience is refused its join page and WHEP offers (403,
+and a ``refused`` event in each).
 Bodies are read through :mod:`ccctl.media.webinput` (UTF-8, bounded, SDP scanned before
 parsing) and every error becomes a one-line answer in its middleware; :data:`ROUTES` is the
-route table. The live broadcast and its floor holder are kept in the registry, so a restarted server
-resumes them and sites rejoin (and the floor holder publishes again) on their own.
+route table. The live broadcasts and their floor holders are kept in the registry, so a restarted
+server resumes them all and sites rejoin (and the floor holders publish again) on their own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import ipaddress
 import json
@@ -51,10 +55,12 @@ from ccctl.errors import CcctlError, NotFound, UsageError
 from ccctl.limits import raise_nofile_limit
 from ccctl.media import state, tokens
 from ccctl.media.admission import Admission, AdmissionPolicy
+from ccctl.media.admission import metrics_of as admission_metrics
 from ccctl.media.changes import add_change_routes
 from ccctl.media.dataroutes import add_data_routes
 from ccctl.media.fastpath import say_path_once
 from ccctl.media.net import keep_candidates, pin_ice
+from ccctl.media.room import Room
 from ccctl.media.webinput import (
     BadInput,
     SafeAccessLogger,
@@ -65,14 +71,14 @@ from ccctl.media.webinput import (
     read_sdp,
 )
 from ccctl.registry import open_registry
-from ccctl.registry.broadcasts import audience_ids, audience_size
+from ccctl.registry.broadcasts import LEVELS, audience_size, broadcast_row, live_ids, sites_level
 from ccctl.registry.db import Database
 
 if TYPE_CHECKING:
     import ssl
 
     from ccctl.media.coreapi import MediaCoreAPI
-    from ccctl.media.ingest import Ingest
+    from ccctl.media.ingest import FloorBoard, Ingest
 
 log = logging.getLogger(__name__)
 JOIN_PAGE = Path(__file__).with_name("join.html")
@@ -91,44 +97,66 @@ MAX_AUDIENCE, MAX_SITE_ID = 20_000, 64
 
 
 class Server:
-    """The server's state: registry, secret, media core, the live broadcast."""
+    """The server's state: registry, secret, and a :class:`~ccctl.media.room.Room` per live broadcast."""
 
     def __init__(self, db_url: str, home: Path, core_factory: Any = None, media_network: str | None = None,
                  admission: AdmissionPolicy | None = None) -> None:
         self.db: Database = open_registry(db_url)
         self.policy = admission if admission is not None else _configured_admission(home)
-        self.admission: Admission | None = None  # the live broadcast's account (ccctl.media.admission)
-        self._clock_watch: asyncio.Task[None] | None = None
         self.media_network = media_network
         self.secret = tokens.load_secret(home)
-        self.core: MediaCoreAPI | None = None
-        self.ingest: Ingest | None = None
-        self.edges: Any = None  # the live broadcast's EdgeManager (ccctl.edges.manager)
-        self.broadcast: dict[str, Any] | None = None
-        self.audience: frozenset[str] | None = None  # the live broadcast's listed sites (None: every enabled one)
-        self._refused: set[str] = set()  # sites outside the audience refused (one event each per broadcast)
+        self.rooms: dict[int, Room] = {}  # live broadcast id -> its room
         self.started_at = time.time()
         self._core_factory = core_factory
         self._lock = asyncio.Lock()
         from ccctl.media.ingest import FloorBoard
 
-        self.board = FloorBoard()
-        self.floor_listeners = 0  # join pages parked in a floor long-poll right now
+        self.idle_board = FloorBoard()  # what a site's floor long-poll waits on while no room holds it
+        self.floor_listeners = 0  # join pages parked in a floor long-poll right now (every room)
+
+    # -- the single-room view (one broadcast live: its parts; else None) -------------------
+    @property
+    def room(self) -> Room | None:
+        """The only live room (None when none, or several, are live)."""
+        return next(iter(self.rooms.values())) if len(self.rooms) == 1 else None
+
+    @property
+    def core(self) -> MediaCoreAPI | None:
+        return self.room.core if self.room is not None else None
+
+    @property
+    def ingest(self) -> Ingest | None:
+        return self.room.ingest if self.room is not None else None
+
+    @property
+    def admission(self) -> Admission | None:
+        return self.room.admission if self.room is not None else None
+
+    @property
+    def edges(self) -> Any:
+        return self.room.edges if self.room is not None else None
+
+    @property
+    def broadcast(self) -> dict[str, Any] | None:
+        return self.room.broadcast if self.room is not None else None
+
+    @property
+    def board(self) -> FloorBoard:
+        return self.room.board if self.room is not None else self.idle_board
 
     # -- lifecycle ------------------------------------------------------------------------
     async def resume(self) -> None:
-        """Pick up a broadcast left live by a previous server process."""
-        live = state.live_broadcast(self.db)
-        if live:
-            await self._start_core(live)
+        """Pick up every broadcast left live by a previous server process."""
+        for bid in live_ids(self.db):
+            live = broadcast_row(self.db, bid)
+            if live is None:
+                continue
+            try:
+                await self._open_room(live)
+            except Exception as exc:  # one broken broadcast does not keep the others down
+                log.warning("broadcast %s not resumed: %s: %s", bid, type(exc).__name__, one_line(exc))
 
-    def _live_core(self) -> MediaCoreAPI:
-        """The live broadcast's core (503 while none is running)."""
-        if self.core is None:
-            raise web.HTTPServiceUnavailable(text="the media core is not running\n", headers={"Retry-After": "5"})
-        return self.core
-
-    async def _start_core(self, broadcast: dict[str, Any]) -> None:
+    def _factory(self) -> Any:
         from ccctl.media.core import MediaCore
         from ccctl.media.shard import ShardedCore
 
@@ -139,62 +167,97 @@ class Server:
             timeouts["call_timeout"] = self.policy.worker_timeout_s
         if kind in (MediaCore, ShardedCore):  # what a test's factory sets itself wins
             factory = functools.partial(factory, **{k: v for k, v in timeouts.items() if k not in given})
-        from ccctl.media.ingest import Ingest
+        return factory
 
-        bid = broadcast["id"]
+    def _sharded(self) -> bool:
+        from ccctl.media.shard import ShardedCore
 
-        def record(kind: str, site: str, detail: dict[str, Any]) -> None:
-            if self.admission is not None:
-                self.admission.on_event(kind, site, detail)
-            state.record_event(self.db, bid, site, kind, detail)
+        factory = self._core_factory
+        return getattr(factory, "func", factory) is ShardedCore
 
-        self.core = factory(source=broadcast["source"], on_event=record)
-        await self.core.start()
-        self.admission = Admission(self.policy, self.core.tiers, self.core.program.fps,
-                                   getattr(self.core, "processes", 1), on_event=record)
-        self._clock_watch = asyncio.get_running_loop().create_task(self._watch_clock(), name="admission-clock")
-        self.ingest = Ingest(self.core.program, self.board, record, main_is_whip=broadcast["source"] == "whip")
-        await self.ingest.start()
-        self.ingest.set_floor(broadcast.get("floor_site"))  # a restarted server gives it back
-        from ccctl.edges.manager import start_edges  # edges: fed while the broadcast is live
+    async def _open_room(self, broadcast: dict[str, Any]) -> Room:
+        """Start a room for ``broadcast``; the sites it takes from lower rooms are moved to it."""
+        if self.rooms and self._sharded():
+            raise web.HTTPConflict(text=f"broadcast {next(iter(self.rooms))} is live and this server runs "
+                                        "--workers: several broadcasts at once need serve without --workers\n")
+        room = Room(self.db, broadcast, self.policy)
+        try:
+            await room.start(self._factory())
+        except BaseException:
+            await room.close()
+            raise
+        self.rooms[room.id] = room
+        self._split_budget()
+        for lower in [r for r in self.rooms.values() if r is not room]:
+            for site_id in lower.site_ids():
+                if self.site_room(site_id) is room:  # a higher broadcast takes it: its page rejoins here
+                    why = f"moved to broadcast {room.id}"
+                    await lower.end_site(site_id, why, why)
+        self._wake_floor_polls()
+        return room
 
-        self.edges = await start_edges(self.db, self.core.program, bid, record)
-        self.audience, self._refused = audience_ids(self.db, bid), set()
-        self.broadcast = broadcast
+    async def _close_room(self, room: Room) -> None:
+        """Close ``room`` (its sites' pages rejoin the room that holds them now, if any)."""
+        self.rooms.pop(room.id, None)
+        await room.close()
+        self._split_budget()
+        self._wake_floor_polls()
 
-    async def _watch_clock(self) -> None:
-        """Every second, tell admission how the program's audio clock keeps up."""
-        from ccctl.media.program import AUDIO_RATE, AUDIO_SAMPLES
+    def _split_budget(self) -> None:
+        """One admission budget for the machine, split evenly across the live rooms."""
+        n = max(1, len(self.rooms))
+        share = dataclasses.replace(self.policy, pps_budget=self.policy.pps_budget / n,
+                                    handshakes=self.policy.handshakes and max(1, self.policy.handshakes // n),
+                                    queue=self.policy.queue and max(1, self.policy.queue // n))
+        for room in self.rooms.values():
+            room.policy = share
+            if room.admission is not None:
+                room.admission.policy = share
 
-        loop = asyncio.get_running_loop()
-        while self.core is not None and self.admission is not None:  # ends with the broadcast (cancelled)
-            program = self.core.program
-            self.admission.observe_clock(loop.time(), program.audio_ticks, AUDIO_RATE / AUDIO_SAMPLES,
-                                         bool(program.audio_feed.subscribers))
-            await asyncio.sleep(1.0)
+    def _wake_floor_polls(self) -> None:
+        """Answer every parked floor long-poll now (a site's room changed: it asks its new room)."""
+        for board in [self.idle_board, *(r.board for r in self.rooms.values())]:
+            board.poke()
 
-    async def _stop_core(self) -> None:
-        """End the publishers, release the floor (pages stop publishing), close the core."""
-        if self._clock_watch is not None:
-            self._clock_watch.cancel()
-            await asyncio.gather(self._clock_watch, return_exceptions=True)
-            self._clock_watch = None
-        if self.edges is not None:  # edges: stop feeding, remove the mountpoints
-            await self.edges.close()
-            self.edges = None
-        if self.ingest is not None:
-            await self.ingest.close()
-            self.ingest = None
-        self.board.set(None)
-        if self.core is not None:
-            await self.core.close()
-            self.core = None
-        self.admission = None
+    def _refuse_covered(self, sites: list[str] | None) -> None:
+        """409 when a new broadcast for ``sites`` (None: every site) would reach nobody: every
+        site of it already belongs to a live broadcast of the same level or higher (which
+        keeps it: the first started wins between two of a level)."""
+        if not self.rooms:
+            return
+        level = sites_level(self.db, sites)
+        higher = [r for r in self.rooms.values() if r.level <= level]
+        if sites is None:
+            holders = {r.id for r in higher if r.audience is None}
+        else:
+            owners = [next((r.id for r in sorted(higher, key=lambda r: r.rank) if r.holds(s)), None) for s in sites]
+            holders = set() if None in owners else {o for o in owners if o is not None}
+        if holders:
+            named = ", ".join(map(str, sorted(holders)))
+            raise web.HTTPConflict(text=f"broadcast {named} is already live for every site of this audience\n")
+
+    def close_boards(self) -> None:
+        """Answer every floor long-poll now and for good (the server is going away)."""
+        for board in [self.idle_board, *(r.board for r in self.rooms.values())]:
+            board.close()
+
+    def site_room(self, site_id: str) -> Room | None:
+        """The room ``site_id`` belongs to: of the live broadcasts whose audience holds it, the
+        highest level (then the first started); None when none does."""
+        return min((r for r in self.rooms.values() if r.holds(site_id)), key=lambda r: r.rank, default=None)
+
+    def _live_core(self, room: Room | None = None) -> MediaCoreAPI:
+        """A room's core (503 while none is running)."""
+        core = room.core if room is not None else self.core
+        if core is None:
+            raise web.HTTPServiceUnavailable(text="the media core is not running\n", headers={"Retry-After": "5"})
+        return core
 
     async def close(self) -> None:
-        """Close the media core (sites see the server go) and the registry."""
-        self.board.close()
-        await self._stop_core()
+        """Close every room (sites see the server go) and the registry."""
+        self.close_boards()
+        for room in list(self.rooms.values()):
+            await self._close_room(room)
         self.db.close()
 
     # -- helpers ----------------------------------------------------------------------------
@@ -221,29 +284,37 @@ class Server:
             raise web.HTTPNotFound(text=f"no enabled site {site_id}\n", headers=CORS)
         return str(rows[0][0])
 
-    def _require_audience(self, site_id: str) -> None:
-        """403 (with one ``refused`` event per site and broadcast) when a broadcast is live and
-        ``site_id`` is not in its audience; nothing live: the site may wait for one."""
-        broadcast, audience = self.broadcast, self.audience
-        if broadcast is None or audience is None or site_id in audience:
-            return
-        why = f"site {site_id} is not in the audience of broadcast {broadcast['id']}"
-        if site_id not in self._refused:
-            self._refused.add(site_id)
-            state.record_event(self.db, broadcast["id"], site_id, "refused", {"why": "not in the audience"})
-        raise web.HTTPForbidden(text=why + "\n", headers=CORS)
+    def _require_audience(self, site_id: str) -> Room | None:
+        """The room ``site_id`` belongs to; None when nothing is live (the site may wait for a
+        broadcast); 403 (with one ``refused`` event per site and live broadcast) when
+        broadcasts are live and none holds it in its audience."""
+        room = self.site_room(site_id)
+        if room is not None or not self.rooms:
+            return room
+        live = sorted(self.rooms)
+        named = f"broadcast {live[0]}" if len(live) == 1 else "broadcasts " + ", ".join(map(str, live))
+        for other in self.rooms.values():
+            if site_id not in other.refused:
+                other.refused.add(site_id)
+                state.record_event(self.db, other.id, site_id, "refused", {"why": "not in the audience"})
+        raise web.HTTPForbidden(text=f"site {site_id} is not in the audience of {named}\n", headers=CORS)
 
-    def _live_named(self, request: web.Request) -> dict[str, Any] | None:
-        """The live broadcast a control call acts on: ``?broadcast=ID`` must name it (404 if
-        that one is not live); none named: the only live one (None when nothing is live)."""
+    def _room_named(self, request: web.Request) -> Room | None:
+        """The room a control call acts on: ``?broadcast=ID`` must name a live one (404 if
+        not); none named: the only live one (None when nothing is live; 409 when several are)."""
         named = request.query.get("broadcast")
         if named is None:
-            return self.broadcast
+            if len(self.rooms) > 1:
+                live = sorted(self.rooms)
+                raise web.HTTPConflict(text=f"{len(live)} broadcasts are live ({', '.join(map(str, live))}): "
+                                            "name one with ?broadcast=ID\n", headers=CORS)
+            return self.room
         if not named.isdigit():
             raise BadInput(f"broadcast must be a number, not {one_line(named, 40)!r}")
-        if self.broadcast is None or self.broadcast["id"] != int(named):
-            raise web.HTTPNotFound(text=f"broadcast {int(named)} is not live\n")
-        return self.broadcast
+        room = self.rooms.get(int(named))
+        if room is None:
+            raise web.HTTPNotFound(text=f"broadcast {int(named)} is not live\n", headers=CORS)
+        return room
 
     async def _read_offer(self, request: web.Request, live: bool) -> str:
         """A WHIP/WHEP offer's SDP (415 unless application/sdp, 503 with no live broadcast,
@@ -258,8 +329,9 @@ class Server:
 
     # -- routes -------------------------------------------------------------------------------
     async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "broadcast": self.broadcast["id"] if self.broadcast else None,
-                                  "uptime_s": round(time.time() - self.started_at, 1)})
+        top = min(self.rooms.values(), key=lambda r: r.rank, default=None)  # truthy while anything is live
+        return web.json_response({"ok": True, "broadcast": top.id if top is not None else None,
+                                  "broadcasts": sorted(self.rooms), "uptime_s": round(time.time() - self.started_at, 1)})
 
     async def start(self, request: web.Request) -> web.Response:
         self._require_control(request)
@@ -282,23 +354,26 @@ class Server:
         if sites == []:
             raise BadInput("the audience is empty: name at least one site, or none for every enabled site")
         async with self._lock:
-            if self.broadcast is not None:
-                raise web.HTTPConflict(text=f"broadcast {self.broadcast['id']} is already live\n")
+            self._refuse_covered(sites)
+            if self.rooms and self._sharded():
+                raise web.HTTPConflict(text=f"broadcast {next(iter(self.rooms))} is already live and this server "
+                                            "runs --workers: several broadcasts at once need serve without --workers\n")
             bid = state.start_broadcast(self.db, title, source, {}, sites)
-            live = state.live_broadcast(self.db)
-            assert live is not None and live["id"] == bid
+            live = broadcast_row(self.db, bid)
+            assert live is not None
+            room: Room | None = None
             try:
-                await self._start_core(live)
+                room = await self._open_room(live)
                 if record is not None:
-                    await self._live_core().record(record)
+                    await self._live_core(room).record(record)
             except CcctlError:  # a media file or recording path that cannot be used: its status
-                await self._stop_core()
-                self.broadcast = None
+                if room is not None:
+                    await self._close_room(room)
                 state.end_broadcast(self.db, bid)
                 raise
             except Exception as exc:
-                await self._stop_core()
-                self.broadcast = None
+                if room is not None:
+                    await self._close_room(room)
                 state.end_broadcast(self.db, bid)
                 raise CcctlError(f"media core failed to start: {type(exc).__name__}: {exc}") from None
         return web.json_response({"id": bid, "title": title, "source": source, "record": record,
@@ -306,43 +381,47 @@ class Server:
 
     async def status(self, request: web.Request) -> web.Response:
         self._require_control(request)
-        live = self._live_named(request)
-        if live is None:
+        room = self._room_named(request)
+        if room is None:
             return web.json_response({"live": False, "sessions": []})
-        sessions = await self._live_core().stats() + (self.edges.stats() if self.edges is not None else [])  # edges' sites
-        holder = self.board.holder
+        live, ingest, admission, board = room.broadcast, room.ingest, room.admission, room.board
+        sessions = await self._live_core(room).stats() + (room.edges.stats() if room.edges is not None else [])
+        holder = board.holder
         for row in sessions:
             row["floor"] = row.get("site_id") == holder
-        on_air = self.ingest.on_air if self.ingest is not None else None
+        on_air = ingest.on_air if ingest is not None else None
         return web.json_response({"live": True, "id": live["id"], "title": live["title"],
                                   "source": live["source"], "started_at": live["started_at"],
-                                  "floor": holder, "floor_since": self.board.since,
-                                  "floor_listeners": self.floor_listeners,
+                                  "level": LEVELS[room.level], "live_ids": sorted(self.rooms),
+                                  "floor": holder, "floor_since": board.since,
+                                  "floor_listeners": room.floor_listeners,
                                   "on_air": None if on_air is None else (on_air.site_id or MAIN_PUBLISH),
-                                  "publishers": self.ingest.stats() if self.ingest is not None else [],
-                                  "admission": self.admission.summary() if self.admission is not None else None,
+                                  "publishers": ingest.stats() if ingest is not None else [],
+                                  "admission": admission.summary() if admission is not None else None,
                                   "audience": audience_size(self.db, live["id"]),
-                                  "audience_all": self.audience is None, "sessions": sessions})
+                                  "audience_all": room.audience is None, "sessions": sessions})
 
     async def live_figures(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The change stream's live figures: every connected site's (the media core's and the
-        edges'), and each edge serving the broadcast (ccctl.media.changes)."""
-        core, edges = self.core, self.edges
-        if core is None:
-            return [], []
-        return await core.stats() + (edges.stats() if edges is not None else []), edges.status() if edges else []
+        """The change stream's live figures: every connected site's (the media cores' and the
+        edges', of every live broadcast), and each edge serving one (ccctl.media.changes)."""
+        figures: list[dict[str, Any]] = []
+        edges: list[dict[str, Any]] = []
+        for room in list(self.rooms.values()):
+            if room.core is None:
+                continue
+            figures += await room.core.stats() + (room.edges.stats() if room.edges is not None else [])
+            edges += room.edges.status() if room.edges is not None else []
+        return figures, edges
 
     async def stop(self, request: web.Request) -> web.Response:
         self._require_control(request)
         async with self._lock:
-            live = self._live_named(request)
-            if live is None:
+            room = self._room_named(request)
+            if room is None:
                 raise web.HTTPNotFound(text="no live broadcast\n")
-            bid = live["id"]
-            await self._stop_core()
-            self.broadcast = None
-            state.end_broadcast(self.db, bid)
-        return web.json_response({"id": bid, "stopped": True})
+            await self._close_room(room)
+            state.end_broadcast(self.db, room.id)
+        return web.json_response({"id": room.id, "stopped": True})
 
     # -- the floor ------------------------------------------------------------------------------
     async def floor_grant(self, request: web.Request) -> web.Response:
@@ -353,51 +432,50 @@ class Server:
         if not isinstance(site_id, str) or not site_id:
             raise web.HTTPBadRequest(text='body must name the site: {"site": ID}\n')
         self._site_tier(site_id)  # 404 unless an enabled site
-        self._live_named(request)
-        if self.broadcast is not None and self.audience is not None and site_id not in self.audience:
-            raise web.HTTPConflict(text=f"site {site_id} is not in the audience of broadcast {self.broadcast['id']}\n")
-        return web.json_response({"floor": site_id, "previous": await self._set_floor(site_id)})
+        room = self._room_named(request)
+        if room is not None and not room.holds(site_id):
+            raise web.HTTPConflict(text=f"site {site_id} is not in the audience of broadcast {room.id}\n")
+        if room is not None and self.site_room(site_id) is not room:
+            raise web.HTTPConflict(text=f"site {site_id} is in broadcast {self.site_room(site_id).id} "  # type: ignore[union-attr]
+                                        f"now, not {room.id}\n")
+        return web.json_response({"floor": site_id, "previous": await self._set_floor(room, site_id)})
 
     async def floor_release(self, request: web.Request) -> web.Response:
         """Take the floor back: the program returns to the main source."""
         self._require_control(request)
-        self._live_named(request)
-        return web.json_response({"floor": None, "released": await self._set_floor(None)})
+        room = self._room_named(request)
+        return web.json_response({"floor": None, "released": await self._set_floor(room, None)})
 
-    async def _set_floor(self, site_id: str | None) -> str | None:
+    async def _set_floor(self, room: Room | None, site_id: str | None) -> str | None:
         """Record the new holder (None: released) and tell the ingest; the previous holder."""
         async with self._lock:
-            if self.broadcast is None or self.ingest is None:
+            if room is None or room.ingest is None or self.rooms.get(room.id) is not room:
                 raise web.HTTPConflict(text="no live broadcast\n")
-            previous = state.set_floor(self.db, self.broadcast["id"], site_id)
-            self.ingest.set_floor(site_id)
+            previous = state.set_floor(self.db, room.id, site_id)
+            room.ingest.set_floor(site_id)
         return previous
 
     async def end_site(self, site_id: str, why: str) -> dict[str, Any]:
-        """End everything ``site_id`` has live: the floor if it holds it (the program goes back
-        to the main source, the release event says ``why``), its WHIP uplink, its WHEP sessions.
-
-        The floor goes first, so an uplink still negotiating is refused when it finishes.
-        """
-        released, publishers, ended = False, 0, 0
+        """End everything ``site_id`` has live in every room: the floor if it holds it (the
+        program goes back to the main source, the release event says ``why``), its WHIP
+        uplink, its WHEP sessions (:meth:`Room.end_site`)."""
+        total = {"site_id": site_id, "sessions_ended": 0, "publishers_ended": 0, "floor_released": False}
         async with self._lock:
-            if self.broadcast is not None and self.ingest is not None:
-                if self.board.holder == site_id:
-                    state.set_floor(self.db, self.broadcast["id"], None, why)
-                    self.ingest.set_floor(None, why)
-                    released = True
-                publishers = await self.ingest.end_site(site_id, why)
-        if self.core is not None:
-            for session in [s for s in self.core.sessions() if s.site_id == site_id]:
-                ended += int(await self.core.unsubscribe(session.session_id))
-        return {"site_id": site_id, "sessions_ended": ended, "publishers_ended": publishers,
-                "floor_released": released}
+            rooms = list(self.rooms.values())
+        for room in rooms:
+            ended = await room.end_site(site_id, why)
+            total["sessions_ended"] += ended["sessions_ended"]
+            total["publishers_ended"] += ended["publishers_ended"]
+            total["floor_released"] = total["floor_released"] or ended["floor_released"]
+        return total
 
     async def site_floor(self, request: web.Request) -> web.Response:
-        """Whether this site holds the floor; a long-poll when the page says what it last saw.
+        """Whether this site holds the floor of its room; a long-poll when the page says what it
+        last saw.
 
         Only a change for this site answers early (the floor passing between two other sites
-        does not wake every page).
+        does not wake every page); so does its room changing (a higher broadcast took it, or
+        gave it back).
         """
         site_id = request.match_info["site"]
         self._require_site(request, site_id)
@@ -406,22 +484,28 @@ class Server:
             wait = min(max(float(request.query.get("wait", "25")), 0.0), FLOOR_WAIT_MAX)
         except ValueError:
             raise web.HTTPBadRequest(text="since must be an integer and wait a number of seconds\n") from None
-        board = self.board
+        room = self.site_room(site_id)
+        board = room.board if room is not None else self.idle_board
         if since is not None and since == board.version:
             was = board.holder == site_id
             deadline = time.monotonic() + wait
             self.floor_listeners += 1
+            if room is not None:
+                room.floor_listeners += 1
             try:
                 while (remaining := deadline - time.monotonic()) > 0:  # bounded by the deadline
                     version = board.version
                     await board.wait(version, remaining)
                     if (board.holder == site_id) != was or board.version == version:
-                        break  # this site's answer changed, or the wait ended (timeout, shutdown)
+                        break  # this site's answer changed, or the wait ended (timeout, shutdown, room change)
             finally:
                 self.floor_listeners -= 1
+                if room is not None:
+                    room.floor_listeners -= 1
         return web.json_response({"site_id": site_id, "holder": board.holder == site_id, "version": board.version,
-                                  "live": self.broadcast is not None, "publish_url": f"/whip/{site_id}"},
-                                 headers={"Cache-Control": "no-store"})
+                                  "live": room is not None and room.id in self.rooms,
+                                  "broadcast": room.id if room is not None else None,
+                                  "publish_url": f"/whip/{site_id}"}, headers={"Cache-Control": "no-store"})
 
     # -- WHIP ingest ----------------------------------------------------------------------------
     def _whip_owner(self, request: web.Request, name: str) -> str | None:
@@ -434,18 +518,21 @@ class Server:
         self._require_site(request, name)
         return name
 
-    def _whip_resource(self, request: web.Request, control_ends_any: bool = False) -> Any:
+    def _whip_resource(self, request: web.Request, control_ends_any: bool = False) -> tuple[Ingest, Any]:
         """The publisher at ``/whip/{name}/{resource}`` if the caller may act on it: its owner,
-        or (``control_ends_any``: to end it) the control room, whoever owns it."""
+        or (``control_ends_any``: to end it) the control room, whoever owns it; with the ingest
+        of the room it publishes in."""
         name, resource_id = request.match_info["name"], request.match_info["resource"]
         if control_ends_any and tokens.check_control(self.secret, self._bearer(request)):
             owner = None if name == MAIN_PUBLISH else name
         else:
             owner = self._whip_owner(request, name)
-        publisher = self.ingest.publisher(resource_id) if self.ingest is not None else None
-        if publisher is None or publisher.site_id != owner:
-            raise web.HTTPNotFound(text="no such WHIP session\n", headers=CORS)
-        return publisher
+        for room in list(self.rooms.values()):  # resource ids are unique over every room
+            ingest = room.ingest
+            publisher = ingest.publisher(resource_id) if ingest is not None else None
+            if ingest is not None and publisher is not None and publisher.site_id == owner:
+                return ingest, publisher
+        raise web.HTTPNotFound(text="no such WHIP session\n", headers=CORS)
 
     async def whip_offer(self, request: web.Request) -> web.Response:
         """A publisher's WHIP offer -> 201 with the answer (every candidate in it)."""
@@ -455,21 +542,25 @@ class Server:
             self._site_tier(owner)  # 404 unless an enabled site
             if request.content_type != "application/sdp":
                 raise web.HTTPUnsupportedMediaType(text="offer must be application/sdp\n", headers=CORS)
-            if self.ingest is not None and self.board.holder != owner:  # before reading its offer
+            room = self.site_room(owner)  # the room it belongs to: its floor only
+            if room is not None and room.board.holder != owner:  # before reading its offer
                 from ccctl.media.ingest import FloorRefused
 
                 raise FloorRefused(f"site {owner} does not hold the floor")
-        offer = await self._read_offer(request, self.ingest is not None)
-        if self.ingest is None:  # the broadcast ended while the offer was read
+        else:
+            room = self._room_named(request)  # /whip/program?broadcast=ID
+        offer = await self._read_offer(request, room is not None and room.ingest is not None)
+        ingest = room.ingest if room is not None else None
+        if ingest is None:  # the broadcast ended while the offer was read
             raise web.HTTPServiceUnavailable(text="no live broadcast\n", headers={"Retry-After": "5", **CORS})
-        publisher, answer = await self.ingest.publish(offer, owner)  # FloorRefused 403, SourceRefused 409
+        publisher, answer = await ingest.publish(offer, owner)  # FloorRefused 403, SourceRefused 409
         return web.Response(status=201, text=answer, content_type="application/sdp", headers={
             "Location": f"/whip/{name}/{publisher.resource_id}", "ETag": f'"{publisher.etag}"',
             "Accept-Patch": TRICKLE, **CORS})
 
     async def whip_patch(self, request: web.Request) -> web.Response:
         """Trickle ICE for a publisher (RFC 9725 section 4.3)."""
-        publisher = self._whip_resource(request)
+        ingest, publisher = self._whip_resource(request)
         if request.content_type != TRICKLE:
             raise web.HTTPUnsupportedMediaType(text=f"a PATCH must be {TRICKLE}\n", headers=CORS)
         match = request.headers.get("If-Match")
@@ -478,16 +569,14 @@ class Server:
         fragment = await read_sdp(request, offer=False)
         if self.media_network:
             fragment = keep_candidates(fragment, self.media_network)
-        assert self.ingest is not None
-        await self.ingest.trickle(publisher, fragment)  # IceRestartRefused 422, a bad candidate 400
+        await ingest.trickle(publisher, fragment)  # IceRestartRefused 422, a bad candidate 400
         return web.Response(status=204, headers=CORS)
 
     async def whip_delete(self, request: web.Request) -> web.Response:
         """The publisher is done: end its session (the program goes back to what it showed)."""
-        publisher = self._whip_resource(request, control_ends_any=True)
-        assert self.ingest is not None
+        ingest, publisher = self._whip_resource(request, control_ends_any=True)
         by_control = publisher.site_id is not None and tokens.check_control(self.secret, self._bearer(request))
-        await self.ingest.unpublish(publisher, "ended by the control room" if by_control else "deleted")
+        await ingest.unpublish(publisher, "ended by the control room" if by_control else "deleted")
         return web.Response(status=200, headers=CORS)
 
     async def whip_preflight(self, request: web.Request) -> web.Response:
@@ -498,24 +587,24 @@ class Server:
         site_id = request.match_info["site"]
         self._require_site(request, site_id)
         tier = self._site_tier(site_id)
-        self._require_audience(site_id)  # 403: another broadcast's site
-        offer = await self._read_offer(request, self.core is not None)
-        if self.core is None:  # the broadcast ended while the offer was read
+        room = self._require_audience(site_id)  # 403: no live broadcast's site; else the room holding it
+        offer = await self._read_offer(request, room is not None)
+        room = self._require_audience(site_id)  # the broadcasts may have changed while the offer was read
+        core, admission = (room.core, room.admission) if room is not None else (None, None)
+        if room is None or core is None or admission is None:  # the broadcast ended while the offer was read
             raise web.HTTPServiceUnavailable(text="no live broadcast\n", headers={"Retry-After": "5", **CORS})
-        core, admission = self.core, self.admission
-        assert admission is not None
-        self._require_audience(site_id)  # the broadcast may have changed while the offer was read
-        ticket = await admission.admit(site_id, tier, self.board.holder)  # Overloaded: 503 + Retry-After
+        ticket = await admission.admit(site_id, tier, room.board.holder)  # Overloaded: 503 + Retry-After
         with admission.holding(ticket):
             for moved in ticket.moves:
                 await self._to_audio(core, moved)
-            if self.core is not core:  # the broadcast ended while the offer waited
-                raise web.HTTPServiceUnavailable(text="no live broadcast\n", headers={"Retry-After": "5", **CORS})
+            if room.core is not core or self.site_room(site_id) is not room:  # ended, or moved, while it waited
+                raise web.HTTPServiceUnavailable(text=f"broadcast {room.id} ended or gave this site to another while "
+                                                 "the offer waited: offer again\n", headers={"Retry-After": "1", **CORS})
             session_id, answer = await core.subscribe(site_id, offer, ticket.tier)
             held = core.session(session_id)
             admission.bound(ticket, session_id, held.tier if held is not None else ticket.tier)
         if not tokens.check_site(self.secret, self.db, site_id, self._bearer(request)):  # revoked meanwhile
-            await self.core.unsubscribe(session_id)
+            await core.unsubscribe(session_id)
             raise web.HTTPUnauthorized(text="token not valid for this site\n",
                                        headers={"WWW-Authenticate": "Bearer", **CORS})
         location = f"/whep/{site_id}/{session_id}"
@@ -536,11 +625,11 @@ class Server:
         site_id, session_id = request.match_info["site"], request.match_info["session"]
         if not tokens.check_control(self.secret, self._bearer(request)):  # the control room may end any
             self._require_site(request, site_id)
-        core = self.core
-        owned = core is not None and any(s.session_id == session_id and s.site_id == site_id for s in core.sessions())
-        if core is None or not owned or not await core.unsubscribe(session_id):
-            raise web.HTTPNotFound(text="no such session\n", headers=CORS)
-        return web.Response(status=200, headers=CORS)
+        for core in [r.core for r in list(self.rooms.values()) if r.core is not None]:
+            if any(s.session_id == session_id and s.site_id == site_id for s in core.sessions()):
+                if await core.unsubscribe(session_id):
+                    return web.Response(status=200, headers=CORS)
+        raise web.HTTPNotFound(text="no such session\n", headers=CORS)
 
     async def disconnect_site(self, request: web.Request) -> web.Response:
         """End every session of a site and take the floor back from it (see :meth:`end_site`);
@@ -563,11 +652,11 @@ class Server:
         if not isinstance(tier, str) or not tier:
             raise web.HTTPBadRequest(text='body must name the tier: {"tier": "high"|"low"|"audio"}\n')
         self._site_tier(site_id)  # 404 unless an enabled site
-        self._live_named(request)
-        core = self.core
+        room = self._room_named(request)
+        core, edges = (room.core, room.edges) if room is not None else (None, None)
         session = next((s for s in core.sessions() if s.site_id == site_id), None) if core is not None else None
-        if session is None and self.edges is not None and site_id in self.edges.watching:
-            return await edge_set_tier(self.edges, site_id, tier)  # a Janus switch: ccctl/edges/routes.py
+        if session is None and edges is not None and site_id in edges.watching:
+            return await edge_set_tier(edges, site_id, tier)  # a Janus switch: ccctl/edges/routes.py
         if core is None or session is None:
             raise web.HTTPNotFound(text=f"site {site_id} is not connected to a live broadcast\n")
         previous = session.tier
@@ -595,26 +684,33 @@ class Server:
                             headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 
     async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text: every live broadcast's series carry its ``broadcast`` label."""
         self._require_control(request)
-        sessions = await self.core.stats() if self.core is not None else []
-        sessions += self.edges.stats() if self.edges is not None else []  # sites on edges: ccctl/edges/manager.py
-        lines = ["# HELP ccctl_broadcast_live 1 while a broadcast is live.", "# TYPE ccctl_broadcast_live gauge",
-                 f"ccctl_broadcast_live {1 if self.broadcast else 0}",
+        rooms = sorted(self.rooms.values(), key=lambda r: r.id)
+        sessions: list[tuple[int, dict[str, Any]]] = []
+        for room in rooms:
+            rows = await room.core.stats() if room.core is not None else []
+            rows += room.edges.stats() if room.edges is not None else []  # sites on edges: ccctl/edges/manager.py
+            sessions += [(room.id, row) for row in rows]
+        lines = ["# HELP ccctl_broadcast_live Broadcasts live now.", "# TYPE ccctl_broadcast_live gauge",
+                 f"ccctl_broadcast_live {len(rooms)}",
                  "# HELP ccctl_broadcast_sessions Connected sites by tier.", "# TYPE ccctl_broadcast_sessions gauge"]
-        by_tier: dict[str, int] = {}
-        for s in sessions:
-            by_tier[s.get("tier", "?")] = by_tier.get(s.get("tier", "?"), 0) + 1
-        lines += [f'ccctl_broadcast_sessions{{tier="{t}"}} {n}' for t, n in sorted(by_tier.items())]
-        publishers = self.ingest.stats() if self.ingest is not None else []
+        by_tier: dict[tuple[int, str], int] = {}
+        for bid, row in sessions:
+            by_tier[bid, row.get("tier", "?")] = by_tier.get((bid, row.get("tier", "?")), 0) + 1
+        lines += [f'ccctl_broadcast_sessions{{broadcast="{b}",tier="{t}"}} {n}' for (b, t), n in sorted(by_tier.items())]
         lines += ["# HELP ccctl_whip_publishers WHIP publishers connected, by role.", "# TYPE ccctl_whip_publishers gauge"]
-        lines += [f'ccctl_whip_publishers{{role="{role}"}} {sum(1 for p in publishers if p["role"] == role)}'
-                  for role in ("main", "floor")]
-        lines += ["# HELP ccctl_floor_held 1 while a site holds the floor.", "# TYPE ccctl_floor_held gauge",
-                  f"ccctl_floor_held {1 if self.board.holder else 0}",
-                  "# HELP ccctl_floor_listeners Join pages waiting to be given the floor.",
+        for room in rooms:
+            publishers = room.ingest.stats() if room.ingest is not None else []
+            lines += [f'ccctl_whip_publishers{{broadcast="{room.id}",role="{role}"}} '
+                      f'{sum(1 for p in publishers if p["role"] == role)}' for role in ("main", "floor")]
+        lines += ["# HELP ccctl_floor_held 1 while a site holds the floor.", "# TYPE ccctl_floor_held gauge"]
+        lines += [f'ccctl_floor_held{{broadcast="{r.id}"}} {1 if r.board.holder else 0}' for r in rooms]
+        lines += ["# HELP ccctl_floor_listeners Join pages waiting to be given the floor.",
                   "# TYPE ccctl_floor_listeners gauge", f"ccctl_floor_listeners {self.floor_listeners}"]
-        if self.admission is not None:
-            lines += self.admission.metrics()
+        accounts = [(r.id, r.admission) for r in rooms if r.admission is not None]
+        if accounts:
+            lines += admission_metrics(accounts)
         lines += _site_metrics(sessions)
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
@@ -639,18 +735,19 @@ def _label(value: Any) -> str:
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _site_metrics(sessions: list[dict[str, Any]]) -> list[str]:
-    """Per-site series of the live broadcast (absent figures, e.g. no report yet, are left out)."""
+def _site_metrics(sessions: list[tuple[int, dict[str, Any]]]) -> list[str]:
+    """Per-site series of the live broadcasts, ``(broadcast id, stats)`` (absent figures, e.g.
+    no report yet, are left out)."""
     lines: list[str] = []
     for name, kind, text, key, scale in SITE_METRICS:
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
-        for s in sessions:
-            site = _label(s["site_id"])
+        for bid, s in sessions:
+            site = f'broadcast="{bid}",site="{_label(s["site_id"])}"'
             if key is None:
-                lines.append(f'{name}{{site="{site}",tier="{_label(s["tier"])}",state="{_label(s["state"])}"}} 1')
+                lines.append(f'{name}{{{site},tier="{_label(s["tier"])}",state="{_label(s["state"])}"}} 1')
             elif s.get(key) is not None:
                 value = s[key] * scale
-                lines.append(f'{name}{{site="{site}"}} {value if isinstance(value, int) else round(value, 6)}')
+                lines.append(f'{name}{{{site}}} {value if isinstance(value, int) else round(value, 6)}')
     return lines
 
 
@@ -725,7 +822,7 @@ def create_app(db_url: str, home: Path, core_factory: Any = None, media_network:
         await server.resume()
 
     async def on_shutdown(app: web.Application) -> None:
-        server.board.close()  # answer the floor long-polls now, not after the shutdown timeout
+        server.close_boards()  # answer the floor long-polls now, not after the shutdown timeout
 
     async def on_cleanup(app: web.Application) -> None:
         await server.close()

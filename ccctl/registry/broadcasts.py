@@ -74,3 +74,42 @@ def list_broadcasts(db: Database, limit: int = 20) -> list[dict[str, Any]]:
             if r[key] is not None:
                 r[key] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r[key]))
     return rows
+
+
+#: The levels of :func:`audience_level`, highest first (the four-level system: centre, province, district).
+LEVELS = ("every site", "several provinces", "one province", "one district")
+
+
+def audience_level(db: Database, broadcast_id: int) -> int:
+    """How wide a broadcast's audience is, as an index into :data:`LEVELS` (0 is the widest):
+    every enabled site; else sites of several provinces; of one province; of one district."""
+    listed = audience_ids(db, broadcast_id)
+    return sites_level(db, None if listed is None else sorted(listed))
+
+
+def sites_level(db: Database, site_ids: Sequence[str] | None) -> int:
+    """The :data:`LEVELS` index of an audience (None: every enabled site) before it is recorded."""
+    if site_ids is None:
+        return 0
+    ids = list(dict.fromkeys(site_ids))
+    provinces: set[str] = set()
+    districts: set[str | None] = set()
+    for i in range(0, len(ids), 500):  # bounded statements, whatever the audience's size
+        chunk = ids[i:i + 500]
+        for province, district in db.query("SELECT province_code, district_code FROM sites WHERE id IN "
+                                           f"({', '.join('?' for _ in chunk)})", tuple(chunk)):
+            provinces.add(province)
+            districts.add(district)
+    if len(provinces) > 1:
+        return 1
+    return 2 if len(districts) != 1 or None in districts else 3
+
+
+def broadcast_row(db: Database, broadcast_id: int) -> dict[str, Any] | None:
+    """A broadcast as the server keeps it (``params`` decoded), or None."""
+    rows = db.query_dicts("SELECT id, title, source, status, started_at, ended_at, floor_site, params "
+                          "FROM broadcasts WHERE id = ?", (broadcast_id,))
+    if not rows:
+        return None
+    rows[0]["params"] = json.loads(rows[0]["params"])
+    return rows[0]

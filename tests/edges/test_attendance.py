@@ -57,8 +57,9 @@ async def test_sites_on_two_edges_in_attendance_and_stats(harness: Harness) -> N
             "s1": ("e0", "low", "connected"), "s2": ("e1", "low", "connected"), "s3": ("e0", "low", "connected")}
         assert all(r["packets_sent"] > 0 and r["bytes_sent"] > 0 for r in rows.values())
         metrics = await (await h.client.get("/metrics", headers=h.ctl)).text()
-        assert 'ccctl_site_info{site="s2",tier="low",state="connected"} 1' in metrics
-        assert 'ccctl_broadcast_sessions{tier="low"} 3' in metrics
+        bid = (await (await h.client.get("/api/broadcast", headers=h.ctl)).json())["id"]
+        assert f'ccctl_site_info{{broadcast="{bid}",site="s2",tier="low",state="connected"}} 1' in metrics
+        assert f'ccctl_broadcast_sessions{{broadcast="{bid}",tier="low"}} 3' in metrics
         # s3 goes away without a word to ccctl (its session destroyed on the edge): the edge says so.
         await viewers.pop("s3").close()
         deadline = time.monotonic() + MOVE_S

@@ -124,8 +124,9 @@ async def test_a_small_budget_admits_that_many_and_503s_the_next_at_full_rate(be
     for before, after in zip(start[:-1], end[:-1], strict=True):
         assert (after - before) / made >= 0.9, (after - before, made)
     metrics = await (await bench.client.get("/metrics", headers=bench.auth())).text()
-    assert 'ccctl_admission_decisions_total{decision="refused_budget"} 2' in metrics
-    assert f"ccctl_admission_capacity_pps {2 * AUDIO:g}" in metrics
+    bid = bench.server.broadcast["id"]  # type: ignore[index]
+    assert f'ccctl_admission_decisions_total{{broadcast="{bid}",decision="refused_budget"}} 2' in metrics
+    assert f'ccctl_admission_capacity_pps{{broadcast="{bid}"}} {2 * AUDIO:g}' in metrics
     status = await (await bench.client.get("/api/broadcast", headers=bench.auth())).json()
     assert status["admission"]["capacity_pps"] == 2 * AUDIO and status["admission"]["refused_budget"] == 2
     # A site that leaves frees its place.

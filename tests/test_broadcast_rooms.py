@@ -1,0 +1,247 @@
+"""Several broadcasts live at once (the four-level system): one room per broadcast.
+
+The real server app on a loopback port, real aiortc sites (WHEP) and publishers (WHIP), the
+pictures decoded and looked at: a province's broadcast publishes a flat orange picture by WHIP
+while another shows the test pattern (colour bars), and each site sees its own. A centre
+broadcast (every site) takes a province's site (its session there ends, "moved to broadcast N";
+its next offer lands in the centre) and gives it back when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import shutil
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+import pytest_asyncio
+
+from ccctl.media import state
+from ccctl.media.server import SERVER_KEY
+from ccctl.registry import open_registry
+from ccctl.registry.broadcasts import audience_level, list_broadcasts
+from tests.test_whip import ORANGE, AiortcPublisher, Api, in_process_server, is_solid, yuv_stats
+
+pytestmark = [pytest.mark.usefixtures("loopback_ice"), pytest.mark.asyncio]  # loopback_ice: tests/conftest.py
+BOUND_S = 20.0  # the longest a bounded poll below waits
+
+
+def bars(frame: av.VideoFrame) -> bool:
+    """The test pattern: colour bars, far from one flat colour."""
+    return yuv_stats(frame)[3] > 30 and not is_solid(frame, ORANGE)
+
+
+def orange(frame: av.VideoFrame) -> bool:
+    return is_solid(frame, ORANGE)
+
+
+async def start(api: Api, source: str, sites: list[str] | None = None) -> int:
+    body: dict[str, Any] = {"source": source, **({"sites": sites} if sites is not None else {})}
+    response = await api.client.post("/api/broadcast", json=body, headers=api.control)
+    assert response.status == 201, await response.text()
+    return int((await response.json())["id"])
+
+
+async def status(api: Api, bid: int) -> dict[str, Any]:
+    response = await api.client.get(f"/api/broadcast?broadcast={bid}", headers=api.control)
+    assert response.status == 200, await response.text()
+    return dict(await response.json())
+
+
+async def publish_orange(api: Api, bid: int) -> AiortcPublisher:
+    """The control room's WHIP publisher of a flat orange picture, for broadcast ``bid``."""
+    publisher = AiortcPublisher()
+    api._closers.append(publisher.close)
+    response = await api.client.post(f"/whip/program?broadcast={bid}", data=await publisher.offer(),
+                                     headers={"Content-Type": "application/sdp", **api.control})
+    assert response.status == 201, await response.text()
+    await publisher.accept(await response.text())
+    return publisher
+
+
+async def until_sites(api: Api, bid: int, sites: set[str]) -> None:
+    """Bounded poll: broadcast ``bid``'s connected sites become ``sites``."""
+    deadline = time.monotonic() + BOUND_S
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        seen = {s["site_id"] for s in (await status(api, bid))["sessions"]}
+        if seen == sites:
+            return
+        await asyncio.sleep(0.1)  # a bounded poll on the server's session table
+    raise AssertionError(f"broadcast {bid} has {sorted(seen)}, not {sorted(sites)}")
+
+
+def leaves(api: Api, bid: int) -> list[tuple[str, str]]:
+    with open_registry(api.db_url) as db:
+        return [(site, json.loads(detail).get("reason") or json.loads(detail).get("why"))
+                for site, detail in db.query("SELECT site_id, detail FROM broadcast_events WHERE broadcast_id = ? "
+                                             "AND kind = 'leave' ORDER BY id", (bid,))]
+
+
+@pytest_asyncio.fixture
+async def api(units_db_url: str, tmp_path: Path) -> AsyncIterator[Api]:
+    """The server with bn-1 (Hồ Chí Minh) and px-1 (Hà Nội)."""
+    async with in_process_server(units_db_url, tmp_path) as server:
+        yield server
+
+
+async def test_two_broadcasts_each_site_sees_its_own(api: Api) -> None:
+    hanoi = await start(api, "testsrc", ["px-1"])
+    saigon = await start(api, "whip", ["bn-1"])
+    await publish_orange(api, saigon)
+    px, bn = await api.viewer("px-1"), await api.viewer("bn-1")
+    await bn.until_picture(orange, what="the Saigon broadcast's orange picture at bn-1")
+    await px.until_picture(bars, what="the Hanoi broadcast's test pattern at px-1")
+    for _ in range(10):  # and only its own: the next pictures too
+        assert orange(await asyncio.wait_for(bn.video.recv(), BOUND_S))
+        assert bars(await asyncio.wait_for(px.video.recv(), BOUND_S))
+    await until_sites(api, hanoi, {"px-1"})
+    await until_sites(api, saigon, {"bn-1"})
+    assert (await status(api, saigon))["on_air"] == "program"
+    # One budget for the machine, split over the live broadcasts.
+    budget = api.client.app[SERVER_KEY].policy.pps_budget  # type: ignore[union-attr]
+    assert [(await status(api, b))["admission"]["capacity_pps"] for b in (hanoi, saigon)] == [budget / 2] * 2
+    # Several live, none named: a clear 409; each series of the metrics names its broadcast.
+    unnamed = await api.client.get("/api/broadcast", headers=api.control)
+    assert unnamed.status == 409 and f"2 broadcasts are live ({hanoi}, {saigon})" in await unnamed.text()
+    metrics = await (await api.client.get("/metrics", headers=api.control)).text()
+    assert "ccctl_broadcast_live 2" in metrics
+    assert f'ccctl_site_info{{broadcast="{hanoi}",site="px-1",tier="low",state="connected"}} 1' in metrics \
+        or f'ccctl_site_info{{broadcast="{hanoi}",site="px-1",tier="high",state="connected"}} 1' in metrics
+    assert f'ccctl_whip_publishers{{broadcast="{saigon}",role="main"}} 1' in metrics
+    health = await (await api.client.get("/healthz")).json()
+    assert health["broadcast"] in (hanoi, saigon) and health["broadcasts"] == [hanoi, saigon]
+    # A second broadcast for every site next to none: fine; a second "every site" one: 409.
+    everyone = await start(api, "testsrc")
+    again = await api.client.post("/api/broadcast", json={"source": "testsrc"}, headers=api.control)
+    assert again.status == 409 and f"broadcast {everyone} is already live for every site of this audience" in await again.text()
+    with open_registry(api.db_url) as db:
+        assert [audience_level(db, b) for b in (everyone, hanoi, saigon)] == [0, 3, 3]  # one site: one district
+    for bid in (everyone, hanoi, saigon):
+        stopped = await api.client.delete(f"/api/broadcast?broadcast={bid}", headers=api.control)
+        assert stopped.status == 200, await stopped.text()
+
+
+async def test_a_centre_broadcast_takes_a_province_site_and_gives_it_back(api: Api) -> None:
+    province = await start(api, "whip", ["bn-1"])
+    await publish_orange(api, province)
+    granted = await api.client.post(f"/api/floor?broadcast={province}", json={"site": "bn-1"}, headers=api.control)
+    assert granted.status == 200, await granted.text()
+    bn = await api.viewer("bn-1")
+    await bn.until_picture(orange, what="the province's picture")
+    floor = await api.client.get("/api/sites/bn-1/floor", headers=api.auth("bn-1"))
+    version = (await floor.json())["version"]
+    assert (await floor.json())["broadcast"] == province
+    parked = asyncio.ensure_future(api.client.get(f"/api/sites/bn-1/floor?since={version}&wait=50",
+                                                  headers=api.auth("bn-1")))
+    centre = await start(api, "testsrc")
+    # Its floor long-poll answers now (not after 50 s) and names the centre.
+    answer = await asyncio.wait_for(parked, BOUND_S)
+    assert (await answer.json())["broadcast"] in (province, centre)
+    again = await api.client.get("/api/sites/bn-1/floor", headers=api.auth("bn-1"))
+    assert (await again.json())["broadcast"] == centre
+    # Its session in the province ended, saying why; it joins again (as its page does) and sees the centre.
+    await until_sites(api, province, set())
+    assert ("bn-1", f"moved to broadcast {centre}") in leaves(api, province)
+    assert (await status(api, province))["floor"] is None  # the province's floor went with it
+    with open_registry(api.db_url) as db:
+        assert state.floor_events(db, province)[-1]["why"] == f"moved to broadcast {centre}"
+    await bn.close()
+    bn = await api.viewer("bn-1")
+    await bn.until_picture(bars, what="the centre's test pattern after the move")
+    await until_sites(api, centre, {"bn-1"})
+    # The centre ends: the site's session there ends with it; joining again lands in the province.
+    stopped = await api.client.delete(f"/api/broadcast?broadcast={centre}", headers=api.control)
+    assert stopped.status == 200
+    await bn.close()
+    bn = await api.viewer("bn-1")
+    await bn.until_picture(orange, what="the province's picture again")
+    await until_sites(api, province, {"bn-1"})
+    px = await api.client.post("/whep/px-1", data="v=0\r\n", headers={"Content-Type": "application/sdp",
+                                                                      **api.auth("px-1")})
+    assert px.status == 403  # outside the only live broadcast's audience
+    assert (await status(api, province))["level"] == "one district"
+
+
+async def test_a_restarted_server_resumes_every_live_broadcast(units_db_url: str, tmp_path: Path) -> None:
+    from ccctl.registry.sites import add_site
+
+    with open_registry(units_db_url) as db:
+        add_site(db, {"id": "bn-1", "name": "Điểm cầu Bến Nghé", "unit_code": "26740", "tier": "high"})
+        add_site(db, {"id": "px-1", "name": "Điểm cầu Phúc Xá", "unit_code": "00001", "tier": "high"})
+        centre = state.start_broadcast(db, "Trung ương", "testsrc", {})
+        hanoi = state.start_broadcast(db, "Hà Nội", "testsrc", {}, ["px-1"])
+    async with in_process_server(units_db_url, tmp_path, add_sites=False) as api:
+        assert (await status(api, centre))["live"] and (await status(api, hanoi))["live"]
+        px = await api.viewer("px-1")  # Hanoi's site: the centre (every site) is higher, it takes it
+        await px.until_picture(bars, what="the centre's test pattern")
+        await until_sites(api, centre, {"px-1"})
+        await until_sites(api, hanoi, set())
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/services.sh installs it as root)")
+async def test_the_join_page_follows_its_site_to_the_centre_and_back(api: Api) -> None:
+    playwright = pytest.importorskip("playwright.async_api", reason="the test extra installs playwright")
+    province = await start(api, "testsrc", ["bn-1"])
+    async with playwright.async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
+            "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns"])
+        try:
+            page = await browser.new_page()
+            await page.goto(api.url(f"/join/bn-1?t={api.site_token('bn-1')}"))
+            await page.wait_for_function("window.ccctl.connected && window.ccctl.videoFrames > 5",
+                                         timeout=BOUND_S * 1000)
+            await until_sites(api, province, {"bn-1"})
+            centre = await start(api, "testsrc")
+            # No reload: the page sees its connection end and joins again, now in the centre.
+            await page.wait_for_function("window.ccctl.joins >= 2 && window.ccctl.connected",
+                                         timeout=5 * BOUND_S * 1000)  # Chromium sees the DTLS close
+            await until_sites(api, centre, {"bn-1"})
+            await until_sites(api, province, set())
+            stopped = await api.client.delete(f"/api/broadcast?broadcast={centre}", headers=api.control)
+            assert stopped.status == 200
+            await page.wait_for_function("window.ccctl.joins >= 3 && window.ccctl.connected",
+                                         timeout=5 * BOUND_S * 1000)  # Chromium sees the DTLS close
+            await until_sites(api, province, {"bn-1"})
+        finally:
+            await browser.close()
+
+
+async def test_workers_run_one_broadcast_at_a_time(units_db_url: str, tmp_path: Path) -> None:
+    """serve --workers: a second broadcast is refused with the reason, not half-started."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from ccctl.media import tokens
+    from ccctl.media.server import create_app
+    from ccctl.media.shard import ShardedCore
+    from ccctl.registry.sites import add_site
+    from tests.media.conftest import SMALL_TIERS
+
+    with open_registry(units_db_url) as db:
+        add_site(db, {"id": "bn-1", "name": "Điểm cầu Bến Nghé", "unit_code": "26740", "tier": "high"})
+        add_site(db, {"id": "px-1", "name": "Điểm cầu Phúc Xá", "unit_code": "00001", "tier": "high"})
+    app = create_app(units_db_url, tmp_path, core_factory=functools.partial(ShardedCore, tiers=SMALL_TIERS, workers=1),
+                     media_network="127.0.0.0/8")
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    control = {"Authorization": f"Bearer {tokens.control_token(tokens.load_secret(tmp_path))}"}
+    try:
+        first = await client.post("/api/broadcast", json={"sites": ["bn-1"]}, headers=control)
+        assert first.status == 201, await first.text()
+        second = await client.post("/api/broadcast", json={"sites": ["px-1"]}, headers=control)
+        assert second.status == 409 and "need serve without --workers" in await second.text()
+        with open_registry(units_db_url) as db:
+            assert len(list_broadcasts(db)) == 1  # nothing recorded for the refused one
+    finally:
+        await client.close()
