@@ -245,3 +245,20 @@ async def test_workers_run_one_broadcast_at_a_time(units_db_url: str, tmp_path: 
             assert len(list_broadcasts(db)) == 1  # nothing recorded for the refused one
     finally:
         await client.close()
+
+
+async def test_the_dashboard_reads_the_highest_level_broadcast_when_several_are_live(api: Api) -> None:
+    from ccctl.commands.dashboard import check_remote
+    from ccctl.tui.feeds import broadcast_status
+
+    base, token = api.url("/").rstrip("/"), api.control["Authorization"].split()[1]
+    read = functools.partial(broadcast_status, Path(), "", 10.0, base, token)
+    assert (await asyncio.to_thread(read))["live"] is False
+    province = await start(api, "testsrc", ["bn-1"])
+    assert (await asyncio.to_thread(read))["id"] == province
+    centre = await start(api, "testsrc")
+    # Several live: a plain GET /api/broadcast is a 409; the dashboard shows the centre's.
+    plain = await api.client.get("/api/broadcast", headers=api.control)
+    assert plain.status == 409
+    assert (await asyncio.to_thread(read))["id"] == centre
+    await asyncio.to_thread(check_remote, base, token)  # a remote console still starts

@@ -128,7 +128,8 @@ def check_remote(server_url: str, token: str) -> None:
     except CcctlError as exc:
         if "401" in str(exc):
             raise CcctlError(f"{server_url} refused the control token") from None
-        raise
+        if "409" not in str(exc):  # 409: several broadcasts live and none named, the token was taken
+            raise
 
 
 def run_dashboard(obj: AppContext, readonly: bool = False, wall: bool = False, poll_s: float = 2.0,

@@ -248,8 +248,19 @@ def control_client(home: Path, listen: str, server_url: str | None, token: str |
 
 def broadcast_status(home: Path, listen: str, timeout: float = 3.0, server_url: str | None = None,
                      token: str | None = None) -> dict[str, Any]:
-    """The server's ``GET /api/broadcast``; ServerDown when it does not answer."""
-    return dict(control_client(home, listen, server_url, token).call("GET", "/api/broadcast", timeout=timeout))
+    """The server's ``GET /api/broadcast`` of its highest-level live broadcast (the one its
+    ``/healthz`` names: with several live, the centre's over a province's), or its answer that
+    nothing is live; ServerDown when it does not answer."""
+    from ccctl.errors import NotFound
+
+    client = control_client(home, listen, server_url, token)
+    top = client.call("GET", "/healthz", timeout=timeout).get("broadcast")
+    if top is not None:
+        try:
+            return dict(client.call("GET", f"/api/broadcast?broadcast={int(top)}", timeout=timeout))
+        except NotFound:  # it ended between the two calls: what is live now
+            pass
+    return dict(client.call("GET", "/api/broadcast", timeout=timeout))
 
 
 class LiveFigures:
