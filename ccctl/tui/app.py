@@ -107,6 +107,7 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
         self.last_sorted = 0.0
         self.crumbs = ""
         self.changed_ids: set[str] = set()  # sites changed since the list was last drawn
+        self.filter_pending = False  # a keypress of the filter waits to be applied
         self.stream_state = "not connected"
         self.stream_id: str | None = None  # the last change-stream event taken, to resume after
         self.live = LiveFigures()  # the broadcast's live figures, from the stream's stats events
@@ -416,13 +417,16 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
             return
         self.repaint()
 
-    def repaint(self, keep_cursor: bool = True) -> None:
-        """Recount and redraw the list, the header and the breadcrumbs."""
-        self.dirty = False
-        self.changed_ids = set()
-        self.last_sorted = time.monotonic()
+    def repaint(self, keep_cursor: bool = True, reuse: bool = False) -> None:
+        """Recount and redraw the list, the header and the breadcrumbs; with ``reuse`` (the
+        filter's keypresses), the view's list counted and sorted less than ``RESORT_S`` ago is
+        only filtered again, and what changed since stays for the repaint timer to draw."""
         fleet = self.fleet
-        rows = fleet.rows()
+        rows = fleet.rows(RESORT_S if reuse else 0.0)
+        if not fleet.reused:
+            self.dirty = False
+            self.changed_ids = set()
+            self.last_sorted = time.monotonic()
         is_sites = fleet.showing_sites()
         with self.batch_update():
             self.rowlist.set_rows(rows, site_columns() if is_sites else
@@ -580,9 +584,18 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
 
     @while_shown
     def on_input_changed(self, event: Input.Changed) -> None:
+        """The filter follows the typing; keys already queued are taken first, so a burst of
+        them filters once (the filter runs after the messages waiting now)."""
         if self.prompt_mode == "/":
             self.fleet.query.text = event.value
-            self.repaint(keep_cursor=False)
+            if not self.filter_pending:
+                self.filter_pending = True
+                self.call_later(self._filter_now)
+
+    @while_shown
+    def _filter_now(self) -> None:
+        self.filter_pending = False
+        self.repaint(keep_cursor=False, reuse=True)
 
     @while_shown
     def on_input_submitted(self, event: Input.Submitted) -> None:
