@@ -88,5 +88,8 @@ class Detail(Static):
     def show(self, text: Text | None) -> None:
         """Show ``text`` (None: nothing)."""
         if text != self.shown:
+            # a layout of the whole screen only when the panel's number of lines changes (its
+            # scrolling); the figures of a site changing every second keep the panel's shape
+            lines = -1 if self.shown is None else self.shown.plain.count("\n")
             self.shown = text
-            self.update(text or "")
+            self.update(text or "", layout=text is None or text.plain.count("\n") != lines)
