@@ -419,14 +419,17 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
 
     def repaint(self, keep_cursor: bool = True, reuse: bool = False) -> None:
         """Recount and redraw the list, the header and the breadcrumbs; with ``reuse`` (the
-        filter's keypresses), the view's list counted and sorted less than ``RESORT_S`` ago is
-        only filtered again, and what changed since stays for the repaint timer to draw."""
+        filter's keypresses, the drill-down), the view's list counted and sorted less than
+        ``RESORT_S`` ago is only filtered again, and what changed since is left to the repaint
+        timer (at most ``REPAINT_S`` later)."""
         fleet = self.fleet
         rows = fleet.rows(RESORT_S if reuse else 0.0)
         if not fleet.reused:
             self.dirty = False
             self.changed_ids = set()
             self.last_sorted = time.monotonic()
+        elif fleet.stale:
+            self.dirty = True  # the kept list is recounted and re-sorted by the repaint timer
         is_sites = fleet.showing_sites()
         with self.batch_update():
             self.rowlist.set_rows(rows, site_columns() if is_sites else
@@ -479,7 +482,7 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
     @while_shown
     def on_row_list_chosen(self, message: RowList.Chosen) -> None:
         if self.fleet.enter(message.row):
-            self.repaint(keep_cursor=False)
+            self.repaint(keep_cursor=False, reuse=True)
         else:
             self.details.pop(message.row["id"], None)  # Enter on a site: read its detail afresh
             self.load_detail(message.row["id"])
@@ -492,7 +495,7 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
             self.close_prompt(cancel=True)
             return
         if self.fleet.back():
-            self.repaint(keep_cursor=False)
+            self.repaint(keep_cursor=False, reuse=True)
 
     def action_toggle_sites(self) -> None:
         """The sites under this place, or its units again."""

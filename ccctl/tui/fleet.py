@@ -90,11 +90,13 @@ class Fleet:
     reverse: bool = False
     flat: bool = False  # show the sites under the current place, not its units
     reused: bool = False  # the last ``rows`` narrowed a kept list (not recounted nor re-sorted)
+    stale: bool = False  # ... and sites changed since that list was made
+    generation: int = 0  # counts the loads and the applied changes
     _places: dict[tuple[str, str | None, str | None], list[Row]] = field(default_factory=dict, repr=False)
     _indexed: list[Row] | None = field(default=None, repr=False)  # the ``order`` the indexes were built for
     _counts: dict[str, int] = field(default_factory=dict, repr=False)
     _newest: float | None = field(default=None, repr=False)
-    _views: dict[tuple[Any, ...], tuple[float, list[Row]]] = field(default_factory=dict, repr=False)
+    _views: dict[tuple[Any, ...], tuple[float, int, list[Row]]] = field(default_factory=dict, repr=False)
     _narrowed: tuple[tuple[Any, ...], str, list[Row]] | None = field(default=None, repr=False)
 
     def load(self, rows: Iterable[Row]) -> None:
@@ -118,6 +120,7 @@ class Fleet:
         times = [s["checked_at"] for s in self.order if s["checked_at"] is not None]
         self._places, self._counts, self._newest = places, counts, max(times) if times else None
         self._indexed = self.order
+        self.generation += 1
         self._views.clear()
         self._narrowed = None
 
@@ -130,7 +133,7 @@ class Fleet:
         self._fresh()
         changed: list[tuple[Row, str]] = []
         counts = self._counts
-        newest_lowered = False
+        newest_lowered = applied = False
         for change in changes:
             site = self.sites.get(change["site_id"])
             if site is None:
@@ -138,6 +141,7 @@ class Fleet:
             run_id = change.get("run_id")
             if site["run_id"] is not None and run_id is not None and run_id < site["run_id"]:
                 continue  # an older run's result arriving late never overwrites a newer one
+            applied = True
             before, checked = site["state"], site["checked_at"]
             for key in ("state", "reason", "stage", "rtt_ms", "run_id", "checked_at"):
                 if key in change:
@@ -153,6 +157,8 @@ class Fleet:
                 self._newest = now_checked
             elif checked is not None and checked == self._newest and now_checked != checked:
                 newest_lowered = True  # the newest check went back (rare): look again below
+        if applied:
+            self.generation += 1
         if newest_lowered:
             times = [s["checked_at"] for s in self.order if s["checked_at"] is not None]
             self._newest = max(times) if times else None
@@ -184,16 +190,20 @@ class Fleet:
         """The rows of the current view: units under the current place, or its sites.
 
         With ``max_age``, the view's sorted list kept from a call less than that many seconds
-        ago is filtered by the text alone (narrowed further while the text only grows), neither
-        recounted nor re-sorted; ``reused`` says whether it was. Its rows may then show counts
-        and an order up to ``max_age`` old: for the keypresses of the filter, between repaints.
+        ago (or from any time when no site changed since) is filtered by the text alone
+        (narrowed further while the text only grows), neither recounted nor re-sorted;
+        ``reused`` says whether it was, ``stale`` whether sites changed since: its rows may then
+        show counts and an order up to ``max_age`` old, for the keypresses of the filter and
+        the drill-down, until the caller's next repaint.
         """
         is_sites = self.showing_sites()
         query = self.query
         view = (tuple(self.path), is_sites, self.sort, self.reverse,
                 (query.states, query.tier) if is_sites else None)
         kept = self._views.get(view)
-        self.reused = max_age > 0 and kept is not None and time.monotonic() - kept[0] < max_age
+        self.reused = max_age > 0 and kept is not None and (
+            kept[1] == self.generation or time.monotonic() - kept[0] < max_age)
+        self.stale = self.reused and kept is not None and kept[1] != self.generation
         if kept is None or not self.reused:
             sites = self.sites_here()
             if is_sites:
@@ -203,10 +213,10 @@ class Fleet:
                 base = self._sorted(self.units_under(self.here, sites), False)
             if len(self._views) > 16:
                 self._views.clear()
-            self._views[view] = (time.monotonic(), base)
+            self._views[view] = (time.monotonic(), self.generation, base)
             self._narrowed = None
         else:
-            base = kept[1]
+            base = kept[2]
         text = query.text
         if not fold(text.lstrip("!")).split():
             return list(base)
