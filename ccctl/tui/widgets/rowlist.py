@@ -18,6 +18,7 @@ from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.widget import Widget
 
 from ccctl.tui.style import STATE_STYLES
 
@@ -34,14 +35,14 @@ class Column:
     right: bool = False
 
 
-def set_virtual_size(view: ScrollView, size: Size) -> None:
-    """Give a Line-API view a new virtual size without a layout of the whole screen: only its
-    scrollbars are updated (they ask for a layout themselves when one appears or goes). The
+def set_virtual_size(view: Widget, size: Size) -> None:
+    """Give a Line-API view (or a panel of a fixed size) a new virtual size without a layout of
+    the whole screen: only its scrollbars are updated (they ask for a layout themselves when one appears or goes). The
     reactive ``virtual_size`` asks for a full layout on every change, which at the country's
     scale was most of a keypress's time (a new filter changes the number of rows)."""
     if size == view.virtual_size:
         return
-    view.set_reactive(ScrollView.virtual_size, size)
+    view.set_reactive(Widget.virtual_size, size)
     view._scroll_update(size)
 
 
