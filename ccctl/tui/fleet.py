@@ -12,6 +12,7 @@ filter may narrow instead of filtering and sorting every site again (``rows(max_
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -96,6 +97,7 @@ class Fleet:
     _indexed: list[Row] | None = field(default=None, repr=False)  # the ``order`` the indexes were built for
     _counts: dict[str, int] = field(default_factory=dict, repr=False)
     _newest: float | None = field(default=None, repr=False)
+    _ranked: bool = field(default=False, repr=False)  # the sites carry their sort ranks (ids unique)
     _views: dict[tuple[Any, ...], tuple[float, int, list[Row]]] = field(default_factory=dict, repr=False)
     _narrowed: tuple[tuple[Any, ...], str, list[Row]] | None = field(default=None, repr=False)
 
@@ -120,6 +122,12 @@ class Fleet:
         times = [s["checked_at"] for s in self.order if s["checked_at"] is not None]
         self._places, self._counts, self._newest = places, counts, max(times) if times else None
         self._indexed = self.order
+        self._ranked = len(self.sites) == len(self.order) and all("name_fold" in s for s in self.order)
+        if self._ranked:  # integer sort keys, ranked once: by id, and by name then id
+            for i, s in enumerate(sorted(self.order, key=operator.itemgetter("id"))):
+                s["id_rank"] = i
+            for i, s in enumerate(sorted(self.order, key=lambda r: (r["name_fold"], r["id"]))):
+                s["name_rank"] = i
         self.generation += 1
         self._views.clear()
         self._narrowed = None
@@ -247,6 +255,8 @@ class Fleet:
         return rows
 
     def _sorted(self, rows: list[Row], is_site: bool) -> list[Row]:
+        if is_site and self._ranked:
+            return self._sorted_sites(rows)
         if self.sort == "name":
             key: Any = (lambda r: (r["name_fold"], r["id"])) if is_site else \
                 (lambda r: (fold(r["name"] or ""), r["code"]))
@@ -257,6 +267,21 @@ class Fleet:
                 (lambda r: (r["ready_pct"] if r["ready_pct"] is not None else 101.0, -r["down"], r["scheme"],
                             r["code"]))
         return sorted(rows, key=key, reverse=self.reverse)
+
+    def _sorted_sites(self, rows: list[Row]) -> list[Row]:
+        """``_sorted`` for sites ranked by ``load`` (ids unique): the same order from integer
+        keys ranked once (by id, by name then id) and, for the worst first, one stable sort by
+        severity over the id order; ranks are unique, so the reverse is the reversed order."""
+        if self.sort == "name":
+            ordered = sorted(rows, key=operator.itemgetter("name_rank"))
+        else:
+            ordered = sorted(rows, key=operator.itemgetter("id_rank"))
+            if self.sort == "worst":
+                severity = SEVERITY.get
+                ordered.sort(key=lambda r: severity(r["state"], 0))
+        if self.reverse:
+            ordered.reverse()
+        return ordered
 
     def set_sort(self, sort: str) -> None:
         """Sort by ``sort``; asking for the same sort again reverses it."""
