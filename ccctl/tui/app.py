@@ -46,6 +46,7 @@ FULL_READ_S = 60.0  # sites added or removed show within a minute
 WALL_CYCLE_S = 10.0
 LOG_PER_BATCH = 50
 STREAM_RETRY_S = 2.0  # the change stream is reopened this long after it ended
+STREAM_BATCH_S = 0.03  # change-stream events arriving within this are handled (and drawn) together
 RESORT_S = 3.0  # a site list under a flood of changes is re-filtered and re-sorted this often
 
 
@@ -106,6 +107,7 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
         self.last_sorted = 0.0
         self.crumbs = ""
         self.changed_ids: set[str] = set()  # sites changed since the list was last drawn
+        self.filter_pending = False  # a keypress of the filter waits to be applied
         self.stream_state = "not connected"
         self.stream_id: str | None = None  # the last change-stream event taken, to resume after
         self.live = LiveFigures()  # the broadcast's live figures, from the stream's stats events
@@ -186,26 +188,55 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
         except CcctlError as exc:
             self.post_message(msg.ServerPolled(None, str(exc)))
 
-    @work(exclusive=True, group="stream", exit_on_error=False)
+    @work(thread=True, exclusive=True, group="stream", exit_on_error=False)
     async def follow_changes(self) -> None:
         """The server's change stream: roll-call results and broadcast events as they are
-        written, resumed after the last event taken (the registry poll stays as the fallback)."""
+        written, resumed after the last event taken (the registry poll stays as the fallback).
+
+        It runs in a thread with an event loop of its own, so reading the stream and parsing
+        its JSON (a stats table of the whole country is ~2 MB) never runs on the screen's loop;
+        what arrives within ``STREAM_BATCH_S`` is posted as one message."""
+        import asyncio
+
+        from textual.worker import get_current_worker
+
         from ccctl.errors import CcctlError
         from ccctl.media.changes import follow
         from ccctl.media.client import ServerTrust, local_endpoint
         from ccctl.media.tokens import control_token, load_secret
 
-        try:
+        worker = get_current_worker()
+        pending: list[tuple[str, str, dict[str, Any]]] = []
+
+        def flush() -> None:
+            if pending:
+                self.post_message(msg.StreamEvents(pending[:]))
+                pending.clear()
+
+        async def read() -> None:
             trust: ServerTrust | None = None
             if self.server_url:
                 base, token = self.server_url, self.token or ""
             else:  # https with the local server's own certificate pinned when it speaks TLS
                 (base, trust), token = local_endpoint(self.home, self.listen), control_token(load_secret(self.home))
-            async for event_id, name, data in follow(base, token, self.stream_id, trust=trust):
-                self.post_message(msg.StreamEvent(event_id, name, data))
+            async for event in follow(base, token, self.stream_id, trust=trust):
+                pending.append(event)
+
+        reader = asyncio.get_running_loop().create_task(read())
+        try:
+            while not reader.done():  # bounded by the worker's cancellation and the app's end
+                await asyncio.wait({reader}, timeout=STREAM_BATCH_S)
+                flush()
+                if worker.is_cancelled or not self.is_running:
+                    reader.cancel()
+                    return
+            flush()
+            reader.result()
             self.post_message(msg.StreamState("ended by the server"))
         except CcctlError as exc:
             self.post_message(msg.StreamState(f"down: {exc}"))
+        except asyncio.CancelledError:
+            return
 
     @work(thread=True, exclusive=True, group="detail", exit_on_error=False)
     def load_detail(self, site_id: str) -> None:
@@ -303,21 +334,42 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
 
     @while_shown
     def on_stream_event(self, message: msg.StreamEvent) -> None:
-        if message.event_id:
-            self.stream_id = message.event_id
-        if message.name == "hello":
-            self._stream("live")
-        elif message.name == "reset":  # the server cannot continue from our last event: read all once
-            self.log_event("change stream: resumed with a gap; reading the registry in full", "warn")
-            self.action_refresh()
-        elif message.name == "rollcall":
-            self.merge([message.data])
-        elif message.name == "broadcast":
-            data = message.data
-            detail = " ".join(f"{k}={v}" for k, v in (data.get("detail") or {}).items())
-            self.log_event(f"{data.get('site_id')}: {data.get('kind')} {detail}".rstrip())
-        elif message.name == "stats":
-            self.show_live(self.live.apply(message.data))
+        self.take_stream([(message.event_id, message.name, message.data)])
+
+    @while_shown
+    def on_stream_events(self, message: msg.StreamEvents) -> None:
+        self.take_stream(message.events)
+
+    def take_stream(self, events: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """Events of the change stream, in order: consecutive roll-call results are merged
+        together, and the live figures are shown once for the whole batch."""
+        results: list[dict[str, Any]] = []
+        live: set[str] = set()
+        stats = False
+        for event_id, name, data in events:
+            if event_id:
+                self.stream_id = event_id
+            if name == "rollcall":
+                results.append(data)
+                continue
+            if results:
+                self.merge(results)
+                results = []
+            if name == "hello":
+                self._stream("live")
+            elif name == "reset":  # the server cannot continue from our last event: read all once
+                self.log_event("change stream: resumed with a gap; reading the registry in full", "warn")
+                self.action_refresh()
+            elif name == "broadcast":
+                detail = " ".join(f"{k}={v}" for k, v in (data.get("detail") or {}).items())
+                self.log_event(f"{data.get('site_id')}: {data.get('kind')} {detail}".rstrip())
+            elif name == "stats":
+                stats = True
+                live |= self.live.apply(data)
+        if results:
+            self.merge(results)
+        if stats:
+            self.show_live(live)
 
     def show_live(self, changed: set[str] | None) -> None:
         """The live figures to the header, and to the detail panel when its site changed (None: any)."""
@@ -365,13 +417,19 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
             return
         self.repaint()
 
-    def repaint(self, keep_cursor: bool = True) -> None:
-        """Recount and redraw the list, the header and the breadcrumbs."""
-        self.dirty = False
-        self.changed_ids = set()
-        self.last_sorted = time.monotonic()
+    def repaint(self, keep_cursor: bool = True, reuse: bool = False) -> None:
+        """Recount and redraw the list, the header and the breadcrumbs; with ``reuse`` (the
+        filter's keypresses, the drill-down), the view's list counted and sorted less than
+        ``RESORT_S`` ago is only filtered again, and what changed since is left to the repaint
+        timer (at most ``REPAINT_S`` later)."""
         fleet = self.fleet
-        rows = fleet.rows()
+        rows = fleet.rows(RESORT_S if reuse else 0.0)
+        if not fleet.reused:
+            self.dirty = False
+            self.changed_ids = set()
+            self.last_sorted = time.monotonic()
+        elif fleet.stale:
+            self.dirty = True  # the kept list is recounted and re-sorted by the repaint timer
         is_sites = fleet.showing_sites()
         with self.batch_update():
             self.rowlist.set_rows(rows, site_columns() if is_sites else
@@ -424,7 +482,7 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
     @while_shown
     def on_row_list_chosen(self, message: RowList.Chosen) -> None:
         if self.fleet.enter(message.row):
-            self.repaint(keep_cursor=False)
+            self.repaint(keep_cursor=False, reuse=True)
         else:
             self.details.pop(message.row["id"], None)  # Enter on a site: read its detail afresh
             self.load_detail(message.row["id"])
@@ -437,7 +495,7 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
             self.close_prompt(cancel=True)
             return
         if self.fleet.back():
-            self.repaint(keep_cursor=False)
+            self.repaint(keep_cursor=False, reuse=True)
 
     def action_toggle_sites(self) -> None:
         """The sites under this place, or its units again."""
@@ -529,9 +587,18 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
 
     @while_shown
     def on_input_changed(self, event: Input.Changed) -> None:
+        """The filter follows the typing; keys already queued are taken first, so a burst of
+        them filters once (the filter runs after the messages waiting now)."""
         if self.prompt_mode == "/":
             self.fleet.query.text = event.value
-            self.repaint(keep_cursor=False)
+            if not self.filter_pending:
+                self.filter_pending = True
+                self.call_later(self._filter_now)
+
+    @while_shown
+    def _filter_now(self) -> None:
+        self.filter_pending = False
+        self.repaint(keep_cursor=False, reuse=True)
 
     @while_shown
     def on_input_submitted(self, event: Input.Submitted) -> None:

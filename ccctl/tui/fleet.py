@@ -3,10 +3,17 @@
 
 Plain Python (no Textual), so the app, the tests and the benchmark drive the same logic. The
 counts come from ``ccctl.reports``: the dashboard and the CLI's report count the same way.
+
+Kept for speed at the country's scale (10,599 sites, thousands of changes a second): the sites
+of each place (a drill-down looks them up, it does not scan every site), the counts by state
+(kept up to date by ``apply``), and the last sorted list of each view, which a keypress of the
+filter may narrow instead of filtering and sorting every site again (``rows(max_age=...)``).
 """
 
 from __future__ import annotations
 
+import operator
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +62,9 @@ class Query:
         words = fold(text[1:] if invert else text).split()
         if not (states or tier or words):
             return lambda row: True
+        if not (states or tier) and len(words) == 1:  # typing one word: the common case, kept lean
+            word = words[0]
+            return (lambda row: word not in row["fold"]) if invert else (lambda row: word in row["fold"])
 
         def passes(row: Row) -> bool:
             if states and row["state"] not in states:
@@ -80,6 +90,16 @@ class Fleet:
     sort: str = "worst"
     reverse: bool = False
     flat: bool = False  # show the sites under the current place, not its units
+    reused: bool = False  # the last ``rows`` narrowed a kept list (not recounted nor re-sorted)
+    stale: bool = False  # ... and sites changed since that list was made
+    generation: int = 0  # counts the loads and the applied changes
+    _places: dict[tuple[str, str | None, str | None], list[Row]] = field(default_factory=dict, repr=False)
+    _indexed: list[Row] | None = field(default=None, repr=False)  # the ``order`` the indexes were built for
+    _counts: dict[str, int] = field(default_factory=dict, repr=False)
+    _newest: float | None = field(default=None, repr=False)
+    _ranked: bool = field(default=False, repr=False)  # the sites carry their sort ranks (ids unique)
+    _views: dict[tuple[Any, ...], tuple[float, int, list[Row]]] = field(default_factory=dict, repr=False)
+    _narrowed: tuple[tuple[Any, ...], str, list[Row]] | None = field(default=None, repr=False)
 
     def load(self, rows: Iterable[Row]) -> None:
         """Replace every site (a full read of the registry)."""
@@ -87,10 +107,41 @@ class Fleet:
         self.sites = {r["id"]: r for r in self.order}
         for r in self.order:
             r["name_fold"] = fold(r["name"] or "")  # the name sort's key, folded once
+        self._index()
+
+    def _index(self) -> None:
+        """The sites of each place, the counts by state and the newest check, from ``order``."""
+        places: dict[tuple[str, str | None, str | None], list[Row]] = {}
+        counts: dict[str, int] = {}
+        for s in self.order:
+            scheme = s["scheme"]
+            places.setdefault(("province", scheme, s["province_code"]), []).append(s)
+            places.setdefault(("district", scheme, s.get("district_code")), []).append(s)
+            places.setdefault(("commune", scheme, s["unit_code"]), []).append(s)
+            counts[s["state"]] = counts.get(s["state"], 0) + 1
+        times = [s["checked_at"] for s in self.order if s["checked_at"] is not None]
+        self._places, self._counts, self._newest = places, counts, max(times) if times else None
+        self._indexed = self.order
+        self._ranked = len(self.sites) == len(self.order) and all("name_fold" in s for s in self.order)
+        if self._ranked:  # integer sort keys, ranked once: by id, and by name then id
+            for i, s in enumerate(sorted(self.order, key=operator.itemgetter("id"))):
+                s["id_rank"] = i
+            for i, s in enumerate(sorted(self.order, key=lambda r: (r["name_fold"], r["id"]))):
+                s["name_rank"] = i
+        self.generation += 1
+        self._views.clear()
+        self._narrowed = None
+
+    def _fresh(self) -> None:
+        if self._indexed is not self.order:  # ``order`` replaced other than by ``load``
+            self._index()
 
     def apply(self, changes: Iterable[Row]) -> list[tuple[Row, str]]:
         """Merge newer results into the sites; return (site, previous state) of each change."""
+        self._fresh()
         changed: list[tuple[Row, str]] = []
+        counts = self._counts
+        newest_lowered = applied = False
         for change in changes:
             site = self.sites.get(change["site_id"])
             if site is None:
@@ -98,12 +149,27 @@ class Fleet:
             run_id = change.get("run_id")
             if site["run_id"] is not None and run_id is not None and run_id < site["run_id"]:
                 continue  # an older run's result arriving late never overwrites a newer one
-            before = site["state"]
+            applied = True
+            before, checked = site["state"], site["checked_at"]
             for key in ("state", "reason", "stage", "rtt_ms", "run_id", "checked_at"):
                 if key in change:
                     site[key] = change[key]
             if site["state"] != before:
                 changed.append((site, before))
+                counts[before] -= 1
+                if not counts[before]:
+                    del counts[before]
+                counts[site["state"]] = counts.get(site["state"], 0) + 1
+            now_checked = site["checked_at"]
+            if now_checked is not None and (self._newest is None or now_checked > self._newest):
+                self._newest = now_checked
+            elif checked is not None and checked == self._newest and now_checked != checked:
+                newest_lowered = True  # the newest check went back (rare): look again below
+        if applied:
+            self.generation += 1
+        if newest_lowered:
+            times = [s["checked_at"] for s in self.order if s["checked_at"] is not None]
+            self._newest = max(times) if times else None
         return changed
 
     @property
@@ -117,24 +183,66 @@ class Fleet:
 
     def sites_here(self) -> list[Row]:
         """The sites inside the current place, registry order."""
-        here = self.here
-        return self.order if here.level == "country" else [s for s in self.order if here.holds(s)]
+        return self.sites_in(self.here)
 
-    def rows(self) -> list[Row]:
-        """The rows of the current view: units under the current place, or its sites."""
-        sites = self.sites_here()
-        if self.showing_sites():
-            passes = self.query.predicate(True)
-            rows = [s for s in sites if passes(s)]
-            return self._sorted(rows, True)
-        passes = self.query.predicate(False)
-        rows = [r for r in self.units_under(self.here, sites) if passes(r)]
-        return self._sorted(rows, False)
+    def sites_in(self, place: Place) -> list[Row]:
+        """The sites inside ``place``, registry order (looked up, not scanned for)."""
+        if place.level == "country":
+            return self.order
+        self._fresh()
+        if place.level in ("province", "district", "commune"):
+            return list(self._places.get((place.level, place.scheme, place.code), ()))
+        return [s for s in self.order if place.holds(s)]
+
+    def rows(self, max_age: float = 0.0) -> list[Row]:
+        """The rows of the current view: units under the current place, or its sites.
+
+        With ``max_age``, the view's sorted list kept from a call less than that many seconds
+        ago (or from any time when no site changed since) is filtered by the text alone
+        (narrowed further while the text only grows), neither recounted nor re-sorted;
+        ``reused`` says whether it was, ``stale`` whether sites changed since: its rows may then
+        show counts and an order up to ``max_age`` old, for the keypresses of the filter and
+        the drill-down, until the caller's next repaint.
+        """
+        is_sites = self.showing_sites()
+        query = self.query
+        view = (tuple(self.path), is_sites, self.sort, self.reverse,
+                (query.states, query.tier) if is_sites else None)
+        kept = self._views.get(view)
+        self.reused = max_age > 0 and kept is not None and (
+            kept[1] == self.generation or time.monotonic() - kept[0] < max_age)
+        self.stale = self.reused and kept is not None and kept[1] != self.generation
+        if kept is None or not self.reused:
+            sites = self.sites_here()
+            if is_sites:
+                passes = Query(states=query.states, tier=query.tier).predicate(True)
+                base = self._sorted([s for s in sites if passes(s)], True)
+            else:
+                base = self._sorted(self.units_under(self.here, sites), False)
+            if len(self._views) > 16:
+                self._views.clear()
+            self._views[view] = (time.monotonic(), self.generation, base)
+            self._narrowed = None
+        else:
+            base = kept[2]
+        text = query.text
+        if not fold(text.lstrip("!")).split():
+            return list(base)
+        source = base
+        narrowed = self._narrowed
+        if self.reused and narrowed is not None and narrowed[0] == view and narrowed[2] is not None:
+            before = narrowed[1]
+            if before and not before.startswith("!") and text.startswith(before):
+                source = narrowed[2]  # the text only grew: what matched before holds every match
+        passes = Query(text=text).predicate(is_sites)
+        rows = [r for r in source if passes(r)]
+        self._narrowed = (view, text, rows)
+        return rows
 
     def units_under(self, place: Place, sites: list[Row] | None = None) -> list[Row]:
         """Counts by state of each unit one level under ``place`` (by each site's scheme)."""
         if sites is None:
-            sites = [s for s in self.order if place.holds(s)]
+            sites = self.sites_in(place)
         rows: list[Row] = []
         by_scheme: dict[str | None, list[Row]] = {}
         for s in sites:
@@ -147,6 +255,8 @@ class Fleet:
         return rows
 
     def _sorted(self, rows: list[Row], is_site: bool) -> list[Row]:
+        if is_site and self._ranked:
+            return self._sorted_sites(rows)
         if self.sort == "name":
             key: Any = (lambda r: (r["name_fold"], r["id"])) if is_site else \
                 (lambda r: (fold(r["name"] or ""), r["code"]))
@@ -157,6 +267,21 @@ class Fleet:
                 (lambda r: (r["ready_pct"] if r["ready_pct"] is not None else 101.0, -r["down"], r["scheme"],
                             r["code"]))
         return sorted(rows, key=key, reverse=self.reverse)
+
+    def _sorted_sites(self, rows: list[Row]) -> list[Row]:
+        """``_sorted`` for sites ranked by ``load`` (ids unique): the same order from integer
+        keys ranked once (by id, by name then id) and, for the worst first, one stable sort by
+        severity over the id order; ranks are unique, so the reverse is the reversed order."""
+        if self.sort == "name":
+            ordered = sorted(rows, key=operator.itemgetter("name_rank"))
+        else:
+            ordered = sorted(rows, key=operator.itemgetter("id_rank"))
+            if self.sort == "worst":
+                severity = SEVERITY.get
+                ordered.sort(key=lambda r: severity(r["state"], 0))
+        if self.reverse:
+            ordered.reverse()
+        return ordered
 
     def set_sort(self, sort: str) -> None:
         """Sort by ``sort``; asking for the same sort again reverses it."""
@@ -209,13 +334,11 @@ class Fleet:
         return " › ".join(names) + (" › sites" if self.flat and self.here.level != "commune" else "")
 
     def totals(self) -> dict[str, int]:
-        """Counts by state over every site (the header's figures)."""
-        counts: dict[str, int] = {}
-        for s in self.order:
-            counts[s["state"]] = counts.get(s["state"], 0) + 1
-        return counts
+        """Counts by state over every site (the header's figures; kept by ``load`` and ``apply``)."""
+        self._fresh()
+        return dict(self._counts)
 
     def newest_check(self) -> float | None:
         """When the newest result was taken (for the data age), or None."""
-        times = [s["checked_at"] for s in self.order if s["checked_at"] is not None]
-        return max(times) if times else None
+        self._fresh()
+        return self._newest

@@ -91,3 +91,12 @@ class StreamState(Message):
     def __init__(self, state: str) -> None:
         super().__init__()
         self.state = state
+
+
+class StreamEvents(Message):
+    """Events of the change stream taken together (``events``: (id, name, data) in order): the
+    stream's reader posts what arrived within a frame as one message, not one per event."""
+
+    def __init__(self, events: list[tuple[str, str, dict[str, Any]]]) -> None:
+        super().__init__()
+        self.events = events

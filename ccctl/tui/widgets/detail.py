@@ -8,10 +8,12 @@ import time
 from typing import Any
 
 from rich.text import Text
+from textual.geometry import Size
 from textual.widgets import Static
 
 from ccctl.media.quality import quality_class
 from ccctl.tui.style import STATE_STYLES
+from ccctl.tui.widgets.rowlist import set_virtual_size
 
 QUALITY_STYLES = {"good": "green", "ok": "yellow", "bad": "bold dark_orange", "terrible": "bold red"}
 
@@ -88,5 +90,13 @@ class Detail(Static):
     def show(self, text: Text | None) -> None:
         """Show ``text`` (None: nothing)."""
         if text != self.shown:
+            # the panel's size is set by the screen: no layout of the whole screen for a new text
+            # (one per cursor move and per figure changing); its scrolling is sized afresh
             self.shown = text
-            self.update(text or "")
+            self.update(text or "", layout=False)
+            self.call_after_refresh(self._size_scrolling)
+
+    def _size_scrolling(self) -> None:
+        """The panel's scrollable height for its new text, without a layout of the screen."""
+        height = self.get_content_height(self.container_size, self.app.size, self.container_size.width)
+        set_virtual_size(self, Size(self.container_size.width, height))

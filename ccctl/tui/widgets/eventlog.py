@@ -14,6 +14,8 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from ccctl.tui.widgets.rowlist import set_virtual_size
+
 CAPACITY = 10_000
 SEVERITY_STYLES = {"info": Style(), "warn": Style(color="yellow"), "alert": Style(color="red", bold=True)}
 RANK = {"info": 0, "warn": 1, "alert": 2}
@@ -63,7 +65,7 @@ class EventLog(ScrollView, can_focus=True):
         while self.shown and self.shown[0][0] < oldest:  # fallen out of the ring buffer
             self.shown.popleft()
             dropped += 1
-        self.virtual_size = Size(self.width, len(self.shown))
+        set_virtual_size(self, Size(self.width, len(self.shown)))  # no layout of the screen per batch
         if following:
             self.scroll_end(animate=False, immediate=True)
         elif dropped:  # keep the lines on screen where they are while older ones go
@@ -94,7 +96,7 @@ class EventLog(ScrollView, can_focus=True):
         self.shown = deque((first + i, text, severity) for i, (text, severity) in enumerate(self.lines)
                            if RANK.get(severity, 0) >= floor)
         self.width = max((len(text) for _, text, _ in self.shown), default=0)
-        self.virtual_size = Size(self.width, len(self.shown))
+        set_virtual_size(self, Size(self.width, len(self.shown)))  # no layout of the screen per batch
         if not self.paused:
             self.scroll_end(animate=False, immediate=True)
         self._title()

@@ -18,6 +18,7 @@ from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.widget import Widget
 
 from ccctl.tui.style import STATE_STYLES
 
@@ -32,6 +33,17 @@ class Column:
     width: int
     text: Callable[[Row], str]
     right: bool = False
+
+
+def set_virtual_size(view: Widget, size: Size) -> None:
+    """Give a Line-API view (or a panel of a fixed size) a new virtual size without a layout of
+    the whole screen: only its scrollbars are updated (they ask for a layout themselves when one appears or goes). The
+    reactive ``virtual_size`` asks for a full layout on every change, which at the country's
+    scale was most of a keypress's time (a new filter changes the number of rows)."""
+    if size == view.virtual_size:
+        return
+    view.set_reactive(Widget.virtual_size, size)
+    view._scroll_update(size)
 
 
 def _cell(text: str, width: int, right: bool) -> str:
@@ -90,7 +102,7 @@ class RowList(ScrollView, can_focus=True):
                     self.cursor = i
                     break
         width = sum(c.width + 1 for c in columns)
-        self.virtual_size = Size(width, len(rows) + 1)
+        set_virtual_size(self, Size(width, len(rows) + 1))
         self._keep_cursor_visible()
         self.refresh()
         self.post_message(self.Highlighted(self.current()))
