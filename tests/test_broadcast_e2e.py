@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import aioice.ice
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
+from tests.browser import CHROMIUM, launch
 from tests.conftest import Ccctl, free_port
 
 TIMEOUT = 30.0
@@ -155,7 +155,6 @@ def test_restarted_server_resumes_the_live_broadcast(server: Ccctl) -> None:
     asyncio.run(rejoin())
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/services.sh installs it as root)")
@@ -166,10 +165,7 @@ def test_join_page_plays_in_headless_chromium(server: Ccctl, tmp_path: Path) -> 
 
     async def browse() -> dict[str, int]:
         async with playwright.async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
-                "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns"])
+            browser = await launch(p)
             try:
                 page = await browser.new_page()
                 await page.goto(link)
@@ -242,10 +238,7 @@ def test_a_full_server_tells_the_join_page_to_come_back_later(server: Ccctl, mon
 
     async def browse() -> tuple[dict[str, Any], str, dict[str, Any]]:
         async with playwright.async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
-                "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns"])
+            browser = await launch(p)
             try:
                 page = await browser.new_page()
                 await page.goto(link)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from ccctl.media import state
 from ccctl.media.server import SERVER_KEY
 from ccctl.registry import open_registry
 from ccctl.registry.broadcasts import audience_level, list_broadcasts
+from tests.browser import CHROMIUM, launch
 from tests.test_whip import ORANGE, AiortcPublisher, Api, in_process_server, is_solid, yuv_stats
 
 pytestmark = [pytest.mark.usefixtures("loopback_ice"), pytest.mark.asyncio]  # loopback_ice: tests/conftest.py
@@ -185,7 +185,6 @@ async def test_a_restarted_server_resumes_every_live_broadcast(units_db_url: str
         await until_sites(api, hanoi, set())
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/services.sh installs it as root)")
@@ -193,10 +192,7 @@ async def test_the_join_page_follows_its_site_to_the_centre_and_back(api: Api) -
     playwright = pytest.importorskip("playwright.async_api", reason="the test extra installs playwright")
     province = await start(api, "testsrc", ["bn-1"])
     async with playwright.async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
-            "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns"])
+        browser = await launch(p)
         try:
             page = await browser.new_page()
             await page.goto(api.url(f"/join/bn-1?t={api.site_token('bn-1')}"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import time
 import urllib.request
 import wave
@@ -25,6 +24,7 @@ import pytest_asyncio
 from ccctl.media import state, tokens
 from ccctl.media.program import read_counter
 from ccctl.registry import open_registry
+from tests.browser import CHROMIUM, launch
 from tests.conftest import Ccctl, free_port
 from tests.test_whip import (
     ORANGE,
@@ -38,7 +38,6 @@ from tests.test_whip import (
 )
 
 TIMEOUT = 30.0
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 pytestmark = pytest.mark.usefixtures("loopback_ice")  # tests/conftest.py
@@ -311,12 +310,9 @@ def test_join_page_takes_the_floor_in_chromium(server: Ccctl, tmp_path: Path) ->
 
     async def scenario() -> dict[str, float]:
         async with playwright.async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
-                "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
-                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                f"--use-file-for-fake-video-capture={camera}", f"--use-file-for-fake-audio-capture={microphone}"])
+            browser = await launch(p, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                                   f"--use-file-for-fake-video-capture={camera}",
+                                   f"--use-file-for-fake-audio-capture={microphone}")
             viewer = _whep(links["px-1"]["whep_url"], links["px-1"]["token"])
             try:
                 page = await browser.new_page()

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from ccctl.registry import open_registry
+from tests.browser import CHROMIUM, launch
 from tests.conftest import Ccctl
-from tests.test_floor import CHROMIUM, server  # noqa: F401  # the detached server fixture (bn-1, px-1)
+from tests.test_floor import server  # noqa: F401  # the detached server fixture (bn-1, px-1)
 
 TIMEOUT_MS = 90_000  # Chromium notices a session the server ended by ICE consent at worst (~30 s)
 PROBE_MS = 300  # the page's pause between questions while refused (15 s in use), for a short test
@@ -43,10 +44,7 @@ def test_a_site_outside_the_audience_waits_quietly_and_joins_when_included_then_
 
     async def scenario() -> None:
         async with playwright.async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
-                "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns"])
+            browser = await launch(p)
             try:
                 page = await browser.new_page()
                 await page.add_init_script(f"window.ccctlProbeMs = {PROBE_MS};")

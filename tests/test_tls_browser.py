@@ -8,18 +8,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from tests.browser import CHROMIUM, WEBRTC_ARGS
 from tests.conftest import Ccctl, free_port
 from tests.media.test_tls import TestCA
 
 TIMEOUT = 30.0
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 NAME = "cc.test"  # not a loopback name: the page's secure context must come from https
 pytestmark = pytest.mark.usefixtures("loopback_ice")  # tests/conftest.py
 
@@ -56,10 +55,7 @@ def test_join_page_plays_over_https_in_chromium_trusting_the_test_ca(https_serve
     assert ccctl("broadcast", "start").exit_code == 0
     link = ccctl.json("broadcast", "links")[0]["join_url"]
     assert link.startswith(f"https://{NAME}:{port}/join/bn-1?t=")
-    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
-            "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
-            f"--host-resolver-rules=MAP {NAME} 127.0.0.1"]
+    args = [*WEBRTC_ARGS, f"--host-resolver-rules=MAP {NAME} 127.0.0.1"]
 
     async def browse() -> tuple[str, dict[str, object]]:
         async with playwright.async_playwright() as p:

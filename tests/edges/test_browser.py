@@ -10,20 +10,18 @@ connection (a larger picture), and leaves.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 
 import pytest
 
 from ccctl.media import tokens
 from ccctl.registry import open_registry
+from tests.browser import CHROMIUM, PAGE_ARGS
 from tests.edges.test_failover import MOVE_S, Harness, harness  # noqa: F401 - the fixture
 from tests.edges.test_feed import TIERS, TIMEOUT
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
-        "--disable-features=WebRtcHideLocalIpsWithMdns"]
+ARGS = [*PAGE_ARGS, "--disable-quic", "--autoplay-policy=no-user-gesture-required",
+        "--disable-features=WebRtcHideLocalIpsWithMdns"]  # no loopback candidates: the edges are on their veths
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/services.sh installs it as root)")

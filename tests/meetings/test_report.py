@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,9 @@ from ccctl.registry import meetings as store
 from ccctl.registry.db import Database
 from ccctl.registry.sites import SiteFilter, add_site
 from ccctl.rollcall.session import options_from_config
+from tests.browser import CHROMIUM, PAGE_ARGS
 from tests.meetings.conftest import START, TZ, at
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 EXPECTED = {"s-present": "present", "s-late": "late", "s-early": "present", "s-audio": "present", "s-absent": "absent",
             "s-late-audio": "late"}
 
@@ -92,9 +91,7 @@ def test_printable_report_opens_in_chromium(units_db: Database, tmp_path: Path) 
 
     async def browse() -> dict[str, Any]:
         async with playwright.async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync"])
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=PAGE_ARGS)
             try:
                 page = await browser.new_page()
                 await page.goto(page_file.as_uri())

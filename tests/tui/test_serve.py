@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import signal
 import sys
 import time
@@ -20,9 +19,9 @@ import pytest
 import pytest_asyncio
 
 from ccctl.media.tokens import control_token, load_secret
+from tests.browser import CHROMIUM, PAGE_ARGS
 from tests.conftest import free_port
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TIMEOUT = 90.0  # a bound on each wait (a loaded machine starts a dashboard process slowly), not a pause
 ANSI = re.compile(r"\x1b(\[[0-9;?<>=]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
 
@@ -156,9 +155,7 @@ async def test_wall_page_starts_by_itself_and_comes_back_after_a_restart(served:
                 raise AssertionError(f"timed out waiting for {what}") from None
 
     async with playwright.async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=PAGE_ARGS)
         try:
             page = await browser.new_page(viewport={"width": 1600, "height": 900})
             page.on("websocket", on_socket)
