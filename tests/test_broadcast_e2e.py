@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -38,9 +39,10 @@ def server(ccctl: Ccctl, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ccctl]:
     ccctl("serve", "--stop")
 
 
-async def _join(whep_url: str, token: str,
-                kinds: tuple[str, ...] = ("audio", "video")) -> tuple[RTCPeerConnection, dict[str, int], str]:
-    """A site joining: recvonly offer to the WHEP URL; counts decoded frames per kind."""
+async def whep_join(whep_url: str, token: str, kinds: tuple[str, ...] = ("audio", "video"),
+                    context: ssl.SSLContext | None = None) -> tuple[RTCPeerConnection, dict[str, int], str]:
+    """A site joining: recvonly offer to the WHEP URL (https checked with ``context``); counts
+    decoded frames per kind and returns once each kind has five."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     for kind in kinds:
         pc.addTransceiver(kind, direction="recvonly")
@@ -66,7 +68,7 @@ async def _join(whep_url: str, token: str,
     def post() -> tuple[int, str, str]:
         request = urllib.request.Request(whep_url, data=pc.localDescription.sdp.encode(), method="POST",
                                          headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"})
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+        with urllib.request.urlopen(request, timeout=TIMEOUT, context=context) as response:
             return response.status, response.read().decode(), response.headers["Location"]
 
     status, answer, location = await asyncio.to_thread(post)
@@ -84,18 +86,18 @@ def test_broadcast_to_a_site_end_to_end(server: Ccctl) -> None:
     assert links["bn-1"]["join_url"].endswith(links["bn-1"]["token"])
 
     async def scenario() -> None:
-        pc, frames, _ = await _join(links["bn-1"]["whep_url"], links["bn-1"]["token"])
+        pc, frames, _ = await whep_join(links["bn-1"]["whep_url"], links["bn-1"]["token"])
         assert frames["video"] >= 5 and frames["audio"] >= 5
         status = server.json("broadcast", "status")["sessions"]
         assert [(s["site_id"], s["tier"]) for s in status] == [("bn-1", "low")]
         with pytest.raises(urllib.error.HTTPError) as refused:  # px-1's token cannot join as bn-1
-            await _join(links["bn-1"]["whep_url"], links["px-1"]["token"])
+            await whep_join(links["bn-1"]["whep_url"], links["px-1"]["token"])
         assert refused.value.code == 401
         revoked = await asyncio.to_thread(server, "broadcast", "revoke", "bn-1")
         assert revoked.exit_code == 0 and "ended bn-1's live session" in revoked.stderr
         assert server.json("broadcast", "status")["sessions"] == []
         with pytest.raises(urllib.error.HTTPError) as stale:  # the old token no longer joins
-            await _join(links["bn-1"]["whep_url"], links["bn-1"]["token"])
+            await whep_join(links["bn-1"]["whep_url"], links["bn-1"]["token"])
         assert stale.value.code == 401
         await pc.close()
 
@@ -110,7 +112,7 @@ def test_operator_moves_a_site_between_tiers_live(server: Ccctl) -> None:
     links = {r["site_id"]: r for r in server.json("broadcast", "links")}
 
     async def scenario() -> None:
-        pc, frames, _ = await _join(links["bn-1"]["whep_url"], links["bn-1"]["token"])
+        pc, frames, _ = await whep_join(links["bn-1"]["whep_url"], links["bn-1"]["token"])
         moved = await asyncio.to_thread(server, "broadcast", "tier", "bn-1", "high")
         assert moved.exit_code == 0 and "bn-1 moved to high (was low)" in moved.stderr, moved.stderr
         assert [(s["site_id"], s["tier"]) for s in server.json("broadcast", "status")["sessions"]] == [("bn-1", "high")]
@@ -148,7 +150,7 @@ def test_restarted_server_resumes_the_live_broadcast(server: Ccctl) -> None:
     links = {r["site_id"]: r for r in server.json("broadcast", "links")}
 
     async def rejoin() -> None:
-        pc, frames, _ = await _join(links["px-1"]["whep_url"], links["px-1"]["token"], ("audio",))
+        pc, frames, _ = await whep_join(links["px-1"]["whep_url"], links["px-1"]["token"], ("audio",))
         assert frames["audio"] >= 5
         await pc.close()
 
@@ -195,7 +197,7 @@ def test_fanout_workers_and_recording_end_to_end(server: Ccctl, tmp_path: Path) 
     links = {r["site_id"]: r for r in server.json("broadcast", "links")}
 
     async def scenario() -> None:
-        pc, frames, _ = await _join(links["bn-1"]["whep_url"], links["bn-1"]["token"])
+        pc, frames, _ = await whep_join(links["bn-1"]["whep_url"], links["bn-1"]["token"])
         assert frames["video"] >= 5 and frames["audio"] >= 5
         live = server.json("broadcast", "status")
         (row,), bid = live["sessions"], live["broadcast"]["id"]

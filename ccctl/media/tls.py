@@ -175,6 +175,19 @@ def _canonical(name: str) -> str:
         return name
 
 
+
+def subject_alt_names(names: list[str]) -> list[Any]:
+    """A certificate's subject alternative names for ``names``: an IP address as one, anything else as a DNS name."""
+    from cryptography import x509
+
+    alt: list[Any] = []
+    for name in names:
+        try:
+            alt.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            alt.append(x509.DNSName(name))
+    return alt
+
 def _make(folder: Path, cert_path: Path, key_path: Path, names: list[str]) -> None:
     """A new key and self-signed certificate for ``names``, each written whole (temporary
     file renamed into place) with mode 0600."""
@@ -184,12 +197,7 @@ def _make(folder: Path, cert_path: Path, key_path: Path, names: list[str]) -> No
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    alt: list[x509.GeneralName] = []
-    for name in names:
-        try:
-            alt.append(x509.IPAddress(ipaddress.ip_address(name)))
-        except ValueError:
-            alt.append(x509.DNSName(name))
+    alt = subject_alt_names(names)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ccctl {names[0]}"[:64])])
     now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())

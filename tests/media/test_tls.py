@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -29,9 +28,10 @@ from ccctl.config import ServeConfig
 from ccctl.errors import CcctlError, CertificateRefused, ConfigError, MediaError, UsageError, error_class, error_names
 from ccctl.media.changes import follow
 from ccctl.media.client import ControlClient, ServerDown
-from ccctl.media.tls import CARD_FILE, ServerTrust, cert_fingerprint, parse_fingerprint
+from ccctl.media.tls import CARD_FILE, ServerTrust, cert_fingerprint, parse_fingerprint, subject_alt_names
 from ccctl.media.tokens import control_token, load_secret
 from tests.conftest import Ccctl, free_port
+from tests.test_broadcast_e2e import whep_join
 
 TIMEOUT = 30.0
 pytestmark = pytest.mark.usefixtures("loopback_ice")  # tests/conftest.py
@@ -72,12 +72,7 @@ class TestCA:
         """A server certificate for ``names`` (IPs or DNS names) and its key: (cert file, key
         file); with ``chain`` the CA's certificate follows the server's in the cert file."""
         key = ec.generate_private_key(ec.SECP256R1())
-        alt: list[x509.GeneralName] = []
-        for name in names:
-            try:
-                alt.append(x509.IPAddress(ipaddress.ip_address(name)))
-            except ValueError:
-                alt.append(x509.DNSName(name))
+        alt = subject_alt_names(names)
         now = datetime.datetime.now(datetime.UTC)
         cert = (x509.CertificateBuilder()
                 .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
@@ -214,42 +209,9 @@ def test_a_site_joins_by_whep_over_https(tls_server: tuple[Ccctl, str, Path], ca
     context = ssl.create_default_context(cafile=str(ca.cert))
 
     async def join() -> dict[str, int]:
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        for kind in ("audio", "video"):
-            pc.addTransceiver(kind, direction="recvonly")
-        frames = {"audio": 0, "video": 0}
-        enough = asyncio.Event()
-
-        @pc.on("track")
-        def on_track(track: object) -> None:
-            async def pull() -> None:
-                while True:
-                    try:
-                        await track.recv()  # type: ignore[attr-defined]
-                    except Exception:
-                        return
-                    frames[track.kind] += 1  # type: ignore[attr-defined]
-                    if min(frames.values()) >= 5:
-                        enough.set()
-
-            asyncio.ensure_future(pull())
-
-        await pc.setLocalDescription(await pc.createOffer())
-
-        def post() -> tuple[int, str, str]:
-            request = urllib.request.Request(link["whep_url"], data=pc.localDescription.sdp.encode(), method="POST",
-                                             headers={"Content-Type": "application/sdp",
-                                                      "Authorization": f"Bearer {link['token']}"})
-            with urllib.request.urlopen(request, timeout=TIMEOUT, context=context) as response:
-                return response.status, response.read().decode(), response.headers["Location"]
-
-        status, answer, location = await asyncio.to_thread(post)
-        assert status == 201 and location.startswith("/whep/bn-1/")
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-        try:
-            await asyncio.wait_for(enough.wait(), TIMEOUT)
-        finally:
-            await pc.close()
+        pc, frames, location = await whep_join(link["whep_url"], link["token"], context=context)
+        await pc.close()
+        assert location.startswith("/whep/bn-1/")
         return frames
 
     frames = asyncio.run(join())
