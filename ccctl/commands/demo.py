@@ -128,8 +128,10 @@ def _broadcast(ctx: click.Context, joining: int, inside: Callable[[], None] | No
         emit(tier_summary(data["sessions"]), "table", ["tier", "sites", "connected", "kbps_avg", "packets_sent",
                                                       "lost_pct_max", "rtt_ms_max"])
         moved = sum(1 for s in data["sessions"] if s["tier"] != "high")  # every demo site is registered high
-        say(f"broadcast {data['id']}: {data['title']}, {len(data['sessions'])} site(s); {moved} with a lossy link "
-            "moved down by their own RTCP reports; `ccctl broadcast status` lists every site")
+        budget = int((data.get("admission") or {}).get("moved_to_audio", 0))  # to stay within the packet budget
+        say(f"broadcast {data['id']}: {data['title']}, {len(data['sessions'])} site(s); {budget} moved to audio by "
+            f"admission to stay within the server's packet budget, {max(moved - budget, 0)} with a lossy link moved "
+            "down by their own RTCP reports; `ccctl broadcast status` lists every site")
     finally:
         ctx.invoke(sim.leave)
         ctx.invoke(broadcast.stop)
