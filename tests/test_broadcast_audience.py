@@ -213,7 +213,7 @@ def _post_offer(url: str, token: str) -> tuple[int, str]:
 
 def test_cli_audience_status_list_and_meeting(served: Ccctl) -> None:
     from ccctl.meetings.times import local_text
-    from tests.test_broadcast_e2e import _join
+    from tests.test_broadcast_e2e import whep_join
 
     ccctl = served
     assert ccctl.json("broadcast", "status") == {"live": False, "broadcast": None, "sessions": []}
@@ -226,7 +226,7 @@ def test_cli_audience_status_list_and_meeting(served: Ccctl) -> None:
     assert status == 403 and text.startswith("site px-1 is not in the audience of broadcast")
 
     async def scenario() -> None:
-        bn, _, _ = await _join(links["bn-1"]["whep_url"], links["bn-1"]["token"], kinds=("audio",))
+        bn, _, _ = await whep_join(links["bn-1"]["whep_url"], links["bn-1"]["token"], kinds=("audio",))
         data = await asyncio.to_thread(ccctl.json, "broadcast", "status")
         live = data["broadcast"]
         assert data["live"] and (live["title"], live["source"], live["audience"], live["floor"]) == (

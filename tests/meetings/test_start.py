@@ -17,7 +17,7 @@ import pytest
 from ccctl.meetings.times import local_text
 from tests.conftest import Ccctl, free_port
 from tests.meetings.conftest import TZ
-from tests.test_broadcast_e2e import _join
+from tests.test_broadcast_e2e import whep_join
 
 
 @pytest.fixture
@@ -66,8 +66,8 @@ def test_meeting_start_and_attendance(server: Ccctl) -> None:
     links = {r["site_id"]: r for r in server.json("broadcast", "links")}
 
     async def scenario() -> None:
-        bn, _, _ = await _join(links["bn-1"]["whep_url"], links["bn-1"]["token"])
-        px, _, _ = await _join(links["px-1"]["whep_url"], links["px-1"]["token"], kinds=("audio",))
+        bn, _, _ = await whep_join(links["bn-1"]["whep_url"], links["bn-1"]["token"])
+        px, _, _ = await whep_join(links["px-1"]["whep_url"], links["px-1"]["token"], kinds=("audio",))
         live = {r["site_id"]: r for r in await asyncio.to_thread(server.json, "meeting", "report", meeting)}
         assert (live["bn-1"]["status"], live["bn-1"]["audio_only"], live["bn-1"]["tier"]) == ("present", False, "high")
         assert (live["px-1"]["status"], live["px-1"]["audio_only"]) == ("present", True)
@@ -111,8 +111,8 @@ def test_rehearsal_says_who_received(server: Ccctl) -> None:
                 break
             await asyncio.sleep(0.05)
         links = {r["site_id"]: r for r in await asyncio.to_thread(server.json, "broadcast", "links")}
-        bn, _, _ = await _join(links["bn-1"]["whep_url"], links["bn-1"]["token"])
-        px, _, _ = await _join(links["px-1"]["whep_url"], links["px-1"]["token"], kinds=("audio",))
+        bn, _, _ = await whep_join(links["bn-1"]["whep_url"], links["bn-1"]["token"])
+        px, _, _ = await whep_join(links["px-1"]["whep_url"], links["px-1"]["token"], kinds=("audio",))
         result = await asyncio.wait_for(run, 300)
         await bn.close()
         await px.close()
