@@ -230,10 +230,8 @@ class Bench:
             import dataclasses
 
             from ccctl.config import load_config
-            from ccctl.media.admission import AdmissionPolicy
 
-            configured = AdmissionPolicy.from_config(load_config().admission)
-            policy = dataclasses.replace(configured, pps_budget=self.budget)
+            policy = dataclasses.replace(load_config().admission, pps_budget=self.budget)
         app = create_app(self.db_url, self.home, factory, media_network="127.0.0.0/8", admission=policy)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()

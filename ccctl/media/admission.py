@@ -43,6 +43,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ccctl.config import AdmissionConfig
 from ccctl.errors import CcctlError
 
 if TYPE_CHECKING:  # tiers.py loads PyAV and aiortc; the server imports this module at start
@@ -66,30 +67,9 @@ class Overloaded(CcctlError):
         self.retry_after = retry_after
 
 
-@dataclass(frozen=True)
-class AdmissionPolicy:
-    """The limits (see the module doc); ``pps_budget`` 0 admits everything."""
-
-    pps_budget: float = 30_000.0
-    handshakes: int = 32
-    queue: int = 256
-    queue_wait_s: float = 10.0
-    retry_after_s: int = 5
-    degrade_video: bool = True
-    low_first: tuple[str, ...] = ("low", "high")  # video tiers, the lowest priority first
-    min_clock_share: float = 0.9  # the program's audio clock below this share of its rate: no new joins
-    connect_timeout_s: float = 20.0  # for the core: a session not connected by then is ended
-    worker_timeout_s: float = 15.0  # for the sharded core: a worker call not answered by then
-
-    @classmethod
-    def from_config(cls, section: Any) -> AdmissionPolicy:
-        """From ``Config.admission`` (:class:`ccctl.config.AdmissionConfig`)."""
-        return cls(pps_budget=section.pps_budget, handshakes=section.handshakes, queue=section.queue,
-                   queue_wait_s=section.queue_wait_s, retry_after_s=section.retry_after_s,
-                   degrade_video=section.degrade_video, min_clock_share=section.min_clock_share,
-                   connect_timeout_s=section.connect_timeout_s,
-                   worker_timeout_s=section.worker_timeout_s,
-                   low_first=tuple(t.strip() for t in section.low_first.split(",") if t.strip()))
+#: The limits (see the module doc): the configuration's ``[admission]`` section itself, so its
+#: fields and defaults are written once; ``pps_budget`` 0 admits everything.
+AdmissionPolicy = AdmissionConfig
 
 
 def tier_cost(spec: TierSpec, fps: int) -> float:
@@ -129,6 +109,7 @@ class Admission:
         self.fps = fps
         self.processes = max(1, processes)
         self._on_event = on_event
+        self._low_first = tuple(t.strip() for t in policy.low_first.split(",") if t.strip())  # video tiers
         self._audio = next((name for name, spec in self.tiers.items() if not spec.has_video), None)
         self._sessions: dict[str, _Entry] = {}  # session id -> entry
         self._left: dict[str, None] = {}  # sessions that ended lately (a leave before bound())
@@ -256,7 +237,7 @@ class Admission:
         raise AssertionError("unreachable")
 
     def _rank(self, tier: str) -> int:
-        order = self.policy.low_first
+        order = self._low_first
         return order.index(tier) if tier in order else len(order)
 
     def _lowest_video(self, site_id: str, holder: str | None) -> list[_Entry]:

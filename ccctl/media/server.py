@@ -757,7 +757,7 @@ def _configured_admission(home: Path) -> AdmissionPolicy:
 
     from ccctl.config import load_config
 
-    return AdmissionPolicy.from_config(load_config(env={**os.environ, "CCCTL_HOME": str(home)}).admission)
+    return load_config(env={**os.environ, "CCCTL_HOME": str(home)}).admission
 
 
 def _script_literal(value: str) -> str:
