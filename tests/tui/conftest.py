@@ -3,11 +3,15 @@ provinces and one 2025 province, and one recorded roll-call with a known mix of 
 
 from __future__ import annotations
 
+import asyncio
 import shutil
-from collections.abc import Iterator
+import socket
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
+from aiohttp.test_utils import TestServer
 
 from ccctl.models import CheckResult, CheckState
 from ccctl.registry import Database, open_registry
@@ -63,3 +67,27 @@ def dash_db(dash_db_url: str) -> Iterator[Database]:
     """The same registry, open."""
     with open_registry(dash_db_url) as db:
         yield db
+
+
+@pytest_asyncio.fixture
+async def server(dash_db_url: str, tmp_path: Path) -> AsyncIterator[TestServer]:
+    """The real server app on a loopback port, over the dashboard's registry (its own home)."""
+    from ccctl.media.server import create_app
+
+    srv = TestServer(create_app(dash_db_url, tmp_path / "server-home"), host="127.0.0.1")
+    await srv.start_server()
+    yield srv
+    await srv.close()
+
+
+async def stalled_client(port: int, bound_s: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A change-stream client with a 4 KiB receive buffer that has read the ``hello`` and
+    nothing since: the server must not buffer for it while it does not read."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    await asyncio.wait_for(reader.readuntil(b"event: hello"), bound_s)
+    return reader, writer

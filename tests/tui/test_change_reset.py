@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 
 import pytest
 from aiohttp import web
@@ -15,6 +14,7 @@ from aiohttp.test_utils import TestServer
 from ccctl.media import changes, state
 from ccctl.media.changes import EVENTS_KEY, add_change_routes
 from ccctl.registry import open_registry
+from tests.tui.conftest import stalled_client
 
 BOUND_S = 60.0  # a bound on each wait, not a synchronisation
 EVENTS = 300
@@ -40,14 +40,8 @@ async def test_a_client_the_ring_moved_past_gets_reset(dash_db_url: str, monkeyp
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     feed = app[EVENTS_KEY]
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a client that reads nothing for now
-    sock.connect(("127.0.0.1", server.port))
-    sock.setblocking(False)
-    reader, writer = await asyncio.open_connection(sock=sock)
+    reader, writer = await stalled_client(server.port, BOUND_S)  # a client that reads nothing for now
     try:
-        writer.write(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        await asyncio.wait_for(reader.readuntil(b"event: hello"), BOUND_S)
         with open_registry(dash_db_url) as db:
             broadcast = state.start_broadcast(db, "Họp", "testsrc", {})
             for batch in range(0, EVENTS, 10):

@@ -5,30 +5,19 @@ and is refused without a valid token."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from aiohttp.test_utils import TestServer
 
 from ccctl.commands.dashboard import check_remote, read_token
 from ccctl.errors import CcctlError, UsageError
-from ccctl.media.server import create_app
 from ccctl.media.tokens import control_token, load_secret
 from ccctl.models import CheckState
 from ccctl.registry import open_registry
 from ccctl.tui.app import Dashboard
 from tests.tui.conftest import record_run
 from tests.tui.pilot import SIZE, until
-
-
-@pytest_asyncio.fixture
-async def server(dash_db_url: str, tmp_path: Path) -> AsyncIterator[TestServer]:
-    srv = TestServer(create_app(dash_db_url, tmp_path / "server-home"), host="127.0.0.1")
-    await srv.start_server()
-    yield srv
-    await srv.close()
 
 
 @pytest.mark.asyncio

@@ -9,19 +9,16 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from ccctl.feeds.pull import pull_feed
 from ccctl.feeds.spec import FeedSpec
 from ccctl.media.changes import add_change_routes
-from ccctl.media.server import create_app
 from ccctl.media.tokens import control_token, load_secret
 from ccctl.meetings.plan import plan_meeting
 from ccctl.registry import feeds as feed_store
@@ -38,14 +35,6 @@ from tests.tui.pilot import SIZE, make_app, screen_text, until
 
 FIXTURES = Path(__file__).resolve().parents[2] / "configs" / "feeds"
 NOW = 1_800_000_100.0  # the console's frozen clock: the fixture's run is in this hour
-
-
-@pytest_asyncio.fixture
-async def server(dash_db_url: str, tmp_path: Path) -> AsyncIterator[TestServer]:
-    srv = TestServer(create_app(dash_db_url, tmp_path / "server-home"), host="127.0.0.1")
-    await srv.start_server()
-    yield srv
-    await srv.close()
 
 
 def panel(app: Any, selector: str, kind: type[Any]) -> str:

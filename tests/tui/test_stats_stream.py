@@ -30,6 +30,7 @@ from ccctl.registry import open_registry
 from ccctl.registry.overview import site_states
 from ccctl.tui.widgets.detail import Detail
 from ccctl.tui.widgets.header import Header
+from tests.tui.conftest import stalled_client
 from tests.tui.pilot import SIZE, make_app, until
 
 BOUND_S = 60.0  # a bound on each wait, not a synchronisation
@@ -278,7 +279,6 @@ async def test_a_client_that_stops_reading_is_sent_the_table_not_a_queue(dash_db
     socket, the others' figures keep coming, and when it reads again it gets the current
     table (``full``), not every delta it missed. The figures come from a plain function
     standing in for the media core (10,599 real peers are a benchmark's work, not a test's)."""
-    import socket
 
     from aiohttp import web
 
@@ -298,14 +298,8 @@ async def test_a_client_that_stops_reading_is_sent_the_table_not_a_queue(dash_db
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     feed = app[EVENTS_KEY]
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", server.port))
-    sock.setblocking(False)
-    reader, writer = await asyncio.open_connection(sock=sock)
+    reader, writer = await stalled_client(server.port, BOUND_S)  # a client that reads nothing for now
     try:
-        writer.write(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        await asyncio.wait_for(reader.readuntil(b"event: hello"), BOUND_S)
         # A second client reading all along keeps getting the figures while the first one waits.
         table: dict[str, dict[str, Any]] = {}
         other = follow(f"http://127.0.0.1:{server.port}", "unused")
