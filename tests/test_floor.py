@@ -133,6 +133,35 @@ async def test_floor_api_needs_a_broadcast_and_a_real_site(api: Api) -> None:
 
 
 @pytest.mark.asyncio
+async def test_ending_a_sites_session_answers_its_long_poll_and_no_others(api: Api) -> None:
+    """A disconnect answers the site's parked floor long-poll at once with ``ended`` counted up
+    (its page joins again now, not after ICE consent fails); another site's poll stays parked."""
+    await api.start()
+    polls = {}
+    for site_id in ("bn-1", "px-1"):
+        first = await (await api.client.get(f"/api/sites/{site_id}/floor", headers=api.auth(site_id))).json()
+        assert first["ended"] == 0
+        polls[site_id] = asyncio.ensure_future(api.client.get(
+            f"/api/sites/{site_id}/floor?since={first['version']}&wait=55", headers=api.auth(site_id)))
+    await wait_parked(api, 2)
+    cut = await api.client.delete("/api/sites/bn-1/session", json={"why": "test"}, headers=api.control)
+    assert cut.status == 200
+    told = await (await asyncio.wait_for(polls["bn-1"], TIMEOUT)).json()
+    assert told["ended"] == 1 and told["holder"] is False and told["broadcast"] is not None
+    assert not polls["px-1"].done()  # parked for up to 55 s; it answered nothing yet
+    await wait_parked(api, 1)
+    polls["px-1"].cancel()
+
+
+async def wait_parked(api: Api, n: int) -> None:
+    """Bounded poll: until ``n`` floor long-polls are parked on the server."""
+    deadline = time.monotonic() + TIMEOUT
+    while (await api.status())["floor_listeners"] != n:
+        assert time.monotonic() < deadline, f"never {n} floor long-polls parked"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.asyncio
 async def test_the_floor_survives_a_server_restart(units_db_url: str, tmp_path: Path) -> None:
     async with in_process_server(units_db_url, tmp_path) as first:
         await first.start()

@@ -92,6 +92,13 @@ class FloorBoard:
         self.version = int(time.time() * 1000)
         self._changed = asyncio.Event()
         self._closed = False
+        self.pokes = 0  # wakes for every waiting site (its room changed)
+        self.kicks: dict[str, int] = {}  # per site: sessions the server ended under its page
+
+    @property
+    def closed(self) -> bool:
+        """Whether the board is going away (every wait returns at once)."""
+        return self._closed
 
     def set(self, holder: str | None) -> bool:
         """Give the floor to ``holder`` (None: nobody); False when nothing changed."""
@@ -112,6 +119,15 @@ class FloorBoard:
 
     def poke(self) -> None:
         """Wake every waiting long-poll without a change (its site may belong elsewhere now)."""
+        self.pokes += 1
+        self._wake()
+
+    def kick(self, site_id: str) -> None:
+        """Tell ``site_id``'s long-poll that the server ended its session (others wait on)."""
+        self.kicks[site_id] = self.kicks.get(site_id, 0) + 1
+        self._wake()
+
+    def _wake(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 

@@ -21,7 +21,8 @@ Routes (all media and control routes need a token; only ``/healthz`` is open):
 - ``POST|DELETE /api/floor`` (control token): give the floor to ``{"site": ID}``, release it.
 - ``GET /api/sites/{site}/floor?since=V&wait=S`` (that site's token): whether the site holds
   the floor; with ``since`` (the version it last saw) a long-poll that answers as soon as
-  that changes for this site, or after ``wait`` seconds.
+  that changes for this site (or its broadcast, or the server ended its session), or after
+  ``wait`` seconds.
 - ``GET /join/{site}?t=TOKEN``: the join page a site opens in a browser (the only route that
   takes a token in the query string; the page sends it as ``Authorization: Bearer``).
 Several broadcasts may be live, one :class:`~ccctl.media.room.Room` each; a site's routes act
@@ -467,6 +468,8 @@ class Server:
             total["sessions_ended"] += ended["sessions_ended"]
             total["publishers_ended"] += ended["publishers_ended"]
             total["floor_released"] = total["floor_released"] or ended["floor_released"]
+        home = self.site_room(site_id)  # its page learns at once (its floor long-poll answers)
+        (home.board if home is not None else self.idle_board).kick(site_id)
         return total
 
     async def site_floor(self, request: web.Request) -> web.Response:
@@ -475,7 +478,8 @@ class Server:
 
         Only a change for this site answers early (the floor passing between two other sites
         does not wake every page); so does its room changing (a higher broadcast took it, or
-        gave it back).
+        gave it back), and the server ending its session (disconnect, revoke): ``ended`` counts
+        those, so that the page joins again at once instead of waiting for ICE consent to fail.
         """
         site_id = request.match_info["site"]
         self._require_site(request, site_id)
@@ -487,7 +491,7 @@ class Server:
         room = self.site_room(site_id)
         board = room.board if room is not None else self.idle_board
         if since is not None and since == board.version:
-            was = board.holder == site_id
+            was, pokes, kicks = board.holder == site_id, board.pokes, board.kicks.get(site_id, 0)
             deadline = time.monotonic() + wait
             self.floor_listeners += 1
             if room is not None:
@@ -496,8 +500,12 @@ class Server:
                 while (remaining := deadline - time.monotonic()) > 0:  # bounded by the deadline
                     version = board.version
                     await board.wait(version, remaining)
-                    if (board.holder == site_id) != was or board.version == version:
-                        break  # this site's answer changed, or the wait ended (timeout, shutdown, room change)
+                    if board.closed or board.pokes != pokes or board.kicks.get(site_id, 0) != kicks:
+                        break  # shutdown, a room change, or the server ended this site's session
+                    if board.version != version and (board.holder == site_id) != was:
+                        break  # this site's answer changed
+                    # else the floor moved between others, another site's session ended, or the
+                    # wait timed out (then the loop ends)
             finally:
                 self.floor_listeners -= 1
                 if room is not None:
@@ -505,6 +513,7 @@ class Server:
         return web.json_response({"site_id": site_id, "holder": board.holder == site_id, "version": board.version,
                                   "live": room is not None and room.id in self.rooms,
                                   "broadcast": room.id if room is not None else None,
+                                  "ended": board.kicks.get(site_id, 0),
                                   "publish_url": f"/whip/{site_id}"}, headers={"Cache-Control": "no-store"})
 
     # -- WHIP ingest ----------------------------------------------------------------------------
