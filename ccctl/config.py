@@ -46,6 +46,7 @@ class RollcallConfig:
     stages: str = "tcp,ssh"
     concurrency: int = 64
     timeout_s: float = 5.0
+    tcp_timeout_s: float = 0.0  # the tcp stage's own bound (the kernel's handshake); 0: timeout_s
     retries: int = 1
     warn_pct: float = 5.0
     crit_pct: float = 20.0

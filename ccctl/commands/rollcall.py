@@ -62,6 +62,8 @@ def rollcall() -> None:
 @click.option("--stages", metavar="LIST", help="Comma-separated, in order: tcp,ssh[,media] (media needs ssh before it).")
 @click.option("--concurrency", type=click.IntRange(1, 20000), help="Sites checked at once.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(0.05, 300), help="Seconds per stage.")
+@click.option("--tcp-timeout", "tcp_timeout_s", type=click.FloatRange(0.05, 300),
+              help="Seconds for the TCP handshake (the tcp stage; default: rollcall.tcp_timeout_s, 0 = --timeout).")
 @click.option("--retries", type=click.IntRange(0, 10), help="Retries before a failure counts as HARD.")
 @click.option("--warn", "warn_pct", type=click.FloatRange(0, 100), help="WARNING above this % of sites down.")
 @click.option("--crit", "crit_pct", type=click.FloatRange(0, 100), help="CRITICAL above this % of sites down.")
@@ -75,7 +77,8 @@ def rollcall() -> None:
 @format_options
 @click.pass_obj
 def run(obj: AppContext, stages: str | None, concurrency: int | None, timeout_s: float | None,
-        retries: int | None, warn_pct: float | None, crit_pct: float | None, insecure: bool, engine: str | None,
+        tcp_timeout_s: float | None, retries: int | None, warn_pct: float | None, crit_pct: float | None,
+        insecure: bool, engine: str | None,
         repeat: int,
         interval_s: float, quiet: bool, prometheus: Path | None, fmt: str | None, as_json: bool,
         as_csv: bool, **kwargs: Any) -> None:
@@ -88,7 +91,8 @@ def run(obj: AppContext, stages: str | None, concurrency: int | None, timeout_s:
     try:
         config = obj.config
         options = options_from_config(
-            config, stages=stages, concurrency=concurrency, timeout_s=timeout_s, retries=retries,
+            config, stages=stages, concurrency=concurrency, timeout_s=timeout_s,
+            tcp_timeout_s=tcp_timeout_s, retries=retries,
             warn_pct=warn_pct, crit_pct=crit_pct, engine=engine, verify_host_keys=False if insecure else None)
         sites = select_sites(obj.db, site_filter(kwargs, enabled_only=True))
         if not sites:

@@ -746,12 +746,13 @@ async def fast_tcp_ssh_probe(
     timeout: float,
     client_key: ClientKey = None,
     command: str = PROBE_COMMAND,
+    tcp_timeout: float | None = None,
 ) -> tuple[ProbeOutcome, str]:
     """The roll-call's ``tcp`` and ``ssh`` stages on one TCP connection: (outcome, stage).
 
     Why: a separate TCP probe costs a second connection per site (and, on the box, an
     sshd fork) only to learn what the SSH login's own connect shows. The connect is
-    the ``tcp`` stage: bounded by ``timeout``, classified and worded as ``tcp_probe``
+    the ``tcp`` stage: bounded by ``tcp_timeout`` (default ``timeout``), classified and worded as ``tcp_probe``
     does, its kernel-measured handshake RTT kept as the ``tcp_rtt_ms`` fact. The
     login and command are then the ``ssh`` stage, bounded by a fresh ``timeout``, as
     ``fast_ssh_probe``. Both stages are one run of one connection, so a healthy site
@@ -760,7 +761,8 @@ async def fast_tcp_ssh_probe(
     if _MISSING is not None:
         return ProbeOutcome(CheckState.ERROR, _MISSING), "ssh"
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    connect = tcp_timeout if tcp_timeout is not None else timeout
+    deadline = loop.time() + connect
     conn: _Connection | None = None
     try:
         try:
@@ -771,7 +773,7 @@ async def fast_tcp_ssh_probe(
         except Exception as exc:  # noqa: BLE001 - a site's failure is a result, not a crash
             tcp_rtt = conn.tcp_rtt_ms if conn is not None else None
             if tcp_rtt is None:
-                return _tcp_failure(exc, endpoint, timeout), "tcp"
+                return _tcp_failure(exc, endpoint, connect), "tcp"
             outcome = _ssh_failure(exc, endpoint, timeout)
         else:
             tcp_rtt = conn.tcp_rtt_ms
@@ -784,10 +786,11 @@ async def fast_tcp_ssh_probe(
             conn.close()
 
 
-def fused_bound(timeout: float) -> float:
-    """The longest ``fast_tcp_ssh_probe`` with this ``timeout`` can take: two stages, each
+def fused_bound(timeout: float, tcp_timeout: float | None = None) -> float:
+    """The longest ``fast_tcp_ssh_probe`` with these bounds can take: two stages, each
     ending at its deadline at the latest (plus the reactor's timer slack)."""
-    return 2.0 * (timeout + _TIMER_SLACK)
+    connect = tcp_timeout if tcp_timeout is not None else timeout
+    return connect + timeout + 2.0 * _TIMER_SLACK
 
 
 def _tcp_failure(exc: Exception, endpoint: Endpoint, timeout: float) -> ProbeOutcome:

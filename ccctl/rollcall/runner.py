@@ -55,6 +55,7 @@ class _Run:
     client_key: ClientKey
     pool: ConnectionPool | None
     cold_libssh2: bool  # the libssh2 engine without a pool: SSH checks run in C (fastssh)
+    tcp_timeout: float  # the tcp stage's (a handshake is the kernel's: it needs no login's margin)
 
 
 #: One stage: (endpoint, the run, the outcome so far) -> its outcome.
@@ -71,7 +72,7 @@ async def _tcp_stage(endpoint: Endpoint, run: _Run, before: ProbeOutcome) -> Pro
     if pooled_rtt is not None:
         outcome = ProbeOutcome(CheckState.OK, rtt_ms=pooled_rtt)
     else:
-        outcome = await tcp_probe(endpoint, run.timeout)
+        outcome = await tcp_probe(endpoint, run.tcp_timeout)
     if outcome.rtt_ms is not None:
         outcome.facts["tcp_rtt_ms"] = round(outcome.rtt_ms, 3)
     return outcome
@@ -161,7 +162,8 @@ def _plan(stages: tuple[str, ...], run: _Run) -> list[_Step]:
     rest = stages
     if run.cold_libssh2 and stages[:2] == ("tcp", "ssh"):
         async def fused(endpoint: Endpoint, run: _Run, before: ProbeOutcome) -> tuple[ProbeOutcome, str]:
-            return await fastssh.fast_tcp_ssh_probe(endpoint, run.timeout, run.client_key)
+            return await fastssh.fast_tcp_ssh_probe(endpoint, run.timeout, run.client_key,
+                                                    tcp_timeout=run.tcp_timeout)
 
         steps.append(fused)
         rest = stages[2:]
@@ -220,6 +222,7 @@ async def run_rollcall(
     stages: Sequence[str] = ("tcp", "ssh"),
     concurrency: int = 500,
     timeout: float = 5.0,
+    tcp_timeout: float | None = None,
     retries: int = 0,
     client_key: ClientKey = None,
     pool: ConnectionPool | None = None,
@@ -233,8 +236,9 @@ async def run_rollcall(
 ) -> list[CheckResult]:
     """Check every target and return one ``CheckResult`` per target, in target order.
 
-    ``timeout`` bounds each stage; ``site_timeout`` (default: ``timeout`` per stage
-    plus 1 s) bounds one attempt of one site. A down site is retried up to
+    ``timeout`` bounds each stage but ``tcp``, bounded by ``tcp_timeout`` (default:
+    ``timeout``); ``site_timeout`` (default: the stages' bounds plus 1 s) bounds one attempt
+    of one site. A down site is retried up to
     ``retries`` times, after ``retry_backoff * attempt`` seconds (50 ms, 100 ms, ...:
     long enough to let a dropped SYN or a restarting sshd pass, short enough not to
     slow the run). ``history`` maps site id to its recent states, newest last, for
@@ -245,13 +249,16 @@ async def run_rollcall(
     """
     check_engine(engine)
     stages = parse_stages(stages)
-    run = _Run(timeout, client_key, pool, cold_libssh2=engine == "libssh2" and pool is None)
+    connect = tcp_timeout if tcp_timeout is not None else timeout
+    run = _Run(timeout, client_key, pool, cold_libssh2=engine == "libssh2" and pool is None, tcp_timeout=connect)
     steps = _plan(stages, run)
-    per_site = site_timeout if site_timeout is not None else timeout * len(stages) + 1.0
+    per_site = site_timeout if site_timeout is not None else sum(
+        connect if s == "tcp" else timeout for s in stages) + 1.0
     # The fused libssh2 tcp+ssh check bounds itself (each stage by ``timeout``, in its own
     # reactor); when that bound is within ``per_site`` an asyncio timeout scope per site
     # would only add a timer and a cancel scope to every check of a cold run.
-    self_bounded = run.cold_libssh2 and stages == ("tcp", "ssh") and per_site > fastssh.fused_bound(timeout)
+    self_bounded = (run.cold_libssh2 and stages == ("tcp", "ssh")
+                    and per_site > fastssh.fused_bound(timeout, connect))
     tracker = tracker or StateTracker(retries=retries)
     past = history or {}
     results: list[CheckResult | None] = [None] * len(targets)
@@ -268,7 +275,8 @@ async def run_rollcall(
                 outcome = ProbeOutcome(CheckState.ERROR, NO_ENDPOINT)
                 break
             if self_bounded:
-                outcome, stage = await fastssh.fast_tcp_ssh_probe(endpoint, timeout, client_key)
+                outcome, stage = await fastssh.fast_tcp_ssh_probe(endpoint, timeout, client_key,
+                                                                  tcp_timeout=connect)
             else:
                 try:
                     async with asyncio.timeout(per_site):

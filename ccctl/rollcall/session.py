@@ -39,6 +39,7 @@ class RollcallOptions:
     stages: tuple[str, ...]
     concurrency: int
     timeout_s: float
+    tcp_timeout_s: float
     retries: int
     warn_pct: float
     crit_pct: float
@@ -204,6 +205,7 @@ async def _round(db: Any, sites: list[Site], options: RollcallOptions, pool: Any
     history = recent_states(db, [s.id for s in sites])
     recorder = RunRecorder(db, {"stages": list(options.stages), "sites": len(sites),
                                 "concurrency": options.concurrency, "timeout_s": options.timeout_s,
+                                "tcp_timeout_s": options.tcp_timeout_s,
                                 "retries": options.retries, "round": round_no, "engine": engine},
                            on_written=on_result)
     outcome = RunOutcome(recorder.run_id, len(sites))
@@ -220,6 +222,7 @@ async def _round(db: Any, sites: list[Site], options: RollcallOptions, pool: Any
     try:
         await run_rollcall([(s.id, s.endpoint(options.verify_host_keys)) for s in sites],
                            stages=options.stages, concurrency=options.concurrency, timeout=options.timeout_s,
+                           tcp_timeout=options.tcp_timeout_s or None,
                            retries=options.retries, client_key=options.client_key, pool=pool,
                            thresholds=Thresholds(rtt_warn_ms=options.rtt_warn_ms, exec_warn_ms=options.exec_warn_ms),
                            on_result=recorder.add,

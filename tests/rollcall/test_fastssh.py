@@ -405,3 +405,6 @@ async def test_fleet_fused_stages(sim: SimFleet) -> None:
     blackhole, stage = await fast_tcp_ssh_probe(sim.endpoint("blackhole-1"), 0.3)
     assert (blackhole.state, stage) == (CheckState.TIMEOUT, "tcp")
     assert blackhole.reason == "no TCP answer within 0.3 s"
+    # The tcp stage's own bound, shorter than the login's.
+    blackhole, stage = await fast_tcp_ssh_probe(sim.endpoint("blackhole-1"), 60.0, tcp_timeout=0.3)
+    assert (blackhole.state, stage, blackhole.reason) == (CheckState.TIMEOUT, "tcp", "no TCP answer within 0.3 s")

@@ -28,7 +28,7 @@ def test_options_come_from_the_config_with_overrides(tmp_path: Path) -> None:
     config = Config(home=tmp_path)
     options = options_from_config(config)
     shared = [f.name for f in fields(RollcallOptions) if f.name in {g.name for g in fields(RollcallConfig)}]
-    assert len(shared) == 10 and "stages" in shared
+    assert len(shared) == 11 and "stages" in shared and "tcp_timeout_s" in shared
     assert all(getattr(options, name) == getattr(config.rollcall, name) for name in shared if name != "stages")
     assert options.stages == ("tcp", "ssh") and options.client_key is None
     tuned = replace(config, rollcall=replace(config.rollcall, stages="tcp,ssh,media", retries=4))
