@@ -215,7 +215,7 @@ def watch(obj: AppContext, interval_s: float, autostart: bool) -> None:
         return await run_scheduler(obj.db, options_from_config(config), asyncio.Event(), interval_s=interval_s,
                                    late_grace_s=config.meetings.late_grace_s,
                                    start=starter if autostart else None, on_actions=report,
-                                   on_error=lambda exc: say(f"tick failed: {exc}"))
+                                   on_error=lambda error: say(f"tick failed: {error}"))
 
     say(f"ticking every {interval_s:.0f} s; Ctrl-C to stop")
     run_async(main())

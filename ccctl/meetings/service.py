@@ -17,27 +17,17 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from ccctl.errors import CcctlError
+from ccctl.meetings.loop import TickRecord, tick_loop
 from ccctl.rollcall.session import RollcallOptions
 
 log = logging.getLogger(__name__)
 SERVER_WAIT_S = 15.0  # how long a start waits for the server's control API to answer (it may be starting)
-
-
-@dataclass
-class TickRecord:
-    """One tick of the scheduler: its clock, what it did, or why it failed."""
-
-    now: float
-    actions: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
 
 
 def _tick_in_thread(db_url: str, home: Path, listen: str, now: float, options: RollcallOptions,
@@ -97,28 +87,21 @@ class MeetingScheduler:
         await asyncio.wait_for(until(), timeout)
 
     async def _run(self) -> None:
-        while not self._stop:
-            self._wake.clear()  # a wake from now on asks for another tick
-            record = TickRecord(self.clock())
-            try:
-                record.actions = await asyncio.to_thread(
-                    _tick_in_thread, self.db_url, self.home, self.listen, record.now, self.options,
-                    self.late_grace_s, self.autostart)
-            except CcctlError as exc:  # the registry is unreachable, say: the next tick tries again
-                record.error = str(exc)
-            except Exception as exc:  # a bug must not end the server's scheduling
-                record.error = f"unexpected {type(exc).__name__}: {exc}"
-            if record.error:
-                log.warning("meetings: tick failed: %s", record.error)
-            for a in record.actions:
-                log.info("meeting %s: %s %s%s", a["meeting_id"], a.get("offset", ""), a["action"],
-                         f": {a['note']}" if a.get("note") else "")
-            self.ticks.append(record)
-            self.changed.set()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.interval_s)
-            except TimeoutError:
-                pass
+        def tick_at(now: float) -> Awaitable[list[dict[str, Any]]]:
+            return asyncio.to_thread(_tick_in_thread, self.db_url, self.home, self.listen, now, self.options,
+                                     self.late_grace_s, self.autostart)
+
+        await tick_loop(tick_at, self._wake, lambda: self._stop, self._record, interval_s=self.interval_s,
+                        clock=self.clock, contain_bugs=True)
+
+    def _record(self, record: TickRecord) -> None:
+        if record.error:
+            log.warning("meetings: tick failed: %s", record.error)
+        for a in record.actions:
+            log.info("meeting %s: %s %s%s", a["meeting_id"], a.get("offset", ""), a["action"],
+                     f": {a['note']}" if a.get("note") else "")
+        self.ticks.append(record)
+        self.changed.set()
 
 
 class SchedulerContext:
