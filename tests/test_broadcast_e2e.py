@@ -175,6 +175,12 @@ def test_join_page_plays_in_headless_chromium(server: Ccctl, tmp_path: Path) -> 
                                              timeout=TIMEOUT * 1000)
                 result: dict[str, int] = await page.evaluate("window.ccctl")
                 await page.screenshot(path=str(tmp_path / "join.png"))
+                # The server restarts under the page: its floor answers name a new server, so the
+                # page joins again on its own (not only once ICE consent fails).
+                assert (await asyncio.to_thread(server, "serve", "--stop")).exit_code == 0
+                assert (await asyncio.to_thread(server, "serve", "--detach")).exit_code == 0
+                await page.wait_for_function("window.ccctl.joins === 2 && window.ccctl.connected", timeout=90_000)
+                assert await page.evaluate("window.ccctl.moves") >= 1
                 return result
             finally:
                 await browser.close()

@@ -166,10 +166,12 @@ async def test_the_floor_survives_a_server_restart(units_db_url: str, tmp_path: 
     async with in_process_server(units_db_url, tmp_path) as first:
         await first.start()
         assert (await first.client.post("/api/floor", json={"site": "bn-1"}, headers=first.control)).status == 200
+        first_server = (await (await first.client.get("/api/sites/bn-1/floor", headers=first.auth("bn-1"))).json())["server"]
     async with in_process_server(units_db_url, tmp_path, add_sites=False) as second:
         assert (await second.status())["floor"] == "bn-1"  # resumed from the registry
         told = await (await second.client.get("/api/sites/bn-1/floor", headers=second.auth("bn-1"))).json()
         assert told["holder"] is True  # so bn-1's page publishes again
+        assert told["server"] != first_server  # and, seeing another server, joins again at once
         await second.publish("bn-1", "bn-1")
         viewer = await second.viewer("px-1")
         await viewer.until_picture(lambda f: is_solid(f, ORANGE), what="bn-1's camera after the restart")

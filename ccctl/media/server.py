@@ -43,6 +43,7 @@ import functools
 import ipaddress
 import json
 import logging
+import secrets
 import signal
 import time
 from pathlib import Path
@@ -108,6 +109,7 @@ class Server:
         self.secret = tokens.load_secret(home)
         self.rooms: dict[int, Room] = {}  # live broadcast id -> its room
         self.started_at = time.time()
+        self.instance = secrets.token_hex(6)  # this process's life: a page that sees it change rejoins
         self._core_factory = core_factory
         self._lock = asyncio.Lock()
         from ccctl.media.ingest import FloorBoard
@@ -479,7 +481,8 @@ class Server:
         Only a change for this site answers early (the floor passing between two other sites
         does not wake every page); so does its room changing (a higher broadcast took it, or
         gave it back), and the server ending its session (disconnect, revoke): ``ended`` counts
-        those, so that the page joins again at once instead of waiting for ICE consent to fail.
+        those, and ``server`` names this server's life (it changes when it restarts), so that
+        the page joins again at once instead of waiting for ICE consent to fail.
         """
         site_id = request.match_info["site"]
         self._require_site(request, site_id)
@@ -513,7 +516,7 @@ class Server:
         return web.json_response({"site_id": site_id, "holder": board.holder == site_id, "version": board.version,
                                   "live": room is not None and room.id in self.rooms,
                                   "broadcast": room.id if room is not None else None,
-                                  "ended": board.kicks.get(site_id, 0),
+                                  "ended": board.kicks.get(site_id, 0), "server": self.instance,
                                   "publish_url": f"/whip/{site_id}"}, headers={"Cache-Control": "no-store"})
 
     # -- WHIP ingest ----------------------------------------------------------------------------
