@@ -39,13 +39,12 @@ async def test_join_page_plays_through_an_edge_in_headless_chromium(harness: Har
         try:
             page = await browser.new_page()
             await page.goto(link)
+            # The page's state line is refreshed once a second by the edge's watchdog, its
+            # frame counts by the page's own statistics: wait for both, not one and then the other.
             await page.wait_for_function(
-                "window.ccctl.edge === 'e0' && window.ccctl.videoFrames > 10 && window.ccctl.audioPackets > 20",
-                timeout=TIMEOUT * 1000)
-            seen = await page.evaluate("window.ccctl")
-            assert seen["connected"] and seen["joins"] == 1, seen
+                "window.ccctl.edge === 'e0' && window.ccctl.videoFrames > 10 && window.ccctl.audioPackets > 20"
+                " && window.ccctl.connected && window.ccctl.joins === 1", timeout=TIMEOUT * 1000)
             # The edge's admin API saw the browser's handle watching ccctl's mountpoint.
-            await page.wait_for_function("window.ccctl.joins === 1")
             assert [(k, d["edge"], d["by"]) for k, d in h.events("s1")] == [("join", "e0", "edge")]
             assert await page.evaluate("document.getElementById('program').videoWidth") == TIERS["low"].width
             # The operator moves it to high: Janus switches its handle; the same page shows the larger picture.
