@@ -204,8 +204,10 @@ def cli(ctx: click.Context, db_url: str | None, config_file: str | None, debug: 
     """Operator's toolkit for the national command-center video network."""
     if not isinstance(ctx.obj, AppContext):
         ctx.obj = AppContext(config_file, db_url, debug)
-    else:
+    else:  # a caller's context (tests, another command): the options given here still count
         ctx.obj.debug = ctx.obj.debug or debug
+        if config_file and ctx.obj._config is None:
+            ctx.obj.config_file = config_file
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -67,7 +67,8 @@ def start(obj: AppContext, source: str, title: str, record: str | None, **kwargs
         raise UsageError("no enabled site matches the filters")
     client = _client(obj)
     if not client.alive():
-        pid = start_detached(obj.config.home, obj.config.serve.listen, obj.config.db_url)
+        pid = start_detached(obj.config.home, obj.config.serve.listen, obj.config.db_url,
+                             config_file=obj.config_file)
         say(f"no server was running: started one in the background (pid {pid}, {client.base})")
     body: dict[str, Any] = {"source": source, "title": title}
     if sites is not None:

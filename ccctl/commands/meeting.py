@@ -260,7 +260,8 @@ def _control(obj: AppContext) -> Any:
 
     client = ControlClient(obj.config.home, obj.config.serve.listen)
     if not client.alive():
-        pid = start_detached(obj.config.home, obj.config.serve.listen, obj.config.db_url)
+        pid = start_detached(obj.config.home, obj.config.serve.listen, obj.config.db_url,
+                             config_file=obj.config_file)
         say(f"no server was running: started one in the background (pid {pid}, {client.base})")
     return client
 

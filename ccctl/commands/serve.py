@@ -57,7 +57,7 @@ def serve(obj: AppContext, listen: str | None, workers: int | None, tls: str | N
         args: tuple[str, ...] = ("--tls", "off")
         if server_tls is not None:
             args = ("--tls-cert", str(server_tls.cert), "--tls-key", str(server_tls.key))
-        pid = start_detached(config.home, address, config.db_url, workers, args)
+        pid = start_detached(config.home, address, config.db_url, workers, args, obj.config_file)
         say(f"server {pid} listening on {scheme}://{address} (log: {config.home / 'serve.log'})")
         return
     from ccctl.media.server import serve as run_server
@@ -71,7 +71,7 @@ def serve(obj: AppContext, listen: str | None, workers: int | None, tls: str | N
 
     try:
         run_async(run_server(config.db_url, config.home, host, port, workers=count, ready=ready,
-                             ssl_context=server_tls.context() if server_tls else None))
+                             ssl_context=server_tls.context() if server_tls else None, config=config))
     finally:
         remove_card(config.home)
 

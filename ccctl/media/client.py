@@ -192,9 +192,10 @@ def pidfile(home: Path) -> Path:
 
 
 def start_detached(home: Path, listen: str, db_url: str, workers: int | None = None,
-                   tls_args: tuple[str, ...] = ()) -> int:
+                   tls_args: tuple[str, ...] = (), config_file: str | Path | None = None) -> int:
     """Start ``ccctl serve`` in the background (log in $CCCTL_HOME/serve.log); its pid once it
-    answers. ``tls_args`` are its TLS options (``--tls self-signed`` ...).
+    answers. ``tls_args`` are its TLS options (``--tls self-signed`` ...); ``config_file`` the
+    ``--config`` file this command was given, which the server reads too.
 
     A server that exits before it answers (a port in use, a TLS file it cannot use, a changed
     library) raises :class:`ServerStartFailed`: its own reason and its exit code."""
@@ -205,7 +206,8 @@ def start_detached(home: Path, listen: str, db_url: str, workers: int | None = N
     log = open(home / "serve.log", "ab")
     start = log.seek(0, os.SEEK_END)  # what this server writes begins here
     env = {**os.environ, "CCCTL_HOME": str(home), "CCCTL_DB": db_url}
-    argv = [sys.executable, "-m", "ccctl", "serve", "--listen", listen, *tls_args]
+    config = ("--config", str(Path(config_file).resolve())) if config_file else ()
+    argv = [sys.executable, "-m", "ccctl", *config, "serve", "--listen", listen, *tls_args]
     if workers is not None:
         argv += ["--workers", str(workers)]
     proc = subprocess.Popen(argv, env=env,

@@ -79,6 +79,7 @@ from ccctl.registry.db import Database
 if TYPE_CHECKING:
     import ssl
 
+    from ccctl.config import Config
     from ccctl.media.coreapi import MediaCoreAPI
     from ccctl.media.ingest import FloorBoard, Ingest
 
@@ -763,13 +764,18 @@ def _site_metrics(sessions: list[tuple[int, dict[str, Any]]]) -> list[str]:
     return lines
 
 
-def _configured_admission(home: Path) -> AdmissionPolicy:
-    """The ``[admission]`` settings of the configuration resolved for ``home``."""
+def _home_config(home: Path) -> Config:
+    """The configuration resolved for ``home`` (no ``--config`` file)."""
     import os
 
     from ccctl.config import load_config
 
-    return load_config(env={**os.environ, "CCCTL_HOME": str(home)}).admission
+    return load_config(env={**os.environ, "CCCTL_HOME": str(home)})
+
+
+def _configured_admission(home: Path) -> AdmissionPolicy:
+    """The ``[admission]`` settings of the configuration resolved for ``home``."""
+    return _home_config(home).admission
 
 
 def _script_literal(value: str) -> str:
@@ -856,7 +862,7 @@ def _background_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) 
 
 
 async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None, workers: int = 0,
-                ssl_context: ssl.SSLContext | None = None) -> None:
+                ssl_context: ssl.SSLContext | None = None, config: Config | None = None) -> None:
     """Run the server until SIGTERM (``serve --stop``) or cancelled (Ctrl-C).
 
     SIGTERM ends the wait below instead of raising out of the event loop: the server then
@@ -871,6 +877,10 @@ async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None
     (:mod:`ccctl.media.shard`); 0 keeps them in this process.
 
     With ``ssl_context`` (:mod:`ccctl.media.tls`) every route is served over https only.
+
+    ``config`` is the configuration the command resolved (its ``--config`` file included):
+    admission, the fan-out workers and the meeting scheduler all take it; without it, the
+    configuration of ``home``.
     """
     from ccctl.media import seam
 
@@ -892,12 +902,14 @@ async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None
         factory = functools.partial(ShardedCore, workers=workers)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     say_path_once()  # a warning when the fan-out sends with its Python path (native sender not built)
-    app = create_app(db_url, home, factory, media_network=network)
+    if config is None:
+        config = _home_config(home)
+    app = create_app(db_url, home, factory, media_network=network, admission=config.admission)
     from ccctl.feeds.poller import feed_poller
     from ccctl.meetings.service import meeting_scheduler
 
     app.cleanup_ctx.append(feed_poller(db_url))  # pulls the feeds on their intervals
-    app.cleanup_ctx.append(meeting_scheduler(db_url, home, f"{host}:{port}"))  # meetings' checks and starts
+    app.cleanup_ctx.append(meeting_scheduler(db_url, home, f"{host}:{port}", config=config))  # checks and starts
     # The access log (logger ccctl.media.access, INFO: off unless turned on) has method, path
     # without the query, status, size and time: never a header or a join link's token.
     runner = web.AppRunner(app, handle_signals=False, access_log=logging.getLogger("ccctl.media.access"),

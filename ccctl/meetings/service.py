@@ -19,12 +19,15 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from ccctl.meetings.loop import TickRecord, tick_loop
 from ccctl.rollcall.session import RollcallOptions
+
+if TYPE_CHECKING:
+    from ccctl.config import Config
 
 log = logging.getLogger(__name__)
 SERVER_WAIT_S = 15.0  # how long a start waits for the server's control API to answer (it may be starting)
@@ -118,18 +121,20 @@ class SchedulerContext:
 
 
 def meeting_scheduler(db_url: str, home: Path, listen: str, *, options: RollcallOptions | None = None,
-                      interval_s: float = 60.0, clock: Callable[[], float] = time.time) -> SchedulerContext:
+                      interval_s: float = 60.0, clock: Callable[[], float] = time.time,
+                      config: Config | None = None) -> SchedulerContext:
     """An aiohttp ``cleanup_ctx`` entry that ticks the meetings while the application runs.
 
     ``listen`` (``host:port``) is where the server's control API answers, for starting a
     meeting's broadcast. The roll-call options and ``meetings.late_grace_s`` come from the
-    configuration of ``home`` (as a command builds them: ConfigError now if it is bad),
-    unless ``options`` is given.
+    configuration ``config`` (``serve``'s, its ``--config`` file included), else the one of
+    ``home`` (as a command builds them: ConfigError now if it is bad), unless ``options`` is given.
     """
     from ccctl.config import load_config
     from ccctl.rollcall.session import options_from_config
 
-    config = load_config(db=db_url, env={**os.environ, "CCCTL_HOME": str(home)})
+    if config is None:
+        config = load_config(db=db_url, env={**os.environ, "CCCTL_HOME": str(home)})
     return SchedulerContext(MeetingScheduler(db_url, home, listen, options or options_from_config(config),
                                              late_grace_s=config.meetings.late_grace_s, interval_s=interval_s,
                                              clock=clock))
