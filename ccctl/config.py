@@ -118,6 +118,20 @@ class AdmissionConfig:
 
 
 @dataclass(frozen=True)
+class AdaptConfig:
+    """``[adapt]``: the tier governor that moves a site between tiers on its own receiver
+    reports (ccctl/media/adapt.py): down after a few bad reports, up after many good ones."""
+
+    down_loss: float = 0.08  # fraction lost in one report
+    down_rtt_ms: float = 800.0
+    up_loss: float = 0.01
+    up_rtt_ms: float = 300.0
+    down_after: int = 2  # bad reports in a row before one tier down
+    up_after: int = 15  # good reports in a row before one tier up
+    hold_s: float = 20.0  # and at least this long at the lower tier
+
+
+@dataclass(frozen=True)
 class MeetingsConfig:
     """Meetings: the operators' time zone, default pre-checks and attendance tolerances."""
 
@@ -146,6 +160,7 @@ class Config:
     sim: SimConfig = SimConfig()
     serve: ServeConfig = ServeConfig()
     admission: AdmissionConfig = AdmissionConfig()
+    adapt: AdaptConfig = AdaptConfig()
     meetings: MeetingsConfig = MeetingsConfig()
     output: OutputConfig = OutputConfig()
 
@@ -160,7 +175,7 @@ class Config:
         return Path(self.ssh.client_key) if self.ssh.client_key else self.home / "keys" / "id_ed25519"
 
 
-SECTIONS = ("registry", "ssh", "rollcall", "sim", "serve", "admission", "meetings", "output")
+SECTIONS = ("registry", "ssh", "rollcall", "sim", "serve", "admission", "adapt", "meetings", "output")
 
 
 def default_home() -> Path:

@@ -197,6 +197,9 @@ def test_a_bad_link_moves_the_site_down_a_tier_and_a_clean_one_back(ccctl: Ccctl
     server moves it from low to audio; once the link is clean again, good reports bring it
     back to low (its registry tier, the ceiling)."""
     _add_site(ccctl, tier="low")  # 360p: cheaper to encode than 720p on a shared machine
+    # The governor's way back up, shortened from 15 good reports and 20 s at the lower tier.
+    ccctl.home.mkdir(parents=True, exist_ok=True)
+    (ccctl.home / "ccctl.toml").write_text("[adapt]\nup_after = 4\nhold_s = 3.0\n")
     listen = f"{link.near_addr}:8080"
     env = _env(ccctl, CCCTL_SERVE_LISTEN=listen)
     log_path = tmp_path / "serve.log"
@@ -226,7 +229,7 @@ def test_a_bad_link_moves_the_site_down_a_tier_and_a_clean_one_back(ccctl: Ccctl
         assert link.drops("near") > 0
 
         link.shape("near")
-        # Back up only after 15 good reports and 20 s at the lower tier (the governor's hysteresis).
+        # Back up only after 4 good reports and 3 s at the lower tier (the home's [adapt]).
         up = _until(lambda: _tier_moves(ccctl)[1:], 120, "the move back up on a clean link")[0]
         assert (up["from"], up["to"]) == ("audio", "low") and up["reason"].startswith("auto: loss "), up
     finally:

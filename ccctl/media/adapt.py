@@ -14,21 +14,12 @@ hysteresis: a link at the edge settles on the lower tier instead of flapping, an
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from ccctl.config import AdaptConfig
 
-@dataclass(frozen=True)
-class AdaptPolicy:
-    """Thresholds and counts of the tier governor (see the module doc)."""
-
-    down_loss: float = 0.08  # fraction lost in one report
-    down_rtt_ms: float = 800.0
-    up_loss: float = 0.01
-    up_rtt_ms: float = 300.0
-    down_after: int = 2
-    up_after: int = 15
-    hold_s: float = 20.0
-
+#: Thresholds and counts of the tier governor (see the module doc): the configuration's
+#: ``[adapt]`` section itself.
+AdaptPolicy = AdaptConfig
 
 DEFAULT_ADAPT = AdaptPolicy()
 

@@ -56,6 +56,7 @@ from ccctl.edges.routes import edge_set_tier
 from ccctl.errors import CcctlError, NotFound, UsageError
 from ccctl.limits import raise_nofile_limit
 from ccctl.media import state, tokens
+from ccctl.media.adapt import AdaptPolicy
 from ccctl.media.admission import Admission, AdmissionPolicy
 from ccctl.media.admission import metrics_of as admission_metrics
 from ccctl.media.changes import add_change_routes
@@ -103,9 +104,14 @@ class Server:
     """The server's state: registry, secret, and a :class:`~ccctl.media.room.Room` per live broadcast."""
 
     def __init__(self, db_url: str, home: Path, core_factory: Any = None, media_network: str | None = None,
-                 admission: AdmissionPolicy | None = None) -> None:
+                 admission: AdmissionPolicy | None = None, adapt: AdaptPolicy | None = None) -> None:
         self.db: Database = open_registry(db_url)
-        self.policy = admission if admission is not None else _configured_admission(home)
+        if admission is None or adapt is None:  # the configuration of home
+            configured = _home_config(home)
+            admission = admission if admission is not None else configured.admission
+            adapt = adapt if adapt is not None else configured.adapt
+        self.policy: AdmissionPolicy = admission
+        self.adapt: AdaptPolicy = adapt
         self.media_network = media_network
         self.secret = tokens.load_secret(home)
         self.rooms: dict[int, Room] = {}  # live broadcast id -> its room
@@ -166,11 +172,11 @@ class Server:
 
         factory: Any = self._core_factory or MediaCore
         kind, given = getattr(factory, "func", factory), getattr(factory, "keywords", {})
-        timeouts = {"connect_timeout": self.policy.connect_timeout_s}
+        settings: dict[str, Any] = {"connect_timeout": self.policy.connect_timeout_s, "adapt": self.adapt}
         if kind is ShardedCore:
-            timeouts["call_timeout"] = self.policy.worker_timeout_s
+            settings["call_timeout"] = self.policy.worker_timeout_s
         if kind in (MediaCore, ShardedCore):  # what a test's factory sets itself wins
-            factory = functools.partial(factory, **{k: v for k, v in timeouts.items() if k not in given})
+            factory = functools.partial(factory, **{k: v for k, v in settings.items() if k not in given})
         return factory
 
     def _sharded(self) -> bool:
@@ -773,11 +779,6 @@ def _home_config(home: Path) -> Config:
     return load_config(env={**os.environ, "CCCTL_HOME": str(home)})
 
 
-def _configured_admission(home: Path) -> AdmissionPolicy:
-    """The ``[admission]`` settings of the configuration resolved for ``home``."""
-    return _home_config(home).admission
-
-
 def _script_literal(value: str) -> str:
     """A JSON string safe inside <script>: no ``</script>`` or HTML can break out of it."""
     return json.dumps(value, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
@@ -818,11 +819,12 @@ SERVER_KEY: web.AppKey[Server] = web.AppKey("server", Server)
 
 
 def create_app(db_url: str, home: Path, core_factory: Any = None, media_network: str | None = None,
-               admission: AdmissionPolicy | None = None) -> web.Application:
+               admission: AdmissionPolicy | None = None, adapt: AdaptPolicy | None = None) -> web.Application:
     """The aiohttp application; ``core_factory`` lets tests choose the media core,
-    ``media_network`` (e.g. ``127.0.0.0/8``) limits the remote candidates media may use, and
-    ``admission`` the joins it takes (default: the ``[admission]`` configuration of ``home``)."""
-    server = Server(db_url, home, core_factory, media_network, admission)
+    ``media_network`` (e.g. ``127.0.0.0/8``) limits the remote candidates media may use,
+    ``admission`` the joins it takes and ``adapt`` how sites move between tiers (default: the
+    ``[admission]`` and ``[adapt]`` configuration of ``home``)."""
+    server = Server(db_url, home, core_factory, media_network, admission, adapt)
     quiet_protocol_errors()
     app = web.Application(client_max_size=256 * 1024, middlewares=[error_middleware(_error_headers)])
     app[SERVER_KEY] = server
@@ -904,7 +906,7 @@ async def serve(db_url: str, home: Path, host: str, port: int, ready: Any = None
     say_path_once()  # a warning when the fan-out sends with its Python path (native sender not built)
     if config is None:
         config = _home_config(home)
-    app = create_app(db_url, home, factory, media_network=network, admission=config.admission)
+    app = create_app(db_url, home, factory, media_network=network, admission=config.admission, adapt=config.adapt)
     from ccctl.feeds.poller import feed_poller
     from ccctl.meetings.service import meeting_scheduler
 
