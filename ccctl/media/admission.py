@@ -1,9 +1,10 @@
 """Admission: what the media core can carry, and who gets in when more sites come than that.
 
 The core's capacity is a budget of RTP packets per second per fan-out process
-(``[admission] pps_budget``, set in the configuration, not measured: a measurement at start
-on a machine shared with other work would be as wrong as a guess, and the operator can
-calibrate it with ``benchmarks/joins.py``). A site's cost is what its tier sends it: the
+(``[admission] pps_budget``): ``"auto"`` (the default) measures this machine's send path at
+start (:mod:`ccctl.media.calibrate`: packets per CPU second, times a headroom, clamped), or a
+number set in the configuration (e.g. one found with ``benchmarks/joins.py`` on the server's
+machine). A site's cost is what its tier sends it: the
 program's audio (one Opus packet per 20 ms) plus, for a video tier, one packet per frame and
 one per 1,100 bytes of its bitrate (:func:`tier_cost`).
 
@@ -45,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from ccctl.config import AdmissionConfig
 from ccctl.errors import CcctlError
+from ccctl.media.calibrate import budget_of
 
 if TYPE_CHECKING:  # tiers.py loads PyAV and aiortc; the server imports this module at start
     from ccctl.media.tiers import TierSpec
@@ -68,7 +70,8 @@ class Overloaded(CcctlError):
 
 
 #: The limits (see the module doc): the configuration's ``[admission]`` section itself, so its
-#: fields and defaults are written once; ``pps_budget`` 0 admits everything.
+#: fields and defaults are written once; ``pps_budget`` 0 admits everything, ``"auto"`` is
+#: measured (:func:`ccctl.media.calibrate.budget_of`).
 AdmissionPolicy = AdmissionConfig
 
 
@@ -126,7 +129,7 @@ class Admission:
     @property
     def capacity(self) -> float:
         """Packets a second the core may send, over all its fan-out processes (0: no limit)."""
-        return self.policy.pps_budget * self.processes
+        return budget_of(self.policy) * self.processes
 
     def cost(self, tier: str) -> float:
         """What a site on ``tier`` costs (packets a second)."""
@@ -332,8 +335,10 @@ class Admission:
         self._changed.set()
 
     def summary(self) -> dict[str, Any]:
-        """Capacity, load, handshakes, waiting offers, the clock's share and the decisions."""
-        return {"capacity_pps": self.capacity, "load_pps": self.load(), "handshakes": self.in_flight(),
+        """Capacity (the budget per fan-out process times the processes), load, handshakes,
+        waiting offers, the clock's share and the decisions."""
+        return {"capacity_pps": self.capacity, "budget_pps": budget_of(self.policy), "processes": self.processes,
+                "load_pps": self.load(), "handshakes": self.in_flight(),
                 "waiting": self._waiters, "clock_share": self.clock_share, **self.counts}
 
     def metrics(self, broadcast: int | None = None) -> list[str]:
