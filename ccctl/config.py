@@ -112,7 +112,9 @@ class AdmissionConfig:
     handshakes: int = 32  # ICE/DTLS handshakes in flight at most
     queue: int = 256  # offers waiting for a handshake slot; more get 503
     queue_wait_s: float = 10.0  # longest an offer waits for a slot, then 503
-    retry_after_s: int = 5  # the Retry-After of a 503
+    retry_after_s: int = 5  # the Retry-After of a 503, at least
+    retry_rate: float = 50.0  # refused sites come back about this many a second in all: Retry-After grows with them
+    retry_after_max_s: int = 120  # the longest Retry-After
     degrade_video: bool = True  # move the lowest-priority video sites to audio before refusing
     low_first: str = "low,high"  # video tiers, the lowest priority first
     min_clock_share: float = 0.9  # the program's clock below this share of its rate: no new joins
