@@ -212,7 +212,8 @@ class Server:
         n = max(1, len(self.rooms))
         share = dataclasses.replace(self.policy, pps_budget=calibrate.budget_of(self.policy) / n,
                                     handshakes=self.policy.handshakes and max(1, self.policy.handshakes // n),
-                                    queue=self.policy.queue and max(1, self.policy.queue // n))
+                                    queue=self.policy.queue and max(1, self.policy.queue // n),
+                                    retry_rate=self.policy.retry_rate / n)
         for room in self.rooms.values():
             room.policy = share
             if room.admission is not None:
