@@ -1,7 +1,7 @@
 """Join figures: thousands of simulated sites joining a broadcast at once, and glass-to-glass latency.
 
     .venv/bin/python benchmarks/joins.py [--quick] [--sites N] [--video-sites M] [--steady S] [--workers W]
-                                         [--budget PPS] [--storm STAY,LEAVE] [--profile P [--profile-out FILE]]
+                                         [--budget PPS|auto] [--storm STAY,LEAVE] [--profile P [--profile-out FILE]]
 
 The server runs in this process: the real aiohttp app and media core (``create_app``) on a free
 loopback port, with a temp CCCTL_HOME and SQLite registry, a testsrc broadcast started through
@@ -26,7 +26,8 @@ with ``--workers W`` (``serve --workers``) its fan-out worker processes' too.
    goes, by layer (certificates, ICE, DTLS, SDP, HTTP, media sending, ...).
 
 Admission (``ccctl.media.admission``): the core admits what its packets-per-second budget
-carries (``--budget PPS`` per fan-out process; default the ``[admission]`` configuration) and
+carries (``--budget PPS|auto`` per fan-out process; default the ``[admission]`` configuration,
+whose ``pps_budget`` is "auto" unless set: measured at start, ``ccctl.media.calibrate``) and
 refuses the rest with 503 and Retry-After, which the receivers honour with jitter. Each phase
 prints the connected count over time and its largest fall after first reached (target at
 most 1 %), the share of the program's audio packets that the sites connected all through
@@ -182,7 +183,7 @@ class Watchdog:
 class Bench:
     """A temp home and registry, the in-process server, and helpers to join sites."""
 
-    def __init__(self, home: Path, workers: int = 0, budget: float | None = None) -> None:
+    def __init__(self, home: Path, workers: int = 0, budget: float | str | None = None) -> None:
         self.home = home
         self.workers = workers
         self.budget = budget
@@ -231,7 +232,7 @@ class Bench:
 
             from ccctl.config import load_config
 
-            policy = dataclasses.replace(load_config().admission, pps_budget=self.budget)
+            policy = dataclasses.replace(load_config().admission, pps_budget=self.budget)  # "auto" or a number
         app = create_app(self.db_url, self.home, factory, media_network="127.0.0.0/8", admission=policy)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
@@ -565,6 +566,9 @@ def report(r: dict[str, Any], target: float | None) -> None:
 
 
 async def run(args: dict[str, Any]) -> None:
+    from ccctl.limits import raise_nofile_limit
+
+    raise_nofile_limit()  # a socket per site's peer, and per HTTP connection, in this process
     home = Path(tempfile.mkdtemp(prefix="ccctl-joins-"))
     os.environ["CCCTL_HOME"] = str(home)
     main_task = asyncio.current_task()
@@ -586,6 +590,9 @@ async def run(args: dict[str, Any]) -> None:
     await bench.start()
     workers = f" with {args['workers']} fan-out workers" if args["workers"] else ""
     admission = bench.server.admission
+    measured = bench.server.calibration  # [admission] pps_budget "auto": the send path measured at start
+    if measured is not None:
+        print(measured.line(), flush=True)
     print(f"server {bench.base} (in-process{workers}), testsrc broadcast; load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs (shared: figures are indicative); admission budget "
           f"{admission.policy.pps_budget:.0f} packets/s per fan-out process, {admission.capacity:.0f} in all "
@@ -672,7 +679,9 @@ def main() -> None:
         args["storm"] = (int(stay), int(leave))
     for i, arg in enumerate(argv):
         if arg in names:
-            args[names[arg]] = float(argv[i + 1]) if arg in ("--steady", "--budget") else int(argv[i + 1])
+            value = argv[i + 1]
+            args[names[arg]] = value if arg == "--budget" and value == "auto" else \
+                float(value) if arg in ("--steady", "--budget") else int(value)
     asyncio.run(run(args))
 
 

@@ -10,8 +10,9 @@ delivers every datagram to them, then drops what overflows), so only the sender 
 
     .venv/bin/python benchmarks/sendpath.py [--quick]
 
-fanout.py prints these lines too. :func:`standalone_forwarder` is also what tests/media/
-test_native.py compares the two paths with. Loopback only; every loop bounded in count and time.
+fanout.py prints these lines too. The forwarders are those of serve's measurement at start
+(:func:`ccctl.media.calibrate.standalone_forwarder`), which tests/media/test_native.py compares
+the two paths with too. Loopback only; every loop bounded in count and time.
 """
 
 from __future__ import annotations
@@ -23,57 +24,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters  # noqa: E402
-from aiortc.rtp import HeaderExtensionsMap, RtpPacket  # noqa: E402
-from pylibsrtp import Policy, Session  # noqa: E402
+from pylibsrtp import Policy  # noqa: E402
 
 from ccctl.media import native  # noqa: E402
-from ccctl.media.fastpath import Forwarder, RtpUnit  # noqa: E402
-from ccctl.media.seam import lean_srtp  # noqa: E402
+from ccctl.media.calibrate import PT, header_template, standalone_forwarder  # noqa: E402,F401 (test_native's too)
+from ccctl.media.fastpath import RtpUnit  # noqa: E402
 from ccctl.media.tiers import Feed  # noqa: E402
 
-PT = 102
 KEY_LENGTHS = {Policy.SRTP_PROFILE_AES128_CM_SHA1_80: 30, Policy.SRTP_PROFILE_AEAD_AES_128_GCM: 28,
                Policy.SRTP_PROFILE_AEAD_AES_256_GCM: 44}
 PROFILE_NAMES = {Policy.SRTP_PROFILE_AES128_CM_SHA1_80: "AES-CM+HMAC-SHA1-80",
                  Policy.SRTP_PROFILE_AEAD_AES_128_GCM: "AES-128-GCM", Policy.SRTP_PROFILE_AEAD_AES_256_GCM: "AES-256-GCM"}
-
-
-def header_template(mid: str = "0") -> bytes:
-    """The RTP header + ``mid`` extension block aiortc serialises, as ``Forwarder`` builds it."""
-    extmap = HeaderExtensionsMap()
-    extmap.configure(RTCRtpParameters(headerExtensions=[
-        RTCRtpHeaderExtensionParameters(id=1, uri="urn:ietf:params:rtp-hdrext:sdes:mid")]))
-    template = RtpPacket(payload_type=PT, ssrc=1)
-    template.extensions.mid = mid
-    return template.serialize(extmap)
-
-
-def outbound(profile: int, key: bytes) -> Session:
-    """A sending SRTP session made as aiortc makes its own (``RTCDtlsTransport._setup_srtp``)."""
-    policy = Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile)
-    policy.allow_repeat_tx = True
-    policy.window_size = 1024
-    return Session(policy)
-
-
-def standalone_forwarder(kind: str, ssrc: int, seq: int, offset: int, profile: int, key: bytes,
-                         sock: socket.socket, addr: tuple[str, int], use_native: bool) -> Forwarder:
-    """A forwarder of either path with what ``Forwarder.__init__`` takes from aiortc's sender,
-    DTLS session and ICE pair given directly (real SRTP sessions and sockets, no peer)."""
-    header = header_template()
-    f = Forwarder.__new__(Forwarder)
-    session = outbound(profile, key)
-    f.kind, f.feed, f.pending, f.sender = kind, None, None, None
-    f._delivered = f._dropped = f._packets = f._octets = f._last_ts = f._last_ntp = 0
-    f._b0, f._ext, f._pt, f._ssrc, f._seq, f._ts_offset = header[0], header[12:], PT, ssrc, seq, offset
-    f._protect, f._protect_rtcp = session.protect, session.protect_rtcp
-    f._sock, f._fallback, f._addr = sock, sock.sendto, addr
-    f._lean = lean_srtp(session)
-    f._need_keyframe, f._closed, f._on_dead = kind == "video", False, None
-    f._native = native._fanout.Sender(sock, addr[0], addr[1], native.stream_session(profile, key, ssrc), ssrc, PT,
-                                      header[0], header[12:], seq, offset, kind == "video") if use_native else None
-    return f
 
 
 def measure(use_native: bool, profile: int, destinations: int, per_unit: int, seconds: float) -> float:

@@ -105,16 +105,30 @@ class ServeConfig:
 class AdmissionConfig:
     """``[admission]``: what the media core carries and who gets in (ccctl/media/admission.py)."""
 
-    pps_budget: float = 30000.0  # RTP packets a second one fan-out process sends; 0: no limit
+    # RTP packets a second one fan-out process sends; "auto": measured at start (ccctl/media/calibrate.py); 0: no limit
+    pps_budget: float | str = "auto"
+    pps_headroom: float = 0.15  # "auto": the share of the bare send path's rate the budget takes
+    pps_floor: float = 5000.0  # "auto": never less than this (also the budget when the measurement fails)
+    pps_ceiling: float = 100000.0  # "auto": never more than this
     handshakes: int = 32  # ICE/DTLS handshakes in flight at most
     queue: int = 256  # offers waiting for a handshake slot; more get 503
     queue_wait_s: float = 10.0  # longest an offer waits for a slot, then 503
-    retry_after_s: int = 5  # the Retry-After of a 503
+    retry_after_s: int = 5  # the Retry-After of a 503, at least
+    retry_rate: float = 50.0  # refused sites come back about this many a second in all: Retry-After grows with them
+    retry_after_max_s: int = 120  # the longest Retry-After
     degrade_video: bool = True  # move the lowest-priority video sites to audio before refusing
     low_first: str = "low,high"  # video tiers, the lowest priority first
     min_clock_share: float = 0.9  # the program's clock below this share of its rate: no new joins
     connect_timeout_s: float = 20.0  # a session not connected this long after its answer is ended
     worker_timeout_s: float = 15.0  # a fan-out worker not answering this long is restarted (its calls: 503)
+
+    def check(self) -> None:
+        """ConfigError unless the budget's calibration bounds make sense."""
+        if not 0 < self.pps_headroom <= 1:
+            raise ConfigError(f"admission.pps_headroom: expected a share in (0, 1], got {self.pps_headroom}")
+        if not 0 < self.pps_floor <= self.pps_ceiling:
+            raise ConfigError(f"admission.pps_floor ({self.pps_floor:g}) and pps_ceiling ({self.pps_ceiling:g}): "
+                              "expected 0 < floor <= ceiling")
 
 
 @dataclass(frozen=True)
@@ -186,6 +200,8 @@ def default_home() -> Path:
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
     """Convert a TOML or environment value to the type of the field's default."""
+    if name.endswith("admission.pps_budget"):
+        return _budget(name, value)
     kind = type(default)
     if isinstance(value, str) and kind is not str:
         text = value.strip().lower()
@@ -204,6 +220,21 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     if not isinstance(value, kind):
         raise ConfigError(f"{name}: expected {kind.__name__}, got {value!r}")
     return value
+
+
+def _budget(name: str, value: Any) -> float | str:
+    """``admission.pps_budget``: ``"auto"`` or a number of packets a second, 0 or more."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, bool):
+        raise ConfigError(f"{name}: expected \"auto\" or packets a second, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected \"auto\" or packets a second, got {value!r}") from None
+    if not number >= 0 or number == float("inf"):
+        raise ConfigError(f"{name}: expected \"auto\" or packets a second (0 or more), got {value!r}")
+    return number
 
 
 def _apply(config: Config, data: dict[str, Any], origin: str) -> Config:
@@ -264,6 +295,7 @@ def load_config(
     if url:
         config = replace(config, registry=replace(config.registry, db=url))
     config.serve.check_tls()
+    config.admission.check()
     if config.output.format not in ("table", "csv", "json"):
         raise ConfigError(f"output.format: expected table, csv or json, got {config.output.format!r}")
     return config

@@ -59,6 +59,7 @@ def test_floor_benchmark_quick() -> None:
 
 def test_joins_benchmark_quick() -> None:
     out = bench("joins")
+    assert "admission: the " in out and " send path carried " in out  # the budget measured at start ("auto")
     assert "20 sites, audio tier (sound only): all 20 connected in " in out
     assert "4 sites, low tier (360p video + audio): all 4 connected in " in out
     assert "glass-to-glass" in out and " p95 " in out

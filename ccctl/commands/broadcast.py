@@ -104,6 +104,8 @@ def status(obj: AppContext, broadcast_id: int | None, fmt: str | None, as_json: 
         audience = "" if data.get("audience") is None else f" of {data['audience']}"
         say(f"broadcast {data['id']}: {data['title']} ({data['source']}), {len(data['sessions'])}{audience} site(s) "
             f"connected{floor}")
+        if data.get("admission"):
+            say(_admission_line(data["admission"], data.get("calibration")))
     if form == "json":
         emit_object(_status_object(data), "json")
         return
@@ -113,6 +115,22 @@ def status(obj: AppContext, broadcast_id: int | None, fmt: str | None, as_json: 
     if any(row.get("edge") for row in data["sessions"]):
         columns.append("edge")  # sites played from a Janus edge (ccctl/edges)
     emit(data["sessions"], form, columns)
+
+
+def _admission_line(admission: dict[str, Any], calibration: dict[str, Any] | None) -> str:
+    """What the core carries: its capacity, the budget per fan-out process and where it came from."""
+    if calibration is None:
+        source = "configured"
+    elif calibration.get("error"):
+        source = f"the floor: the send path could not be measured ({calibration['error']})"
+    else:
+        source = (f"measured at start: the {calibration['path']} send path carried "
+                  f"{calibration['measured_pps']:,.0f} packets/s per CPU second")
+    budget = admission.get("budget_pps", 0)
+    if not budget:
+        return "admission: no packet budget (pps_budget 0)"
+    return (f"admission: {admission['load_pps']:,.0f} of {admission['capacity_pps']:,.0f} packets/s in use "
+            f"({budget:,.0f} per fan-out process, {source})")
 
 
 def _status_object(data: dict[str, Any]) -> dict[str, Any]:
@@ -131,7 +149,8 @@ def _status_object(data: dict[str, Any]) -> dict[str, Any]:
         "audience": "all" if data.get("audience_all") else audience, "audience_size": audience,
         "floor": data.get("floor"), "on_air": data.get("on_air"),
         "counts": {"sessions": len(sessions), "connected": connected, "by_tier": by_tier,
-                   "publishers": len(data.get("publishers", []))}},
+                   "publishers": len(data.get("publishers", []))},
+        "admission": data.get("admission"), "calibration": data.get("calibration")},
         "sessions": sessions}
 
 

@@ -60,10 +60,13 @@ def serve(obj: AppContext, listen: str | None, workers: int | None, tls: str | N
         pid = start_detached(config.home, address, config.db_url, workers, args, obj.config_file)
         say(f"server {pid} listening on {scheme}://{address} (log: {config.home / 'serve.log'})")
         return
+    from ccctl.media import calibrate
     from ccctl.media.server import serve as run_server
     from ccctl.media.tls import remove_card, write_card
 
     count = config.serve.workers if workers is None else workers
+    if calibrate.is_auto(config.admission):  # measured once, here: the server takes this figure
+        say(calibrate.calibration(config.admission).line())
 
     def ready() -> None:
         write_card(config.home, address, server_tls)

@@ -1,9 +1,10 @@
 """Admission: what the media core can carry, and who gets in when more sites come than that.
 
 The core's capacity is a budget of RTP packets per second per fan-out process
-(``[admission] pps_budget``, set in the configuration, not measured: a measurement at start
-on a machine shared with other work would be as wrong as a guess, and the operator can
-calibrate it with ``benchmarks/joins.py``). A site's cost is what its tier sends it: the
+(``[admission] pps_budget``): ``"auto"`` (the default) measures this machine's send path at
+start (:mod:`ccctl.media.calibrate`: packets per CPU second, times a headroom, clamped), or a
+number set in the configuration (e.g. one found with ``benchmarks/joins.py`` on the server's
+machine). A site's cost is what its tier sends it: the
 program's audio (one Opus packet per 20 ms) plus, for a video tier, one packet per frame and
 one per 1,100 bytes of its bitrate (:func:`tier_cost`).
 
@@ -24,7 +25,12 @@ replace its own session still is, and a quarter as many handshakes may be in fli
 
 Handshakes are paced: at most ``handshakes`` sessions answered but not yet connected (ICE
 and DTLS in flight); a further offer waits in a queue of ``queue`` places for at most
-``queue_wait_s`` seconds, then gets a 503 too. Every move and refusal is an ``admission``
+``queue_wait_s`` seconds, then gets a 503 too. A refusal's ``Retry-After`` is at least
+``retry_after_s`` and grows with the sites waiting (refused lately and not admitted since) so
+that they come back about ``retry_rate`` a second in all, at most ``retry_after_max_s``: on a
+machine that is full, thousands of refused sites retrying every few seconds would be a storm
+of offers that takes the CPU the admitted sites' program needs (measured: 2,482 sites refused
+at a 5 s Retry-After came back 8,807 times in 40 s). Every move and refusal is an ``admission``
 event (``action``: ``audio`` or ``refused``, with its ``reason``; a site retrying as told is
 recorded once a minute, with how many refusals it had since) and a counter in
 :meth:`Admission.metrics`.
@@ -45,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from ccctl.config import AdmissionConfig
 from ccctl.errors import CcctlError
+from ccctl.media.calibrate import budget_of
 
 if TYPE_CHECKING:  # tiers.py loads PyAV and aiortc; the server imports this module at start
     from ccctl.media.tiers import TierSpec
@@ -68,7 +75,8 @@ class Overloaded(CcctlError):
 
 
 #: The limits (see the module doc): the configuration's ``[admission]`` section itself, so its
-#: fields and defaults are written once; ``pps_budget`` 0 admits everything.
+#: fields and defaults are written once; ``pps_budget`` 0 admits everything, ``"auto"`` is
+#: measured (:func:`ccctl.media.calibrate.budget_of`).
 AdmissionPolicy = AdmissionConfig
 
 
@@ -120,13 +128,14 @@ class Admission:
                        "moved_to_audio": 0}
         self._clock: list[tuple[float, int]] = []
         self._refused: dict[str, tuple[float, int]] = {}  # site -> (last refusal event, refusals since)
+        self._waiting: dict[str, float] = {}  # refused sites not admitted since -> last refusal, oldest first
         self.clock_share: float | None = None  # the program clock's rate over the last window, of nominal
 
     # -- the account ------------------------------------------------------------------------
     @property
     def capacity(self) -> float:
         """Packets a second the core may send, over all its fan-out processes (0: no limit)."""
-        return self.policy.pps_budget * self.processes
+        return budget_of(self.policy) * self.processes
 
     def cost(self, tier: str) -> float:
         """What a site on ``tier`` costs (packets a second)."""
@@ -194,6 +203,7 @@ class Admission:
         ticket.entry = entry
         self.counts["admitted"] += 1
         self._refused.pop(site_id, None)
+        self._waiting.pop(site_id, None)
         for moved in ticket.moves:
             self._record("audio", moved, "budget", f"to make room for {site_id}")
         if ticket.tier != tier:
@@ -255,7 +265,24 @@ class Admission:
             self._record("refused", site_id, reason, detail + (f"; refused {repeats} more times since" if repeats else ""))
         else:
             self._refused[site_id] = (last, repeats + 1)
-        raise Overloaded(f"the media core is full ({detail}): try again later", self.policy.retry_after_s)
+        raise Overloaded(f"the media core is full ({detail}): try again later", self._retry_after(site_id, now))
+
+    def _retry_after(self, site_id: str, now: float) -> int:
+        """The Retry-After of a refusal of ``site_id`` now: see the module doc."""
+        policy = self.policy
+        waiting = self._waiting
+        waiting.pop(site_id, None)
+        waiting[site_id] = now  # the newest last
+        horizon = now - max(policy.retry_after_max_s, policy.retry_after_s) * 1.5  # with the clients' jitter
+        while waiting:  # oldest first: forget the sites that gave up
+            first = next(iter(waiting))
+            if waiting[first] >= horizon:
+                break
+            del waiting[first]
+        if policy.retry_rate <= 0:
+            return policy.retry_after_s
+        spread = math.ceil(len(waiting) / policy.retry_rate)
+        return max(policy.retry_after_s, min(spread, policy.retry_after_max_s))
 
     def _record(self, action: str, site_id: str, reason: str, detail: str) -> None:
         if action == "audio":
@@ -309,6 +336,7 @@ class Admission:
             entry.connected_at = time.monotonic()
         elif kind == "leave":
             self._refused.pop(site_id, None)
+            self._waiting.pop(site_id, None)
             self._left[session_id] = None
             while len(self._left) > LEFT_MEMORY:
                 del self._left[next(iter(self._left))]
@@ -332,8 +360,10 @@ class Admission:
         self._changed.set()
 
     def summary(self) -> dict[str, Any]:
-        """Capacity, load, handshakes, waiting offers, the clock's share and the decisions."""
-        return {"capacity_pps": self.capacity, "load_pps": self.load(), "handshakes": self.in_flight(),
+        """Capacity (the budget per fan-out process times the processes), load, handshakes,
+        waiting offers, the clock's share and the decisions."""
+        return {"capacity_pps": self.capacity, "budget_pps": budget_of(self.policy), "processes": self.processes,
+                "load_pps": self.load(), "waiting_sites": len(self._waiting), "handshakes": self.in_flight(),
                 "waiting": self._waiters, "clock_share": self.clock_share, **self.counts}
 
     def metrics(self, broadcast: int | None = None) -> list[str]:

@@ -55,7 +55,7 @@ from ccctl.edges.routes import add_routes as add_edge_routes
 from ccctl.edges.routes import edge_set_tier
 from ccctl.errors import CcctlError, NotFound, UsageError
 from ccctl.limits import raise_nofile_limit
-from ccctl.media import state, tokens
+from ccctl.media import calibrate, state, tokens
 from ccctl.media.adapt import AdaptPolicy
 from ccctl.media.admission import Admission, AdmissionPolicy
 from ccctl.media.admission import metrics_of as admission_metrics
@@ -110,7 +110,9 @@ class Server:
             configured = _home_config(home)
             admission = admission if admission is not None else configured.admission
             adapt = adapt if adapt is not None else configured.adapt
-        self.policy: AdmissionPolicy = admission
+        #: the start's measurement of the send path when the budget is "auto" (ccctl/media/calibrate.py)
+        self.calibration = calibrate.calibration(admission) if calibrate.is_auto(admission) else None
+        self.policy: AdmissionPolicy = calibrate.resolve(admission)
         self.adapt: AdaptPolicy = adapt
         self.media_network = media_network
         self.secret = tokens.load_secret(home)
@@ -216,9 +218,10 @@ class Server:
     def _split_budget(self) -> None:
         """One admission budget for the machine, split evenly across the live rooms."""
         n = max(1, len(self.rooms))
-        share = dataclasses.replace(self.policy, pps_budget=self.policy.pps_budget / n,
+        share = dataclasses.replace(self.policy, pps_budget=calibrate.budget_of(self.policy) / n,
                                     handshakes=self.policy.handshakes and max(1, self.policy.handshakes // n),
-                                    queue=self.policy.queue and max(1, self.policy.queue // n))
+                                    queue=self.policy.queue and max(1, self.policy.queue // n),
+                                    retry_rate=self.policy.retry_rate / n)
         for room in self.rooms.values():
             room.policy = share
             if room.admission is not None:
@@ -408,6 +411,7 @@ class Server:
                                   "on_air": None if on_air is None else (on_air.site_id or MAIN_PUBLISH),
                                   "publishers": ingest.stats() if ingest is not None else [],
                                   "admission": admission.summary() if admission is not None else None,
+                                  "calibration": self.calibration.as_dict() if self.calibration else None,
                                   "audience": audience_size(self.db, live["id"]),
                                   "audience_all": room.audience is None, "sessions": sessions})
 
@@ -727,6 +731,7 @@ class Server:
         lines += [f'ccctl_floor_held{{broadcast="{r.id}"}} {1 if r.board.holder else 0}' for r in rooms]
         lines += ["# HELP ccctl_floor_listeners Join pages waiting to be given the floor.",
                   "# TYPE ccctl_floor_listeners gauge", f"ccctl_floor_listeners {self.floor_listeners}"]
+        lines += calibrate.metrics_lines(calibrate.budget_of(self.policy), self.calibration)  # per process
         accounts = [(r.id, r.admission) for r in rooms if r.admission is not None]
         if accounts:
             lines += admission_metrics(accounts)
