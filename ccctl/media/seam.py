@@ -5,8 +5,9 @@ certificate and no bitrate estimators while a peer is built (:func:`lean_peers`)
 SSRC, counters and RTCP hooks (the tight fan-out sends RTP and sender reports itself), the ICE
 pair's socket and the SRTP session's buffer (one ``sendto`` and libsrtp in place per packet),
 the receiver's RTP hook (the simulator's counting), aioice's address lookup and consent checks
-and aiortc's "closed" flag (:mod:`ccctl.media.net`), and the SRTP keys of a DTLS session (the
-native sender). Every such reach is a function here, so that an upgrade of one of them is read
+and aiortc's "closed" flag (:mod:`ccctl.media.net`), the SRTP keys of a DTLS session (the
+native sender), and aioice's gathering, STUN protocol and parser (the shared UDP port,
+:mod:`ccctl.media.udpmux`). Every such reach is a function here, so that an upgrade of one of them is read
 against one file.
 
 :func:`check` verifies once, at ``serve`` start and in each simulator worker, that every private
@@ -286,7 +287,7 @@ def replace_component_gathering(gather: Callable[..., Awaitable[list[Any]]]) -> 
     ``gather(connection, component, addresses, timeout)`` (for this process)."""
     import aioice.ice
 
-    aioice.ice.Connection.get_component_candidates = gather  # type: ignore[method-assign]
+    aioice.ice.Connection.get_component_candidates = gather  # type: ignore[method-assign,assignment]
 
 
 def host_only(connection: Any) -> bool:
