@@ -8,13 +8,18 @@ Receivers (a child process pinned to CPU 1): N real aiortc peers that count RTP 
 socket (benchmarks/receivers.py: no decryption, no decoding). N=0 first measures the
 program's own cost (source, scale, encode, Opus), which is subtracted to give the fan-out's.
 
-    .venv/bin/python benchmarks/fanout.py [--quick] [--paths native,tight,stock,workers] [N ...]   (default 100 300)
+    .venv/bin/python benchmarks/fanout.py [--quick] [--paths native,native-sockets,tight,stock,workers] [N ...]
+    (default paths native,native-sockets,tight,stock; default N 100 300)
 
 ``native`` is the tight path with the native batched send (ccctl/media/native: header, libsrtp2
-and sendmmsg in C, one call per unit and feed); ``tight`` the same path with the Python send
-(``CCCTL_NATIVE=0``), the reference. Both report packets/s per core of fan-out CPU, to set beside
-the send-path table of issue 15 (72k Python path, 325k/541k native AES-CM/GCM, 685k plain send);
-the first lines measure the send paths alone the way that table was made (benchmarks/sendpath.py).
+and sendmmsg in C, one call per unit and feed) and every site on one shared UDP port
+(ccctl/media/udpmux: one ``sendmmsg`` carries the packets of many sites); ``native-sockets`` the
+same with a socket per site (``CCCTL_UDPMUX=0``, aioice's way: ``sendmmsg`` batches within one
+site only); ``tight`` the same path with the Python send (``CCCTL_NATIVE=0``), the reference,
+on the shared port. Each reports packets/s per core of fan-out CPU, printed beside the
+send-path table of issue 15 (72k Python path, 325k/541k native AES-CM/GCM, 685k plain send,
+1.85M sendmmsg+GSO send only); the first lines measure the send paths alone the way that table
+was made (benchmarks/sendpath.py).
 
 ``workers`` is the tight path in fan-out worker processes (``serve --workers``, here one
 worker, pinned to the same CPU as the main process, whose CPU is counted with the main's):
@@ -162,13 +167,14 @@ def made_packets(core: Any) -> int:
 
 
 async def server(n: int, fanout: str) -> dict[str, Any]:
-    from ccctl.media import native
+    from ccctl.media import native, udpmux
     from ccctl.media.core import MediaCore
     from ccctl.media.shard import ShardedCore
 
     path = fanout
-    os.environ[native.ENV] = "1" if path == "native" else "0"  # read per forwarder (and by workers)
-    if path == "native":
+    os.environ[native.ENV] = "1" if path.startswith("native") else "0"  # read per forwarder (and by workers)
+    os.environ[udpmux.ENV] = "0" if path.endswith("-sockets") else "1"  # read per subscription
+    if path.startswith("native"):
         if native.unavailable() is not None:
             raise SystemExit(f"native path: {native.describe()}")
         fanout = "tight"
@@ -205,9 +211,11 @@ async def server(n: int, fanout: str) -> dict[str, Any]:
         sent = await sent_packets(core)
         return cpu(), sent, made_packets(core), got["packets"], got["bytes"], program_counts(core) | {"cpu0": cpu0()}
 
-    if path in ("native", "tight"):  # the run used the path it is named after, for every stream
+    if path.startswith(("native", "tight")):  # the run used the path it is named after, for every stream
         used, streams = native_streams(core)
-        assert used == (streams if path == "native" else 0), f"{path}: {used} of {streams} streams native"
+        assert used == (streams if path.startswith("native") else 0), f"{path}: {used} of {streams} streams native"
+        ports = send_sockets(core)
+        assert (ports == 1) == (not path.endswith("-sockets")), f"{path}: sent from {ports} sockets"
     c0, s0, m0, r0, b0, p0 = await sample()
     t0 = time.monotonic()
     await asyncio.sleep(WINDOW)  # the measurement window
@@ -260,7 +268,7 @@ def report(base: dict[str, Any], r: dict[str, Any]) -> dict[str, float]:
     subs_per_core = 1e6 / (us * base["pkts_per_s"]) if us > 0 else float("inf")
     rate = r["pkts_per_s"] / r["n"] / base["pkts_per_s"]
     sent = f"{r['sent_ratio']:.3f}" if r["sent_ratio"] is not None else "  n/a"
-    print(f"{r['path']:7s} N={r['n']:4d} joined in {r['joined_s']:5.1f} s  cpu={r['cpu_s_per_s']:.3f} core  "
+    print(f"{r['path']:14s} N={r['n']:4d} joined in {r['joined_s']:5.1f} s  cpu={r['cpu_s_per_s']:.3f} core  "
           f"{r['pkts_per_s']:7.0f} pkt/s ({r['pkts_per_s'] / r['n']:.0f}/sub, {r['mbps_per_sub']:.2f} Mbps/sub)  "
           f"fan-out {us:5.1f} us/pkt/sub ({1e6 / us / 1e3 if us > 0 else float('inf'):5.0f}k pkt/s/core)  "
           f"{subs_per_core:5.0f} subs/core  sent {sent}  recv {r['recv_ratio']:.3f}"
@@ -270,6 +278,11 @@ def report(base: dict[str, Any], r: dict[str, Any]) -> dict[str, float]:
              + ", ".join(f"{v:.1f} {k}" for k, v in r["program"].items()) + ")" if rate < FULL_RATE else ""),
           flush=True)
     return {"us": us, "subs_per_core": subs_per_core, "full_rate": rate >= FULL_RATE}
+
+
+def send_sockets(core: Any) -> int:
+    """How many sockets the core's forwarders send from (1: the shared port)."""
+    return len({id(f._sock) for s in core.sessions() if s.forwarders for f in s.forwarders.values()})
 
 
 def native_streams(core: Any) -> tuple[int, int]:
@@ -302,7 +315,7 @@ def main() -> None:
         return
     argv = sys.argv[1:]
     quick = "--quick" in argv
-    paths = ["native", "tight", "stock"]
+    paths = ["native", "native-sockets", "tight", "stock"]
     with_janus = "--no-janus" not in argv
     argv = [a for a in argv if a != "--no-janus"]
     if "--paths" in argv:
@@ -331,7 +344,8 @@ def main() -> None:
         if with_janus:
             figures[("janus", n)] = janus(n)
     for n in ns:
-        for ours, peers in (("native", ("tight", "stock", "janus")), ("tight", ("stock", "janus"))):
+        for ours, peers in (("native", ("native-sockets", "tight", "stock", "janus")),
+                            ("native-sockets", ("tight", "janus")), ("tight", ("stock", "janus"))):
             t = figures.get((ours, n))
             for peer in peers:
                 p = figures.get((peer, n))
