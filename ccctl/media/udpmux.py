@@ -46,11 +46,13 @@ log = logging.getLogger(__name__)
 
 ENV = "CCCTL_UDPMUX"  # "0": one socket per site (aioice's own), the reference path
 BUFFER_BYTES = 4 << 20  # send and receive buffer of a shared socket (the kernel caps it at [rw]mem_max)
+READS_PER_WAKEUP = 512  # datagrams read per wakeup of the event loop before other callbacks run
+RECV_BYTES = 65_536
 TRANSACTIONS_PER_ENDPOINT = 32  # request ids remembered per connection, for routing their responses
 _COOKIE = b"\x21\x12\xa4\x42"  # STUN's magic cookie (RFC 8489 section 5)
 
 COUNTS = ("datagrams", "delivered", "garbage", "unknown_ufrag", "unknown_address", "unknown_transaction",
-          "unauthenticated", "handler_errors")
+          "unauthenticated", "handler_errors", "send_dropped", "send_errors")
 
 
 def enabled() -> bool:
@@ -83,12 +85,12 @@ class Endpoint(asyncio.DatagramTransport):
 
     def sendto(self, data: Any, addr: Any = None) -> None:
         """Send through the shared socket; a STUN request's transaction id is noted first."""
-        if self._closed or self.port.transport is None:
+        if self._closed:
             return
         data = bytes(data)
         if len(data) >= 20 and data[0] < 2 and data[4:8] == _COOKIE and not data[1] & 0x10 and not data[0] & 1:
             self.port.note_transaction(self, data[8:20])  # class bits 00: a request
-        self.port.transport.sendto(data, addr)
+        self.port.sendto(data, addr)
 
     def is_closing(self) -> bool:
         """Whether :meth:`close` ran."""
@@ -106,35 +108,64 @@ class Endpoint(asyncio.DatagramTransport):
     abort = close
 
 
-class Port(asyncio.DatagramProtocol):
-    """One shared UDP socket and its routing tables (see the module doc)."""
+class Port:
+    """One shared UDP socket and its routing tables (see the module doc).
 
-    def __init__(self) -> None:
-        self.transport: asyncio.DatagramTransport | None = None
-        self.sock: socket.socket | None = None
-        self.sockname: tuple[Any, ...] = ()
+    It reads for itself rather than through an asyncio datagram transport: asyncio reads one
+    datagram per wakeup of the event loop, which is one per site per loop iteration with a
+    socket per site, but one for all sites on a shared socket (800 sites joining at once then
+    time out). Here each wakeup drains up to :data:`READS_PER_WAKEUP` datagrams. Sends go
+    straight to the socket; one that finds it full is dropped and counted (STUN and DTLS
+    retransmit, RTCP is periodic), as UDP may.
+    """
+
+    def __init__(self, sock: socket.socket | None = None) -> None:
+        self.sock = sock
+        self.sockname: tuple[Any, ...] = sock.getsockname() if sock is not None else ()
+        self.is_open = sock is not None
         self.by_ufrag: dict[str, Endpoint] = {}
         self.by_address: dict[tuple[str, int], Endpoint] = {}
         self.by_transaction: dict[bytes, Endpoint] = {}
         self.counts = dict.fromkeys(COUNTS, 0)
 
-    # -- asyncio ------------------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.sock = transport.get_extra_info("socket")
-        raw = getattr(transport, "_sock", None)  # asyncio's own socket object, not its wrapper
-        if isinstance(raw, socket.socket):
-            self.sock = raw
-        self.sockname = transport.get_extra_info("sockname")
+    # -- the socket ---------------------------------------------------------------------------
+    def readable(self) -> None:
+        """The event loop's reader callback: drain the socket (bounded), route each datagram."""
+        sock = self.sock
+        if sock is None:
+            return
+        for _ in range(READS_PER_WAKEUP):
+            try:
+                data, addr = sock.recvfrom(RECV_BYTES)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # an ICMP error queued on the socket: nothing to route
+                log.debug("shared UDP port %s: %s", self.sockname, exc)
+                continue
+            self.datagram_received(data, addr)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
+    def sendto(self, data: bytes, addr: Any) -> None:
+        """Send one datagram now; a full socket or an unroutable address drops it (counted)."""
+        if self.sock is None:
+            return
+        try:
+            self.sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self.counts["send_dropped"] += 1
+        except OSError as exc:
+            self.counts["send_errors"] += 1
+            log.debug("shared UDP port %s: send to %s: %s", self.sockname, addr, exc)
+
+    def close(self) -> None:
+        """Stop reading and close the socket; its remaining connections hear their socket is gone."""
+        if self.sock is None:
+            return
+        sock, self.sock, self.is_open = self.sock, None, False
+        with contextlib.suppress(RuntimeError, ValueError):  # no running loop, or not registered
+            asyncio.get_running_loop().remove_reader(sock.fileno())
+        sock.close()
         for endpoint in list(self.by_ufrag.values()):
             endpoint.close()
-
-    def error_received(self, exc: Exception) -> None:
-        """ICMP errors of a connected peer (port unreachable): consent checks notice the loss."""
-        log.debug("shared UDP port %s: %s", self.sockname, exc)
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         self.counts["datagrams"] += 1
@@ -248,24 +279,26 @@ class UdpMux:
     def __init__(self, port: int = 0) -> None:
         self.port = port
         self.ports: dict[str, Port] = {}
+        self.collisions = 0  # connections whose ufrag was taken on the port: they got their own socket
         self._opening: dict[str, asyncio.Lock] = {}
 
     async def open(self, address: str) -> Port:
         """The shared port on ``address`` (bound on first use; OSError if it cannot be)."""
         port = self.ports.get(address)
-        if port is not None and port.transport is not None:
+        if port is not None and port.is_open:
             return port
         lock = self._opening.setdefault(address, asyncio.Lock())
         async with lock:
             port = self.ports.get(address)
-            if port is None or port.transport is None:
+            if port is None or not port.is_open:
                 sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM)
                 try:
                     for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
                         sock.setsockopt(socket.SOL_SOCKET, option, BUFFER_BYTES)
                     sock.bind((address, self.port))
                     sock.setblocking(False)
-                    _, port = await asyncio.get_running_loop().create_datagram_endpoint(Port, sock=sock)
+                    port = Port(sock)
+                    asyncio.get_running_loop().add_reader(sock.fileno(), port.readable)
                 except BaseException:
                     sock.close()
                     raise
@@ -288,8 +321,7 @@ class UdpMux:
     async def close(self) -> None:
         """Close every shared port (their remaining connections hear that their socket is gone)."""
         for port in self.ports.values():
-            if port.transport is not None:
-                port.transport.close()
+            port.close()
         self.ports.clear()
 
 
@@ -298,15 +330,23 @@ class UdpMux:
 _CURRENT: contextvars.ContextVar[UdpMux | None] = contextvars.ContextVar("ccctl_udpmux", default=None)
 
 
-async def _candidates(mux: UdpMux, connection: Any, component: int, addresses: list[str]) -> list[Any]:
-    """Host candidates of ``connection`` on ``mux``'s ports, one per address."""
-    candidates = []
+async def _candidates(mux: UdpMux, connection: Any, component: int, addresses: list[str]) -> list[Any] | None:
+    """Host candidates of ``connection`` on ``mux``'s ports, one per address; None when its
+    ufrag is already on one of them (aioice's 4 random characters: among 2,594 sites about one
+    chance in four of a pair), and the connection then gathers a socket of its own."""
+    ports = []
     for address in addresses:
         try:
-            port = await mux.open(address)
+            ports.append(await mux.open(address))
         except OSError as exc:
             log.warning("no shared UDP port on %s: %s", address, exc)
-            continue
+    ufrag, _ = seam.ice_credentials(connection)
+    if any(ufrag in port.by_ufrag for port in ports):
+        mux.collisions += 1
+        log.info("ICE ufrag %r is taken on the shared port: that connection gets a socket of its own", ufrag)
+        return None
+    candidates = []
+    for port in ports:
         protocol = port.attach(connection, component)
         seam.add_ice_protocol(connection, protocol)
         candidates.append(seam.protocol_candidate(protocol))
@@ -321,9 +361,11 @@ def _install() -> None:
 
     async def gather(connection: Any, component: int, addresses: list[str], timeout: int = 5) -> list[Any]:
         mux = _CURRENT.get()
-        if mux is None or not seam.host_only(connection):
-            return list(await original(connection, component, addresses, timeout))
-        return await _candidates(mux, connection, component, addresses)
+        if mux is not None and seam.host_only(connection):
+            candidates = await _candidates(mux, connection, component, addresses)
+            if candidates is not None:
+                return candidates
+        return list(await original(connection, component, addresses, timeout))
 
     gather._ccctl_udpmux = True  # type: ignore[attr-defined]
     seam.replace_component_gathering(gather)

@@ -15,6 +15,7 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
+import aioice.ice
 import pytest
 from aioice import stun
 from hypothesis import HealthCheck, given, settings
@@ -62,8 +63,26 @@ async def test_sites_connect_and_decode_through_one_port_and_one_leaving_disturb
     assert core.udp_mux.endpoints() == 2 and len(port.by_address) == 2
     for site in sites[1:]:  # the others go on, on the same port
         assert len(await site.frames(10)) == 10 and len(await site.frames(5, kind="audio")) == 5
-    assert port.transport is not None and not port.transport.is_closing()
+    assert port.is_open
     assert port.counts["handler_errors"] == 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("core", ["tight"], indirect=True)
+async def test_a_site_whose_ufrag_is_taken_gets_a_socket_of_its_own(
+        core: MediaCore, join: JoinFn, monkeypatch: pytest.MonkeyPatch) -> None:
+    # aioice draws 4 random characters per ufrag: at thousands of sites two can meet. Here every
+    # connection, the sites' too, draws the same (a fault made real by fixing the draw).
+    monkeypatch.setattr(aioice.ice, "random_string", lambda length: "Z" * length)
+    first, _ = await join("s-first", "low")
+    second, _ = await join("s-second", "low")
+    for site in (first, second):
+        assert len(await site.frames(3)) == 3
+    assert core.udp_mux is not None
+    (port,) = core.udp_mux.ports.values()
+    assert candidate_ports(first.pc.remoteDescription.sdp) == {port.sockname[1]}
+    assert port.sockname[1] not in candidate_ports(second.pc.remoteDescription.sdp)
+    assert core.udp_mux.collisions == 1 and core.udp_mux.endpoints() == 1
 
 
 def stun_request(username: str, password: str | None) -> bytes:
@@ -143,7 +162,7 @@ def fuzzed_port() -> Iterator[tuple[udpmux.Port, _Connection]]:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        port = udpmux.Port()
+        port = udpmux.Port()  # no socket: what would be sent is dropped
         port.sockname = ("127.0.0.1", 9)
         connection = _Connection()
         port.attach(connection, 1)
