@@ -178,8 +178,10 @@ async def server(n: int, fanout: str) -> dict[str, Any]:
         if native.unavailable() is not None:
             raise SystemExit(f"native path: {native.describe()}")
         fanout = "tight"
-    core: Any = ShardedCore(SOURCE, tiers=TIERS, workers=1) if fanout == "workers" else MediaCore(SOURCE, tiers=TIERS,
-                                                                                                  fanout=fanout)
+    # The receivers' one core joins hundreds of peers while counting the packets of those already
+    # in: a session may take longer than the server's 20 s to connect, and is not ended for it.
+    core: Any = (ShardedCore(SOURCE, tiers=TIERS, workers=1) if fanout == "workers"
+                 else MediaCore(SOURCE, tiers=TIERS, fanout=fanout, connect_timeout=JOIN_TIMEOUT))
     await core.start()
     WORKER_PIDS[:] = [w.proc.pid for w in core._workers] if fanout == "workers" else []
     if n == 0:
@@ -224,6 +226,8 @@ async def server(n: int, fanout: str) -> dict[str, Any]:
     proc.stdin.write(b"quit\n")
     await proc.stdin.drain()
     await proc.wait()
+    mux = getattr(core, "udp_mux", None)
+    port = {k: v for k, v in mux.counts().items() if v} if mux is not None and mux.ports else {}
     await core.close()
     sent = s1 - s0
     return {"n": n, "failed": asked - n, "path": path, "joined_s": joined_s, "cpu_s_per_s": (c1 - c0) / dt,
@@ -231,7 +235,7 @@ async def server(n: int, fanout: str) -> dict[str, Any]:
             "mbps_per_sub": (b1 - b0) * 8 / dt / n / 1e6, "program": {k: (p1[k] - p0[k]) / dt for k in p1 if k != "cpu0"},
             "cpu0_busy": (p1["cpu0"][0] - p0["cpu0"][0]) / dt, "cpu0_softirq": (p1["cpu0"][1] - p0["cpu0"][1]) / dt,
             "sent_ratio": sent / ((m1 - m0) * n) if fanout != "stock" and m1 > m0 else None,
-            "recv_ratio": (r1 - r0) / sent if sent else 0.0}
+            "recv_ratio": (r1 - r0) / sent if sent else 0.0, "port": port}
 
 
 async def baseline(core: Any) -> dict[str, Any]:
@@ -274,6 +278,7 @@ def report(base: dict[str, Any], r: dict[str, Any]) -> dict[str, float]:
           f"{subs_per_core:5.0f} subs/core  sent {sent}  recv {r['recv_ratio']:.3f}"
           + f"  (server's CPU busy {r['cpu0_busy']:.2f}, softirq {r['cpu0_softirq']:.2f})"
           + (f"  ({r['failed']} peers did not connect)" if r["failed"] else "")
+          + (f"  shared port: {r['port']}" if r.get("port") else "")
           + (f"  NOT FULL RATE: the core sent each site {rate:.2f} of the program's full rate (per second: "
              + ", ".join(f"{v:.1f} {k}" for k, v in r["program"].items()) + ")" if rate < FULL_RATE else ""),
           flush=True)

@@ -9,7 +9,8 @@ address, and every connection gathered inside :func:`gathering` gets its host ca
   local ufrag it names; when its MESSAGE-INTEGRITY checks with that connection's password, the
   datagram's source address is bound to that connection (a later authenticated request moves it).
 - A STUN response is routed by its transaction id (the mux notes the id of every request a
-  connection sends through it), else by source address.
+  connection sends through it; an address not yet bound to anyone is then bound to it), else by
+  source address.
 - Everything else (DTLS, SRTP/SRTCP, STUN indications) is routed by source address.
 - What matches nothing (garbage, an unknown ufrag, an unknown address) is dropped and counted
   (:attr:`Port.counts`); a handler that raises is counted and logged, the port goes on.
@@ -218,8 +219,11 @@ class Port:
             return endpoint
         if kind == "response":
             endpoint = self.by_transaction.pop(seam.stun_transaction(message), None)
-            if endpoint is None:
-                endpoint = self.by_address.get(addr)
+            if endpoint is not None:  # the answer to our check: that address is the site's (its 96-bit
+                if addr not in endpoint.addresses and addr not in self.by_address:  # id was only ever sent there)
+                    self._bind(endpoint, addr)
+                return endpoint
+            endpoint = self.by_address.get(addr)
             if endpoint is None:
                 self.counts["unknown_transaction"] += 1
             return endpoint
