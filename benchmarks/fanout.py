@@ -272,7 +272,7 @@ def report(base: dict[str, Any], r: dict[str, Any]) -> dict[str, float]:
     subs_per_core = 1e6 / (us * base["pkts_per_s"]) if us > 0 else float("inf")
     rate = r["pkts_per_s"] / r["n"] / base["pkts_per_s"]
     sent = f"{r['sent_ratio']:.3f}" if r["sent_ratio"] is not None else "  n/a"
-    print(f"{r['path']:14s} N={r['n']:4d} joined in {r['joined_s']:5.1f} s  cpu={r['cpu_s_per_s']:.3f} core  "
+    print(f"{r['path']:7s} N={r['n']:4d} joined in {r['joined_s']:5.1f} s  cpu={r['cpu_s_per_s']:.3f} core  "
           f"{r['pkts_per_s']:7.0f} pkt/s ({r['pkts_per_s'] / r['n']:.0f}/sub, {r['mbps_per_sub']:.2f} Mbps/sub)  "
           f"fan-out {us:5.1f} us/pkt/sub ({1e6 / us / 1e3 if us > 0 else float('inf'):5.0f}k pkt/s/core)  "
           f"{subs_per_core:5.0f} subs/core  sent {sent}  recv {r['recv_ratio']:.3f}"

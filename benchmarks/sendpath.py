@@ -136,7 +136,8 @@ def report(quick: bool) -> None:
                 own = measure(True, profile, destinations, per_unit, seconds)
                 shared = measure(True, profile, destinations, per_unit, seconds, shared=True)
                 line += (f"   native {own / 1e3:5.0f}k   native, one port {shared / 1e3:5.0f}k pkt/s/core   "
-                         f"(one port/python {shared / python:.1f}x, one port/socket each {shared / own:.2f}x)")
+                         f"(native/python {own / python:.1f}x, one port/python {shared / python:.1f}x, "
+                         f"one port/socket each {shared / own:.2f}x)")
             print(line, flush=True)
     if not has_native:
         print(f"  native: {native.describe()}")
