@@ -8,13 +8,18 @@ Receivers (a child process pinned to CPU 1): N real aiortc peers that count RTP 
 socket (benchmarks/receivers.py: no decryption, no decoding). N=0 first measures the
 program's own cost (source, scale, encode, Opus), which is subtracted to give the fan-out's.
 
-    .venv/bin/python benchmarks/fanout.py [--quick] [--paths native,tight,stock,workers] [N ...]   (default 100 300)
+    .venv/bin/python benchmarks/fanout.py [--quick] [--paths native,native-sockets,tight,stock,workers] [N ...]
+    (default paths native,native-sockets,tight,stock; default N 100 300)
 
 ``native`` is the tight path with the native batched send (ccctl/media/native: header, libsrtp2
-and sendmmsg in C, one call per unit and feed); ``tight`` the same path with the Python send
-(``CCCTL_NATIVE=0``), the reference. Both report packets/s per core of fan-out CPU, to set beside
-the send-path table of issue 15 (72k Python path, 325k/541k native AES-CM/GCM, 685k plain send);
-the first lines measure the send paths alone the way that table was made (benchmarks/sendpath.py).
+and sendmmsg in C, one call per unit and feed) and every site on one shared UDP port
+(ccctl/media/udpmux: one ``sendmmsg`` carries the packets of many sites); ``native-sockets`` the
+same with a socket per site (``CCCTL_UDPMUX=0``, aioice's way: ``sendmmsg`` batches within one
+site only); ``tight`` the same path with the Python send (``CCCTL_NATIVE=0``), the reference,
+on the shared port. Each reports packets/s per core of fan-out CPU, printed beside the
+send-path table of issue 15 (72k Python path, 325k/541k native AES-CM/GCM, 685k plain send,
+1.85M sendmmsg+GSO send only); the first lines measure the send paths alone the way that table
+was made (benchmarks/sendpath.py).
 
 ``workers`` is the tight path in fan-out worker processes (``serve --workers``, here one
 worker, pinned to the same CPU as the main process, whose CPU is counted with the main's):
@@ -162,18 +167,21 @@ def made_packets(core: Any) -> int:
 
 
 async def server(n: int, fanout: str) -> dict[str, Any]:
-    from ccctl.media import native
+    from ccctl.media import native, udpmux
     from ccctl.media.core import MediaCore
     from ccctl.media.shard import ShardedCore
 
     path = fanout
-    os.environ[native.ENV] = "1" if path == "native" else "0"  # read per forwarder (and by workers)
-    if path == "native":
+    os.environ[native.ENV] = "1" if path.startswith("native") else "0"  # read per forwarder (and by workers)
+    os.environ[udpmux.ENV] = "0" if path.endswith("-sockets") else "1"  # read per subscription
+    if path.startswith("native"):
         if native.unavailable() is not None:
             raise SystemExit(f"native path: {native.describe()}")
         fanout = "tight"
-    core: Any = ShardedCore(SOURCE, tiers=TIERS, workers=1) if fanout == "workers" else MediaCore(SOURCE, tiers=TIERS,
-                                                                                                  fanout=fanout)
+    # The receivers' one core joins hundreds of peers while counting the packets of those already
+    # in: a session may take longer than the server's 20 s to connect, and is not ended for it.
+    core: Any = (ShardedCore(SOURCE, tiers=TIERS, workers=1) if fanout == "workers"
+                 else MediaCore(SOURCE, tiers=TIERS, fanout=fanout, connect_timeout=JOIN_TIMEOUT))
     await core.start()
     WORKER_PIDS[:] = [w.proc.pid for w in core._workers] if fanout == "workers" else []
     if n == 0:
@@ -205,9 +213,11 @@ async def server(n: int, fanout: str) -> dict[str, Any]:
         sent = await sent_packets(core)
         return cpu(), sent, made_packets(core), got["packets"], got["bytes"], program_counts(core) | {"cpu0": cpu0()}
 
-    if path in ("native", "tight"):  # the run used the path it is named after, for every stream
+    if path.startswith(("native", "tight")):  # the run used the path it is named after, for every stream
         used, streams = native_streams(core)
-        assert used == (streams if path == "native" else 0), f"{path}: {used} of {streams} streams native"
+        assert used == (streams if path.startswith("native") else 0), f"{path}: {used} of {streams} streams native"
+        ports = send_sockets(core)
+        assert (ports == 1) == (not path.endswith("-sockets")), f"{path}: sent from {ports} sockets"
     c0, s0, m0, r0, b0, p0 = await sample()
     t0 = time.monotonic()
     await asyncio.sleep(WINDOW)  # the measurement window
@@ -216,6 +226,8 @@ async def server(n: int, fanout: str) -> dict[str, Any]:
     proc.stdin.write(b"quit\n")
     await proc.stdin.drain()
     await proc.wait()
+    mux = getattr(core, "udp_mux", None)
+    port = {k: v for k, v in mux.counts().items() if v} if mux is not None and mux.ports else {}
     await core.close()
     sent = s1 - s0
     return {"n": n, "failed": asked - n, "path": path, "joined_s": joined_s, "cpu_s_per_s": (c1 - c0) / dt,
@@ -223,7 +235,7 @@ async def server(n: int, fanout: str) -> dict[str, Any]:
             "mbps_per_sub": (b1 - b0) * 8 / dt / n / 1e6, "program": {k: (p1[k] - p0[k]) / dt for k in p1 if k != "cpu0"},
             "cpu0_busy": (p1["cpu0"][0] - p0["cpu0"][0]) / dt, "cpu0_softirq": (p1["cpu0"][1] - p0["cpu0"][1]) / dt,
             "sent_ratio": sent / ((m1 - m0) * n) if fanout != "stock" and m1 > m0 else None,
-            "recv_ratio": (r1 - r0) / sent if sent else 0.0}
+            "recv_ratio": (r1 - r0) / sent if sent else 0.0, "port": port}
 
 
 async def baseline(core: Any) -> dict[str, Any]:
@@ -266,10 +278,16 @@ def report(base: dict[str, Any], r: dict[str, Any]) -> dict[str, float]:
           f"{subs_per_core:5.0f} subs/core  sent {sent}  recv {r['recv_ratio']:.3f}"
           + f"  (server's CPU busy {r['cpu0_busy']:.2f}, softirq {r['cpu0_softirq']:.2f})"
           + (f"  ({r['failed']} peers did not connect)" if r["failed"] else "")
+          + (f"  shared port: {r['port']}" if r.get("port") else "")
           + (f"  NOT FULL RATE: the core sent each site {rate:.2f} of the program's full rate (per second: "
              + ", ".join(f"{v:.1f} {k}" for k, v in r["program"].items()) + ")" if rate < FULL_RATE else ""),
           flush=True)
     return {"us": us, "subs_per_core": subs_per_core, "full_rate": rate >= FULL_RATE}
+
+
+def send_sockets(core: Any) -> int:
+    """How many sockets the core's forwarders send from (1: the shared port)."""
+    return len({id(f._sock) for s in core.sessions() if s.forwarders for f in s.forwarders.values()})
 
 
 def native_streams(core: Any) -> tuple[int, int]:
@@ -302,7 +320,7 @@ def main() -> None:
         return
     argv = sys.argv[1:]
     quick = "--quick" in argv
-    paths = ["native", "tight", "stock"]
+    paths = ["native", "native-sockets", "tight", "stock"]
     with_janus = "--no-janus" not in argv
     argv = [a for a in argv if a != "--no-janus"]
     if "--paths" in argv:
@@ -331,7 +349,8 @@ def main() -> None:
         if with_janus:
             figures[("janus", n)] = janus(n)
     for n in ns:
-        for ours, peers in (("native", ("tight", "stock", "janus")), ("tight", ("stock", "janus"))):
+        for ours, peers in (("native", ("native-sockets", "tight", "stock", "janus")),
+                            ("native-sockets", ("tight", "janus")), ("tight", ("stock", "janus"))):
             t = figures.get((ours, n))
             for peer in peers:
                 p = figures.get((peer, n))

@@ -44,6 +44,7 @@ from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from aiortc.rtp import RtcpRrPacket, RtcpSrPacket
 
 from ccctl.errors import NotFound, UsageError
+from ccctl.media import udpmux
 from ccctl.media.adapt import DEFAULT_ADAPT, AdaptPolicy, TierGovernor
 from ccctl.media.events import EventSink, EventSource
 from ccctl.media.fastpath import Forwarder, send_reports
@@ -150,6 +151,7 @@ class MediaCore(EventSource):
         self.program = program if program is not None else Program(source, self.tiers, fps=fps)
         super().__init__(on_event)
         self._ice_servers = [RTCIceServer(urls=url) for url in ice_servers]
+        self.udp_mux = udpmux.UdpMux() if not ice_servers else None  # one port for all sites (host candidates)
         self._sessions: dict[str, Session] = {}
         self._by_site: dict[str, Session] = {}
         self._reports: asyncio.Task[None] | None = None
@@ -186,6 +188,8 @@ class MediaCore(EventSource):
         await asyncio.gather(*(self._end(s, "closed") for s in list(self._sessions.values())))
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self.udp_mux is not None:
+            await self.udp_mux.close()
         await self.program.close()
 
     # -- subscribers --------------------------------------------------------------------------
@@ -214,7 +218,8 @@ class MediaCore(EventSource):
                 self._add_transceivers(session, kinds, spec)
             pc.on("connectionstatechange", functools.partial(self._on_state, session))
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-            await pc.setLocalDescription(await pc.createAnswer())
+            with udpmux.gathering(self.udp_mux if udpmux.enabled() else None):
+                await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
             await close_quietly(pc)
             raise MediaError(f"cannot answer {site_id}'s offer: {exc}") from None

@@ -15,7 +15,8 @@ Here a :class:`~ccctl.media.tiers.Feed` packetises each encoded unit once into a
    constant extension block (``mid``);
 2. encrypts it with the subscriber's SRTP session (keys from aiortc's DTLS): libsrtp called
    in place in pylibsrtp's buffer (see :func:`ccctl.media.seam.lean_srtp`);
-3. sends it from there with one ``sendto`` on the ICE pair's UDP socket.
+3. sends it from there with one ``sendto`` on the ICE pair's UDP socket: the process's one
+   shared port (:mod:`ccctl.media.udpmux`), or the site's own socket with ``CCCTL_UDPMUX=0``.
 
 Where the native sender is built (:mod:`ccctl.media.native`; ``CCCTL_NATIVE=0`` switches it
 off), a forwarder gets a C ``Sender`` with an SRTP session of its own when it is made, and steps

@@ -5,8 +5,9 @@ certificate and no bitrate estimators while a peer is built (:func:`lean_peers`)
 SSRC, counters and RTCP hooks (the tight fan-out sends RTP and sender reports itself), the ICE
 pair's socket and the SRTP session's buffer (one ``sendto`` and libsrtp in place per packet),
 the receiver's RTP hook (the simulator's counting), aioice's address lookup and consent checks
-and aiortc's "closed" flag (:mod:`ccctl.media.net`), and the SRTP keys of a DTLS session (the
-native sender). Every such reach is a function here, so that an upgrade of one of them is read
+and aiortc's "closed" flag (:mod:`ccctl.media.net`), the SRTP keys of a DTLS session (the
+native sender), and aioice's gathering, STUN protocol and parser (the shared UDP port,
+:mod:`ccctl.media.udpmux`). Every such reach is a function here, so that an upgrade of one of them is read
 against one file.
 
 :func:`check` verifies once, at ``serve`` start and in each simulator worker, that every private
@@ -23,6 +24,7 @@ import dis
 import importlib
 import importlib.metadata
 import inspect
+import struct
 import types
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -269,6 +271,99 @@ def mark_closed(pc: Any) -> None:
         closed.set_result(True)
 
 
+# -- one UDP port for many ICE connections (ccctl.media.udpmux) ------------------------------------
+
+
+def component_gathering() -> Callable[..., Awaitable[list[Any]]]:
+    """aioice's current gathering of one component's candidates (``Connection`` method)."""
+    import aioice.ice
+
+    gather: Callable[..., Awaitable[list[Any]]] = aioice.ice.Connection.get_component_candidates
+    return gather
+
+
+def replace_component_gathering(gather: Callable[..., Awaitable[list[Any]]]) -> None:
+    """Make every aioice connection gather a component's candidates with
+    ``gather(connection, component, addresses, timeout)`` (for this process)."""
+    import aioice.ice
+
+    aioice.ice.Connection.get_component_candidates = gather  # type: ignore[method-assign,assignment]
+
+
+def host_only(connection: Any) -> bool:
+    """Whether an aioice connection gathers host candidates only, for one component (no STUN or
+    TURN server, RTCP muxed: aiortc's way): what a shared port can serve."""
+    return (connection.stun_server is None and connection.turn_server is None
+            and connection._components == {1})
+
+
+def ice_credentials(connection: Any) -> tuple[str, str]:
+    """An aioice connection's local ufrag and password."""
+    return str(connection.local_username), str(connection.local_password)
+
+
+def stun_protocol(connection: Any, transport: Any, component: int, host: str, port: int) -> Any:
+    """An aioice ``StunProtocol`` of ``connection`` sending through ``transport``, with the
+    host candidate ``host:port`` of ``component`` (as ``get_component_candidates`` makes one)."""
+    from aioice.candidate import Candidate, candidate_foundation, candidate_priority
+    from aioice.ice import StunProtocol
+
+    protocol = StunProtocol(connection)
+    protocol.connection_made(transport)
+    protocol.local_candidate = Candidate(
+        foundation=candidate_foundation("host", "udp", host), component=component, transport="udp",
+        priority=candidate_priority(component, "host"), host=host, port=port, type="host")
+    return protocol
+
+
+def add_ice_protocol(connection: Any, protocol: Any) -> None:
+    """Count ``protocol`` among the connection's own (it pairs, checks and closes it)."""
+    connection._protocols.append(protocol)
+
+
+def protocol_candidate(protocol: Any) -> Any:
+    """The local candidate of an aioice ``StunProtocol``."""
+    return protocol.local_candidate
+
+
+def parse_stun(data: bytes) -> Any:
+    """aioice's parse of a STUN message, or None when it is malformed (its parser raises
+    ValueError on most bad input, struct.error or IndexError on some truncated attributes)."""
+    from aioice import stun
+
+    try:
+        return stun.parse_message(data)
+    except (ValueError, struct.error, IndexError, KeyError, TypeError):
+        return None
+
+
+def stun_class(message: Any) -> str:
+    """``request``, ``response`` (success or error) or ``indication``."""
+    from aioice import stun
+
+    if message.message_class == stun.Class.REQUEST:
+        return "request"
+    if message.message_class in (stun.Class.RESPONSE, stun.Class.ERROR):
+        return "response"
+    return "indication"
+
+
+def stun_username(message: Any) -> str | None:
+    """The USERNAME of a STUN message (None without one)."""
+    username = message.attributes.get("USERNAME")
+    return username if isinstance(username, str) else None
+
+
+def stun_transaction(message: Any) -> bytes:
+    """A STUN message's transaction id."""
+    return bytes(message.transaction_id)
+
+
+def stun_authentic(message: Any, key: bytes) -> bool:
+    """Whether a STUN message carries a MESSAGE-INTEGRITY that checks with ``key``."""
+    return "MESSAGE-INTEGRITY" in message.attributes and bool(message.check_message_integrity(key))
+
+
 # -- the SRTP keys of a DTLS session (ccctl.media.native) -----------------------------------------
 
 
@@ -348,6 +443,21 @@ REACHES: tuple[Reach, ...] = (
     Reach("aioice", "aioice.ice:Connection", "data_received", "callable", 3),
     Reach("aioice", "aioice.ice", "get_host_addresses", "callable", 2),
     Reach("aioice", "aioice.ice:StunProtocol", "request", "callable", 3),
+    # the shared UDP port (ccctl.media.udpmux)
+    Reach("aioice", "aioice.ice:Connection", "get_component_candidates", "callable", 3),
+    Reach("aioice", "aioice.ice:Connection", "stun_server", "field"),
+    Reach("aioice", "aioice.ice:Connection", "turn_server", "field"),
+    Reach("aioice", "aioice.ice:Connection", "_components", "field"),
+    Reach("aioice", "aioice.ice:Connection", "local_username"),
+    Reach("aioice", "aioice.ice:Connection", "local_password"),
+    Reach("aioice", "aioice.ice:StunProtocol", "connection_made", "callable", 2),
+    Reach("aioice", "aioice.ice:StunProtocol", "connection_lost", "callable", 2),
+    Reach("aioice", "aioice.ice:StunProtocol", "datagram_received", "callable", 3),
+    Reach("aioice", "aioice.ice:StunProtocol", "local_candidate", "declared"),
+    Reach("aioice", "aioice.candidate", "candidate_foundation", "callable", 3),
+    Reach("aioice", "aioice.candidate", "candidate_priority", "callable", 2),
+    Reach("aioice", "aioice.stun", "parse_message", "callable", 1),
+    Reach("aioice", "aioice.stun:Message", "check_message_integrity", "callable", 2),
     Reach("pylibsrtp", "pylibsrtp:Session", "_buffer", "field"),
     Reach("pylibsrtp", "pylibsrtp:Session", "_srtp", "field"),
     Reach("pylibsrtp", "pylibsrtp:Session", "_cdata", "field"),

@@ -6,7 +6,10 @@ per packet per subscriber here, nearly all of it Python and system calls. Here o
 unit and feed (:func:`_fanout.send_unit`) does all of it in C with the GIL released: RTP header
 (SSRC, sequence, timestamp offset, the ``mid`` extension block), SRTP from libsrtp (the copy
 pylibsrtp bundles, on OpenSSL: the library the Python path and aiortc use; AES-CM/HMAC-SHA1 or
-AES-GCM, RFC 7714, whichever the DTLS handshake chose) and ``sendmmsg`` per socket. Debian's
+AES-GCM, RFC 7714, whichever the DTLS handshake chose) and ``sendmmsg`` per socket: on the
+shared UDP port (:mod:`ccctl.media.udpmux`) one call carries the packets of many subscribers,
+and a subscriber's equal-size packets of one unit go as one UDP GSO message (``CCCTL_GSO=0``
+sends them one by one; the first GSO message a kernel refuses switches it off for the process). Debian's
 libsrtp2 was tried first: built on NSS, it protected slower than the Python path (see fanout.c).
 
 Pieces:
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENV = "CCCTL_NATIVE"  # "0": use the Python path even when the extension is there
+GSO_ENV = "CCCTL_GSO"  # "0": no UDP GSO (one datagram per message), read at import
 
 _fanout: Any = None
 _MISSING: str | None = None
@@ -51,6 +55,9 @@ else:
         _fanout = importlib.import_module(f"{__name__}._fanout")
     except ImportError as exc:  # built, but it does not load here (pylibsrtp changed, another Python)
         _MISSING = f"the native sender does not load ({exc})"
+
+if _fanout is not None and os.environ.get(GSO_ENV, "1") == "0":
+    _fanout.set_gso(False)
 
 BEHIND, GONE = 1, 2  # send_unit's status bytes (3, an SRTP failure, is handled as gone)
 
@@ -67,7 +74,8 @@ def describe() -> str:
     why = unavailable()
     if why is not None:
         return f"fan-out: Python send path ({why})"
-    return f"fan-out: native send path (libsrtp of pylibsrtp {pylibsrtp.__version__}, sendmmsg)"
+    gso = "UDP GSO" if _fanout.gso_stats()[0] else f"no UDP GSO ({GSO_ENV}=0 or refused by the kernel)"
+    return f"fan-out: native send path (libsrtp of pylibsrtp {pylibsrtp.__version__}, sendmmsg, {gso})"
 
 
 def tx_key(dtls: Any) -> tuple[int, bytes]:

@@ -5,8 +5,9 @@
  * header (its SSRC, its own sequence counter, the program timestamp plus its offset, its
  * payload type and the marker on the last packet) and its constant extension block (the
  * `mid`), protects it with SRTP from libsrtp (no crypto of ours) and sends the packets with
- * sendmmsg, consecutive packets on one socket in one system call. The GIL is released from
- * the first header to the last send.
+ * sendmmsg, consecutive packets on one socket in one system call (on the shared UDP port,
+ * ccctl/media/udpmux.py, the packets of many subscribers), a subscriber's consecutive packets of
+ * one size as one UDP GSO message. The GIL is released from the first header to the last send.
  *
  * Which libsrtp: the one pylibsrtp bundles (libsrtp 2 on OpenSSL, AES-NI), the very library the
  * Python path and aiortc use, called through the function address its cffi module exposes
@@ -47,7 +48,15 @@ static PyObject *session_type;         /* pylibsrtp.Session */
 static PyObject *srtp_ffi;             /* pylibsrtp._binding.ffi */
 
 #define SLOT 2048                 /* bytes per packet slot: header + payload + SRTP trailer */
-#define BATCH 32                  /* packets protected before one round of sendmmsg */
+#define BATCH 64                  /* packets protected before one round of sendmmsg */
+#define GSO_MAX_SEGS 32           /* packets per GSO message (the kernel takes 64 or more) */
+#define GSO_MAX_BYTES 60000       /* bytes per GSO message (one UDP datagram's limit, less headers) */
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103           /* linux/udp.h */
+#endif
 #define MAX_EXT 256               /* the constant extension block (ours is 8-12 bytes) */
 #define MAX_PAYLOADS 4096         /* packets per unit (a 720p keyframe is ~100) */
 #define MAX_PACKET (SLOT - SRTP_MAX_TRAILER_LEN)
@@ -66,7 +75,7 @@ typedef struct {
     uint16_t seq;
     uint8_t ext[MAX_EXT];
     Py_ssize_t extlen;
-    int video, busy;
+    int video, busy, inet;        /* inet: a UDP destination (GSO); not a Unix socket's */
     char need_keyframe;           /* T_BOOL: a char */
     unsigned long long packets, octets, delivered, dropped;
     uint32_t last_ts;
@@ -122,18 +131,21 @@ parse_addr(Sender *self, const char *host, int port)
         un->sun_family = AF_UNIX;
         memcpy(un->sun_path, host, n + 1);
         self->addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+        self->inet = 0;  /* GSO is UDP's: a Unix socket would take the run as one datagram */
         return 0;
     }
     if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
         v4->sin_family = AF_INET;
         v4->sin_port = htons((uint16_t)port);
         self->addrlen = sizeof(*v4);
+        self->inet = 1;
         return 0;
     }
     if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
         v6->sin6_family = AF_INET6;
         v6->sin6_port = htons((uint16_t)port);
         self->addrlen = sizeof(*v6);
+        self->inet = 1;
         return 0;
     }
     PyErr_Format(PyExc_ValueError, "not a numeric IP address: %.100s", host);
@@ -247,13 +259,14 @@ static PyTypeObject SenderType = {
     .tp_members = Sender_members,
 };
 
-/* One packet waiting in the arena for its sendmmsg. */
-typedef struct {
-    Sender *s;
-    struct iovec iov;
-} Pending;
-
 static __thread unsigned char *arena = NULL;  /* BATCH slots per thread, allocated once */
+
+/* UDP GSO (Linux 4.18+): one message of several equal-size packets to one subscriber, cut into
+ * datagrams by the kernel (or the NIC) after the stack is walked once. On until the kernel
+ * refuses a GSO message once (then off for the process, that message resent packet by packet),
+ * or until set_gso(False). */
+static int gso_on = 1;
+static unsigned long long gso_messages, gso_packets;  /* messages sent with UDP_SEGMENT, their packets */
 
 static void
 fail(Sender *s, int err)
@@ -270,43 +283,99 @@ fail(Sender *s, int err)
     }
 }
 
-/* Send the pending packets: each run of packets on one socket in sendmmsg calls. */
+/* The packets of one subscriber from who[k] on that can go as one GSO message: equal sizes, a
+ * shorter one only last (the kernel's rule), within GSO_MAX_SEGS and GSO_MAX_BYTES. */
+static int
+gso_run(Sender **who, struct iovec *iov, int k, int end)
+{
+    Sender *s = who[k];
+    if (!gso_on || !s->inet)
+        return 1;
+    size_t size = iov[k].iov_len, total = size;
+    int run = 1;
+    while (k + run < end && who[k + run] == s && run < GSO_MAX_SEGS && iov[k + run].iov_len <= size &&
+           total + iov[k + run].iov_len <= GSO_MAX_BYTES) {
+        total += iov[k + run].iov_len;
+        run++;
+        if (iov[k + run - 1].iov_len < size)
+            break;
+    }
+    return run;
+}
+
+/* Send the pending packets (who[i] sends iov[i]): each run of packets on one socket in sendmmsg
+ * calls, a subscriber's consecutive packets of one size as one GSO message. */
 static void
-flush(Pending *pend, int count)
+flush(Sender **who, struct iovec *iov, int count)
 {
     struct mmsghdr msgs[BATCH];
+    Sender *owner[BATCH];          /* the subscriber of msgs[n] */
+    int first[BATCH], segs[BATCH]; /* its first packet and how many it carries */
+    union {
+        char buf[CMSG_SPACE(sizeof(uint16_t))];
+        struct cmsghdr align;
+    } ctl[BATCH];
     int i = 0;
     while (i < count) {
-        int fd = pend[i].s->fd, end = i;
-        while (end < count && pend[end].s->fd == fd)
+        int fd = who[i]->fd, end = i;
+        while (end < count && who[end]->fd == fd)
             end++;
         int n = 0;
-        for (int k = i; k < end; k++) {
-            if (pend[k].s->status != ST_OK)
+        for (int k = i; k < end;) {
+            Sender *s = who[k];
+            if (s->status != ST_OK) {
+                k++;
                 continue;  /* this subscriber failed earlier in the unit */
+            }
+            int run = gso_run(who, iov, k, end);
             memset(&msgs[n], 0, sizeof(msgs[n]));
-            msgs[n].msg_hdr.msg_name = &pend[k].s->addr;
-            msgs[n].msg_hdr.msg_namelen = pend[k].s->addrlen;
-            msgs[n].msg_hdr.msg_iov = &pend[k].iov;
-            msgs[n].msg_hdr.msg_iovlen = 1;
-            pend[n + BATCH] = pend[k];  /* the sender of msgs[n] (the upper half is scratch) */
+            msgs[n].msg_hdr.msg_name = &s->addr;
+            msgs[n].msg_hdr.msg_namelen = s->addrlen;
+            msgs[n].msg_hdr.msg_iov = &iov[k];
+            msgs[n].msg_hdr.msg_iovlen = (size_t)run;
+            if (run > 1) {
+                memset(&ctl[n], 0, sizeof(ctl[n]));
+                msgs[n].msg_hdr.msg_control = ctl[n].buf;
+                msgs[n].msg_hdr.msg_controllen = sizeof(ctl[n].buf);
+                struct cmsghdr *cm = CMSG_FIRSTHDR(&msgs[n].msg_hdr);
+                cm->cmsg_level = SOL_UDP;
+                cm->cmsg_type = UDP_SEGMENT;
+                cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+                uint16_t size = (uint16_t)iov[k].iov_len;
+                memcpy(CMSG_DATA(cm), &size, sizeof(size));
+            }
+            owner[n] = s;
+            first[n] = k;
+            segs[n] = run;
             n++;
+            k += run;
         }
         int at = 0;
         while (at < n) {
             int r = sendmmsg(fd, msgs + at, (unsigned int)(n - at), MSG_DONTWAIT);
             if (r < 0) {
-                if (errno == EINTR)
+                int err = errno;
+                if (err == EINTR)
                     continue;
-                Sender *bad = pend[at + BATCH].s;
-                fail(bad, errno);
+                if (segs[at] > 1 && (err == EINVAL || err == EIO || err == EOPNOTSUPP || err == ENOPROTOOPT)) {
+                    gso_on = 0;  /* this kernel or device takes no GSO: the rest packet by packet */
+                    flush(who + first[at], iov + first[at], end - first[at]);
+                    break;
+                }
+                Sender *bad = owner[at];
+                fail(bad, err);
                 at++;
-                while (at < n && pend[at + BATCH].s == bad)
+                while (at < n && owner[at] == bad)
                     at++;  /* the rest of its packets are dropped with it */
                 continue;
             }
-            for (int k = at; k < at + r; k++)
-                pend[k + BATCH].s->sent++;
+            for (int k = at; k < at + r; k++) {
+                owner[k]->sent += segs[k];
+                if (segs[k] > 1) {
+                    __atomic_fetch_add(&gso_messages, 1, __ATOMIC_RELAXED);
+                    __atomic_fetch_add(&gso_packets, (unsigned long long)segs[k], __ATOMIC_RELAXED);
+                }
+            }
             at += r;
         }
         i = end;
@@ -390,7 +459,8 @@ send_unit(PyObject *module, PyObject *args)
     }
 
     Py_BEGIN_ALLOW_THREADS
-    Pending pend[2 * BATCH];
+    Sender *who[BATCH];
+    struct iovec iov[BATCH];
     int count = 0;
     uint32_t ts32 = (uint32_t)timestamp;  /* the RTP clock wraps at 32 bits, as the Python path masks */
     for (Py_ssize_t j = 0; j < ns; j++) {
@@ -407,7 +477,7 @@ send_unit(PyObject *module, PyObject *args)
         uint32_t ts = ts32 + s->ts_offset;
         for (Py_ssize_t i = 0; i < np && s->status == ST_OK; i++) {
             if (count == BATCH) {
-                flush(pend, count);
+                flush(who, iov, count);
                 count = 0;
                 if (s->status != ST_OK)
                     break;
@@ -434,14 +504,14 @@ send_unit(PyObject *module, PyObject *args)
                 break;
             }
             s->seq = (uint16_t)(seq + 1);  /* used up even if the send fails: never reused */
-            pend[count].s = s;
-            pend[count].iov.iov_base = buf;
-            pend[count].iov.iov_len = (size_t)len;
+            who[count] = s;
+            iov[count].iov_base = buf;
+            iov[count].iov_len = (size_t)len;
             count++;
         }
     }
     if (count)
-        flush(pend, count);
+        flush(who, iov, count);
     for (Py_ssize_t j = 0; j < ns; j++) {
         Sender *s = list[j];
         if (s->sent) {
@@ -476,8 +546,27 @@ out:
     return result;
 }
 
+static PyObject *
+set_gso(PyObject *module, PyObject *arg)
+{
+    int on = PyObject_IsTrue(arg);
+    if (on < 0)
+        return NULL;
+    int was = __atomic_exchange_n(&gso_on, on, __ATOMIC_RELAXED);
+    return PyBool_FromLong(was);
+}
+
+static PyObject *
+gso_stats(PyObject *module, PyObject *unused)
+{
+    return Py_BuildValue("(iKK)", __atomic_load_n(&gso_on, __ATOMIC_RELAXED),
+                         __atomic_load_n(&gso_messages, __ATOMIC_RELAXED), __atomic_load_n(&gso_packets, __ATOMIC_RELAXED));
+}
+
 static PyMethodDef methods[] = {
     {"send_unit", send_unit, METH_VARARGS, send_unit_doc},
+    {"set_gso", set_gso, METH_O, "set_gso(on) -> bool: send a subscriber's equal-size packets as one UDP GSO message (returns the previous setting)"},
+    {"gso_stats", gso_stats, METH_NOARGS, "gso_stats() -> (on, messages, packets): whether GSO is used, and what it has sent"},
     {NULL, NULL, 0, NULL}
 };
 
