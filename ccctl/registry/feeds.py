@@ -129,8 +129,11 @@ _CONFLICT = ("ON CONFLICT (feed, indicator, unit_code, day) DO UPDATE SET value 
 def _upsert_values(db: Database, feed: str, values: Iterable[tuple[str, str, str, float]]) -> None:
     """Insert or update values, inside the pull's transaction. SQLite: one prepared statement
     (fast in process). PostgreSQL: the rows are streamed with COPY (binary) into a temporary
-    table dropped at commit, then merged by one ``INSERT ... SELECT ... ON CONFLICT``; a
-    failure anywhere rolls the whole pull back."""
+    table dropped at commit, then merged in two statements. Values of days after the feed's
+    newest stored day cannot be stored yet (every stored day is at most ``newest_day``, which
+    only this transaction moves, under the feed's lock): a plain INSERT, no lookup and no
+    speculative insertion per row, the daily case. Values of days already stored: one upsert
+    that leaves unchanged values alone. A failure anywhere rolls the whole pull back."""
     if db.dialect != "postgresql":
         db.executemany("INSERT INTO feed_values (feed, indicator, unit_code, day, value) VALUES (?, ?, ?, ?, ?) "
                        + _CONFLICT, [(feed, *row) for row in values])
@@ -140,8 +143,15 @@ def _upsert_values(db: Database, feed: str, values: Iterable[tuple[str, str, str
                    "day TEXT NOT NULL, value DOUBLE PRECISION NOT NULL) ON COMMIT DROP")
         db.copy_rows("feed_values_in", ("indicator", "unit_code", "day", "value"), ("text", "text", "text", "float8"),
                      values)
-        db.execute("INSERT INTO feed_values (feed, indicator, unit_code, day, value) "
-                   "SELECT ?, indicator, unit_code, day, value FROM feed_values_in " + _CONFLICT, (feed,))
+        stored = db.query("SELECT newest_day FROM feeds WHERE name = ?", (feed,))
+        newest = stored[0][0] if stored else None
+        insert = "INSERT INTO feed_values (feed, indicator, unit_code, day, value) SELECT ?, indicator, unit_code, day, value " \
+                 "FROM feed_values_in"
+        if newest is None:
+            db.execute(insert, (feed,))
+            return
+        db.execute(insert + " WHERE day > ?", (feed, newest))
+        db.execute(insert + " WHERE day <= ? " + _CONFLICT, (feed, newest))
 
 
 def add_events(db: Database, feed: str, events: Sequence[tuple[str, str | None, str | None, str]],
@@ -168,9 +178,15 @@ def record_not_modified(db: Database, feed: str) -> None:
 
 
 def indicators(db: Database, feed: str) -> list[str]:
-    """The indicators a feed has history for."""
-    return [r[0] for r in db.query("SELECT DISTINCT indicator FROM feed_values WHERE feed = ? ORDER BY indicator",
-                                   (feed,))]
+    """The indicators a feed has history for. A skip scan (each next indicator by one index
+    descent) rather than DISTINCT, which reads every value of the feed: a handful of
+    lookups, however long the history."""
+    return [r[0] for r in db.query(
+        "WITH RECURSIVE found (indicator) AS ("
+        "SELECT MIN(indicator) FROM feed_values WHERE feed = ? "
+        "UNION ALL SELECT (SELECT MIN(indicator) FROM feed_values WHERE feed = ? AND indicator > found.indicator) "
+        "FROM found WHERE found.indicator IS NOT NULL) "
+        "SELECT indicator FROM found WHERE indicator IS NOT NULL ORDER BY indicator", (feed, feed))]
 
 
 def latest_values(db: Database, feed: str, at: str | None = None) -> list[tuple[str, str, str, float]]:
@@ -192,16 +208,39 @@ def latest_values(db: Database, feed: str, at: str | None = None) -> list[tuple[
 
 def series(db: Database, feed: str, indicator: str, since: str | None = None,
            units: Sequence[str] | None = None) -> list[tuple[str, str, float]]:
-    """(unit, day, value) of one indicator over time, for sparklines and history."""
-    sql = "SELECT unit_code, day, value FROM feed_values WHERE feed = ? AND indicator = ?"
-    params: list[Any] = [feed, indicator]
+    """(unit, day, value) of one indicator over time, by unit then day, for sparklines and history."""
+    where, params = _series_where(feed, indicator, since, units)
+    return [(u, d, v) for u, d, v in db.query(
+        f"SELECT unit_code, day, value FROM feed_values AS v WHERE {where} ORDER BY unit_code, day", params)]
+
+
+# The column of ``units`` naming a unit's place at each level above the commune.
+_PLACE = {"province": "province_code", "district": "district_code"}
+
+
+def series_grouped(db: Database, feed: str, indicator: str, scheme: str, level: str, by: str, worst: bool,
+                   since: str | None = None, units: Sequence[str] | None = None) -> list[tuple[str, str, float]]:
+    """(place, day, value) of one indicator over time, the feed's ``level`` units summed up to
+    their place at level ``by`` (``worst``: the highest value, for risk levels), by place then
+    day, grouped by the database. A unit with no such place (unknown to the registry, or a
+    2025 commune with no district) stands for itself."""
+    where, params = _series_where(feed, indicator, since, units)
+    return [(g, d, v) for g, d, v in db.query(
+        f"SELECT COALESCE(u.{_PLACE[by]}, v.unit_code) AS place, v.day, {'MAX' if worst else 'SUM'}(v.value) "
+        "FROM feed_values AS v LEFT JOIN units AS u ON u.scheme = ? AND u.level = ? AND u.code = v.unit_code "
+        f"WHERE {where} GROUP BY COALESCE(u.{_PLACE[by]}, v.unit_code), v.day ORDER BY place, v.day",
+        [scheme, level, *params])]
+
+
+def _series_where(feed: str, indicator: str, since: str | None, units: Sequence[str] | None) -> tuple[str, list[Any]]:
+    where, params = "v.feed = ? AND v.indicator = ?", [feed, indicator]
     if since:
-        sql += " AND day >= ?"
+        where += " AND v.day >= ?"
         params.append(since)
     if units:
-        sql += f" AND unit_code IN ({', '.join('?' for _ in units)})"
+        where += f" AND v.unit_code IN ({', '.join('?' for _ in units)})"
         params += list(units)
-    return [(u, d, v) for u, d, v in db.query(sql + " ORDER BY unit_code, day", params)]
+    return where, params
 
 
 def feed_events(db: Database, feed: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
