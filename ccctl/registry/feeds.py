@@ -129,11 +129,12 @@ _CONFLICT = ("ON CONFLICT (feed, indicator, unit_code, day) DO UPDATE SET value 
 def _upsert_values(db: Database, feed: str, values: Iterable[tuple[str, str, str, float]]) -> None:
     """Insert or update values, inside the pull's transaction. SQLite: one prepared statement
     (fast in process). PostgreSQL: the rows are streamed with COPY (binary) into a temporary
-    table dropped at commit, then merged in two statements. Values of days after the feed's
-    newest stored day cannot be stored yet (every stored day is at most ``newest_day``, which
-    only this transaction moves, under the feed's lock): a plain INSERT, no lookup and no
-    speculative insertion per row, the daily case. Values of days already stored: one upsert
-    that leaves unchanged values alone. A failure anywhere rolls the whole pull back."""
+    table dropped at commit, then merged in two statements, split at each indicator's newest
+    stored day (one index lookup per indicator). Values after it cannot be stored yet: a plain
+    INSERT, no lookup and no speculative insertion per row (a new day, the daily case). Values
+    up to it: one upsert that leaves unchanged values alone. Writers of a feed hold its lock
+    (``store_pull``), so nothing stores a day between the two. A failure anywhere rolls the
+    whole pull back."""
     if db.dialect != "postgresql":
         db.executemany("INSERT INTO feed_values (feed, indicator, unit_code, day, value) VALUES (?, ?, ?, ?, ?) "
                        + _CONFLICT, [(feed, *row) for row in values])
@@ -143,15 +144,14 @@ def _upsert_values(db: Database, feed: str, values: Iterable[tuple[str, str, str
                    "day TEXT NOT NULL, value DOUBLE PRECISION NOT NULL) ON COMMIT DROP")
         db.copy_rows("feed_values_in", ("indicator", "unit_code", "day", "value"), ("text", "text", "text", "float8"),
                      values)
-        stored = db.query("SELECT newest_day FROM feeds WHERE name = ?", (feed,))
-        newest = stored[0][0] if stored else None
-        insert = "INSERT INTO feed_values (feed, indicator, unit_code, day, value) SELECT ?, indicator, unit_code, day, value " \
-                 "FROM feed_values_in"
-        if newest is None:
-            db.execute(insert, (feed,))
-            return
-        db.execute(insert + " WHERE day > ?", (feed, newest))
-        db.execute(insert + " WHERE day <= ? " + _CONFLICT, (feed, newest))
+        db.execute("CREATE TEMPORARY TABLE feed_values_newest ON COMMIT DROP AS SELECT n.indicator, "
+                   "(SELECT MAX(f.day) FROM feed_values AS f WHERE f.feed = ? AND f.indicator = n.indicator) AS day "
+                   "FROM (SELECT DISTINCT indicator FROM feed_values_in) AS n", (feed,))
+        merge = ("INSERT INTO feed_values (feed, indicator, unit_code, day, value) "
+                 "SELECT ?, n.indicator, n.unit_code, n.day, n.value FROM feed_values_in AS n "
+                 "JOIN feed_values_newest AS s ON s.indicator = n.indicator ")
+        db.execute(merge + "WHERE s.day IS NULL OR n.day > s.day", (feed,))
+        db.execute(merge + "WHERE n.day <= s.day " + _CONFLICT, (feed,))
 
 
 def add_events(db: Database, feed: str, events: Sequence[tuple[str, str | None, str | None, str]],
@@ -225,10 +225,13 @@ def series_grouped(db: Database, feed: str, indicator: str, scheme: str, level: 
     day, grouped by the database. A unit with no such place (unknown to the registry, or a
     2025 commune with no district) stands for itself."""
     where, params = _series_where(feed, indicator, since, units)
+    # A lookup of each value's unit by its key rather than a join: the planner cannot pick a
+    # scan of every unit per value on a registry whose statistics are not gathered yet.
+    place = (f"COALESCE((SELECT u.{_PLACE[by]} FROM units AS u WHERE u.scheme = ? AND u.level = ? "
+             "AND u.code = v.unit_code), v.unit_code)")
     return [(g, d, v) for g, d, v in db.query(
-        f"SELECT COALESCE(u.{_PLACE[by]}, v.unit_code) AS place, v.day, {'MAX' if worst else 'SUM'}(v.value) "
-        "FROM feed_values AS v LEFT JOIN units AS u ON u.scheme = ? AND u.level = ? AND u.code = v.unit_code "
-        f"WHERE {where} GROUP BY COALESCE(u.{_PLACE[by]}, v.unit_code), v.day ORDER BY place, v.day",
+        f"SELECT place, day, {'MAX' if worst else 'SUM'}(value) FROM (SELECT {place} AS place, v.day, v.value "
+        f"FROM feed_values AS v WHERE {where}) AS placed GROUP BY place, day ORDER BY place, day",
         [scheme, level, *params])]
 
 
