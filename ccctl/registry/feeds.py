@@ -129,29 +129,46 @@ _CONFLICT = ("ON CONFLICT (feed, indicator, unit_code, day) DO UPDATE SET value 
 def _upsert_values(db: Database, feed: str, values: Iterable[tuple[str, str, str, float]]) -> None:
     """Insert or update values, inside the pull's transaction. SQLite: one prepared statement
     (fast in process). PostgreSQL: the rows are streamed with COPY (binary) into a temporary
-    table dropped at commit, then merged in two statements, split at each indicator's newest
-    stored day (one index lookup per indicator). Values after it cannot be stored yet: a plain
-    INSERT, no lookup and no speculative insertion per row (a new day, the daily case). Values
-    up to it: one upsert that leaves unchanged values alone. Writers of a feed hold its lock
-    (``store_pull``), so nothing stores a day between the two. A failure anywhere rolls the
-    whole pull back."""
+    table dropped at commit, then merged, split at each indicator's newest stored day (one
+    index lookup per indicator). Values after it cannot be stored yet: a plain INSERT, no
+    lookup and no speculative insertion per row (a new day, the daily case). Values up to it:
+    one upsert that leaves unchanged values alone. Writers of a feed hold its lock
+    (``store_pull``), so nothing stores a day meanwhile. A failure anywhere rolls the whole
+    pull back."""
     if db.dialect != "postgresql":
         db.executemany("INSERT INTO feed_values (feed, indicator, unit_code, day, value) VALUES (?, ?, ?, ?, ?) "
                        + _CONFLICT, [(feed, *row) for row in values])
         return
+    span: dict[str, tuple[str, str]] = {}  # indicator -> the pull's (first, last) day
+
+    def spanned(rows: Iterable[tuple[str, str, str, float]]) -> Iterable[tuple[str, str, str, float]]:
+        for row in rows:
+            indicator, _, day, _ = row
+            first_last = span.get(indicator)
+            if first_last is None:
+                span[indicator] = (day, day)
+            elif day < first_last[0] or day > first_last[1]:
+                span[indicator] = (min(day, first_last[0]), max(day, first_last[1]))
+            yield row
+
     with db.transaction():
         db.execute("CREATE TEMPORARY TABLE feed_values_in (indicator TEXT NOT NULL, unit_code TEXT NOT NULL, "
                    "day TEXT NOT NULL, value DOUBLE PRECISION NOT NULL) ON COMMIT DROP")
         db.copy_rows("feed_values_in", ("indicator", "unit_code", "day", "value"), ("text", "text", "text", "float8"),
-                     values)
-        db.execute("CREATE TEMPORARY TABLE feed_values_newest ON COMMIT DROP AS SELECT n.indicator, "
-                   "(SELECT MAX(f.day) FROM feed_values AS f WHERE f.feed = ? AND f.indicator = n.indicator) AS day "
-                   "FROM (SELECT DISTINCT indicator FROM feed_values_in) AS n", (feed,))
-        merge = ("INSERT INTO feed_values (feed, indicator, unit_code, day, value) "
-                 "SELECT ?, n.indicator, n.unit_code, n.day, n.value FROM feed_values_in AS n "
-                 "JOIN feed_values_newest AS s ON s.indicator = n.indicator ")
-        db.execute(merge + "WHERE s.day IS NULL OR n.day > s.day", (feed,))
-        db.execute(merge + "WHERE n.day <= s.day " + _CONFLICT, (feed,))
+                     spanned(values))
+        newest = {i: db.query("SELECT MAX(day) FROM feed_values WHERE feed = ? AND indicator = ?", (feed, i))[0][0]
+                  for i in span}
+        insert = ("INSERT INTO feed_values (feed, indicator, unit_code, day, value) "
+                  "SELECT ?, n.indicator, n.unit_code, n.day, n.value FROM feed_values_in AS n ")
+        if all(newest[i] is None or first > newest[i] for i, (first, _) in span.items()):
+            db.execute(insert, (feed,))
+        elif all(newest[i] is not None and last <= newest[i] for i, (_, last) in span.items()):
+            db.execute(insert + _CONFLICT, (feed,))
+        else:  # some indicators' days on both sides: split row by row at their newest day
+            split = "JOIN unnest(?::text[], ?::text[]) AS s (indicator, day) ON s.indicator = n.indicator "
+            params = (feed, list(newest), list(newest.values()))
+            db.execute(insert + split + "WHERE s.day IS NULL OR n.day > s.day", params)
+            db.execute(insert + split + "WHERE n.day <= s.day " + _CONFLICT, params)
 
 
 def add_events(db: Database, feed: str, events: Sequence[tuple[str, str | None, str | None, str]],
