@@ -139,30 +139,27 @@ def _upsert_values(db: Database, feed: str, values: Iterable[tuple[str, str, str
         db.executemany("INSERT INTO feed_values (feed, indicator, unit_code, day, value) VALUES (?, ?, ?, ?, ?) "
                        + _CONFLICT, [(feed, *row) for row in values])
         return
-    span: dict[str, tuple[str, str]] = {}  # indicator -> the pull's (first, last) day
-
-    def spanned(rows: Iterable[tuple[str, str, str, float]]) -> Iterable[tuple[str, str, str, float]]:
-        for row in rows:
-            indicator, _, day, _ = row
-            first_last = span.get(indicator)
-            if first_last is None:
-                span[indicator] = (day, day)
-            elif day < first_last[0] or day > first_last[1]:
-                span[indicator] = (min(day, first_last[0]), max(day, first_last[1]))
-            yield row
-
     with db.transaction():
         db.execute("CREATE TEMPORARY TABLE feed_values_in (indicator TEXT NOT NULL, unit_code TEXT NOT NULL, "
                    "day TEXT NOT NULL, value DOUBLE PRECISION NOT NULL) ON COMMIT DROP")
         db.copy_rows("feed_values_in", ("indicator", "unit_code", "day", "value"), ("text", "text", "text", "float8"),
-                     spanned(values))
-        newest = {i: db.query("SELECT MAX(day) FROM feed_values WHERE feed = ? AND indicator = ?", (feed, i))[0][0]
-                  for i in span}
+                     values)
+        # Per indicator: the pull's first and last day against the newest stored (one index lookup).
+        newest: dict[str, str | None] = {}
+        after: list[bool] = []  # per indicator: every day of the pull after the stored ones
+        within: list[bool] = []  # per indicator: none after
+        for indicator, first, last, stored in db.query(
+                "SELECT n.indicator, MIN(n.day), MAX(n.day), (SELECT MAX(f.day) FROM feed_values AS f "
+                "WHERE f.feed = ? AND f.indicator = n.indicator) FROM feed_values_in AS n GROUP BY n.indicator",
+                (feed,)):
+            newest[indicator] = stored
+            after.append(stored is None or first > stored)
+            within.append(stored is not None and last <= stored)
         insert = ("INSERT INTO feed_values (feed, indicator, unit_code, day, value) "
                   "SELECT ?, n.indicator, n.unit_code, n.day, n.value FROM feed_values_in AS n ")
-        if all(newest[i] is None or first > newest[i] for i, (first, _) in span.items()):
+        if all(after):
             db.execute(insert, (feed,))
-        elif all(newest[i] is not None and last <= newest[i] for i, (_, last) in span.items()):
+        elif all(within):
             db.execute(insert + _CONFLICT, (feed,))
         else:  # some indicators' days on both sides: split row by row at their newest day
             split = "JOIN unnest(?::text[], ?::text[]) AS s (indicator, day) ON s.indicator = n.indicator "
