@@ -42,18 +42,12 @@ class UnitJoiner:
         self.by_name: dict[str, list[Unit]] = defaultdict(list)
         for u in units:
             self.by_code[u.code] = u
-            name = fold_name(u.name)
-            if u.full_name.endswith(" " + u.name):  # "Xã Tân Phong": the type's fold (cached) and the name's
-                full = " ".join(k for k in (fold_name(u.full_name[:-len(u.name) - 1]), name) if k)
-            else:
-                full = fold_name(u.full_name)
-            self.by_full[full].append(u)
-            self.by_name[name].append(u)
+            self.by_full[fold_name(u.full_name)].append(u)
+            self.by_name[fold_name(u.name)].append(u)
         # Units above (provinces, districts) to read a parent column: code -> unit, name -> units.
         self.parents = {lvl: UnitJoiner(lvl, scheme, [u for u in above if u.level == lvl])
                         for lvl in {u.level for u in above}} if above else {}
         self._cache: dict[tuple[str, tuple[tuple[str, str], ...]], Unit | str] = {}
-        self._above: dict[tuple[str, str], set[str]] = {}  # (level, parent cell) -> codes it may name
 
     def candidates(self, text: str) -> list[Unit]:
         """Every unit a cell may name (empty when none)."""
@@ -90,13 +84,9 @@ class UnitJoiner:
             joiner = self.parents.get(lvl)
             if joiner is None:
                 continue
-            above = self._above.get((lvl, cell))
-            if above is None:
-                above = self._above[lvl, cell] = {u.code for u in joiner.candidates(cell)}
-            if lvl == "province":
-                narrowed = [u for u in found if u.province_code in above]
-            else:
-                narrowed = [u for u in found if u.district_code in above]
+            above = {u.code for u in joiner.candidates(cell)}
+            field = "province_code" if lvl == "province" else "district_code"
+            narrowed = [u for u in found if getattr(u, field) in above]
             if not narrowed:
                 return f"no {self.level} named {text.strip()!r} in {lvl} {cell!r}"
             found = narrowed

@@ -83,12 +83,12 @@ def check_rows(rows: list[RawRow], joiner: UnitJoiner, today: dt.date, several: 
             if value is None:
                 continue
             key = (indicator, unit.code, day)
-            if key not in out.values:
-                out.values[key] = value
-                seen[key] = row.line
-            elif out.values[key] != value:
+            if key in out.values and out.values[key] != value:
                 out.problems.append((row.line, f"{where}{unit.full_name}: {indicator} on {day} is "
                                                f"{cell} here but {out.values[key]:g} on line {seen[key]}"))
+                continue
+            out.values[key] = value
+            seen.setdefault(key, row.line)
     return out
 
 

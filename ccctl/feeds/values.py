@@ -41,8 +41,6 @@ def indicator_name(header: str) -> str:
 
 def parse_value(indicator: str, cell: object) -> float | None:
     """The number a cell holds (None when empty); ValueError saying what is wrong with it."""
-    if type(cell) is str and cell.isdigit() and cell.isascii() and indicator != RISK:
-        return float(cell)  # the common case (a count as CSV writes it), first
     if cell is None:
         return None
     if isinstance(cell, bool):
