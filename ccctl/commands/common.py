@@ -10,14 +10,16 @@ is given must narrow (``--search '%'`` is an error, not "everything").
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ccctl.cli import AppContext
 from ccctl.errors import UsageError
 from ccctl.output import FORMATS
-from ccctl.registry.sites import SiteFilter
+
+if TYPE_CHECKING:  # imported where used: commands without site filters start sooner
+    from ccctl.registry.sites import SiteFilter
 
 F = Callable[..., Any]
 
@@ -78,6 +80,8 @@ def site_filter(kwargs: dict[str, Any], enabled_only: bool = False) -> SiteFilte
         if len(values) > 1:
             raise UsageError(f"{flag} given {len(values)} times; give it once (several sites: repeat --site)")
         return values[0] if values else None
+
+    from ccctl.registry.sites import SiteFilter
 
     acting = "f_all" in kwargs
     every = bool(kwargs.pop("f_all", False))

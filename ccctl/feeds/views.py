@@ -107,15 +107,16 @@ def indicator_table(db: Database, feed: str, by: str = "province", scheme: str |
 def history(db: Database, feed: str, indicator: str, by: str | None = None, since: str | None = None,
             units: list[str] | None = None) -> dict[str, list[tuple[str, float]]]:
     """unit -> [(day, value), ...] oldest first for one indicator, summed up to ``by`` (risk
-    levels: the worst): what a sparkline draws. ``units`` are codes at the feed's level."""
+    levels: the worst) by the database: what a sparkline draws. ``units`` are codes at the
+    feed's level."""
     spec, _ = store.get_feed(db, feed)
     level, _ = target_level(spec.level, spec.scheme, by, None)
-    rows = [(indicator, u, d, v) for u, d, v in store.series(db, feed, indicator, parse_day(since) if since else None, units)]
-    if level != spec.level:
-        places = store.unit_places(db, spec.scheme, spec.level)
-        index = 1 if level == "province" else 2
-        rows = _group(rows, {code: place[index] or code for code, place in places.items()})
+    day = parse_day(since) if since else None
+    if level == spec.level:
+        rows = store.series(db, feed, indicator, day, units)
+    else:
+        rows = store.series_grouped(db, feed, indicator, spec.scheme, spec.level, level, indicator == RISK, day, units)
     out: dict[str, list[tuple[str, float]]] = {}
-    for _, unit, day, value in sorted(rows, key=lambda r: (r[1], r[2])):
-        out.setdefault(unit, []).append((day, value))
+    for unit, d, value in rows:  # by unit then day
+        out.setdefault(unit, []).append((d, value))
     return out

@@ -129,8 +129,12 @@ _CONFLICT = ("ON CONFLICT (feed, indicator, unit_code, day) DO UPDATE SET value 
 def _upsert_values(db: Database, feed: str, values: Iterable[tuple[str, str, str, float]]) -> None:
     """Insert or update values, inside the pull's transaction. SQLite: one prepared statement
     (fast in process). PostgreSQL: the rows are streamed with COPY (binary) into a temporary
-    table dropped at commit, then merged by one ``INSERT ... SELECT ... ON CONFLICT``; a
-    failure anywhere rolls the whole pull back."""
+    table dropped at commit, then merged, split at each indicator's newest stored day (one
+    index lookup per indicator). Values after it cannot be stored yet: a plain INSERT, no
+    lookup and no speculative insertion per row (a new day, the daily case). Values up to it:
+    one upsert that leaves unchanged values alone. Writers of a feed hold its lock
+    (``store_pull``), so nothing stores a day meanwhile. A failure anywhere rolls the whole
+    pull back."""
     if db.dialect != "postgresql":
         db.executemany("INSERT INTO feed_values (feed, indicator, unit_code, day, value) VALUES (?, ?, ?, ?, ?) "
                        + _CONFLICT, [(feed, *row) for row in values])
@@ -140,8 +144,28 @@ def _upsert_values(db: Database, feed: str, values: Iterable[tuple[str, str, str
                    "day TEXT NOT NULL, value DOUBLE PRECISION NOT NULL) ON COMMIT DROP")
         db.copy_rows("feed_values_in", ("indicator", "unit_code", "day", "value"), ("text", "text", "text", "float8"),
                      values)
-        db.execute("INSERT INTO feed_values (feed, indicator, unit_code, day, value) "
-                   "SELECT ?, indicator, unit_code, day, value FROM feed_values_in " + _CONFLICT, (feed,))
+        # Per indicator: the pull's first and last day against the newest stored (one index lookup).
+        newest: dict[str, str | None] = {}
+        after: list[bool] = []  # per indicator: every day of the pull after the stored ones
+        within: list[bool] = []  # per indicator: none after
+        for indicator, first, last, stored in db.query(
+                "SELECT n.indicator, MIN(n.day), MAX(n.day), (SELECT MAX(f.day) FROM feed_values AS f "
+                "WHERE f.feed = ? AND f.indicator = n.indicator) FROM feed_values_in AS n GROUP BY n.indicator",
+                (feed,)):
+            newest[indicator] = stored
+            after.append(stored is None or first > stored)
+            within.append(stored is not None and last <= stored)
+        insert = ("INSERT INTO feed_values (feed, indicator, unit_code, day, value) "
+                  "SELECT ?, n.indicator, n.unit_code, n.day, n.value FROM feed_values_in AS n ")
+        if all(after):
+            db.execute(insert, (feed,))
+        elif all(within):
+            db.execute(insert + _CONFLICT, (feed,))
+        else:  # some indicators' days on both sides: split row by row at their newest day
+            split = "JOIN unnest(?::text[], ?::text[]) AS s (indicator, day) ON s.indicator = n.indicator "
+            params = (feed, list(newest), list(newest.values()))
+            db.execute(insert + split + "WHERE s.day IS NULL OR n.day > s.day", params)
+            db.execute(insert + split + "WHERE n.day <= s.day " + _CONFLICT, params)
 
 
 def add_events(db: Database, feed: str, events: Sequence[tuple[str, str | None, str | None, str]],
@@ -168,9 +192,15 @@ def record_not_modified(db: Database, feed: str) -> None:
 
 
 def indicators(db: Database, feed: str) -> list[str]:
-    """The indicators a feed has history for."""
-    return [r[0] for r in db.query("SELECT DISTINCT indicator FROM feed_values WHERE feed = ? ORDER BY indicator",
-                                   (feed,))]
+    """The indicators a feed has history for. A skip scan (each next indicator by one index
+    descent) rather than DISTINCT, which reads every value of the feed: a handful of
+    lookups, however long the history."""
+    return [r[0] for r in db.query(
+        "WITH RECURSIVE found (indicator) AS ("
+        "SELECT MIN(indicator) FROM feed_values WHERE feed = ? "
+        "UNION ALL SELECT (SELECT MIN(indicator) FROM feed_values WHERE feed = ? AND indicator > found.indicator) "
+        "FROM found WHERE found.indicator IS NOT NULL) "
+        "SELECT indicator FROM found WHERE indicator IS NOT NULL ORDER BY indicator", (feed, feed))]
 
 
 def latest_values(db: Database, feed: str, at: str | None = None) -> list[tuple[str, str, str, float]]:
@@ -192,16 +222,42 @@ def latest_values(db: Database, feed: str, at: str | None = None) -> list[tuple[
 
 def series(db: Database, feed: str, indicator: str, since: str | None = None,
            units: Sequence[str] | None = None) -> list[tuple[str, str, float]]:
-    """(unit, day, value) of one indicator over time, for sparklines and history."""
-    sql = "SELECT unit_code, day, value FROM feed_values WHERE feed = ? AND indicator = ?"
-    params: list[Any] = [feed, indicator]
+    """(unit, day, value) of one indicator over time, by unit then day, for sparklines and history."""
+    where, params = _series_where(feed, indicator, since, units)
+    return [(u, d, v) for u, d, v in db.query(
+        f"SELECT unit_code, day, value FROM feed_values AS v WHERE {where} ORDER BY unit_code, day", params)]
+
+
+# The column of ``units`` naming a unit's place at each level above the commune.
+_PLACE = {"province": "province_code", "district": "district_code"}
+
+
+def series_grouped(db: Database, feed: str, indicator: str, scheme: str, level: str, by: str, worst: bool,
+                   since: str | None = None, units: Sequence[str] | None = None) -> list[tuple[str, str, float]]:
+    """(place, day, value) of one indicator over time, the feed's ``level`` units summed up to
+    their place at level ``by`` (``worst``: the highest value, for risk levels), by place then
+    day, grouped by the database. A unit with no such place (unknown to the registry, or a
+    2025 commune with no district) stands for itself."""
+    where, params = _series_where(feed, indicator, since, units)
+    # A lookup of each value's unit by its key rather than a join: the planner cannot pick a
+    # scan of every unit per value on a registry whose statistics are not gathered yet.
+    place = (f"COALESCE((SELECT u.{_PLACE[by]} FROM units AS u WHERE u.scheme = ? AND u.level = ? "
+             "AND u.code = v.unit_code), v.unit_code)")
+    return [(g, d, v) for g, d, v in db.query(
+        f"SELECT place, day, {'MAX' if worst else 'SUM'}(value) FROM (SELECT {place} AS place, v.day, v.value "
+        f"FROM feed_values AS v WHERE {where}) AS placed GROUP BY place, day ORDER BY place, day",
+        [scheme, level, *params])]
+
+
+def _series_where(feed: str, indicator: str, since: str | None, units: Sequence[str] | None) -> tuple[str, list[Any]]:
+    where, params = "v.feed = ? AND v.indicator = ?", [feed, indicator]
     if since:
-        sql += " AND day >= ?"
+        where += " AND v.day >= ?"
         params.append(since)
     if units:
-        sql += f" AND unit_code IN ({', '.join('?' for _ in units)})"
+        where += f" AND v.unit_code IN ({', '.join('?' for _ in units)})"
         params += list(units)
-    return [(u, d, v) for u, d, v in db.query(sql + " ORDER BY unit_code, day", params)]
+    return where, params
 
 
 def feed_events(db: Database, feed: str | None = None, limit: int = 50) -> list[dict[str, Any]]:

@@ -2,16 +2,44 @@
 
 A plain versioned scheme: ``meta.schema_version`` holds the last applied step; each step
 is a list of statements valid on SQLite and PostgreSQL (``{serial}`` and ``{real}`` are
-filled per dialect). A registry made by an older ccctl opens in a newer one; one made by a
-newer ccctl is refused rather than damaged.
+filled per dialect), or of ``PerDialect`` statements where the two differ (a storage
+parameter PostgreSQL has and SQLite has not). A registry made by an older ccctl opens in a
+newer one; one made by a newer ccctl is refused rather than damaged.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ccctl.errors import RegistryError
 from ccctl.registry.db import Database
 
-MIGRATIONS: list[list[str]] = [
+DIALECTS = ("sqlite", "postgresql")
+
+
+@dataclass(frozen=True)
+class PerDialect:
+    """One migration statement written per dialect; a dialect left ``None`` runs nothing
+    (``PerDialect(postgresql="ALTER TABLE ... SET (fillfactor = 50)")`` is PostgreSQL only).
+    The version still moves on every dialect, so one number means one schema step."""
+
+    sqlite: str | None = None
+    postgresql: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.sqlite is None and self.postgresql is None:
+            raise ValueError("a PerDialect statement needs a statement for at least one dialect")
+
+    def for_dialect(self, dialect: str) -> str | None:
+        """The statement to run on ``dialect``, or None."""
+        if dialect not in DIALECTS:
+            raise RegistryError(f"no migration statements for dialect {dialect!r}")
+        return self.sqlite if dialect == "sqlite" else self.postgresql
+
+
+Statement = str | PerDialect
+
+MIGRATIONS: list[list[Statement]] = [
     # 1: administrative units, their 2021 -> 2025 mapping, and sites.
     [
         """CREATE TABLE units (
@@ -127,9 +155,27 @@ MIGRATIONS: list[list[str]] = [
             site_id TEXT NOT NULL,
             PRIMARY KEY (broadcast_id, site_id))""",
     ],
+    # 9: PostgreSQL keeps half of each new page of feed values free, so a re-pull that
+    # changes a day's values rewrites them in place of their page (HOT: no index entry
+    # written), about half the cost of updating every value. Pages already written keep their
+    # fill until rewritten (new days, the ones re-pulled, go to new pages); nothing is
+    # rewritten at migration. SQLite has no such setting: the step is a version bump there.
+    [
+        PerDialect(postgresql="ALTER TABLE feed_values SET (fillfactor = 50)"),
+    ],
 ]
 
 LATEST = len(MIGRATIONS)
+
+
+def statements(step: int, dialect: str) -> list[str]:
+    """The SQL migration ``step`` (1-based) runs on ``dialect``, placeholders filled."""
+    out = []
+    for statement in MIGRATIONS[step - 1]:
+        sql = statement.for_dialect(dialect) if isinstance(statement, PerDialect) else statement
+        if sql is not None:
+            out.append(_fill(sql, dialect))
+    return out
 
 
 def _fill(sql: str, dialect: str) -> str:
@@ -163,8 +209,8 @@ def migrate(db: Database, target: int = LATEST) -> int:
                 f"registry schema version {version} is newer than this ccctl knows ({LATEST}); upgrade ccctl"
             )
         for step in range(version, target):
-            for statement in MIGRATIONS[step]:
-                db.execute(_fill(statement, db.dialect))
+            for sql in statements(step + 1, db.dialect):
+                db.execute(sql)
         if target > version:
             db.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "

@@ -69,3 +69,20 @@ def _row_versions(db: Database) -> dict[tuple[str, str, str], str]:
         return {}
     return {(i, u, d): x for i, u, d, x in db.query("SELECT indicator, unit_code, day, xmin::text FROM feed_values "
                                                     "WHERE feed = 'bulk'")}
+
+
+def test_new_and_stored_days_mix_per_indicator(units_db: Database) -> None:
+    """A pull holding days before, at and after each indicator's newest stored day (which
+    differ per indicator) stores each value once, whatever newest day its caller names."""
+    store.add_feed(units_db, FeedSpec("bulk", "/dev/null"))
+    # The feed's recorded newest day is only what callers said: here too old on purpose.
+    _store(units_db, [("new_cases", "96", "2021-10-15", 1.0), ("deaths", "96", "2021-10-12", 2.0)], "2021-10-10")
+    mixed = [("new_cases", "96", "2021-10-14", 3.0),   # before new_cases' newest day, missing
+             ("new_cases", "96", "2021-10-15", 4.0),   # at it, changed
+             ("new_cases", "95", "2021-10-15", 5.0),   # at it, missing
+             ("new_cases", "96", "2021-10-16", 6.0),   # after it
+             ("deaths", "96", "2021-10-12", 2.0),      # deaths' newest day, unchanged
+             ("deaths", "96", "2021-10-14", 7.0),      # after deaths' newest day, before new_cases'
+             ("active", "96", "2021-10-13", 8.0)]      # an indicator never stored
+    _store(units_db, mixed, "2021-10-13")
+    assert _stored(units_db) == {(i, u, d): v for i, u, d, v in mixed}
