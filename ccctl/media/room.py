@@ -129,12 +129,15 @@ class Room:
             sites.add(self.board.holder)
         if self.ingest is not None:
             sites |= {p["site_id"] for p in self.ingest.stats() if p.get("site_id")}
+        if self.edges is not None:
+            sites |= set(self.edges.watching)
         return sites
 
     async def end_site(self, site_id: str, why: str, leave: str = "unsubscribed") -> dict[str, Any]:
         """End everything ``site_id`` has live here: the floor if it holds it (the program goes
         back to the main source, the release event says ``why``), its WHIP uplink, its WHEP
-        sessions (their ``leave`` events say ``leave``). The floor goes first, so an uplink still
+        sessions and its place on an edge (hung up: its player asks again; their ``leave``
+        events say ``leave``). The floor goes first, so an uplink still
         negotiating is refused when it finishes."""
         released, publishers, ended = False, 0, 0
         if self.ingest is not None:
@@ -146,5 +149,6 @@ class Room:
         if self.core is not None:
             for session in [s for s in self.core.sessions() if s.site_id == site_id]:
                 ended += int(await self.core.unsubscribe(session.session_id, leave))
-        return {"site_id": site_id, "sessions_ended": ended, "publishers_ended": publishers,
+        edge = await self.edges.release(site_id, leave) if self.edges is not None else False
+        return {"site_id": site_id, "sessions_ended": ended + int(edge), "publishers_ended": publishers,
                 "floor_released": released}
