@@ -281,6 +281,45 @@ async def test_workers_carry_several_broadcasts_each_site_its_own(units_db_url: 
         assert ("px-1", "closed") not in leaves(api, hanoi) and ("px-1", "worker exited") not in leaves(api, hanoi)
 
 
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/services.sh installs it as root)")
+async def test_the_join_page_is_told_its_worker_died_and_rejoins(units_db_url: str, tmp_path: Path) -> None:
+    """serve --workers 2: a worker killed under a join page; the server tells the page (its
+    floor long-poll answers with the lost session) and it joins again onto a live worker, with
+    no reload and without waiting for its media's consent timeout (about 30 s in Chromium)."""
+    playwright = pytest.importorskip("playwright.async_api", reason="the test extra installs playwright")
+    from ccctl.media.shard import ShardedCore
+    from tests.media.conftest import SMALL_TIERS
+
+    factory = functools.partial(ShardedCore, tiers=SMALL_TIERS, workers=2)
+    async with in_process_server(units_db_url, tmp_path, core_factory=factory) as api:
+        bid = await start(api, "testsrc", ["bn-1"])
+        server = api.client.app[SERVER_KEY]  # type: ignore[union-attr]
+        async with playwright.async_playwright() as p:
+            browser = await launch(p)
+            try:
+                page = await browser.new_page()
+                await page.goto(api.url(f"/join/bn-1?t={api.site_token('bn-1')}"))
+                await page.wait_for_function("window.ccctl.connected && window.ccctl.videoFrames > 5",
+                                             timeout=BOUND_S * 1000)
+                (row,) = (await status(api, bid))["sessions"]
+                await until_true(lambda: server.rooms[bid].floor_listeners == 1)  # its long-poll is parked
+                killed = server.pool.workers[row["worker"]].proc
+                os.kill(killed.pid, signal.SIGKILL)  # a crash made real
+                await page.wait_for_function("window.ccctl.told >= 1 && window.ccctl.joins >= 2 "
+                                             "&& window.ccctl.connected", timeout=BOUND_S * 1000)
+                deadline = time.monotonic() + BOUND_S
+                while True:  # bounded poll: its new session, on a live worker, is connected and sent to
+                    rows = (await status(api, bid))["sessions"]
+                    if [(r["session_id"] != row["session_id"], r["state"], r["packets_sent"] > 0) for r in rows] \
+                            == [(True, "connected", True)]:
+                        break
+                    assert time.monotonic() < deadline, rows
+                    await asyncio.sleep(0.1)
+                assert server.pool.workers[rows[0]["worker"]].running
+            finally:
+                await browser.close()
+
+
 async def until_true(check: Any) -> None:
     """Bounded poll: ``check()`` becomes true."""
     deadline = time.monotonic() + BOUND_S

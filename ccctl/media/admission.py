@@ -207,8 +207,8 @@ class Admission:
             return Ticket(site_id, tier)
         mine = [e for e in self._entries.values() if e.site_id == site_id]  # a rejoin replaces these
         if self.lagging and not mine:
-            self._refuse(site_id, "lagging", f"the program's clock runs at {(self.clock_share or 0) * 100:.0f} % "
-                                             "of its rate")
+            self._refuse(site_id, "lagging", f"the program's clock (or a fan-out worker's sending loop) runs "
+                                             f"at {(self.clock_share or 0) * 100:.0f} % of its rate")
         load = self.load() - sum(self.cost(e.tier) for e in mine)
         need = self.cost(tier)
         if load + need <= capacity:
