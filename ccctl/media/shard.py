@@ -257,11 +257,16 @@ class WorkerPool:
         if core is None:
             return
         await self.call(worker, "room_open", key, core.worker_config())
-        worker.rooms.add(key)
+        if key in self.rooms:
+            worker.rooms.add(key)
+        else:  # the room ended while it opened here: end it here too
+            await self.call(worker, "room_close", key)
 
     async def _start_worker(self, worker: _Worker) -> None:
         from ccctl.media.seam import ice_host_addresses
 
+        loop = asyncio.get_running_loop()
+        worker.hello, worker.ready = hello, ready = loop.create_future(), loop.create_future()  # running once ready
         parent, child = socket.socketpair()
         # the main process's ICE address choice (pinned to the listen address when loopback)
         config = {"hosts": ice_host_addresses()}
@@ -272,17 +277,18 @@ class WorkerPool:
         child.close()
         reader, writer = await asyncio.open_connection(sock=parent)
         worker.channel = Channel(reader, writer)
-        loop = asyncio.get_running_loop()
-        worker.hello, worker.ready = loop.create_future(), loop.create_future()
         worker.reader_task = loop.create_task(self._read(worker), name=f"fanout-worker-{worker.index}")
         try:
-            await asyncio.wait_for(asyncio.shield(worker.hello), START_TIMEOUT)
-            for key in list(self.rooms):
-                await self._open(worker, key)
+            await asyncio.wait_for(asyncio.shield(hello), START_TIMEOUT)
+            opened: set[int] = set()
+            while missing := [key for key in self.rooms if key not in opened]:  # rooms started meanwhile too
+                for key in missing:
+                    opened.add(key)
+                    await self._open(worker, key)
         except TimeoutError:
             raise MediaError(f"fan-out worker {worker.index} did not start within {START_TIMEOUT:.0f} s", status=503) from None
-        if not worker.ready.done():
-            worker.ready.set_result(None)
+        if not ready.done():  # (cancelled: it died meanwhile)
+            ready.set_result(None)
 
     async def _stop_worker(self, worker: _Worker) -> None:
         if worker.proc is None:
@@ -369,8 +375,11 @@ class WorkerPool:
         for future in worker.calls.values():
             if not future.done():
                 future.set_exception(MediaError(f"fan-out worker {worker.index} exited", status=503))
+        if worker.hello is not None and not worker.hello.done():  # its start waits no longer
+            worker.hello.set_exception(MediaError(f"fan-out worker {worker.index} exited while starting", status=503))
         if worker.ready is not None and not worker.ready.done():
             worker.ready.cancel()
+        worker.ready = None  # not running (a restart makes new ones)
         worker.rooms.clear()
         for core in list(self.rooms.values()):
             core._worker_gone(worker, "closed" if self._closing or core._closing else "worker exited")
