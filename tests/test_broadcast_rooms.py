@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,7 +26,7 @@ import pytest_asyncio
 from ccctl.media import state
 from ccctl.media.server import SERVER_KEY
 from ccctl.registry import open_registry
-from ccctl.registry.broadcasts import audience_level, list_broadcasts
+from ccctl.registry.broadcasts import audience_level
 from tests.browser import CHROMIUM, launch
 from tests.test_whip import ORANGE, AiortcPublisher, Api, in_process_server, is_solid, yuv_stats
 
@@ -214,33 +216,116 @@ async def test_the_join_page_follows_its_site_to_the_centre_and_back(api: Api) -
             await browser.close()
 
 
-async def test_workers_run_one_broadcast_at_a_time(units_db_url: str, tmp_path: Path) -> None:
-    """serve --workers: a second broadcast is refused with the reason, not half-started."""
-    from aiohttp.test_utils import TestClient, TestServer
-
-    from ccctl.media import tokens
-    from ccctl.media.server import create_app
+async def test_workers_carry_several_broadcasts_each_site_its_own(units_db_url: str, tmp_path: Path) -> None:
+    """serve --workers 2: one pool of fan-out workers for every live broadcast. Each site gets
+    its own broadcast's picture, spread over the workers by load; a worker killed takes only
+    its own sites (counted out, reason "worker exited"), the other room's site on the other
+    worker stays; the worker comes back with both rooms and the site rejoins; a room ending
+    leaves the other as it was."""
     from ccctl.media.shard import ShardedCore
-    from ccctl.registry.sites import add_site
     from tests.media.conftest import SMALL_TIERS
 
-    with open_registry(units_db_url) as db:
-        add_site(db, {"id": "bn-1", "name": "Điểm cầu Bến Nghé", "unit_code": "26740", "tier": "high"})
-        add_site(db, {"id": "px-1", "name": "Điểm cầu Phúc Xá", "unit_code": "00001", "tier": "high"})
-    app = create_app(units_db_url, tmp_path, core_factory=functools.partial(ShardedCore, tiers=SMALL_TIERS, workers=1),
-                     media_network="127.0.0.0/8")
-    client = TestClient(TestServer(app, host="127.0.0.1"))
-    await client.start_server()
-    control = {"Authorization": f"Bearer {tokens.control_token(tokens.load_secret(tmp_path))}"}
-    try:
-        first = await client.post("/api/broadcast", json={"sites": ["bn-1"]}, headers=control)
-        assert first.status == 201, await first.text()
-        second = await client.post("/api/broadcast", json={"sites": ["px-1"]}, headers=control)
-        assert second.status == 409 and "need serve without --workers" in await second.text()
-        with open_registry(units_db_url) as db:
-            assert len(list_broadcasts(db)) == 1  # nothing recorded for the refused one
-    finally:
-        await client.close()
+    factory = functools.partial(ShardedCore, tiers=SMALL_TIERS, workers=2)
+    async with in_process_server(units_db_url, tmp_path, core_factory=factory) as api:
+        hanoi = await start(api, "testsrc", ["px-1"])
+        saigon = await start(api, "whip", ["bn-1"])
+        await publish_orange(api, saigon)
+        px = await api.viewer("px-1")
+        await px.until_picture(bars, what="the Hanoi broadcast's test pattern at px-1")
+        bn = await api.viewer("bn-1")
+        await bn.until_picture(orange, what="the Saigon broadcast's orange picture at bn-1")
+        for _ in range(5):
+            assert orange(await asyncio.wait_for(bn.video.recv(), BOUND_S))
+            assert bars(await asyncio.wait_for(px.video.recv(), BOUND_S))
+        await until_sites(api, hanoi, {"px-1"})
+        await until_sites(api, saigon, {"bn-1"})
+        worker_of = {row["site_id"]: row["worker"] for b in (hanoi, saigon) for row in (await status(api, b))["sessions"]}
+        assert worker_of == {"px-1": 0, "bn-1": 1}  # the second room's site went to the idle worker
+        pool = api.client.app[SERVER_KEY].pool  # type: ignore[union-attr]
+        assert pool is not None and len(pool.rooms) == 2
+        # One budget per worker process, split over the rooms as without workers.
+        budget = api.client.app[SERVER_KEY].policy.pps_budget  # type: ignore[union-attr]
+        assert [(await status(api, b))["admission"]["capacity_pps"] for b in (hanoi, saigon)] == [budget] * 2
+        # Kill bn-1's worker (a crash made real): bn-1 is counted out of Saigon, px-1 stays in Hanoi.
+        lost = next(row["session_id"] for row in (await status(api, saigon))["sessions"])
+        floor = await (await api.client.get("/api/sites/bn-1/floor", headers=api.auth("bn-1"))).json()
+        assert floor["lost_session"] is None and floor["broadcast"] == saigon
+        parked = asyncio.ensure_future(api.client.get(f"/api/sites/bn-1/floor?since={floor['version']}&wait=50",
+                                                      headers=api.auth("bn-1")))  # the join page's long-poll
+        await until_true(lambda: pool.rooms and api.client.app[SERVER_KEY].rooms[saigon].floor_listeners == 1)  # type: ignore[union-attr]
+        killed = pool.workers[1].proc
+        assert killed is not None
+        os.kill(killed.pid, signal.SIGKILL)
+        # The site is told at once (its parked long-poll answers, well before its 50 s): its session was lost.
+        told = await asyncio.wait_for(parked, BOUND_S)
+        assert (await told.json())["lost_session"] == lost
+        await until_true(lambda: ("bn-1", "worker exited") in leaves(api, saigon))
+        await until_sites(api, saigon, set())
+        await until_sites(api, hanoi, {"px-1"})
+        assert ("px-1", "worker exited") not in leaves(api, hanoi)
+        for _ in range(5):  # and its picture goes on
+            assert bars(await asyncio.wait_for(px.video.recv(), BOUND_S))
+        await until_true(lambda: pool.workers[1].proc not in (None, killed) and pool.workers[1].running)
+        again = await api.viewer("bn-1")  # a site rejoins: the worker restarted with both rooms open
+        await again.until_picture(orange, what="the Saigon broadcast's orange picture at bn-1, rejoined")
+        await until_sites(api, saigon, {"bn-1"})
+        floor = await (await api.client.get("/api/sites/bn-1/floor", headers=api.auth("bn-1"))).json()
+        assert floor["lost_session"] is None  # rejoined: nothing to tell any more
+        # Saigon ends: Hanoi goes on as it was, on the same worker.
+        stopped = await api.client.delete(f"/api/broadcast?broadcast={saigon}", headers=api.control)
+        assert stopped.status == 200, await stopped.text()
+        assert list(pool.rooms) and len(pool.rooms) == 1
+        for _ in range(5):
+            assert bars(await asyncio.wait_for(px.video.recv(), BOUND_S))
+        await until_sites(api, hanoi, {"px-1"})
+        assert ("px-1", "closed") not in leaves(api, hanoi) and ("px-1", "worker exited") not in leaves(api, hanoi)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/services.sh installs it as root)")
+async def test_the_join_page_is_told_its_worker_died_and_rejoins(units_db_url: str, tmp_path: Path) -> None:
+    """serve --workers 2: a worker killed under a join page; the server tells the page (its
+    floor long-poll answers with the lost session) and it joins again onto a live worker, with
+    no reload and without waiting for its media's consent timeout (about 30 s in Chromium)."""
+    playwright = pytest.importorskip("playwright.async_api", reason="the test extra installs playwright")
+    from ccctl.media.shard import ShardedCore
+    from tests.media.conftest import SMALL_TIERS
+
+    factory = functools.partial(ShardedCore, tiers=SMALL_TIERS, workers=2)
+    async with in_process_server(units_db_url, tmp_path, core_factory=factory) as api:
+        bid = await start(api, "testsrc", ["bn-1"])
+        server = api.client.app[SERVER_KEY]  # type: ignore[union-attr]
+        async with playwright.async_playwright() as p:
+            browser = await launch(p)
+            try:
+                page = await browser.new_page()
+                await page.goto(api.url(f"/join/bn-1?t={api.site_token('bn-1')}"))
+                await page.wait_for_function("window.ccctl.connected && window.ccctl.videoFrames > 5",
+                                             timeout=BOUND_S * 1000)
+                (row,) = (await status(api, bid))["sessions"]
+                await until_true(lambda: server.rooms[bid].floor_listeners == 1)  # its long-poll is parked
+                killed = server.pool.workers[row["worker"]].proc
+                os.kill(killed.pid, signal.SIGKILL)  # a crash made real
+                await page.wait_for_function("window.ccctl.told >= 1 && window.ccctl.joins >= 2 "
+                                             "&& window.ccctl.connected", timeout=BOUND_S * 1000)
+                deadline = time.monotonic() + BOUND_S
+                while True:  # bounded poll: its new session, on a live worker, is connected and sent to
+                    rows = (await status(api, bid))["sessions"]
+                    if [(r["session_id"] != row["session_id"], r["state"], r["packets_sent"] > 0) for r in rows] \
+                            == [(True, "connected", True)]:
+                        break
+                    assert time.monotonic() < deadline, rows
+                    await asyncio.sleep(0.1)
+                assert server.pool.workers[rows[0]["worker"]].running
+            finally:
+                await browser.close()
+
+
+async def until_true(check: Any) -> None:
+    """Bounded poll: ``check()`` becomes true."""
+    deadline = time.monotonic() + BOUND_S
+    while not check():
+        assert time.monotonic() < deadline, "not within the bound"
+        await asyncio.sleep(0.1)  # a bounded poll
 
 
 async def test_the_dashboard_reads_the_highest_level_broadcast_when_several_are_live(api: Api) -> None:

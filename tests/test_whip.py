@@ -317,13 +317,13 @@ class Api:
 
 
 @contextlib.asynccontextmanager
-async def in_process_server(db_url: str, home: Path, add_sites: bool = True) -> AsyncIterator[Api]:
-    """The server on small tiers, with two sites (bn-1, px-1) and loopback-only media."""
+async def in_process_server(db_url: str, home: Path, add_sites: bool = True, core_factory: Any = None) -> AsyncIterator[Api]:
+    """The server on small tiers (or ``core_factory``'s cores), with two sites (bn-1, px-1) and loopback-only media."""
     if add_sites:
         with open_registry(db_url) as db:
             add_site(db, {"id": "bn-1", "name": "Điểm cầu Bến Nghé", "unit_code": "26740", "tier": "high"})
             add_site(db, {"id": "px-1", "name": "Điểm cầu Phúc Xá", "unit_code": "00001", "tier": "high"})
-    app = create_app(db_url, home, core_factory=functools.partial(MediaCore, tiers=SMALL_TIERS),
+    app = create_app(db_url, home, core_factory=core_factory or functools.partial(MediaCore, tiers=SMALL_TIERS),
                      media_network="127.0.0.0/8")
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()

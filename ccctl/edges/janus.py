@@ -111,6 +111,13 @@ class JanusClient:
             raise EdgeError(f"edge {self.url}: {body.get('request')}: {data.get('error')} ({data.get('error_code')})")
         return data
 
+    async def hangup(self, session: int, handle: int) -> None:
+        """Hang up a viewer's handle (another session's: the site's, which it gave ccctl): Janus
+        closes its connection and tells it (``hangup``) on its own long poll."""
+        reply = await self._post(f"/{session}/{handle}", {"janus": "hangup"})
+        if reply.get("janus") not in ("success", "ack"):
+            raise EdgeError(f"edge {self.url}: hangup answered {reply.get('janus')}")
+
     async def switch(self, session: int, handle: int, mount_id: int) -> None:
         """Move a viewer's handle (another session's: the site's, which it gave ccctl) to
         mountpoint ``mount_id`` on its connection. Janus acks at once and tells the viewer

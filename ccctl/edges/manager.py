@@ -331,6 +331,26 @@ class EdgeManager:
         self.tiers[site] = self.given[site] = tier
         return {"site_id": site, "tier": tier, "previous": previous, "edge": name}
 
+    async def release(self, site: str, why: str) -> bool:
+        """Send ``site`` away from its edge (a higher broadcast took it): hang up its handle, so
+        that its page's player asks ccctl again and is given the broadcast that holds it now;
+        a ``leave`` saying ``why``. False when it does not play from an edge of this broadcast."""
+        name = self.sites.pop(site, None)
+        for each in self.edges.values():
+            each.load.assigned.discard(site)
+        name = self.watching.get(site) or name
+        if site not in self.watching:
+            return False
+        e = self.edges.get(name) if name else None
+        ids = self.handles.get(site)
+        if e is not None and e.feed is not None and e.feed.client is not None and ids is not None:
+            try:
+                await e.feed.client.hangup(*ids)
+            except (EdgeError, TimeoutError) as exc:  # gone already: its player asks again on its own
+                log.info("edges: %s: hangup of %s: %s", name, site, exc)
+        self.left(site, reason=why)
+        return True
+
     def left(self, site: str, name: str | None = None, reason: str = "left") -> None:
         """A site stopped playing from its edge (it said so, or the edge went away): ``leave``."""
         current = self.watching.get(site)

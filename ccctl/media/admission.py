@@ -150,11 +150,12 @@ class Admission:
         """Handshakes in flight: offers being answered and sessions not yet connected."""
         return sum(e.connected_at is None for e in self._entries.values())
 
-    def observe_clock(self, now: float, ticks: int, rate: float, active: bool) -> None:
+    def observe_clock(self, now: float, ticks: int, rate: float, active: bool, others: Sequence[float] = ()) -> None:
         """The program's audio clock (``ticks`` so far, ``rate`` a second) at ``now``; while
         ``active`` (sites subscribed), a clock below ``min_clock_share`` of its rate over the
         last few seconds means this machine carries less than the budget says: no new site
-        is admitted until it keeps up again (those in stay)."""
+        is admitted until it keeps up again (those in stay). ``others``: each fan-out worker's
+        sending loop's share of its ticks (ccctl.media.shard); the slowest clock counts."""
         if not active:
             self._clock.clear()
             self.clock_share = None
@@ -162,7 +163,7 @@ class Admission:
         self._clock = [(t, n) for t, n in self._clock if now - t <= CLOCK_WINDOW_S] + [(now, ticks)]
         (t0, n0), (t1, n1) = self._clock[0], self._clock[-1]
         if t1 - t0 >= CLOCK_WINDOW_S / 2:
-            self.clock_share = (n1 - n0) / ((t1 - t0) * rate)
+            self.clock_share = min([(n1 - n0) / ((t1 - t0) * rate), *others])
             self._wake()
 
     def handshake_limit(self) -> int:
@@ -216,8 +217,8 @@ class Admission:
             return Ticket(site_id, tier)
         mine = [e for e in self._entries.values() if e.site_id == site_id]  # a rejoin replaces these
         if self.lagging and not mine:
-            self._refuse(site_id, "lagging", f"the program's clock runs at {(self.clock_share or 0) * 100:.0f} % "
-                                             "of its rate")
+            self._refuse(site_id, "lagging", f"the program's clock (or a fan-out worker's sending loop) runs "
+                                             f"at {(self.clock_share or 0) * 100:.0f} % of its rate")
         load = self.load() - sum(self.cost(e.tier) for e in mine)
         need = self.cost(tier)
         if load + need <= capacity:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ccctl.registry.db import Database
 
 log = logging.getLogger(__name__)
+WORKER_EXITED = "worker exited"  # a leave's reason when a fan-out worker died or was killed (ccctl.media.shard)
 
 
 class Room:
@@ -44,6 +45,8 @@ class Room:
         self.refused: set[str] = set()  # sites outside every audience refused (one event each)
         self.floor_listeners = 0  # join pages parked in this room's floor long-poll
         self._clock_watch: asyncio.Task[None] | None = None
+        self.lost: dict[str, str] = {}  # site -> its session lost with a fan-out worker (until it rejoins)
+        self._poke_soon = False
 
     @property
     def rank(self) -> tuple[int, int]:
@@ -55,10 +58,21 @@ class Room:
         return self.audience is None or site_id in self.audience
 
     def record(self, kind: str, site: str, detail: dict[str, Any]) -> None:
-        """An event of this broadcast (admission hears it too)."""
+        """An event of this broadcast (admission hears it too). A session lost with its fan-out
+        worker is noted in :attr:`lost` and the floor long-polls woken: the page whose session
+        it was rejoins (onto a live worker) without waiting for its own media timeout."""
+        if kind == "leave" and detail.get("reason") == WORKER_EXITED and detail.get("session_id"):
+            self.lost[site] = str(detail["session_id"])
+            if not self._poke_soon:
+                self._poke_soon = True  # one wake for a worker's whole batch of leaves
+                asyncio.get_running_loop().call_soon(self._poke)
         if self.admission is not None:
             self.admission.on_event(kind, site, detail)
         state.record_event(self.db, self.id, site, kind, detail)
+
+    def _poke(self) -> None:
+        self._poke_soon = False
+        self.board.poke()
 
     async def start(self, factory: Any) -> None:
         """Start the core (``factory(source=..., on_event=...)``), admission, ingest and edges."""
@@ -83,8 +97,10 @@ class Room:
         loop = asyncio.get_running_loop()
         while self.core is not None and self.admission is not None:  # ends with the room (cancelled)
             program = self.core.program
+            pool = getattr(self.core, "pool", None)  # --workers: each worker's sending loop counts too
             self.admission.observe_clock(loop.time(), program.audio_ticks, AUDIO_RATE / AUDIO_SAMPLES,
-                                         bool(program.audio_feed.subscribers))
+                                         bool(program.audio_feed.subscribers),
+                                         pool.clock_shares() if pool is not None else ())
             await asyncio.sleep(1.0)
 
     async def close(self) -> None:
@@ -113,12 +129,15 @@ class Room:
             sites.add(self.board.holder)
         if self.ingest is not None:
             sites |= {p["site_id"] for p in self.ingest.stats() if p.get("site_id")}
+        if self.edges is not None:
+            sites |= set(self.edges.watching)
         return sites
 
     async def end_site(self, site_id: str, why: str, leave: str = "unsubscribed") -> dict[str, Any]:
         """End everything ``site_id`` has live here: the floor if it holds it (the program goes
         back to the main source, the release event says ``why``), its WHIP uplink, its WHEP
-        sessions (their ``leave`` events say ``leave``). The floor goes first, so an uplink still
+        sessions and its place on an edge (hung up: its player asks again; their ``leave``
+        events say ``leave``). The floor goes first, so an uplink still
         negotiating is refused when it finishes."""
         released, publishers, ended = False, 0, 0
         if self.ingest is not None:
@@ -130,5 +149,6 @@ class Room:
         if self.core is not None:
             for session in [s for s in self.core.sessions() if s.site_id == site_id]:
                 ended += int(await self.core.unsubscribe(session.session_id, leave))
-        return {"site_id": site_id, "sessions_ended": ended, "publishers_ended": publishers,
+        edge = await self.edges.release(site_id, leave) if self.edges is not None else False
+        return {"site_id": site_id, "sessions_ended": ended + int(edge), "publishers_ended": publishers,
                 "floor_released": released}

@@ -83,6 +83,7 @@ if TYPE_CHECKING:
     from ccctl.config import Config
     from ccctl.media.coreapi import MediaCoreAPI
     from ccctl.media.ingest import FloorBoard, Ingest
+    from ccctl.media.shard import WorkerPool
 
 log = logging.getLogger(__name__)
 JOIN_PAGE = Path(__file__).with_name("join.html")
@@ -120,6 +121,7 @@ class Server:
         self.started_at = time.time()
         self.instance = secrets.token_hex(6)  # this process's life: a page that sees it change rejoins
         self._core_factory = core_factory
+        self.pool: WorkerPool | None = None  # --workers: the fan-out workers every room shares (made with the first)
         self._lock = asyncio.Lock()
         from ccctl.media.ingest import FloorBoard
 
@@ -170,28 +172,23 @@ class Server:
 
     def _factory(self) -> Any:
         from ccctl.media.core import MediaCore
-        from ccctl.media.shard import ShardedCore
+        from ccctl.media.shard import ShardedCore, WorkerPool
 
         factory: Any = self._core_factory or MediaCore
         kind, given = getattr(factory, "func", factory), getattr(factory, "keywords", {})
         settings: dict[str, Any] = {"connect_timeout": self.policy.connect_timeout_s, "adapt": self.adapt}
-        if kind is ShardedCore:
-            settings["call_timeout"] = self.policy.worker_timeout_s
+        if kind is ShardedCore and "pool" not in given:  # one pool of fan-out workers for every room
+            if self.pool is None:
+                self.pool = WorkerPool(given.get("workers", 2),
+                                       call_timeout=given.get("call_timeout", self.policy.worker_timeout_s))
+            given = {k: v for k, v in given.items() if k not in ("workers", "call_timeout")}
+            factory = functools.partial(ShardedCore, **given, pool=self.pool)
         if kind in (MediaCore, ShardedCore):  # what a test's factory sets itself wins
             factory = functools.partial(factory, **{k: v for k, v in settings.items() if k not in given})
         return factory
 
-    def _sharded(self) -> bool:
-        from ccctl.media.shard import ShardedCore
-
-        factory = self._core_factory
-        return getattr(factory, "func", factory) is ShardedCore
-
     async def _open_room(self, broadcast: dict[str, Any]) -> Room:
         """Start a room for ``broadcast``; the sites it takes from lower rooms are moved to it."""
-        if self.rooms and self._sharded():
-            raise web.HTTPConflict(text=f"broadcast {next(iter(self.rooms))} is live and this server runs "
-                                        "--workers: several broadcasts at once need serve without --workers\n")
         room = Room(self.db, broadcast, self.policy)
         try:
             await room.start(self._factory())
@@ -271,6 +268,8 @@ class Server:
         self.close_boards()
         for room in list(self.rooms.values()):
             await self._close_room(room)
+        if self.pool is not None:
+            await self.pool.close()
         self.db.close()
 
     # -- helpers ----------------------------------------------------------------------------
@@ -368,9 +367,6 @@ class Server:
             raise BadInput("the audience is empty: name at least one site, or none for every enabled site")
         async with self._lock:
             self._refuse_covered(sites)
-            if self.rooms and self._sharded():
-                raise web.HTTPConflict(text=f"broadcast {next(iter(self.rooms))} is already live and this server "
-                                            "runs --workers: several broadcasts at once need serve without --workers\n")
             bid = state.start_broadcast(self.db, title, source, {}, sites)
             live = broadcast_row(self.db, bid)
             assert live is not None
@@ -526,6 +522,8 @@ class Server:
                     room.floor_listeners -= 1
         return web.json_response({"site_id": site_id, "holder": board.holder == site_id, "version": board.version,
                                   "live": room is not None and room.id in self.rooms,
+                                  # its session that a dead fan-out worker took: the page holding it rejoins
+                                  "lost_session": room.lost.get(site_id) if room is not None else None,
                                   "broadcast": room.id if room is not None else None,
                                   "ended": board.kicks.get(site_id, 0), "server": self.instance,
                                   "publish_url": f"/whip/{site_id}"}, headers={"Cache-Control": "no-store"})
@@ -626,6 +624,7 @@ class Server:
             session_id, answer = await core.subscribe(site_id, offer, ticket.tier)
             held = core.session(session_id)
             admission.bound(ticket, session_id, held.tier if held is not None else ticket.tier)
+            room.lost.pop(site_id, None)  # rejoined
         if not tokens.check_site(self.secret, self.db, site_id, self._bearer(request)):  # revoked meanwhile
             await core.unsubscribe(session_id)
             raise web.HTTPUnauthorized(text="token not valid for this site\n",

@@ -272,7 +272,8 @@ async def test_no_new_site_while_the_program_clock_lags() -> None:
         await account.admit("new", "audio")
     assert refused.value.status == 503 and refused.value.retry_after == 5
     assert events[-1] == ("admission", "new", {"action": "refused", "reason": "lagging",
-                                               "detail": "the program's clock runs at 40 % of its rate"})
+                                               "detail": "the program's clock (or a fan-out worker's sending loop) "
+                                                         "runs at 40 % of its rate"})
     await account.admit("in", "audio")  # a site already in may rejoin (it replaces its own session)
     for second in range(4, 8):  # keeping up again
         account.observe_clock(float(second), 60 + 50 * (second - 3), 50.0, active=True)
@@ -280,6 +281,9 @@ async def test_no_new_site_while_the_program_clock_lags() -> None:
     await account.admit("new", "audio")
     account.observe_clock(9.0, 0, 50.0, active=False)  # nobody subscribed: the clock idles, no judgement
     assert account.clock_share is None and not account.lagging
+    for second in range(10, 14):  # the program keeps up, but a fan-out worker's sending loop does not
+        account.observe_clock(float(second), 50 * (second - 10), 50.0, active=True, others=(1.0, 0.6))
+    assert account.lagging and account.clock_share == pytest.approx(0.6)
 
 
 @pytest.mark.asyncio
@@ -304,3 +308,46 @@ async def test_the_account_follows_the_cores_events_in_any_order() -> None:
     assert account.load() == LOW
     account.on_event("leave", "a", {"session_id": "s1", "reason": "unsubscribed"})
     assert account.load() == 0 and account.in_flight() == 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("bench", [(AdmissionPolicy(), functools.partial(ShardedCore, tiers=SMALL_TIERS, workers=1),
+                                     {"l-1": "audio", "l-2": "audio"})], indirect=True)
+async def test_a_worker_whose_sending_loop_lags_holds_new_joins(bench: Bench) -> None:
+    """The lag check sees each fan-out worker's sending loop, not only the main process's
+    clock: a worker kept from running most of the time (a real slow worker) holds new joins
+    with 503 ``lagging``; those in stay; once it runs again, joins are admitted."""
+    site, r = await bench.join("l-1", ("audio",))
+    assert r.status == 201
+    await until(lambda: asyncio.sleep(0, result=[x for _, x in bench.events("join")]), timeout=30)
+    pool, admission = bench.server.pool, bench.server.admission
+    assert pool is not None and admission is not None
+    proc = pool.workers[0].proc
+    assert proc is not None
+    starving = asyncio.Event()
+
+    async def starve() -> None:
+        # The fault made real: the worker process is stopped three quarters of the time
+        # (SIGSTOP/SIGCONT); these sleeps pace the fault, nothing waits on them.
+        while not starving.is_set():
+            os.kill(proc.pid, signal.SIGSTOP)
+            await asyncio.sleep(0.15)
+            os.kill(proc.pid, signal.SIGCONT)
+            await asyncio.sleep(0.05)
+
+    task = asyncio.get_running_loop().create_task(starve())
+    try:
+        slow = admission.policy.min_clock_share
+        await until(lambda: asyncio.sleep(0, result=admission.lagging and min(pool.clock_shares(), default=1) < slow),
+                    timeout=30)
+        _, r = await bench.join("l-2", ("audio",))
+        assert r.status == 503 and r.headers["Retry-After"] and "sending loop" in await r.text()
+        assert any(d.get("reason") == "lagging" for s, d in bench.events("admission") if s == "l-2")
+        assert "l-1" in bench.connected()  # the site already in stays
+    finally:
+        starving.set()
+        await task
+        os.kill(proc.pid, signal.SIGCONT)
+    await until(lambda: asyncio.sleep(0, result=not admission.lagging), timeout=30)
+    _, r = await bench.join("l-2", ("audio",))
+    assert r.status == 201, await r.text()
