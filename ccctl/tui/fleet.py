@@ -5,9 +5,11 @@ Plain Python (no Textual), so the app, the tests and the benchmark drive the sam
 counts come from ``ccctl.reports``: the dashboard and the CLI's report count the same way.
 
 Kept for speed at the country's scale (10,599 sites, thousands of changes a second): the sites
-of each place (a drill-down looks them up, it does not scan every site), the counts by state
-(kept up to date by ``apply``), and the last sorted list of each view, which a keypress of the
-filter may narrow instead of filtering and sorting every site again (``rows(max_age=...)``).
+of each place (a drill-down looks them up, it does not scan every site), the counts by state of
+the country and of every unit under every place (kept up to date by ``apply`` from the changes,
+so a list of units is made from its counts, never by recounting the sites), and the last sorted
+list of each view, which a keypress of the filter may narrow instead of filtering and sorting
+every site again (``rows(max_age=...)``).
 """
 
 from __future__ import annotations
@@ -18,11 +20,48 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ccctl.reports import SEVERITY, child_level, level_counts
+from ccctl.reports import DOWN_STATES, LEVEL_KEYS, LEVEL_NAMES, SEVERITY, STATES, child_level, level_counts
 from ccctl.textfold import fold
 
 Row = dict[str, Any]
 SORTS = ("worst", "name", "code")
+PlaceKey = tuple[str, str | None, str | None]  # (level, scheme, code) of a place, as ``Place`` holds them
+
+
+@dataclass
+class Unit:
+    """A unit one level under a place, with its counts by state (every state of ``STATES``)."""
+
+    scheme: Any
+    level: str
+    key: tuple[Any, ...]  # its values of ``LEVEL_KEYS[level]``
+    name: str
+    counts: dict[str, int]
+    fold: str = ""
+
+    def row(self) -> Row:
+        """The unit as ``ccctl.reports.level_counts`` gives it, with ``scheme`` and ``fold``."""
+        counts = self.counts
+        sites = sum(counts.values())
+        record: Row = dict(zip(LEVEL_KEYS[self.level], self.key, strict=True))
+        record["sites"] = sites
+        record.update({s.lower(): counts[s] for s in STATES})
+        record["down"] = sum(counts[s] for s in DOWN_STATES)
+        record["ready_pct"] = round((counts["OK"] + counts["DEGRADED"]) * 100.0 / sites, 1) if sites else None
+        record["level"] = self.level
+        record["code"] = self.key[-1] if self.key else ""
+        record["name"] = self.name
+        record["scheme"] = self.scheme
+        record["fold"] = self.fold
+        return record
+
+
+_KNOWN = frozenset(STATES)
+
+
+def _counted(state: str) -> str:
+    """The state a site is counted under (as ``count_states`` counts: unknown states as ERROR)."""
+    return state if state in _KNOWN else "ERROR"
 
 
 @dataclass(frozen=True)
@@ -99,6 +138,8 @@ class Fleet:
     _newest: float | None = field(default=None, repr=False)
     _ranked: bool = field(default=False, repr=False)  # the sites carry their sort ranks (ids unique)
     _views: dict[tuple[Any, ...], tuple[float, int, list[Row]]] = field(default_factory=dict, repr=False)
+    _units: dict[PlaceKey, list[Unit]] = field(default_factory=dict, repr=False)  # place -> units one level under
+    _unit_counts: dict[str, list[dict[str, int]]] = field(default_factory=dict, repr=False)  # site -> its units' counts
     _narrowed: tuple[tuple[Any, ...], str, list[Row]] | None = field(default=None, repr=False)
 
     def load(self, rows: Iterable[Row]) -> None:
@@ -121,6 +162,7 @@ class Fleet:
             counts[s["state"]] = counts.get(s["state"], 0) + 1
         times = [s["checked_at"] for s in self.order if s["checked_at"] is not None]
         self._places, self._counts, self._newest = places, counts, max(times) if times else None
+        self._count_units()
         self._indexed = self.order
         self._ranked = len(self.sites) == len(self.order) and all("name_fold" in s for s in self.order)
         if self._ranked:  # integer sort keys, ranked once: by id, and by name then id
@@ -131,6 +173,33 @@ class Fleet:
         self.generation += 1
         self._views.clear()
         self._narrowed = None
+
+    def _count_units(self) -> None:
+        """The units one level under each place a site lies in (the country, its province, its
+        district), with their counts by state, and for each site the counts it adds to."""
+        found: dict[PlaceKey, dict[tuple[Any, ...], Unit]] = {}
+        refs: dict[str, list[dict[str, int]]] = {}
+        for s in self.order:
+            scheme = s["scheme"]
+            mine = refs[s["id"]] = []
+            for parent in (("country", None, None), ("province", scheme, s["province_code"]),
+                           ("district", scheme, s.get("district_code"))):
+                level = child_level(parent[0], scheme)
+                if level == "site":
+                    continue
+                key = tuple(s[k] if s.get(k) is not None else "" for k in LEVEL_KEYS[level])
+                units = found.setdefault(parent, {})
+                unit = units.get((scheme, *key))
+                if unit is None:
+                    name_of = LEVEL_NAMES[level]
+                    name = (s.get(name_of) or "") if name_of else "Việt Nam"
+                    unit = units[(scheme, *key)] = Unit(scheme, level, key, name, dict.fromkeys(STATES, 0))
+                    unit.fold = fold(f"{unit.key[-1] if unit.key else ''} {name} {scheme}")
+                unit.counts[_counted(s["state"])] += 1
+                mine.append(unit.counts)
+        self._units = {parent: sorted(units.values(), key=lambda u: (u.scheme or "", u.key))
+                       for parent, units in found.items()}
+        self._unit_counts = refs
 
     def _fresh(self) -> None:
         if self._indexed is not self.order:  # ``order`` replaced other than by ``load``
@@ -160,6 +229,10 @@ class Fleet:
                 if not counts[before]:
                     del counts[before]
                 counts[site["state"]] = counts.get(site["state"], 0) + 1
+                was, now = _counted(before), _counted(site["state"])
+                for unit in self._unit_counts.get(site["id"], ()):  # the units the site lies in
+                    unit[was] -= 1
+                    unit[now] += 1
             now_checked = site["checked_at"]
             if now_checked is not None and (self._newest is None or now_checked > self._newest):
                 self._newest = now_checked
@@ -213,12 +286,12 @@ class Fleet:
             kept[1] == self.generation or time.monotonic() - kept[0] < max_age)
         self.stale = self.reused and kept is not None and kept[1] != self.generation
         if kept is None or not self.reused:
-            sites = self.sites_here()
             if is_sites:
+                sites = self.sites_here()
                 passes = Query(states=query.states, tier=query.tier).predicate(True)
                 base = self._sorted([s for s in sites if passes(s)], True)
             else:
-                base = self._sorted(self.units_under(self.here, sites), False)
+                base = self._sorted(self.units_under(self.here), False)
             if len(self._views) > 16:
                 self._views.clear()
             self._views[view] = (time.monotonic(), self.generation, base)
@@ -240,8 +313,20 @@ class Fleet:
         return rows
 
     def units_under(self, place: Place, sites: list[Row] | None = None) -> list[Row]:
-        """Counts by state of each unit one level under ``place`` (by each site's scheme)."""
+        """Counts by state of each unit one level under ``place`` (by each site's scheme), as
+        ``level_counts`` gives them: from the counts kept by ``apply`` unless ``sites`` are given."""
         if sites is None:
+            self._fresh()
+            units = self._units.get((place.level, place.scheme, place.code))
+            if units is not None or place.level in ("country", "province", "district"):
+                kept: dict[Any, list[Row]] = {}
+                for kept_unit in units or ():  # level_counts' order within each scheme: worst first, stable
+                    kept.setdefault(kept_unit.scheme, []).append(kept_unit.row())
+                out: list[Row] = []
+                for members in kept.values():
+                    members.sort(key=lambda r: (r["ready_pct"] if r["ready_pct"] is not None else 101.0, -r["down"]))
+                    out += members
+                return out
             sites = self.sites_in(place)
         rows: list[Row] = []
         by_scheme: dict[str | None, list[Row]] = {}
