@@ -86,6 +86,8 @@ class RowList(ScrollView, can_focus=True):
         self.key_field = "id"
         self.renders = 0  # lines rendered since mount (tests read it)
         self._frame_style: Style | None = None
+        self._cursor_style: Style | None = None
+        self._state_column: int | None = None  # the column drawn in the state's colour
 
     def set_rows(self, rows: list[Row], columns: Sequence[Column], key_field: str = "id",
                  keep_cursor: bool = True) -> None:
@@ -93,6 +95,7 @@ class RowList(ScrollView, can_focus=True):
         current = self.current() if keep_cursor else None
         self.rows = rows
         self.columns = columns
+        self._state_column = next((i for i, c in enumerate(columns) if c.title == "state"), None)
         self.key_field = key_field
         self.cursor = 0
         if current is not None:
@@ -112,15 +115,21 @@ class RowList(ScrollView, can_focus=True):
         return self.rows[self.cursor] if 0 <= self.cursor < len(self.rows) else None
 
     def render_lines(self, crop: Region) -> list[Strip]:
-        """The widget's style is looked up once per frame, not once per line."""
-        self._frame_style = self.rich_style
+        """The widget's styles are looked up once per frame, not once per line."""
+        base = self.rich_style
+        self._frame_style = base
+        self._cursor_style = Style(reverse=True) if self.has_focus else Style(bgcolor="grey23")
         try:
             return super().render_lines(crop)
         finally:
             self._frame_style = None
 
     def render_line(self, y: int) -> Strip:
-        """One screen line: the header on line 0, then the row at the scroll position."""
+        """One screen line: the header on line 0, then the row at the scroll position.
+
+        A row is one string of its cells cut to the screen at the scroll position, in at most
+        four segments (before the state, the state in its colour, after it, the blank to the
+        edge): the cursor's style is part of each segment's style, not a second pass."""
         scroll_x, scroll_y = self.scroll_offset
         width = self.size.width
         base = self._frame_style or self.rich_style
@@ -133,19 +142,30 @@ class RowList(ScrollView, can_focus=True):
             return Strip.blank(width, base)
         self.renders += 1
         row = self.rows[index]
+        cells = [_cell(column.text(row), column.width, column.right) + " " for column in self.columns]
+        line = "".join(cells)
         style = base
-        state = row.get("state")
-        segments = []
-        for column in self.columns:
-            cell = _cell(column.text(row), column.width, column.right) + " "
-            cell_style = style
-            if column.title == "state" and isinstance(state, str):
-                cell_style = style + STATE_STYLES.get(state, Style())
-            segments.append(Segment(cell, cell_style))
-        strip = Strip(segments)
         if index == self.cursor:
-            strip = strip.apply_style(Style(reverse=True) if self.has_focus else Style(bgcolor="grey23"))
-        return strip.crop_extend(scroll_x, scroll_x + width, base)
+            cursor = self._cursor_style or (Style(reverse=True) if self.has_focus else Style(bgcolor="grey23"))
+            style = cursor + base  # as Strip.apply_style: the segment's own style wins
+        state = row.get("state")
+        at = self._state_column
+        if at is None or not isinstance(state, str) or state not in STATE_STYLES:
+            spans = [(0, len(line), style)]
+        else:
+            start = sum(len(c) for c in cells[:at])
+            end = start + len(cells[at])
+            state_style = base + STATE_STYLES[state]
+            if index == self.cursor:
+                state_style = cursor + state_style
+            spans = [(0, start, style), (start, end, state_style), (end, len(line), style)]
+        right = scroll_x + width
+        segments = [Segment(line[max(a, scroll_x):min(b, right)], st) for a, b, st in spans
+                    if min(b, right) > max(a, scroll_x)]
+        shown = max(0, min(len(line), right) - scroll_x)
+        if shown < width:
+            segments.append(Segment(" " * (width - shown), base))
+        return Strip(segments, width)
 
     def refresh_visible(self) -> None:
         """Redraw the lines on screen (after the rows' values changed in place)."""
