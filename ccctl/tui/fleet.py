@@ -138,6 +138,8 @@ class Fleet:
     _newest: float | None = field(default=None, repr=False)
     _ranked: bool = field(default=False, repr=False)  # the sites carry their sort ranks (ids unique)
     _views: dict[tuple[Any, ...], tuple[float, int, list[Row]]] = field(default_factory=dict, repr=False)
+    _by_id: list[Row] = field(default_factory=list, repr=False)  # every site by id (when ranked)
+    _by_name: list[Row] = field(default_factory=list, repr=False)  # every site by name then id
     _units: dict[PlaceKey, list[Unit]] = field(default_factory=dict, repr=False)  # place -> units one level under
     _unit_counts: dict[str, list[dict[str, int]]] = field(default_factory=dict, repr=False)  # site -> its units' counts
     _narrowed: tuple[tuple[Any, ...], str, list[Row]] | None = field(default=None, repr=False)
@@ -166,9 +168,11 @@ class Fleet:
         self._indexed = self.order
         self._ranked = len(self.sites) == len(self.order) and all("name_fold" in s for s in self.order)
         if self._ranked:  # integer sort keys, ranked once: by id, and by name then id
-            for i, s in enumerate(sorted(self.order, key=operator.itemgetter("id"))):
+            self._by_id = sorted(self.order, key=operator.itemgetter("id"))
+            self._by_name = sorted(self.order, key=lambda r: (r["name_fold"], r["id"]))
+            for i, s in enumerate(self._by_id):
                 s["id_rank"] = i
-            for i, s in enumerate(sorted(self.order, key=lambda r: (r["name_fold"], r["id"]))):
+            for i, s in enumerate(self._by_name):
                 s["name_rank"] = i
         self.generation += 1
         self._views.clear()
@@ -357,13 +361,17 @@ class Fleet:
         """``_sorted`` for sites ranked by ``load`` (ids unique): the same order from integer
         keys ranked once (by id, by name then id) and, for the worst first, one stable sort by
         severity over the id order; ranks are unique, so the reverse is the reversed order."""
+        every = len(rows) == len(self.order)  # every site: the orders ranked by ``load`` as they are
         if self.sort == "name":
-            ordered = sorted(rows, key=operator.itemgetter("name_rank"))
+            ordered = list(self._by_name) if every else sorted(rows, key=operator.itemgetter("name_rank"))
         else:
-            ordered = sorted(rows, key=operator.itemgetter("id_rank"))
-            if self.sort == "worst":
+            ordered = list(self._by_id) if every else sorted(rows, key=operator.itemgetter("id_rank"))
+            if self.sort == "worst":  # stable by severity: the id order within each, in one pass
                 severity = SEVERITY.get
-                ordered.sort(key=lambda r: severity(r["state"], 0))
+                buckets: dict[int, list[Row]] = {rank: [] for rank in sorted(set(SEVERITY.values()) | {0})}
+                for r in ordered:
+                    buckets[severity(r["state"], 0)].append(r)
+                ordered = [r for bucket in buckets.values() for r in bucket]
         if self.reverse:
             ordered.reverse()
         return ordered

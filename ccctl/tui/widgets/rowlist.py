@@ -7,7 +7,7 @@ on updates, while a ScrollView over a plain list costs the same whatever the len
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +44,17 @@ def set_virtual_size(view: Widget, size: Size) -> None:
         return
     view.set_reactive(Widget.virtual_size, size)
     view._scroll_update(size)
+
+
+def _positions(rows: list[Row], row: Row) -> Iterator[int]:
+    """Where ``row`` may be in ``rows``: the indexes ``list.index`` finds equal to it, in order."""
+    start = 0
+    while True:
+        try:
+            start = rows.index(row, start) + 1
+        except ValueError:
+            return
+        yield start - 1
 
 
 def _cell(text: str, width: int, right: bool) -> str:
@@ -99,11 +110,14 @@ class RowList(ScrollView, can_focus=True):
         self.key_field = key_field
         self.cursor = 0
         if current is not None:
-            key = current.get(key_field)
-            for i, row in enumerate(rows):
-                if row.get(key_field) == key:
-                    self.cursor = i
-                    break
+            try:  # the same row object (a site's row is the site itself): found at C speed
+                self.cursor = next(i for i in _positions(rows, current) if rows[i] is current)
+            except StopIteration:
+                key = current.get(key_field)
+                for i, row in enumerate(rows):
+                    if row.get(key_field) == key:
+                        self.cursor = i
+                        break
         width = sum(c.width + 1 for c in columns)
         set_virtual_size(self, Size(width, len(rows) + 1))
         self._keep_cursor_visible()
