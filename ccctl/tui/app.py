@@ -113,6 +113,7 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
         self.stream_state = "not connected"
         self.stream_id: str | None = None  # the last change-stream event taken, to resume after
         self.live = LiveFigures()  # the broadcast's live figures, from the stream's stats events
+        self._gc_thresholds: tuple[int, ...] | None = None  # the collector's, while the app runs
 
     # --- layout -------------------------------------------------------------------------
 
@@ -121,6 +122,15 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
 
     def on_ready(self) -> None:
         """The main screen is up: start the polls and the timers."""
+        # The widgets, and the sites once read, live as long as the app: moved out of the
+        # garbage collector's view, a full collection no longer walks them all (it took
+        # 60-340 ms on a loaded machine, the longest stalls of the screen). Site rows hold no
+        # cycles, so those of an earlier read are still freed by reference counting. Full
+        # collections also run a tenth as often: thousands of changes a second (and the
+        # screen's lines) are allocations. Both are undone when the app ends.
+        self._gc_thresholds = gc.get_threshold()
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
         self.widget("#header", Header).clock = self.clock
         if self.wall:
             self.add_class("wall")
@@ -137,6 +147,9 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
 
     def on_unmount(self) -> None:
         self.feed.close()
+        if self._gc_thresholds is not None:
+            gc.unfreeze()  # what the app froze is collectable again once it ends
+            gc.set_threshold(*self._gc_thresholds)
 
     def watch_app_focus(self, focus: bool) -> None:
         """In a browser (--serve) the page's focus says nothing about a wall screen, and the web
@@ -271,14 +284,7 @@ class Dashboard(DataMixin, ActionsMixin, App[None]):
     @while_shown
     def on_sites_loaded(self, message: msg.SitesLoaded) -> None:
         self.fleet.load(message.rows)
-        # The sites (and the app's widgets) live as long as the app: moved out of the garbage
-        # collector's view, a full collection no longer walks them all (it took 120-340 ms on
-        # a loaded machine, the longest stalls of the screen). Their rows hold no cycles, so
-        # those of an earlier read are still freed by reference counting. The collector also
-        # runs less often: thousands of changes a second (and the screen's lines) are
-        # allocations, and each full collection is a stall; the young ones stay as they were.
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
+        gc.freeze()  # the sites live as long as the app (see on_ready)
         self.expected = message.expected
         self.last_full = time.monotonic()
         first = not self.loaded
