@@ -142,7 +142,9 @@ class Fleet:
     _by_name: list[Row] = field(default_factory=list, repr=False)  # every site by name then id
     _units: dict[PlaceKey, list[Unit]] = field(default_factory=dict, repr=False)  # place -> units one level under
     _unit_counts: dict[str, list[dict[str, int]]] = field(default_factory=dict, repr=False)  # site -> its units' counts
-    _narrowed: tuple[tuple[Any, ...], str, list[Row]] | None = field(default=None, repr=False)
+    # the text filters of one view's kept list: text -> (rows, their folded texts); "" is the list
+    _texts: dict[str, tuple[list[Row], list[str]]] = field(default_factory=dict, repr=False)
+    _texts_of: tuple[tuple[Any, ...], int] | None = field(default=None, repr=False)  # (view, id of its list)
 
     def load(self, rows: Iterable[Row]) -> None:
         """Replace every site (a full read of the registry)."""
@@ -176,7 +178,7 @@ class Fleet:
                 s["name_rank"] = i
         self.generation += 1
         self._views.clear()
-        self._narrowed = None
+        self._texts_of = None
 
     def _count_units(self) -> None:
         """The units one level under each place a site lies in (the country, its province, its
@@ -299,22 +301,43 @@ class Fleet:
             if len(self._views) > 16:
                 self._views.clear()
             self._views[view] = (time.monotonic(), self.generation, base)
-            self._narrowed = None
+            self._texts_of = None
         else:
             base = kept[2]
         text = query.text
         if not fold(text.lstrip("!")).split():
             return list(base)
-        source = base
-        narrowed = self._narrowed
-        if self.reused and narrowed is not None and narrowed[0] == view and narrowed[2] is not None:
-            before = narrowed[1]
-            if before and not before.startswith("!") and text.startswith(before):
-                source = narrowed[2]  # the text only grew: what matched before holds every match
-        passes = Query(text=text).predicate(is_sites)
-        rows = [r for r in source if passes(r)]
-        self._narrowed = (view, text, rows)
-        return rows
+        return self._filtered(view, base, text)
+
+    def _filtered(self, view: tuple[Any, ...], base: list[Row], text: str) -> list[Row]:
+        """``base`` narrowed by the text filter. The results of the texts typed over the same
+        list are kept: a text that only grew is filtered from the longest kept text it extends
+        (what it matches holds every match of the longer one), and a text typed before (a
+        backspace) is taken as it was."""
+        if self._texts_of != (view, id(base)):
+            self._texts = {"": (base, [r["fold"] for r in base])}
+            self._texts_of = (view, id(base))
+        texts = self._texts
+        kept = texts.get(text)
+        if kept is None:
+            source = ""
+            if not text.startswith("!"):
+                for before in texts:
+                    if len(before) > len(source) and not before.startswith("!") and text.startswith(before):
+                        source = before
+            rows, folds = texts[source]
+            invert = text.startswith("!")
+            words = fold(text[1:] if invert else text).split()
+            picked = [i for i, f in enumerate(folds) if words[0] in f]
+            for word in words[1:]:  # each further word narrows what the ones before matched
+                picked = [i for i in picked if word in folds[i]]
+            if invert:
+                matched = set(picked)
+                picked = [i for i in range(len(folds)) if i not in matched]
+            kept = texts[text] = ([rows[i] for i in picked], [folds[i] for i in picked])
+            if len(texts) > 64:  # a long session of typing: keep the list and this text only
+                self._texts = {"": texts[""], text: kept}
+        return list(kept[0])
 
     def units_under(self, place: Place, sites: list[Row] | None = None) -> list[Row]:
         """Counts by state of each unit one level under ``place`` (by each site's scheme), as

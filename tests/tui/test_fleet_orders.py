@@ -34,3 +34,24 @@ def test_ranked_orders_equal_sorting_by_the_keys(dash_db: Database) -> None:
             for reverse in (False, True):
                 fleet.sort, fleet.reverse = sort, reverse
                 assert [r["id"] for r in fleet.rows()] == [r["id"] for r in sorted(sites, key=key, reverse=reverse)]
+
+
+def test_typed_filters_equal_the_query_whatever_the_order_of_typing(dash_db: Database) -> None:
+    """Typing, backspacing, inverting and typing again: each text's rows are those the query's
+    predicate passes, in the list's order, whichever earlier text they were narrowed from."""
+    from ccctl.tui.fleet import Query
+
+    fleet = Fleet()
+    fleet.load(site_states(dash_db))
+    fleet.flat = True
+    typed = ["b", "ba", "bac", "bac ", "bac l", "bac li", "bac l", "bac", "!bac", "!ba", "ba", "x", "xa t", "xa", "",
+             "phuong 7", "phuong", "ph"]
+    for sort in ("worst", "name"):
+        fleet.sort, fleet.query.text = sort, ""
+        every = fleet.rows()
+        for text in typed:
+            fleet.query.text = text
+            passes = Query(text=text).predicate(True)
+            assert [r["id"] for r in fleet.rows(3.0)] == [r["id"] for r in every if passes(r)], text
+    fleet.query.text = "bac"
+    assert 0 < len(fleet.rows(3.0)) < len(every)
