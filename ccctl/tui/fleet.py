@@ -6,10 +6,10 @@ counts come from ``ccctl.reports``: the dashboard and the CLI's report count the
 
 Kept for speed at the country's scale (10,599 sites, thousands of changes a second): the sites
 of each place (a drill-down looks them up, it does not scan every site), the counts by state of
-the country and of every unit under every place (kept up to date by ``apply`` from the changes,
-so a list of units is made from its counts, never by recounting the sites), and the last sorted
-list of each view, which a keypress of the filter may narrow instead of filtering and sorting
-every site again (``rows(max_age=...)``).
+the country and of each province (kept up to date by ``apply`` from the changes, so the
+overview is made from them, never by recounting every site), and the last sorted list of each
+view, which a keypress of the filter may narrow instead of filtering and sorting every site
+again (``rows(max_age=...)``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ccctl.reports import DOWN_STATES, LEVEL_KEYS, LEVEL_NAMES, SEVERITY, STATES, child_level, level_counts
+from ccctl.reports import DOWN_STATES, LEVEL_KEYS, SEVERITY, STATES, child_level, level_counts
 from ccctl.textfold import fold
 
 Row = dict[str, Any]
@@ -181,30 +181,24 @@ class Fleet:
         self._texts_of = None
 
     def _count_units(self) -> None:
-        """The units one level under each place a site lies in (the country, its province, its
-        district), with their counts by state, and for each site the counts it adds to."""
-        found: dict[PlaceKey, dict[tuple[Any, ...], Unit]] = {}
+        """The provinces with their counts by state, and for each site the counts it adds to.
+        Only the country's units are kept: a province's or a district's (a few hundred sites
+        at most) are recounted when shown, in well under a millisecond, and keeping every
+        commune's counts would cost the read ~100 ms for ten thousand units."""
+        provinces: dict[tuple[Any, ...], Unit] = {}
         refs: dict[str, list[dict[str, int]]] = {}
+        blank = dict.fromkeys(STATES, 0)
         for s in self.order:
-            scheme = s["scheme"]
-            mine = refs[s["id"]] = []
-            for parent in (("country", None, None), ("province", scheme, s["province_code"]),
-                           ("district", scheme, s.get("district_code"))):
-                level = child_level(parent[0], scheme)
-                if level == "site":
-                    continue
-                key = tuple(s[k] if s.get(k) is not None else "" for k in LEVEL_KEYS[level])
-                units = found.setdefault(parent, {})
-                unit = units.get((scheme, *key))
-                if unit is None:
-                    name_of = LEVEL_NAMES[level]
-                    name = (s.get(name_of) or "") if name_of else "Việt Nam"
-                    unit = units[(scheme, *key)] = Unit(scheme, level, key, name, dict.fromkeys(STATES, 0))
-                    unit.fold = fold(f"{unit.key[-1] if unit.key else ''} {name} {scheme}")
-                unit.counts[_counted(s["state"])] += 1
-                mine.append(unit.counts)
-        self._units = {parent: sorted(units.values(), key=lambda u: (u.scheme or "", u.key))
-                       for parent, units in found.items()}
+            scheme, code = s["scheme"], s["province_code"]
+            key = (scheme, code if code is not None else "")
+            unit = provinces.get(key)
+            if unit is None:
+                name = s.get("province_name") or ""
+                unit = provinces[key] = Unit(scheme, "province", key, name, dict(blank))
+                unit.fold = fold(f"{key[-1]} {name} {scheme}")
+            unit.counts[_counted(s["state"])] += 1
+            refs[s["id"]] = [unit.counts]
+        self._units = {("country", None, None): sorted(provinces.values(), key=lambda u: (u.scheme or "", u.key))}
         self._unit_counts = refs
 
     def _fresh(self) -> None:
@@ -345,7 +339,7 @@ class Fleet:
         if sites is None:
             self._fresh()
             units = self._units.get((place.level, place.scheme, place.code))
-            if units is not None or place.level in ("country", "province", "district"):
+            if units is not None or place.level == "country":
                 kept: dict[Any, list[Row]] = {}
                 for kept_unit in units or ():  # level_counts' order within each scheme: worst first, stable
                     kept.setdefault(kept_unit.scheme, []).append(kept_unit.row())

@@ -1,4 +1,4 @@
-"""The units' counts the fleet keeps from the changes are those a recount of the sites gives
+"""The units' counts the fleet keeps from the changes (the provinces') are those a recount gives
 (``ccctl.reports.level_counts``), at every place of both schemes, after floods of changes."""
 
 from __future__ import annotations
