@@ -13,9 +13,10 @@ them from the stream with the same client (``--direct`` posts them to the apps i
 Figures: time to the first full screen, keypress-to-screen p50/p95 for filter (typing), sort,
 scroll (page down) and drill-down (Enter then Esc), the event loop's worst stall (a 5 ms
 ticker's lateness while keys and changes flow) and peak RSS, beside each other with the
-target. ``--quick`` runs about 200 sites for the test suite.
+target. ``--quick`` runs about 200 sites for the test suite. ``--only line`` measures one app
+alone (its figures in both columns), ``--profile FILE`` writes a cProfile of each app.
 
-    .venv/bin/python benchmarks/dashboard.py [--quick]
+    .venv/bin/python benchmarks/dashboard.py [--quick] [--only line|datatable] [--profile FILE]
 """
 
 from __future__ import annotations
@@ -486,9 +487,10 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=60)
         shutil.rmtree(tmp, ignore_errors=True)
-    if args.only:
+    if args.only:  # the one app measured, shown in both columns
         results.setdefault("line", results[args.only])
         results.setdefault("datatable", results[args.only])
+        print(f"(--only {args.only}: one app measured, its figures in both columns)")
     line, table = results["line"], results["datatable"]
     load = os.getloadavg()[0]
     how = "posted to the apps" if args.direct else "written to the registry, through the change stream"
