@@ -13,9 +13,10 @@ them from the stream with the same client (``--direct`` posts them to the apps i
 Figures: time to the first full screen, keypress-to-screen p50/p95 for filter (typing), sort,
 scroll (page down) and drill-down (Enter then Esc), the event loop's worst stall (a 5 ms
 ticker's lateness while keys and changes flow) and peak RSS, beside each other with the
-target. ``--quick`` runs about 200 sites for the test suite.
+target. ``--quick`` runs about 200 sites for the test suite. ``--only line`` measures one app
+alone (its figures in both columns), ``--profile FILE`` writes a cProfile of each app.
 
-    .venv/bin/python benchmarks/dashboard.py [--quick]
+    .venv/bin/python benchmarks/dashboard.py [--quick] [--only line|datatable] [--profile FILE]
 """
 
 from __future__ import annotations
@@ -423,7 +424,15 @@ def start_server(tmp: Path, url: str) -> tuple[str, subprocess.Popen[bytes]]:
 def child(args: argparse.Namespace) -> None:
     """One variant in this process; its figures as JSON on stdout."""
     runner = run_line if args.variant == "line" else run_datatable
-    print(json.dumps(asyncio.run(runner(args.db, args.quick, args.rate, args.listen))))
+    if args.profile:  # cProfile of the whole child, for finding where a keypress's time goes
+        import cProfile
+
+        with cProfile.Profile() as prof:
+            figures = asyncio.run(runner(args.db, args.quick, args.rate, args.listen))
+        prof.dump_stats(f"{args.profile}.{args.variant}")
+    else:
+        figures = asyncio.run(runner(args.db, args.quick, args.rate, args.listen))
+    print(json.dumps(figures))
 
 
 def main() -> None:
@@ -435,6 +444,8 @@ def main() -> None:
     parser.add_argument("--direct", action="store_true",
                         help="post the changes to the apps directly instead of through a server's change stream")
     parser.add_argument("--listen", help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=["line", "datatable"], help="measure one app alone (no side by side)")
+    parser.add_argument("--profile", metavar="FILE", help="write a cProfile of each app to FILE.line, FILE.datatable")
     parser.add_argument("--writer", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.writer:
@@ -453,8 +464,10 @@ def main() -> None:
         listen = None if args.direct else start_server(tmp, url)
         server = listen[1] if listen else None
         results = {}
-        for variant in ("line", "datatable"):
+        for variant in (args.only,) if args.only else ("line", "datatable"):
             cmd = [sys.executable, __file__, "--variant", variant, "--db", url, "--rate", str(rate)]
+            if args.profile:
+                cmd += ["--profile", str(Path(args.profile).resolve())]
             if listen:
                 cmd += ["--listen", listen[0]]
             feeding = None if listen is None else subprocess.Popen(
@@ -474,6 +487,10 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=60)
         shutil.rmtree(tmp, ignore_errors=True)
+    if args.only:  # the one app measured, shown in both columns
+        results.setdefault("line", results[args.only])
+        results.setdefault("datatable", results[args.only])
+        print(f"(--only {args.only}: one app measured, its figures in both columns)")
     line, table = results["line"], results["datatable"]
     load = os.getloadavg()[0]
     how = "posted to the apps" if args.direct else "written to the registry, through the change stream"

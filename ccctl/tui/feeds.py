@@ -257,10 +257,32 @@ def broadcast_status(home: Path, listen: str, timeout: float = 3.0, server_url: 
     top = client.call("GET", "/healthz", timeout=timeout).get("broadcast")
     if top is not None:
         try:
-            return dict(client.call("GET", f"/api/broadcast?broadcast={int(top)}", timeout=timeout))
+            status = dict(client.call("GET", f"/api/broadcast?broadcast={int(top)}", timeout=timeout))
         except NotFound:  # it ended between the two calls: what is live now
             pass
+        else:
+            status["others"] = other_broadcasts(client, status, timeout)
+            return status
     return dict(client.call("GET", "/api/broadcast", timeout=timeout))
+
+
+def other_broadcasts(client: Any, status: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
+    """The live broadcasts other than ``status``'s (its ``live_ids``): id, title and level of
+    each, highest level first; one that ended meanwhile is left out."""
+    from ccctl.errors import NotFound
+    from ccctl.registry.broadcasts import LEVELS
+
+    others = []
+    for bid in status.get("live_ids") or []:
+        if bid == status.get("id"):
+            continue
+        try:
+            other = client.call("GET", f"/api/broadcast?broadcast={int(bid)}", timeout=timeout)
+        except NotFound:
+            continue
+        others.append({"id": other.get("id", bid), "title": other.get("title") or "", "level": other.get("level")})
+    order = {level: i for i, level in enumerate(LEVELS)}  # the server's names, widest first
+    return sorted(others, key=lambda o: (order.get(o["level"], len(LEVELS)), o["id"]))
 
 
 class LiveFigures:

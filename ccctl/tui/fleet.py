@@ -5,9 +5,11 @@ Plain Python (no Textual), so the app, the tests and the benchmark drive the sam
 counts come from ``ccctl.reports``: the dashboard and the CLI's report count the same way.
 
 Kept for speed at the country's scale (10,599 sites, thousands of changes a second): the sites
-of each place (a drill-down looks them up, it does not scan every site), the counts by state
-(kept up to date by ``apply``), and the last sorted list of each view, which a keypress of the
-filter may narrow instead of filtering and sorting every site again (``rows(max_age=...)``).
+of each place (a drill-down looks them up, it does not scan every site), the counts by state of
+the country and of each province (kept up to date by ``apply`` from the changes, so the
+overview is made from them, never by recounting every site), and the last sorted list of each
+view, which a keypress of the filter may narrow instead of filtering and sorting every site
+again (``rows(max_age=...)``).
 """
 
 from __future__ import annotations
@@ -18,11 +20,48 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ccctl.reports import SEVERITY, child_level, level_counts
+from ccctl.reports import DOWN_STATES, LEVEL_KEYS, SEVERITY, STATES, child_level, level_counts
 from ccctl.textfold import fold
 
 Row = dict[str, Any]
 SORTS = ("worst", "name", "code")
+PlaceKey = tuple[str, str | None, str | None]  # (level, scheme, code) of a place, as ``Place`` holds them
+
+
+@dataclass
+class Unit:
+    """A unit one level under a place, with its counts by state (every state of ``STATES``)."""
+
+    scheme: Any
+    level: str
+    key: tuple[Any, ...]  # its values of ``LEVEL_KEYS[level]``
+    name: str
+    counts: dict[str, int]
+    fold: str = ""
+
+    def row(self) -> Row:
+        """The unit as ``ccctl.reports.level_counts`` gives it, with ``scheme`` and ``fold``."""
+        counts = self.counts
+        sites = sum(counts.values())
+        record: Row = dict(zip(LEVEL_KEYS[self.level], self.key, strict=True))
+        record["sites"] = sites
+        record.update({s.lower(): counts[s] for s in STATES})
+        record["down"] = sum(counts[s] for s in DOWN_STATES)
+        record["ready_pct"] = round((counts["OK"] + counts["DEGRADED"]) * 100.0 / sites, 1) if sites else None
+        record["level"] = self.level
+        record["code"] = self.key[-1] if self.key else ""
+        record["name"] = self.name
+        record["scheme"] = self.scheme
+        record["fold"] = self.fold
+        return record
+
+
+_KNOWN = frozenset(STATES)
+
+
+def _counted(state: str) -> str:
+    """The state a site is counted under (as ``count_states`` counts: unknown states as ERROR)."""
+    return state if state in _KNOWN else "ERROR"
 
 
 @dataclass(frozen=True)
@@ -99,7 +138,13 @@ class Fleet:
     _newest: float | None = field(default=None, repr=False)
     _ranked: bool = field(default=False, repr=False)  # the sites carry their sort ranks (ids unique)
     _views: dict[tuple[Any, ...], tuple[float, int, list[Row]]] = field(default_factory=dict, repr=False)
-    _narrowed: tuple[tuple[Any, ...], str, list[Row]] | None = field(default=None, repr=False)
+    _by_id: list[Row] = field(default_factory=list, repr=False)  # every site by id (when ranked)
+    _by_name: list[Row] = field(default_factory=list, repr=False)  # every site by name then id
+    _units: dict[PlaceKey, list[Unit]] = field(default_factory=dict, repr=False)  # place -> units one level under
+    _unit_counts: dict[str, list[dict[str, int]]] = field(default_factory=dict, repr=False)  # site -> its units' counts
+    # the text filters of one view's kept list: text -> (rows, their folded texts); "" is the list
+    _texts: dict[str, tuple[list[Row], list[str]]] = field(default_factory=dict, repr=False)
+    _texts_of: tuple[tuple[Any, ...], int] | None = field(default=None, repr=False)  # (view, id of its list)
 
     def load(self, rows: Iterable[Row]) -> None:
         """Replace every site (a full read of the registry)."""
@@ -121,16 +166,40 @@ class Fleet:
             counts[s["state"]] = counts.get(s["state"], 0) + 1
         times = [s["checked_at"] for s in self.order if s["checked_at"] is not None]
         self._places, self._counts, self._newest = places, counts, max(times) if times else None
+        self._count_units()
         self._indexed = self.order
         self._ranked = len(self.sites) == len(self.order) and all("name_fold" in s for s in self.order)
         if self._ranked:  # integer sort keys, ranked once: by id, and by name then id
-            for i, s in enumerate(sorted(self.order, key=operator.itemgetter("id"))):
+            self._by_id = sorted(self.order, key=operator.itemgetter("id"))
+            self._by_name = sorted(self.order, key=lambda r: (r["name_fold"], r["id"]))
+            for i, s in enumerate(self._by_id):
                 s["id_rank"] = i
-            for i, s in enumerate(sorted(self.order, key=lambda r: (r["name_fold"], r["id"]))):
+            for i, s in enumerate(self._by_name):
                 s["name_rank"] = i
         self.generation += 1
         self._views.clear()
-        self._narrowed = None
+        self._texts_of = None
+
+    def _count_units(self) -> None:
+        """The provinces with their counts by state, and for each site the counts it adds to.
+        Only the country's units are kept: a province's or a district's (a few hundred sites
+        at most) are recounted when shown, in well under a millisecond, and keeping every
+        commune's counts would cost the read ~100 ms for ten thousand units."""
+        provinces: dict[tuple[Any, ...], Unit] = {}
+        refs: dict[str, list[dict[str, int]]] = {}
+        blank = dict.fromkeys(STATES, 0)
+        for s in self.order:
+            scheme, code = s["scheme"], s["province_code"]
+            key = (scheme, code if code is not None else "")
+            unit = provinces.get(key)
+            if unit is None:
+                name = s.get("province_name") or ""
+                unit = provinces[key] = Unit(scheme, "province", key, name, dict(blank))
+                unit.fold = fold(f"{key[-1]} {name} {scheme}")
+            unit.counts[_counted(s["state"])] += 1
+            refs[s["id"]] = [unit.counts]
+        self._units = {("country", None, None): sorted(provinces.values(), key=lambda u: (u.scheme or "", u.key))}
+        self._unit_counts = refs
 
     def _fresh(self) -> None:
         if self._indexed is not self.order:  # ``order`` replaced other than by ``load``
@@ -160,6 +229,10 @@ class Fleet:
                 if not counts[before]:
                     del counts[before]
                 counts[site["state"]] = counts.get(site["state"], 0) + 1
+                was, now = _counted(before), _counted(site["state"])
+                for unit in self._unit_counts.get(site["id"], ()):  # the units the site lies in
+                    unit[was] -= 1
+                    unit[now] += 1
             now_checked = site["checked_at"]
             if now_checked is not None and (self._newest is None or now_checked > self._newest):
                 self._newest = now_checked
@@ -213,35 +286,68 @@ class Fleet:
             kept[1] == self.generation or time.monotonic() - kept[0] < max_age)
         self.stale = self.reused and kept is not None and kept[1] != self.generation
         if kept is None or not self.reused:
-            sites = self.sites_here()
             if is_sites:
+                sites = self.sites_here()
                 passes = Query(states=query.states, tier=query.tier).predicate(True)
                 base = self._sorted([s for s in sites if passes(s)], True)
             else:
-                base = self._sorted(self.units_under(self.here, sites), False)
+                base = self._sorted(self.units_under(self.here), False)
             if len(self._views) > 16:
                 self._views.clear()
             self._views[view] = (time.monotonic(), self.generation, base)
-            self._narrowed = None
+            self._texts_of = None
         else:
             base = kept[2]
         text = query.text
         if not fold(text.lstrip("!")).split():
             return list(base)
-        source = base
-        narrowed = self._narrowed
-        if self.reused and narrowed is not None and narrowed[0] == view and narrowed[2] is not None:
-            before = narrowed[1]
-            if before and not before.startswith("!") and text.startswith(before):
-                source = narrowed[2]  # the text only grew: what matched before holds every match
-        passes = Query(text=text).predicate(is_sites)
-        rows = [r for r in source if passes(r)]
-        self._narrowed = (view, text, rows)
-        return rows
+        return self._filtered(view, base, text)
+
+    def _filtered(self, view: tuple[Any, ...], base: list[Row], text: str) -> list[Row]:
+        """``base`` narrowed by the text filter. The results of the texts typed over the same
+        list are kept: a text that only grew is filtered from the longest kept text it extends
+        (what it matches holds every match of the longer one), and a text typed before (a
+        backspace) is taken as it was."""
+        if self._texts_of != (view, id(base)):
+            self._texts = {"": (base, [r["fold"] for r in base])}
+            self._texts_of = (view, id(base))
+        texts = self._texts
+        kept = texts.get(text)
+        if kept is None:
+            source = ""
+            if not text.startswith("!"):
+                for before in texts:
+                    if len(before) > len(source) and not before.startswith("!") and text.startswith(before):
+                        source = before
+            rows, folds = texts[source]
+            invert = text.startswith("!")
+            words = fold(text[1:] if invert else text).split()
+            picked = [i for i, f in enumerate(folds) if words[0] in f]
+            for word in words[1:]:  # each further word narrows what the ones before matched
+                picked = [i for i in picked if word in folds[i]]
+            if invert:
+                matched = set(picked)
+                picked = [i for i in range(len(folds)) if i not in matched]
+            kept = texts[text] = ([rows[i] for i in picked], [folds[i] for i in picked])
+            if len(texts) > 64:  # a long session of typing: keep the list and this text only
+                self._texts = {"": texts[""], text: kept}
+        return list(kept[0])
 
     def units_under(self, place: Place, sites: list[Row] | None = None) -> list[Row]:
-        """Counts by state of each unit one level under ``place`` (by each site's scheme)."""
+        """Counts by state of each unit one level under ``place`` (by each site's scheme), as
+        ``level_counts`` gives them: from the counts kept by ``apply`` unless ``sites`` are given."""
         if sites is None:
+            self._fresh()
+            units = self._units.get((place.level, place.scheme, place.code))
+            if units is not None or place.level == "country":
+                kept: dict[Any, list[Row]] = {}
+                for kept_unit in units or ():  # level_counts' order within each scheme: worst first, stable
+                    kept.setdefault(kept_unit.scheme, []).append(kept_unit.row())
+                out: list[Row] = []
+                for members in kept.values():
+                    members.sort(key=lambda r: (r["ready_pct"] if r["ready_pct"] is not None else 101.0, -r["down"]))
+                    out += members
+                return out
             sites = self.sites_in(place)
         rows: list[Row] = []
         by_scheme: dict[str | None, list[Row]] = {}
@@ -272,13 +378,17 @@ class Fleet:
         """``_sorted`` for sites ranked by ``load`` (ids unique): the same order from integer
         keys ranked once (by id, by name then id) and, for the worst first, one stable sort by
         severity over the id order; ranks are unique, so the reverse is the reversed order."""
+        every = len(rows) == len(self.order)  # every site: the orders ranked by ``load`` as they are
         if self.sort == "name":
-            ordered = sorted(rows, key=operator.itemgetter("name_rank"))
+            ordered = list(self._by_name) if every else sorted(rows, key=operator.itemgetter("name_rank"))
         else:
-            ordered = sorted(rows, key=operator.itemgetter("id_rank"))
-            if self.sort == "worst":
+            ordered = list(self._by_id) if every else sorted(rows, key=operator.itemgetter("id_rank"))
+            if self.sort == "worst":  # stable by severity: the id order within each, in one pass
                 severity = SEVERITY.get
-                ordered.sort(key=lambda r: severity(r["state"], 0))
+                buckets: dict[int, list[Row]] = {rank: [] for rank in sorted(set(SEVERITY.values()) | {0})}
+                for r in ordered:
+                    buckets[severity(r["state"], 0)].append(r)
+                ordered = [r for bucket in buckets.values() for r in bucket]
         if self.reverse:
             ordered.reverse()
         return ordered

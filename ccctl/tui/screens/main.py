@@ -6,12 +6,14 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Static
 
 from ccctl.tui.widgets.datapanel import DataPanel
 from ccctl.tui.widgets.detail import Detail
 from ccctl.tui.widgets.eventlog import EventLog
+from ccctl.tui.widgets.footer import KeyFooter
 from ccctl.tui.widgets.header import Header
+from ccctl.tui.widgets.prompt import Prompt
 from ccctl.tui.widgets.readiness import ReadinessPanel
 from ccctl.tui.widgets.rowlist import RowList
 
@@ -29,8 +31,8 @@ class MainScreen(Screen[None]):
         yield ReadinessPanel(id="meeting")
         yield EventLog(id="log")
         yield Static("", id="status")
-        yield Input(id="prompt")
-        yield Footer(compact=True)  # every key fits at 160 columns
+        yield Prompt(id="prompt")
+        yield KeyFooter()  # every key fits at 160 columns; a new set of keys repaints one line
 
     def on_mount(self) -> None:
         self.query_one("#list", RowList).focus()

@@ -107,6 +107,11 @@ def broadcast_lines(status: dict[str, Any], tiers: list[dict[str, Any]]) -> list
     if status.get("floor"):
         parts.append(f"floor: {status['floor']}")
     parts.append(" ".join(f"{t['tier']} {t['connected']}/{t['expected']}" for t in tiers))
+    others = status.get("others") or []
+    if others:  # several live: this one is the highest level's; the others named after it
+        parts.append("also live: " + ", ".join(
+            f"#{o['id']} {o['title'] or '(untitled)'}" + (f" ({o['level']})" if o.get("level") else "")
+            for o in others))
     return parts
 
 
