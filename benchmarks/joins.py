@@ -673,6 +673,13 @@ def main() -> None:
                             "budget": None, "storm": None}
     names = {"--sites": "sites", "--video-sites": "video_sites", "--profile": "profile", "--top": "top",
              "--steady": "steady", "--workers": "workers", "--budget": "budget"}
+    if "-h" in argv or "--help" in argv:
+        print(__doc__)
+        return
+    valued = {*names, "--profile-out", "--storm"}
+    unknown = [a for i, a in enumerate(argv) if a not in valued | {"--quick"} and (i == 0 or argv[i - 1] not in valued)]
+    if unknown:  # a mistyped option must not start a several-minute run with the defaults
+        raise SystemExit(f"joins.py: unknown argument {unknown[0]!r} (see --help)")
     args["profile_out"] = argv[argv.index("--profile-out") + 1] if "--profile-out" in argv else None
     if "--storm" in argv:  # --storm STAY,LEAVE
         stay, leave = argv[argv.index("--storm") + 1].split(",")
