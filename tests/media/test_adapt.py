@@ -100,26 +100,14 @@ async def test_a_lossy_site_is_moved_down_by_its_own_receiver_reports() -> None:
 async def test_the_configured_adapt_section_reaches_the_broadcasts_core(units_db_url: str, tmp_path: Any) -> None:
     """``[adapt]`` of the server's configuration is the governor's policy in a broadcast's core
     (the default core of ``serve``; a test's factory that sets ``adapt`` keeps its own)."""
-    import functools
-
-    from aiohttp.test_utils import TestClient, TestServer
-
     from ccctl.config import load_config
-    from ccctl.media import tokens
-    from ccctl.media.server import SERVER_KEY, create_app
+    from ccctl.media.server import SERVER_KEY
+    from tests.test_whip import in_process_server
 
     (tmp_path / "ccctl.toml").write_text("[adapt]\nup_after = 4\nhold_s = 2.5\n")
     adapt = load_config(env={"CCCTL_HOME": str(tmp_path)}).adapt
     assert (adapt.up_after, adapt.hold_s, adapt.down_after) == (4, 2.5, 2)
-    app = create_app(units_db_url, tmp_path, core_factory=functools.partial(MediaCore, tiers=SMALL_TIERS),
-                     media_network="127.0.0.0/8")
-    client = TestClient(TestServer(app, host="127.0.0.1"))
-    await client.start_server()
-    try:
-        control = {"Authorization": f"Bearer {tokens.control_token(tokens.load_secret(tmp_path))}"}
-        started = await client.post("/api/broadcast", json={"source": "testsrc"}, headers=control)
-        assert started.status == 201, await started.text()
-        core = app[SERVER_KEY].room.core
+    async with in_process_server(units_db_url, tmp_path) as api:
+        await api.start()
+        core = api.client.app[SERVER_KEY].room.core
         assert isinstance(core, MediaCore) and core.adapt == adapt
-    finally:
-        await client.close()
