@@ -9,6 +9,7 @@ so nothing leaves loopback.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -130,3 +131,12 @@ async def join(core: MediaCore) -> AsyncIterator[JoinFn]:
     finally:
         for site in sites:
             await site.close()
+
+
+@pytest.fixture
+def sockets() -> Iterator[list[socket.socket]]:
+    """Sockets a test opens (real UDP, loopback); closed afterwards."""
+    made: list[socket.socket] = []
+    yield made
+    for s in made:
+        s.close()

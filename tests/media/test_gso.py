@@ -28,14 +28,6 @@ SSRCS = (0x0101_0101, 0x0202_0202, 0x0303_0303)
 
 
 @pytest.fixture
-def sockets() -> Iterator[list[socket.socket]]:
-    made: list[socket.socket] = []
-    yield made
-    for s in made:
-        s.close()
-
-
-@pytest.fixture
 def gso_setting() -> Iterator[None]:
     """Whatever a test sets, the process's setting afterwards is what it was."""
     was = fanout.set_gso(True) if fanout is not None else False

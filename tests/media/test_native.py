@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import socket
 import struct
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -43,14 +42,6 @@ def forwarder(kind: str, ssrc: int, seq: int, offset: int, profile: int, key: by
               addr: tuple[str, int], use_native: bool) -> Forwarder:
     """A forwarder of either path on real SRTP sessions and sockets (benchmarks/sendpath.py)."""
     return standalone_forwarder(kind, ssrc, seq, offset, profile, key, sock, addr, use_native)
-
-
-@pytest.fixture
-def sockets() -> Iterator[list[socket.socket]]:
-    made: list[socket.socket] = []
-    yield made
-    for s in made:
-        s.close()
 
 
 def udp(made: list[socket.socket], blocking: bool = True) -> socket.socket:
